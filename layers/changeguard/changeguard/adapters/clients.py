@@ -1,0 +1,58 @@
+"""Lazy, cached boto3 clients: created on first use, reused while the Lambda is warm.
+
+Nothing is created at import time, so tests and the replay harness can point the
+environment (``AWS_ENDPOINT_URL``, credentials) anywhere before the first call, and
+``reset()`` drops every cached client.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str | None], Any] = {}
+
+
+@cache
+def _config() -> Any:
+    from botocore.config import Config
+
+    # Standard retry mode: throttling and 5xx are retried with backoff; bounded timeouts so a
+    # hung endpoint cannot eat the whole Lambda timeout.
+    return Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=3,
+        read_timeout=10,
+        tcp_keepalive=True,
+    )
+
+
+@cache
+def _session() -> Any:
+    import boto3
+
+    return boto3.session.Session()
+
+
+def client(service: str, region: str | None = None) -> Any:
+    """The shared client for ``service`` (and ``region``, for cross-region calls)."""
+    key = (service, region)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = _session().client(service, region_name=region, config=_config())
+            _clients[key] = found
+    return found
+
+
+def reset() -> None:
+    """Forget every client (tests, and the harness when it switches function identity)."""
+    with _lock:
+        _clients.clear()
+    _session.cache_clear()
+    _config.cache_clear()

@@ -1,0 +1,231 @@
+"""DynamoDB: the append-only change ledger and the default ticket table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from changeguard.adapters.clients import client
+from changeguard.domain.errors import TicketSourceUnavailableError
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
+
+BY_DAY_INDEX = "ByDay"
+_NOT_EXISTS = "attribute_not_exists(change_id)"
+
+
+def _s(value: str | None) -> dict[str, str] | None:
+    return {"S": value} if value else None
+
+
+def entry_to_item(entry: LedgerEntry) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "change_id": {"S": entry.change_id},
+        "entry": {"S": entry.entry},
+        "kind": {"S": entry.kind.value},
+        "function": {"S": entry.function},
+        "event_time": {"S": entry.event_time.isoformat()},
+        "recorded_at": {"S": entry.recorded_at.isoformat()},
+        "day": {"S": entry.day},
+        "index_key": {"S": entry.index_key},
+        "body": {"S": json.dumps(entry.body, sort_keys=True, separators=(",", ":"), default=str)},
+        "content_hash": {"S": entry.content_hash()},
+    }
+    for name in ("verdict", "severity", "ticket_id", "account", "region"):
+        value = _s(getattr(entry, name))
+        if value:
+            item[name] = value
+    return item
+
+
+def item_to_entry(item: dict[str, Any]) -> LedgerEntry:
+    def s(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    return LedgerEntry(
+        change_id=item["change_id"]["S"],
+        entry=item["entry"]["S"],
+        kind=EntryKind(item["kind"]["S"]),
+        function=item["function"]["S"],
+        event_time=datetime.fromisoformat(item["event_time"]["S"]),
+        recorded_at=datetime.fromisoformat(item["recorded_at"]["S"]),
+        verdict=s("verdict"),
+        severity=s("severity"),
+        ticket_id=s("ticket_id"),
+        account=s("account"),
+        region=s("region"),
+        body=json.loads(item["body"]["S"]),
+    )
+
+
+def stored_hash(item: dict[str, Any]) -> str | None:
+    value = item.get("content_hash")
+    return value["S"] if value else None
+
+
+class DynamoDBLedger:
+    """Conditional puts only: a duplicate delivery is a no-op, later facts are new items.
+
+    Several entries (a verdict and its alert) go in one transaction, so the alert exists
+    exactly when the verdict does; the alert publisher reads them from the table's stream.
+    """
+
+    def __init__(self, table_name: str, ddb: Any | None = None) -> None:
+        self.table_name = table_name
+        self._ddb = ddb
+
+    @property
+    def ddb(self) -> Any:
+        if self._ddb is None:
+            self._ddb = client("dynamodb")
+        return self._ddb
+
+    def append(self, entries: Sequence[LedgerEntry]) -> bool:
+        if not entries:
+            return False
+        if len(entries) == 1:
+            try:
+                self.ddb.put_item(
+                    TableName=self.table_name,
+                    Item=entry_to_item(entries[0]),
+                    ConditionExpression=_NOT_EXISTS,
+                )
+            except self.ddb.exceptions.ConditionalCheckFailedException:
+                return False
+            return True
+        try:
+            self.ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": entry_to_item(e),
+                            "ConditionExpression": _NOT_EXISTS,
+                        }
+                    }
+                    for e in entries
+                ]
+            )
+        except self.ddb.exceptions.TransactionCanceledException as exc:
+            codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" in codes:
+                # Already written: by a duplicate delivery, or by our own earlier attempt whose
+                # response was lost. Either way the facts are recorded.
+                return False
+            raise
+        return True
+
+    def entries_for(self, change_id: str) -> list[LedgerEntry]:
+        pages = self.ddb.get_paginator("query").paginate(
+            TableName=self.table_name,
+            KeyConditionExpression="change_id = :c",
+            ExpressionAttributeValues={":c": {"S": change_id}},
+            ConsistentRead=True,
+        )
+        return [item_to_entry(i) for page in pages for i in page.get("Items", [])]
+
+    def entries_on(self, day: str, verdict: str | None = None) -> list[LedgerEntry]:
+        return [item_to_entry(i) for i in self.items_on(day, verdict)]
+
+    def items_on(self, day: str, verdict: str | None = None) -> list[dict[str, Any]]:
+        """Raw items of one day (the by-day index), for reports and digests."""
+        expr = "#d = :d"
+        values: dict[str, Any] = {":d": {"S": day}}
+        if verdict:
+            expr += " AND begins_with(index_key, :v)"
+            values[":v"] = {"S": f"{verdict}#"}
+        pages = self.ddb.get_paginator("query").paginate(
+            TableName=self.table_name,
+            IndexName=BY_DAY_INDEX,
+            KeyConditionExpression=expr,
+            ExpressionAttributeNames={"#d": "day"},
+            ExpressionAttributeValues=values,
+        )
+        return [i for page in pages for i in page.get("Items", [])]
+
+
+def _dt(item: dict[str, Any], name: str) -> datetime | None:
+    value = item.get(name, {}).get("S")
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _str(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return value.get("S") if value else None
+
+
+class DynamoDBTicketSource:
+    """The default ticket source: one item per ticket plus one item per approval.
+
+    Approval items carry ``approver`` (the approver's verified STS identity); the table's
+    resource policy lets only the approvers role write items with that attribute.
+    """
+
+    name = "dynamodb"
+
+    def __init__(self, table_name: str, ddb: Any | None = None) -> None:
+        self.table_name = table_name
+        self._ddb = ddb
+        self._cache: dict[str, Ticket | None] = {}
+
+    @property
+    def ddb(self) -> Any:
+        if self._ddb is None:
+            self._ddb = client("dynamodb")
+        return self._ddb
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def get(self, ticket_id: str) -> Ticket | None:
+        if ticket_id in self._cache:
+            return self._cache[ticket_id]
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self.ddb.query(
+                TableName=self.table_name,
+                KeyConditionExpression="ticket_id = :t",
+                ExpressionAttributeValues={":t": {"S": ticket_id}},
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise TicketSourceUnavailableError(f"ticket table {self.table_name}: {exc}") from exc
+        ticket = ticket_from_items(resp.get("Items", []))
+        self._cache[ticket_id] = ticket
+        return ticket
+
+
+def ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:
+    head = next((i for i in items if i.get("record", {}).get("S") == "TICKET"), None)
+    if head is None:
+        return None
+    approvals = tuple(
+        Approval(
+            approver=i["approver"]["S"],
+            approver_name=_str(i, "approver_name"),
+            approved_at=_dt(i, "approved_at"),
+        )
+        for i in items
+        if i.get("record", {}).get("S", "").startswith("APPROVAL#") and "approver" in i
+    )
+    resources = head.get("affected_resources", {})
+    affected = tuple(resources.get("SS") or [r["S"] for r in resources.get("L", []) if "S" in r])
+    return Ticket(
+        ticket_id=head["ticket_id"]["S"],
+        source="dynamodb",
+        type=TicketType(_str(head, "type") or "normal"),
+        status=TicketStatus(_str(head, "status") or "open"),
+        title=_str(head, "title"),
+        requested_by=_str(head, "requested_by"),
+        approvals=approvals,
+        window_start=_dt(head, "window_start"),
+        window_end=_dt(head, "window_end"),
+        affected_resources=affected,
+        test_evidence=_str(head, "test_evidence"),
+        rollback_plan=_str(head, "rollback_plan"),
+        created_at=_dt(head, "created_at"),
+    )

@@ -1,0 +1,253 @@
+"""The normalized ``Change``: one infrastructure change, whatever reported it."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from changeguard.domain.resources import resource_arns
+from changeguard.models.cloudtrail import CloudTrailRecord
+
+
+class _Own(BaseModel):
+    """Our own models: strict about unknown fields, immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ActorKind(StrEnum):
+    IAM_USER = "iam_user"
+    ASSUMED_ROLE = "assumed_role"
+    ROOT = "root"
+    FEDERATED = "federated"
+    SSO = "sso"
+    AWS_SERVICE = "aws_service"
+    AWS_ACCOUNT = "aws_account"
+    UNKNOWN = "unknown"
+
+
+class Actor(_Own):
+    """Who made a change, canonically."""
+
+    arn: str | None = None
+    kind: ActorKind = ActorKind.UNKNOWN
+    account_id: str | None = None
+    session_issuer_arn: str | None = None
+    session_name: str | None = None
+    source_identity: str | None = None
+    invoked_by: str | None = None
+    console: bool = False
+    automation: bool = False
+    user_name: str | None = None
+
+    @property
+    def principal_arns(self) -> tuple[str, ...]:
+        """Every ARN this actor can be matched by (the session and the role that issued it)."""
+        return tuple(a for a in (self.arn, self.session_issuer_arn) if a)
+
+    @property
+    def display(self) -> str:
+        if self.kind is ActorKind.ROOT:
+            return f"root ({self.account_id})"
+        name = self.user_name or self.session_name
+        base = self.session_issuer_arn or self.arn or self.invoked_by or "unknown"
+        return f"{name} via {base}" if name and self.kind is not ActorKind.IAM_USER else (self.arn or base)
+
+
+class ChangeSource(StrEnum):
+    CLOUDTRAIL = "cloudtrail"
+    CONFIG = "config"
+
+
+class Change(_Own):
+    """What changed, where, when and by whom. ``change_id`` is the CloudTrail ``eventID``."""
+
+    change_id: str
+    source: ChangeSource = ChangeSource.CLOUDTRAIL
+    event_time: datetime
+    account: str
+    region: str
+    service: str
+    action: str
+    event_name: str
+    resources: tuple[str, ...] = ()
+    actor: Actor = Field(default_factory=Actor)
+    request_tags: dict[str, str] = Field(default_factory=dict)
+    read_only: bool = False
+    error_code: str | None = None
+    user_agent: str | None = None
+    related_event_ids: tuple[str, ...] = ()
+
+    @property
+    def is_change(self) -> bool:
+        """A failed or read-only call changed nothing."""
+        return not self.read_only and self.error_code is None
+
+    @property
+    def day(self) -> str:
+        return self.event_time.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+# Versioned Lambda API names (CreateFunction20150331, UpdateFunctionCode20150331v2).
+_VERSION_SUFFIX = re.compile(r"\d{8}(v\d+)?$")
+
+# Read-only prefixes for old records that predate the ``readOnly`` field.
+_READ_PREFIXES = (
+    "Get",
+    "Describe",
+    "List",
+    "Head",
+    "Lookup",
+    "Search",
+    "BatchGet",
+    "Query",
+    "Scan",
+    "Select",
+)
+_SSO_ROLE = re.compile(r":role/(aws-reserved/sso\.amazonaws\.com/([^/]+/)?)?AWSReservedSSO_")
+_AUTOMATION_AGENTS = (
+    "cloudformation.amazonaws.com",
+    "codedeploy.amazonaws.com",
+    "codepipeline.amazonaws.com",
+)
+
+
+def canonical_action(event_name: str) -> str:
+    """``UpdateFunctionCode20150331v2`` -> ``UpdateFunctionCode``."""
+    return _VERSION_SUFFIX.sub("", event_name) or event_name
+
+
+def is_read_only(record: CloudTrailRecord) -> bool:
+    if record.readOnly is not None:
+        return bool(record.readOnly)
+    return canonical_action(record.eventName).startswith(_READ_PREFIXES)
+
+
+def actor_from(record: CloudTrailRecord) -> Actor:
+    """Canonical actor from ``userIdentity`` (every type CloudTrail documents)."""
+    ui = record.userIdentity
+    ctx = ui.sessionContext
+    issuer = ctx.sessionIssuer if ctx else None
+    raw_type = (ui.type or "").strip()
+    console = bool(record.sessionCredentialFromConsole) or (
+        (record.userAgent or "").lower().startswith(("signin.amazonaws.com", "console.amazonaws.com"))
+        or "console.aws.amazon.com" in (record.userAgent or "").lower()
+    )
+    session_name: str | None = None
+    if raw_type == "AssumedRole" and ui.arn and "/" in ui.arn:
+        session_name = ui.arn.rsplit("/", 1)[1]
+    issuer_arn = issuer.arn if issuer else None
+    kind = {
+        "IAMUser": ActorKind.IAM_USER,
+        "AssumedRole": ActorKind.ASSUMED_ROLE,
+        "Root": ActorKind.ROOT,
+        "FederatedUser": ActorKind.FEDERATED,
+        "AWSService": ActorKind.AWS_SERVICE,
+        "AWSAccount": ActorKind.AWS_ACCOUNT,
+        "IdentityCenterUser": ActorKind.SSO,
+        "SAMLUser": ActorKind.FEDERATED,
+        "WebIdentityUser": ActorKind.FEDERATED,
+    }.get(raw_type, ActorKind.UNKNOWN)
+    if kind is ActorKind.ASSUMED_ROLE and issuer_arn and _SSO_ROLE.search(issuer_arn):
+        kind = ActorKind.SSO
+    user_name = ui.userName or (issuer.userName if kind is ActorKind.FEDERATED and issuer else None)
+    if kind is ActorKind.SSO and session_name:
+        user_name = session_name
+    source_identity = ctx.sourceIdentity if ctx else None
+    human = console or kind in (ActorKind.ROOT, ActorKind.SSO, ActorKind.FEDERATED) or bool(source_identity)
+    if kind is ActorKind.IAM_USER:
+        human = True
+    automation = (
+        kind is ActorKind.AWS_SERVICE
+        or (ui.invokedBy or "") in _AUTOMATION_AGENTS
+        or (kind is ActorKind.ASSUMED_ROLE and not human)
+    )
+    return Actor(
+        arn=ui.arn,
+        kind=kind,
+        account_id=ui.accountId,
+        session_issuer_arn=issuer_arn,
+        session_name=session_name,
+        source_identity=source_identity,
+        invoked_by=ui.invokedBy,
+        console=console,
+        automation=automation and not console,
+        user_name=user_name,
+    )
+
+
+def request_tags(parameters: dict[str, Any] | None) -> dict[str, str]:
+    """Tags a create/tag call carries, in every shape the common services use."""
+    if not parameters:
+        return {}
+    tags: dict[str, str] = {}
+
+    def add_pairs(items: Any) -> None:
+        if isinstance(items, dict) and "items" in items:
+            items = items["items"]
+        if isinstance(items, dict) and "Tag" in items:  # S3 TagSet
+            items = items["Tag"]
+            items = items if isinstance(items, list) else [items]
+        if isinstance(items, dict):  # Lambda, SNS-style flat map
+            for k, v in items.items():
+                if isinstance(k, str) and isinstance(v, str | int | float):
+                    tags[k] = str(v)
+            return
+        if isinstance(items, list):
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                key = item.get("key", item.get("Key"))
+                value = item.get("value", item.get("Value", ""))
+                if isinstance(key, str):
+                    tags[key] = "" if value is None else str(value)
+
+    for spec in _items(parameters.get("tagSpecificationSet")) + _items(parameters.get("TagSpecifications")):
+        if isinstance(spec, dict):
+            add_pairs(spec.get("tags", spec.get("Tags")))
+    for key in ("tags", "Tags", "tagSet", "tagList"):
+        add_pairs(parameters.get(key))
+    tagging = parameters.get("Tagging")
+    if isinstance(tagging, dict):
+        add_pairs(tagging.get("TagSet"))
+    header = parameters.get("x-amz-tagging")  # S3 CreateBucket/PutObject: URL-encoded key=value&...
+    if isinstance(header, str):
+        from urllib.parse import parse_qsl
+
+        tags.update(parse_qsl(header, keep_blank_values=True))
+    return tags
+
+
+def _items(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        value = value.get("items", [])
+    return value if isinstance(value, list) else []
+
+
+def change_from_cloudtrail(record: CloudTrailRecord, account: str, region: str) -> Change:
+    """Normalize a CloudTrail record; ``account``/``region`` fall back to the envelope's."""
+    acct = record.recipientAccountId or record.userIdentity.accountId or account
+    rgn = record.awsRegion or region
+    raw = record.model_dump(mode="json", exclude_none=True)
+    return Change(
+        change_id=record.eventID,
+        source=ChangeSource.CLOUDTRAIL,
+        event_time=record.eventTime.astimezone(UTC)
+        if record.eventTime.tzinfo
+        else record.eventTime.replace(tzinfo=UTC),
+        account=acct,
+        region=rgn,
+        service=record.eventSource.split(".", 1)[0],
+        action=canonical_action(record.eventName),
+        event_name=record.eventName,
+        resources=tuple(resource_arns(record.eventSource, record.eventName, raw, rgn, acct)),
+        actor=actor_from(record),
+        request_tags=request_tags(record.requestParameters),
+        read_only=is_read_only(record),
+        error_code=record.errorCode,
+        user_agent=record.userAgent,
+    )

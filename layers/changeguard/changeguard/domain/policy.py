@@ -1,0 +1,95 @@
+"""Tunable policy: defaults come from template parameters, live values from Parameter Store."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from changeguard.domain.errors import ConfigurationError
+from changeguard.domain.tickets import DEFAULT_REF_ORDER, TicketRefSource
+
+
+class EnforcementMode(StrEnum):
+    OBSERVE = "observe"
+    ENFORCE = "enforce"
+
+
+_EMPTY = frozenset({"", "none", "-"})  # Parameter Store values cannot be empty
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.strip().lower() in _EMPTY:
+            return ()
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return value
+
+
+class Policy(BaseModel):
+    """Every tunable setting, with the documented defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enforcement_mode: EnforcementMode = EnforcementMode.OBSERVE
+    ticket_id_pattern: str = r"CHG-\d{4,}"
+    ticket_tag_key: str = "ChangeTicket"
+    required_tag_keys: tuple[str, ...] = ("ChangeTicket", "Environment", "Owner")
+    exempt_principal_arns: tuple[str, ...] = ()
+    required_approvals: int = Field(default=2, ge=0, le=10)
+    emergency_approval_hours: float = Field(default=24.0, gt=0)
+    ticket_ref_order: tuple[TicketRefSource, ...] = DEFAULT_REF_ORDER
+    identity_map: dict[str, str] = Field(default_factory=dict)
+    quarantine_grace_hours: float = Field(default=24.0, ge=0)
+    quarantine_max_resources: int = Field(default=10, ge=0)
+    change_calendar_names: tuple[str, ...] = ()
+    calendar_fail_closed: bool = True
+    bake_minutes: int = Field(default=30, ge=0)
+    max_stops_per_app_hour: int = Field(default=3, ge=1)
+
+    _lists = field_validator(
+        "required_tag_keys",
+        "exempt_principal_arns",
+        "ticket_ref_order",
+        "change_calendar_names",
+        mode="before",
+    )(_csv)
+
+    @field_validator("identity_map", mode="before")
+    @classmethod
+    def _json_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("ticket_id_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        re.compile(value)
+        return value
+
+    @cached_property
+    def ticket_pattern(self) -> re.Pattern[str]:
+        return re.compile(self.ticket_id_pattern)
+
+    @property
+    def enforcing(self) -> bool:
+        return self.enforcement_mode is EnforcementMode.ENFORCE
+
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, str]) -> Policy:
+        """Build from Parameter Store names (``enforcement-mode`` -> ``enforcement_mode``).
+
+        Names the model does not know are rejected: a typo in a parameter name must not
+        silently leave the default in force.
+        """
+        data = {name.rsplit("/", 1)[-1].replace("-", "_"): v for name, v in values.items()}
+        try:
+            return cls.model_validate(data)
+        except (ValidationError, ValueError, re.error) as exc:
+            raise ConfigurationError(f"invalid ChangeGuard policy parameters: {exc}") from exc

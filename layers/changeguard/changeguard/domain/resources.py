@@ -1,0 +1,169 @@
+"""Where resource ids sit in CloudTrail records, as data rather than code.
+
+Each entry maps an event name (or ``*`` for every event of that source) to the
+paths that hold an id, and the ARN template that turns the id into an ARN.
+Paths are dotted keys; ``[]`` walks every element of a list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+# (path, arn template). ``{v}`` is the value, ``{region}`` and ``{account}`` come from the record.
+PathSpec = tuple[str, str]
+
+_EC2_INSTANCE = "arn:aws:ec2:{region}:{account}:instance/{v}"
+_EC2_SG = "arn:aws:ec2:{region}:{account}:security-group/{v}"
+_S3 = "arn:aws:s3:::{v}"
+_IAM_USER = "arn:aws:iam::{account}:user/{v}"
+_IAM_ROLE = "arn:aws:iam::{account}:role/{v}"
+_IAM_GROUP = "arn:aws:iam::{account}:group/{v}"
+_LAMBDA = "arn:aws:lambda:{region}:{account}:function:{v}"
+_RDS = "arn:aws:rds:{region}:{account}:db:{v}"
+_STACK = "arn:aws:cloudformation:{region}:{account}:stack/{v}"
+_KMS = "arn:aws:kms:{region}:{account}:key/{v}"
+_DDB = "arn:aws:dynamodb:{region}:{account}:table/{v}"
+_AS_IS = "{v}"
+
+RESOURCE_PATHS: Mapping[str, Mapping[str, tuple[PathSpec, ...]]] = {
+    "ec2.amazonaws.com": {
+        "RunInstances": (("responseElements.instancesSet.items[].instanceId", _EC2_INSTANCE),),
+        "CreateSecurityGroup": (("responseElements.groupId", _EC2_SG),),
+        "CreateTags": (("requestParameters.resourcesSet.items[].resourceId", "ec2-id"),),
+        "DeleteTags": (("requestParameters.resourcesSet.items[].resourceId", "ec2-id"),),
+        "*": (
+            ("requestParameters.instancesSet.items[].instanceId", _EC2_INSTANCE),
+            ("requestParameters.instanceId", _EC2_INSTANCE),
+            ("requestParameters.groupId", _EC2_SG),
+            ("requestParameters.groupIdSet.items[].groupId", _EC2_SG),
+        ),
+    },
+    "s3.amazonaws.com": {"*": (("requestParameters.bucketName", _S3),)},
+    "iam.amazonaws.com": {
+        "CreatePolicy": (("responseElements.policy.arn", _AS_IS),),
+        "*": (
+            ("requestParameters.userName", _IAM_USER),
+            ("requestParameters.roleName", _IAM_ROLE),
+            ("requestParameters.groupName", _IAM_GROUP),
+            ("requestParameters.policyArn", _AS_IS),
+        ),
+    },
+    "lambda.amazonaws.com": {
+        "*": (
+            ("responseElements.functionArn", _AS_IS),
+            ("requestParameters.functionName", _LAMBDA),
+        ),
+    },
+    "rds.amazonaws.com": {
+        "*": (
+            ("responseElements.dBInstanceArn", _AS_IS),
+            ("requestParameters.dBInstanceIdentifier", _RDS),
+        ),
+    },
+    "cloudformation.amazonaws.com": {
+        "*": (
+            ("responseElements.stackId", _AS_IS),
+            ("requestParameters.stackName", _STACK),
+        ),
+    },
+    "kms.amazonaws.com": {
+        "CreateKey": (("responseElements.keyMetadata.arn", _AS_IS),),
+        "*": (("requestParameters.keyId", _KMS),),
+    },
+    "dynamodb.amazonaws.com": {
+        "*": (
+            ("responseElements.tableDescription.tableArn", _AS_IS),
+            ("requestParameters.tableName", _DDB),
+        ),
+    },
+}
+
+# EC2 ids carry their type in their prefix; CreateTags/DeleteTags name any of them.
+_EC2_PREFIXES: Mapping[str, str] = {
+    "i-": "instance",
+    "sg-": "security-group",
+    "vol-": "volume",
+    "vpc-": "vpc",
+    "subnet-": "subnet",
+    "ami-": "image",
+    "snap-": "snapshot",
+    "eni-": "network-interface",
+    "igw-": "internet-gateway",
+    "rtb-": "route-table",
+    "nat-": "natgateway",
+    "lt-": "launch-template",
+}
+
+
+def walk(document: Any, path: str) -> Iterator[Any]:
+    """Yield every value at ``path`` in ``document`` (``[]`` fans out over lists)."""
+    nodes: list[Any] = [document]
+    for part in path.split("."):
+        fan_out = part.endswith("[]")
+        key = part[:-2] if fan_out else part
+        next_nodes: list[Any] = []
+        for node in nodes:
+            if not isinstance(node, dict) or key not in node:
+                continue
+            value = node[key]
+            if fan_out:
+                if isinstance(value, list):
+                    next_nodes.extend(value)
+            else:
+                next_nodes.append(value)
+        nodes = next_nodes
+    yield from (n for n in nodes if n is not None)
+
+
+def _ec2_arn(value: str, region: str, account: str) -> str | None:
+    for prefix, kind in _EC2_PREFIXES.items():
+        if value.startswith(prefix):
+            return f"arn:aws:ec2:{region}:{account}:{kind}/{value}"
+    return None
+
+
+_ARN = re.compile(r"^arn:aws[a-z-]*:")
+
+
+def resource_arns(
+    event_source: str,
+    event_name: str,
+    record: Mapping[str, Any],
+    region: str,
+    account: str,
+) -> list[str]:
+    """ARNs the call touched: ``resources[]`` first, then the table's paths. Order kept, no duplicates."""
+    found: dict[str, None] = {}
+    for res in record.get("resources") or []:
+        arn = res.get("ARN") if isinstance(res, dict) else None
+        if isinstance(arn, str) and arn:
+            found[arn] = None
+    table = RESOURCE_PATHS.get(event_source, {})
+    specs = table.get(event_name, ()) + table.get("*", ())
+    for path, template in specs:
+        for value in walk(record, path):
+            if not isinstance(value, str) or not value:
+                continue
+            if _ARN.match(value):
+                found[value] = None
+            elif template == "ec2-id":
+                arn = _ec2_arn(value, region, account)
+                if arn:
+                    found[arn] = None
+            else:
+                found[template.format(v=value, region=region, account=account)] = None
+    return list(found)
+
+
+def resource_type_of(arn: str) -> str:
+    """A short, stable resource type for an ARN, e.g. ``ec2:instance`` or ``s3:bucket``."""
+    parts = arn.split(":", 5)
+    if len(parts) < 6:
+        return "unknown"
+    service, rest = parts[2], parts[5]
+    if service == "s3":
+        return "s3:bucket" if "/" not in rest else "s3:object"
+    kind = re.split(r"[/:]", rest, maxsplit=1)[0]
+    return f"{service}:{kind}" if kind else service

@@ -1,0 +1,277 @@
+"""Judging a change against its ticket: every reason that applies, and the one verdict that wins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from fnmatch import fnmatchcase
+
+from pydantic import BaseModel, ConfigDict
+
+from changeguard.domain.change import ActorKind, Change
+from changeguard.domain.identity import is_self_approved, person_of
+from changeguard.domain.policy import Policy
+from changeguard.domain.tickets import TicketLookup, TicketRef, TicketStatus
+
+
+class Verdict(StrEnum):
+    EXEMPT = "EXEMPT"
+    UNVERIFIED = "UNVERIFIED"
+    NO_TICKET = "NO_TICKET"
+    UNKNOWN_TICKET = "UNKNOWN_TICKET"
+    SELF_APPROVED = "SELF_APPROVED"
+    NOT_APPROVED = "NOT_APPROVED"
+    INCOMPLETE_TICKET = "INCOMPLETE_TICKET"
+    OUTSIDE_TICKET_WINDOW = "OUTSIDE_TICKET_WINDOW"
+    OUTSIDE_CHANGE_WINDOW = "OUTSIDE_CHANGE_WINDOW"
+    OUT_OF_SCOPE = "OUT_OF_SCOPE"
+    EMERGENCY = "EMERGENCY"
+    AUTHORIZED = "AUTHORIZED"
+
+
+# The winning verdict is the first that applies, in this order.
+PRECEDENCE: tuple[Verdict, ...] = tuple(Verdict)
+NOT_A_CHANGE = "NOT_A_CHANGE"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+
+_SEVERITY_ORDER = list(Severity)
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    verdict: Verdict
+    detail: str
+
+
+class Judgement(BaseModel):
+    """The decision for one change: what the ledger records and the alert explains."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    verdict: Verdict
+    reasons: tuple[Reason, ...]
+    severity: Severity
+    ticket_id: str | None = None
+    ticket_ref_source: str | None = None
+    retro_approval_due: datetime | None = None
+    control_tampering: bool = False
+
+    @property
+    def alerts(self) -> bool:
+        """Alert on every verdict but AUTHORIZED/EXEMPT, and on tampering or root use whatever the verdict."""
+        if self.control_tampering or self.severity is Severity.CRITICAL:
+            return True
+        return self.verdict not in (Verdict.AUTHORIZED, Verdict.EXEMPT)
+
+
+# Calls that switch off the controls ChangeGuard depends on.
+CONTROL_TAMPERING: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("cloudtrail", "StopLogging"),
+        ("cloudtrail", "DeleteTrail"),
+        ("cloudtrail", "UpdateTrail"),
+        ("cloudtrail", "PutEventSelectors"),
+        ("config", "StopConfigurationRecorder"),
+        ("config", "DeleteConfigurationRecorder"),
+        ("config", "DeleteDeliveryChannel"),
+        ("guardduty", "DeleteDetector"),
+        ("guardduty", "DisassociateFromMasterAccount"),
+        ("securityhub", "DisableSecurityHub"),
+    }
+)
+_SENSITIVE_SERVICES = frozenset({"iam", "kms", "cloudtrail", "config", "guardduty", "organizations", "sts"})
+
+
+def is_exempt(change: Change, policy: Policy, suite_role_prefixes: Iterable[str]) -> str | None:
+    """Why the actor is exempt, or None. Root is never exempt."""
+    actor = change.actor
+    if actor.kind is ActorKind.ROOT:
+        return None
+    if actor.kind is ActorKind.AWS_SERVICE:
+        return f"AWS service {actor.invoked_by or actor.arn or ''}".strip()
+    for arn in actor.principal_arns:
+        if ":role/aws-service-role/" in arn:
+            return f"service-linked role {arn}"
+        for prefix in suite_role_prefixes:
+            if prefix and arn.startswith(prefix):
+                return f"ChangeGuard's own role {arn}"
+        for pattern in policy.exempt_principal_arns:
+            if fnmatchcase(arn, pattern):
+                return f"exempt principal {arn} (matches {pattern})"
+    return None
+
+
+def _in_scope(change: Change, affected: Iterable[str]) -> bool:
+    wanted = list(affected)
+    if not wanted:
+        return True
+    for arn in change.resources:
+        for item in wanted:
+            if fnmatchcase(arn, item) or arn == item or arn.endswith(("/" + item, ":" + item)):
+                return True
+    return False
+
+
+def severity_for(change: Change, verdict: Verdict, tampering: bool) -> Severity:
+    if tampering or change.actor.kind is ActorKind.ROOT:
+        return Severity.CRITICAL
+    if change.service == "iam" and verdict in (Verdict.NO_TICKET, Verdict.UNKNOWN_TICKET):
+        return Severity.CRITICAL
+    base = {
+        Verdict.NO_TICKET: Severity.HIGH,
+        Verdict.UNKNOWN_TICKET: Severity.HIGH,
+        Verdict.SELF_APPROVED: Severity.HIGH,
+        Verdict.NOT_APPROVED: Severity.HIGH,
+        Verdict.INCOMPLETE_TICKET: Severity.MEDIUM,
+        Verdict.OUTSIDE_TICKET_WINDOW: Severity.MEDIUM,
+        Verdict.OUTSIDE_CHANGE_WINDOW: Severity.HIGH,
+        Verdict.OUT_OF_SCOPE: Severity.MEDIUM,
+        Verdict.UNVERIFIED: Severity.MEDIUM,
+        Verdict.EMERGENCY: Severity.LOW,
+        Verdict.AUTHORIZED: Severity.INFO,
+        Verdict.EXEMPT: Severity.INFO,
+    }[verdict]
+    if change.service in _SENSITIVE_SERVICES and base in (Severity.MEDIUM, Severity.HIGH):
+        return _SEVERITY_ORDER[_SEVERITY_ORDER.index(base) - 1]
+    return base
+
+
+def judge(
+    change: Change,
+    ref: TicketRef | None,
+    lookup: TicketLookup | None,
+    policy: Policy,
+    *,
+    suite_role_prefixes: Iterable[str] = (),
+    calendar_closed: bool | None = None,
+) -> Judgement:
+    """Every reason that applies to ``change``, and the winning verdict by ``PRECEDENCE``.
+
+    Judged at the change's own time: the ticket window and the calendar are checked
+    against ``change.event_time``, never against the clock at processing.
+    """
+    reasons: list[Reason] = []
+    tampering = (change.service, change.action) in CONTROL_TAMPERING
+    exempt = is_exempt(change, policy, suite_role_prefixes)
+    if exempt:
+        reasons.append(Reason(verdict=Verdict.EXEMPT, detail=exempt))
+    retro_due: datetime | None = None
+    ticket = lookup.ticket if lookup else None
+    if exempt and lookup is None:
+        pass  # exempt principals are not asked for a ticket
+    elif ref is None:
+        reasons.append(Reason(verdict=Verdict.NO_TICKET, detail="no change ticket reference found"))
+    elif lookup is None or lookup.unavailable:
+        detail = lookup.error if lookup and lookup.error else "ticket source unreachable"
+        reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=f"{ref.ticket_id}: {detail}"))
+    elif ticket is None:
+        reasons.append(
+            Reason(verdict=Verdict.UNKNOWN_TICKET, detail=f"{ref.ticket_id} does not exist in the ticket source")
+        )
+    else:
+        mapping = policy.identity_map
+        approvers = [a.approver for a in ticket.approvals]
+        if is_self_approved(change.actor, approvers, mapping):
+            reasons.append(
+                Reason(
+                    verdict=Verdict.SELF_APPROVED,
+                    detail=f"{change.actor.display} approved their own change {ticket.ticket_id}",
+                )
+            )
+        actor_people = {person_of(p, mapping) for p in (change.actor.arn, change.actor.user_name) if p}
+        independent = {person_of(a, mapping) for a in approvers} - actor_people
+        if ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
+            reasons.append(Reason(verdict=Verdict.NOT_APPROVED, detail=f"{ticket.ticket_id} is {ticket.status}"))
+        elif not ticket.is_emergency and len(independent) < policy.required_approvals:
+            reasons.append(
+                Reason(
+                    verdict=Verdict.NOT_APPROVED,
+                    detail=(
+                        f"{ticket.ticket_id} has {len(independent)} independent approval(s);"
+                        f" {policy.required_approvals} required"
+                    ),
+                )
+            )
+        missing = [
+            name
+            for name, value in (
+                ("test evidence", ticket.test_evidence),
+                ("rollback plan", ticket.rollback_plan),
+            )
+            if not (value and value.strip())
+        ]
+        if missing and not ticket.is_emergency:
+            reasons.append(
+                Reason(
+                    verdict=Verdict.INCOMPLETE_TICKET,
+                    detail=f"{ticket.ticket_id} has no {' and no '.join(missing)}",
+                )
+            )
+        start, end = ticket.window_start, ticket.window_end
+        if (start and change.event_time < start) or (end and change.event_time > end):
+            reasons.append(
+                Reason(
+                    verdict=Verdict.OUTSIDE_TICKET_WINDOW,
+                    detail=(
+                        f"change at {change.event_time.isoformat()} is outside {ticket.ticket_id}'s window"
+                        f" {start.isoformat() if start else '-'} .. {end.isoformat() if end else '-'}"
+                    ),
+                )
+            )
+        if not _in_scope(change, ticket.affected_resources):
+            reasons.append(
+                Reason(
+                    verdict=Verdict.OUT_OF_SCOPE,
+                    detail=f"{', '.join(change.resources) or 'the resource'} is not listed on {ticket.ticket_id}",
+                )
+            )
+        if ticket.is_emergency:
+            retro_due = change.event_time + timedelta(hours=policy.emergency_approval_hours)
+            reasons.append(
+                Reason(
+                    verdict=Verdict.EMERGENCY,
+                    detail=(
+                        f"emergency change under {ticket.ticket_id}; retroactive approval"
+                        f" ({policy.required_approvals}) due by {retro_due.isoformat()}"
+                    ),
+                )
+            )
+    if calendar_closed and not (ticket and ticket.is_emergency):
+        reasons.append(
+            Reason(
+                verdict=Verdict.OUTSIDE_CHANGE_WINDOW,
+                detail="the change calendar was CLOSED at the time of the change",
+            )
+        )
+    applied = {r.verdict for r in reasons}
+    verdict = next((v for v in PRECEDENCE if v in applied), Verdict.AUTHORIZED)
+    if verdict is Verdict.AUTHORIZED:
+        reasons.append(
+            Reason(
+                verdict=Verdict.AUTHORIZED,
+                detail=f"{ticket.ticket_id if ticket else ''} approved and in scope",
+            )
+        )
+    if tampering:
+        reasons.append(
+            Reason(verdict=verdict, detail=f"{change.service}:{change.action} switches off a security control")
+        )
+    return Judgement(
+        verdict=verdict,
+        reasons=tuple(reasons),
+        severity=severity_for(change, verdict, tampering),
+        ticket_id=ref.ticket_id if ref else None,
+        ticket_ref_source=ref.found_in.value if ref else None,
+        retro_approval_due=retro_due,
+        control_tampering=tampering,
+    )

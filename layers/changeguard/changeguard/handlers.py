@@ -1,0 +1,71 @@
+"""What every handler shares: rejecting poison events without wasting Lambda's retries."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from changeguard.domain.errors import InvalidEventError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FAILURE_QUEUE_ENV = "FAILURE_QUEUE_URL"
+
+
+def _dead_letter(event: Any, error: InvalidEventError, function: str) -> str | None:
+    """Send a rejected event to the function's failure queue, as Lambda's on-failure destination would.
+
+    Raising would make Lambda retry a poison event twice before giving up; retries cannot
+    fix a malformed event, so it goes straight to the same queue the destination uses.
+    """
+    queue_url = os.environ.get(FAILURE_QUEUE_ENV)
+    if not queue_url:
+        return None
+    from changeguard.adapters.clients import client
+
+    body = json.dumps(
+        {
+            "requestContext": {"condition": "RejectedEvent", "functionName": function},
+            "responseContext": {"errorType": type(error).__name__, "errorMessage": str(error)},
+            "requestPayload": event,
+        },
+        default=str,
+    )
+    resp = client("sqs").send_message(
+        QueueUrl=queue_url,
+        MessageBody=body,
+        MessageAttributes={
+            "ErrorType": {"DataType": "String", "StringValue": type(error).__name__},
+            "Function": {"DataType": "String", "StringValue": function},
+        },
+    )
+    return str(resp.get("MessageId"))
+
+
+def rejects_poison(function: str) -> Callable[[F], F]:
+    """Turn ``InvalidEventError`` into a typed rejection result plus a dead-lettered event."""
+
+    def wrap(handler: F) -> F:
+        @functools.wraps(handler)
+        def inner(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(event, context, *args, **kwargs)
+            except InvalidEventError as exc:
+                from aws_lambda_powertools import Logger
+
+                Logger().warning("rejected event", extra={"error": str(exc), "function": function})
+                message_id = _dead_letter(event, exc, function)
+                return {
+                    "function": function,
+                    "rejected": True,
+                    "error_type": type(exc).__name__,
+                    "error": str(exc),
+                    "dead_letter_message_id": message_id,
+                }
+
+        return inner  # type: ignore[return-value]
+
+    return wrap

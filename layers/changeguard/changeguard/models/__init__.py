@@ -1,0 +1,1 @@
+"""Inbound event models. AWS-owned payloads ignore unknown fields."""

@@ -1,0 +1,110 @@
+"""CloudTrail records as AWS sends them, tolerant of every schema version seen in the wild."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _AwsOwned(BaseModel):
+    """AWS adds fields over time: unknown keys are ignored, never rejected."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class SessionIssuer(_AwsOwned):
+    type: str | None = None
+    principalId: str | None = None
+    arn: str | None = None
+    accountId: str | None = None
+    userName: str | None = None
+
+
+class SessionContext(_AwsOwned):
+    sessionIssuer: SessionIssuer | None = None
+    sourceIdentity: str | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class OnBehalfOf(_AwsOwned):
+    userId: str | None = None
+    identityStoreArn: str | None = None
+
+
+class UserIdentity(_AwsOwned):
+    type: str | None = None
+    principalId: str | None = None
+    arn: str | None = None
+    accountId: str | None = None
+    accessKeyId: str | None = None
+    userName: str | None = None
+    invokedBy: str | None = None
+    sessionContext: SessionContext | None = None
+    onBehalfOf: OnBehalfOf | None = None
+
+
+class TrailResource(_AwsOwned):
+    ARN: str | None = None
+    accountId: str | None = None
+    type: str | None = None
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """Some producers send parameter blocks as JSON strings; a non-object is kept under ``value``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {"value": value}
+    if isinstance(value, dict):
+        return value
+    return {"value": value}
+
+
+class CloudTrailRecord(_AwsOwned):
+    """One CloudTrail record (the ``detail`` of an "AWS API Call via CloudTrail" event)."""
+
+    eventVersion: str | None = None
+    eventTime: datetime
+    eventSource: str
+    eventName: str
+    awsRegion: str | None = None
+    sourceIPAddress: str | None = None
+    userAgent: str | None = None
+    userIdentity: UserIdentity = Field(default_factory=UserIdentity)
+    requestParameters: dict[str, Any] | None = None
+    responseElements: dict[str, Any] | None = None
+    errorCode: str | None = None
+    errorMessage: str | None = None
+    readOnly: bool | None = None
+    eventID: str
+    eventType: str | None = None
+    recipientAccountId: str | None = None
+    resources: list[TrailResource] | None = None
+    sessionCredentialFromConsole: bool | None = None
+    managementEvent: bool | None = None
+    eventCategory: str | None = None
+
+    _objects = field_validator("requestParameters", "responseElements", mode="before")(
+        lambda value: _json_object(value)
+    )
+
+    @field_validator("sessionCredentialFromConsole", "readOnly", "managementEvent", mode="before")
+    @classmethod
+    def _boolish(cls, value: Any) -> bool | None:
+        # CloudTrail writes these as JSON booleans in new records and as "true"/"false" in old ones.
+        if isinstance(value, str):
+            return value.strip().lower() == "true"
+        if value is None or isinstance(value, bool):
+            return value
+        raise ValueError("expected a boolean")
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _resources(cls, value: Any) -> Any:
+        return None if not isinstance(value, list) else [r for r in value if isinstance(r, dict)]

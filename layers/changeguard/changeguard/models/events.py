@@ -1,0 +1,76 @@
+"""EventBridge envelopes for the events ChangeGuard consumes.
+
+They extend Powertools' ``EventBridgeModel`` (not its envelope, which drops ``id``,
+``account`` and ``time`` that the ledger needs).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from changeguard.models.cloudtrail import CloudTrailRecord
+
+CLOUDTRAIL_API_CALL = "AWS API Call via CloudTrail"
+CONFIG_ITEM_CHANGE = "Config Configuration Item Change"
+
+
+class CloudTrailEvent(EventBridgeModel):
+    """ "AWS API Call via CloudTrail" (and the console sign-in / service event detail-types)."""
+
+    detail: CloudTrailRecord  # type: ignore[assignment]
+
+
+class ConfigurationItem(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    resourceId: str | None = None
+    resourceType: str | None = None
+    resourceName: str | None = None
+    ARN: str | None = None
+    awsAccountId: str | None = None
+    awsRegion: str | None = None
+    configurationItemCaptureTime: datetime | None = None
+    configurationItemStatus: str | None = None
+    configurationStateId: str | int | None = None
+    relatedEvents: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            return {}
+        return {str(k): str(v) for k, v in value.items() if v is not None}
+
+    @field_validator("relatedEvents", mode="before")
+    @classmethod
+    def _related(cls, value: Any) -> list[str]:
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+
+class ConfigItemChangeDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    messageType: str | None = None
+    configurationItem: ConfigurationItem | None = None
+    configurationItemSummary: dict[str, Any] | None = None
+    notificationCreationTime: datetime | None = None
+    recordVersion: str | None = None
+
+    @field_validator("configurationItem", "configurationItemSummary", mode="before")
+    @classmethod
+    def _maybe_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
+
+
+class ConfigItemChangeEvent(EventBridgeModel):
+    """AWS Config "Configuration Item Change Notification" delivered through EventBridge."""
+
+    detail: ConfigItemChangeDetail  # type: ignore[assignment]

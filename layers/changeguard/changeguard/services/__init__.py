@@ -1,0 +1,1 @@
+"""Application services: one domain decision, carried out through the ports."""

@@ -1,0 +1,316 @@
+"""Change correlation: find the ticket, judge the change, record the verdict (and its alert)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from changeguard.domain.alerts import Alert
+from changeguard.domain.change import Change, ChangeSource, change_from_cloudtrail
+from changeguard.domain.errors import (
+    CalendarUnavailableError,
+    InvalidEventError,
+    TicketSourceUnavailableError,
+)
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.policy import Policy
+from changeguard.domain.resources import resource_type_of
+from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, find_ref
+from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Severity, Verdict, is_exempt, judge
+from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
+from changeguard.ports import CalendarReader, Clock, Ledger, TagReader, TicketSource
+from changeguard.services.outcome import Outcome
+
+CFN_AGENT = "cloudformation.amazonaws.com"
+
+REMEDIATION: Mapping[Verdict, str] = {
+    Verdict.NO_TICKET: "Raise a change ticket, tag the resource ChangeTicket=<id> (or pass it as the"
+    " session name / source identity), and get it approved retroactively.",
+    Verdict.UNKNOWN_TICKET: "Check the ticket id: it does not exist in the ticket system.",
+    Verdict.SELF_APPROVED: "Have someone other than the implementer approve the ticket.",
+    Verdict.NOT_APPROVED: "Collect the missing approvals on the ticket before changing production.",
+    Verdict.INCOMPLETE_TICKET: "Attach test evidence and a rollback plan to the ticket.",
+    Verdict.OUTSIDE_TICKET_WINDOW: "Reschedule the ticket's window or raise an emergency ticket.",
+    Verdict.OUTSIDE_CHANGE_WINDOW: "Wait for the change window, or raise an approved emergency ticket.",
+    Verdict.OUT_OF_SCOPE: "Add the resource to the ticket's affected resources, or raise a ticket for it.",
+    Verdict.EMERGENCY: "Get the emergency ticket approved retroactively before the deadline.",
+    Verdict.UNVERIFIED: "Restore access to the ticket source; ChangeGuard re-checks automatically.",
+}
+
+
+def _ref_from_text(text: str | None, source: TicketRefSource, policy: Policy) -> TicketRef | None:
+    found = find_ref(text, policy.ticket_pattern)
+    return TicketRef(ticket_id=found, found_in=source) if found else None
+
+
+class CorrelateService:
+    """Every change gets a verdict; every verdict lands in the ledger exactly once."""
+
+    def __init__(
+        self,
+        *,
+        function: str,
+        ledger: Ledger,
+        tickets: TicketSource,
+        tags: TagReader,
+        policy: Callable[[], Policy],
+        clock: Clock,
+        suite_role_prefixes: tuple[str, ...] = (),
+        calendar: Callable[[Policy], CalendarReader | None] | None = None,
+    ) -> None:
+        self.function = function
+        self.ledger = ledger
+        self.tickets = tickets
+        self.tags = tags
+        self.policy = policy
+        self.clock = clock
+        self.suite_role_prefixes = suite_role_prefixes
+        self.calendar = calendar
+
+    # -- entry points -------------------------------------------------------------------------
+    def handle(self, event: Mapping[str, Any]) -> Outcome:
+        """Route a raw EventBridge event to the right parser; reject what is not ours."""
+        if not isinstance(event, Mapping):
+            raise InvalidEventError("event is not a JSON object")
+        try:
+            if event.get("detail-type") == CONFIG_ITEM_CHANGE:
+                change = self.change_from_config(ConfigItemChangeEvent.model_validate(event))
+            else:
+                parsed = CloudTrailEvent.model_validate(event)
+                change = change_from_cloudtrail(parsed.detail, parsed.account, parsed.region)
+        except ValidationError as exc:
+            raise InvalidEventError(f"not a CloudTrail or Config change event: {_short(exc)}") from exc
+        if change is None:
+            return Outcome(function=self.function, verdict=NOT_A_CHANGE)
+        return self.evaluate(change)
+
+    def change_from_config(self, event: ConfigItemChangeEvent) -> Change | None:
+        """A Config item joins its CloudTrail call through ``relatedEvents``."""
+        item = event.detail.configurationItem
+        if item is None or (item.configurationItemStatus or "").startswith("ResourceNotRecorded"):
+            return None
+        related = tuple(item.relatedEvents)
+        change_id = (
+            related[0] if related else f"config:{item.resourceType}:{item.resourceId}:{item.configurationStateId}"
+        )
+        when = item.configurationItemCaptureTime or event.time
+        resource = item.ARN or f"{item.resourceType}:{item.resourceId}"
+        return Change(
+            change_id=change_id,
+            source=ChangeSource.CONFIG,
+            event_time=when,
+            account=item.awsAccountId or event.account,
+            region=item.awsRegion or event.region,
+            service=(item.resourceType or "AWS::Unknown::").split("::")[1].lower(),
+            action=f"ConfigurationItem{(item.configurationItemStatus or 'Change').replace('Resource', '')}",
+            event_name="ConfigurationItemChangeNotification",
+            resources=(resource,),
+            request_tags=item.tags,
+            related_event_ids=related,
+        )
+
+    # -- the decision -------------------------------------------------------------------------
+    def evaluate(self, change: Change) -> Outcome:
+        if not change.is_change:
+            return Outcome(function=self.function, change_id=change.change_id, verdict=NOT_A_CHANGE)
+        if any(a.startswith(self.suite_role_prefixes) for a in change.actor.principal_arns if self.suite_role_prefixes):
+            # The rule already drops the suite's own calls; this is the second check, so a
+            # mis-edited rule cannot make the suite judge (and alert on) its own actions.
+            return Outcome(
+                function=self.function,
+                change_id=change.change_id,
+                verdict=NOT_A_CHANGE,
+                reasons=["ChangeGuard's own call"],
+            )
+        policy = self.policy()
+        exempt = is_exempt(change, policy, self.suite_role_prefixes) is not None
+        ref = self.find_ticket_ref(change, policy)
+        lookup: TicketLookup | None = None
+        if ref and not exempt:
+            lookup = self.lookup(ref)
+        closed: bool | None = None
+        if self.calendar and not exempt and not change.actor.automation:
+            reader = self.calendar(policy)
+            try:
+                closed = reader.is_closed(change.event_time) if reader else None
+            except CalendarUnavailableError:
+                closed = None  # the calendar gate alerts on an unreadable calendar; the verdict stands
+        judgement = judge(
+            change, ref, lookup, policy, suite_role_prefixes=self.suite_role_prefixes, calendar_closed=closed
+        )
+        return self.record(change, judgement, policy)
+
+    def find_ticket_ref(self, change: Change, policy: Policy) -> TicketRef | None:
+        """First hit wins, in the configured order."""
+        key = policy.ticket_tag_key
+        for source in policy.ticket_ref_order:
+            ref: TicketRef | None = None
+            if source is TicketRefSource.REQUEST_TAGS:
+                ref = _ref_from_text(change.request_tags.get(key), source, policy)
+            elif source is TicketRefSource.SOURCE_IDENTITY:
+                ref = _ref_from_text(change.actor.source_identity, source, policy)
+            elif source is TicketRefSource.SESSION_NAME:
+                ref = _ref_from_text(change.actor.session_name, source, policy)
+            elif source is TicketRefSource.RESOURCE_TAG:
+                for arn in change.resources:
+                    tags = self.tags.tags_of(arn) or {}
+                    ref = _ref_from_text(tags.get(key), source, policy)
+                    if ref:
+                        break
+            elif source is TicketRefSource.STACK_TAG and change.actor.invoked_by == CFN_AGENT:
+                stack = change.request_tags.get("aws:cloudformation:stack-id") or change.request_tags.get(
+                    "aws:cloudformation:stack-name"
+                )
+                if stack:
+                    ref = _ref_from_text((self.tags.stack_tags(stack) or {}).get(key), source, policy)
+            if ref:
+                return ref
+        return None
+
+    def lookup(self, ref: TicketRef) -> TicketLookup:
+        try:
+            return TicketLookup(ticket=self.tickets.get(ref.ticket_id), checked=[self.tickets.name])
+        except TicketSourceUnavailableError as exc:
+            return TicketLookup(unavailable=True, error=str(exc), checked=[self.tickets.name])
+
+    def record(self, change: Change, judgement: Judgement, policy: Policy) -> Outcome:
+        now = self.clock.now()
+        verdict_entry = LedgerEntry(
+            change_id=change.change_id,
+            entry=EntryKind.VERDICT.value,
+            kind=EntryKind.VERDICT,
+            function=self.function,
+            event_time=change.event_time,
+            recorded_at=now,
+            verdict=judgement.verdict.value,
+            severity=judgement.severity.value,
+            ticket_id=judgement.ticket_id,
+            account=change.account,
+            region=change.region,
+            body={
+                "change": change.model_dump(mode="json"),
+                "judgement": judgement.model_dump(mode="json"),
+                "mode": policy.enforcement_mode.value,
+            },
+        )
+        entries = [verdict_entry]
+        alert_ids: list[str] = []
+        if judgement.alerts and judgement.verdict is not Verdict.UNVERIFIED:
+            alert = verdict_alert(change, judgement, self.function)
+            entries.append(alert_entry(alert, change.event_time, now))
+            alert_ids.append(alert.alert_id)
+        new = self.ledger.append(entries)
+        actions = ["recorded verdict"] if new else ["duplicate delivery: already recorded"]
+        if judgement.verdict is Verdict.UNVERIFIED and new:
+            opened = self.open_outage(change, judgement, now)
+            if opened:
+                alert_ids.append(opened)
+        return Outcome(
+            function=self.function,
+            change_id=change.change_id,
+            verdict=judgement.verdict.value,
+            severity=judgement.severity.value,
+            actions=actions,
+            reasons=[r.detail for r in judgement.reasons],
+            duplicate=not new,
+            alert_ids=alert_ids if new else [],
+        )
+
+    def open_outage(self, change: Change, judgement: Judgement, now: datetime) -> str | None:
+        """One degraded-mode alert per outage of the ticket source, not one per change."""
+        key = f"outage:{self.tickets.name}"
+        entries = self.ledger.entries_for(key)
+        opened = sum(1 for e in entries if e.entry.startswith("OPEN#"))
+        closed = sum(1 for e in entries if e.entry.startswith("CLOSED#"))
+        if opened > closed:
+            return None
+        generation = opened + 1
+        reason = next((r.detail for r in judgement.reasons if r.verdict is Verdict.UNVERIFIED), "unreachable")
+        alert = Alert(
+            alert_id=Alert.make_id(key, self.function, f"degraded-{generation}"),
+            kind="degraded",
+            function=self.function,
+            severity=Severity.HIGH,
+            verdict=Verdict.UNVERIFIED.value,
+            subject=f"ChangeGuard degraded: ticket source '{self.tickets.name}' unreachable",
+            summary=(
+                "Changes cannot be verified against tickets. Every change until recovery is recorded"
+                " as UNVERIFIED, never as authorized, and re-checked automatically."
+            ),
+            change_id=key,
+            event_time=change.event_time,
+            account=change.account,
+            region=change.region,
+            reasons=(reason,),
+            actions=("recorded changes as UNVERIFIED", "scheduled re-check"),
+            remediation=REMEDIATION[Verdict.UNVERIFIED],
+        )
+        outage = LedgerEntry(
+            change_id=key,
+            entry=f"OPEN#{generation:06d}",
+            kind=EntryKind.OUTAGE,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            body={"first_change": change.change_id, "error": reason},
+        )
+        return alert.alert_id if self.ledger.append([outage, alert_entry(alert, now, now)]) else None
+
+
+def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
+    resource = change.resources[0] if change.resources else None
+    target = resource.rsplit(":", 1)[-1] if resource else change.service
+    subject = f"{judgement.verdict.value}: {change.service}:{change.action} on {target} by {change.actor.display}"
+    return Alert(
+        alert_id=Alert.make_id(change.change_id, function, "verdict"),
+        kind="verdict",
+        function=function,
+        severity=judgement.severity,
+        verdict=judgement.verdict.value,
+        subject=subject,
+        summary=(
+            f"{change.actor.display} called {change.service}:{change.action}"
+            f" ({'console' if change.actor.console else 'programmatic'},"
+            f" {'automation' if change.actor.automation else 'human'})."
+        ),
+        change_id=change.change_id,
+        event_time=change.event_time,
+        account=change.account,
+        region=change.region,
+        resource_type=resource_type_of(resource) if resource else change.service,
+        resources=change.resources,
+        actor=change.actor.arn or change.actor.display,
+        ticket_id=judgement.ticket_id,
+        reasons=tuple(r.detail for r in judgement.reasons),
+        actions=("recorded the verdict in the change ledger",),
+        remediation=REMEDIATION.get(judgement.verdict),
+    )
+
+
+def alert_entry(alert: Alert, event_time: datetime, now: datetime) -> LedgerEntry:
+    """The alert as a ledger fact; the publisher sends it from the table's stream (an outbox)."""
+    return LedgerEntry(
+        change_id=alert.change_id,
+        entry=f"ALERT#{alert.function}#{alert.kind}",
+        kind=EntryKind.ALERT,
+        function=alert.function,
+        event_time=event_time,
+        recorded_at=now,
+        verdict=alert.verdict,
+        severity=alert.severity.value,
+        ticket_id=alert.ticket_id,
+        account=alert.account,
+        region=alert.region,
+        body={"alert": alert.model_dump(mode="json")},
+    )
+
+
+def _short(exc: ValidationError) -> str:
+    errs = exc.errors()
+    if not errs:
+        return "invalid"
+    loc = ".".join(str(p) for p in errs[0]["loc"])
+    return f"{len(errs)} error(s); first at '{loc}': {errs[0]['msg']}"

@@ -1,0 +1,52 @@
+"""Wiring from environment variables (set by template.yaml) and tunable policy from Parameter Store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from changeguard.domain.errors import ConfigurationError
+from changeguard.domain.policy import Policy
+
+POLICY_MAX_AGE_SECONDS = 60
+
+
+class Wiring(BaseModel):
+    """What the template wires in with ``!Ref``/``!GetAtt``. Read once, when the service is built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    function_name: str
+    ledger_table_name: str
+    parameter_path: str
+    suite_role_prefix: str = ""
+    ticket_table_name: str | None = None
+    ticket_source: Literal["dynamodb", "jira", "servicenow"] = "dynamodb"
+    ticket_base_url: str | None = None
+    ticket_secret_arn: str | None = None
+    alert_topic_arn: str | None = None
+    alert_format: Literal["standard", "chatbot"] = "standard"
+    idempotency_table_name: str | None = None
+    environment: Literal["dev", "staging", "prod"] = "dev"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Wiring:
+        source = os.environ if env is None else env
+        names = {name: name.upper() for name in cls.model_fields}
+        names["function_name"] = "CHANGEGUARD_FUNCTION"
+        data = {field: source[env] for field, env in names.items() if source.get(env) not in (None, "")}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigurationError(f"function wiring is incomplete: {exc}") from exc
+
+
+def load_policy(parameter_path: str) -> Policy:
+    """Tunable policy from Parameter Store (one GetParametersByPath, cached while warm)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    values = parameters.get_parameters(parameter_path, max_age=POLICY_MAX_AGE_SECONDS)
+    return Policy.from_parameters({str(k): str(v) for k, v in values.items()})
