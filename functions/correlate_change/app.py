@@ -1,0 +1,48 @@
+"""Correlate every infrastructure change with its change ticket and record a verdict."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from changeguard import factory
+from changeguard.adapters.tagging import AwsTagReader
+from changeguard.domain.clock import SystemClock
+from changeguard.handlers import rejects_poison
+from changeguard.services.correlate import CorrelateService
+from changeguard.settings import Wiring, load_policy
+
+FUNCTION = "correlate_change"
+logger = Logger()
+metrics = Metrics()
+
+
+@cache
+def build_service() -> CorrelateService:
+    wiring = Wiring.from_env()
+    return CorrelateService(
+        function=FUNCTION,
+        ledger=factory.ledger(wiring),
+        tickets=factory.ticket_source(wiring),
+        tags=AwsTagReader(),
+        policy=lambda: load_policy(wiring.parameter_path),
+        clock=SystemClock(),
+        suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
+        calendar=factory.calendar_reader,
+    )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+@rejects_poison(FUNCTION)
+def lambda_handler(event: dict[str, Any], context: Any, service: CorrelateService | None = None) -> dict[str, Any]:
+    """Judge one CloudTrail call or Config item and ledger the verdict."""
+    outcome = (service or build_service()).handle(event)
+    logger.info("judged", extra={"change_id": outcome.change_id, "verdict": outcome.verdict})
+    if outcome.verdict and not outcome.duplicate:
+        metrics.add_dimension(name="Verdict", value=outcome.verdict)
+        metrics.add_metric(name="Changes", unit=MetricUnit.Count, value=1)
+    result: dict[str, Any] = outcome.model_dump(mode="json")
+    return result

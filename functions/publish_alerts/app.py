@@ -1,0 +1,60 @@
+"""Publish the alerts that other functions wrote to the ledger (DynamoDB stream → SNS)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from changeguard.adapters.sns import SnsAlertPublisher
+from changeguard.domain.alerts import Alert
+from changeguard.services.publish import PublishService
+from changeguard.settings import Wiring
+
+FUNCTION = "publish_alerts"
+IDEMPOTENCY_SECONDS = 48 * 3600  # longer than any redelivery window (stream retries, replays)
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+
+
+@cache
+def build_service() -> PublishService:
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    wiring = Wiring.from_env()
+    if not wiring.alert_topic_arn or not wiring.idempotency_table_name:
+        from changeguard.domain.errors import ConfigurationError
+
+        raise ConfigurationError("ALERT_TOPIC_ARN and IDEMPOTENCY_TABLE_NAME are required")
+    publisher = SnsAlertPublisher(wiring.alert_topic_arn, chatbot_format=wiring.alert_format == "chatbot")
+    persistence = DynamoDBPersistenceLayer(table_name=wiring.idempotency_table_name)
+    config = IdempotencyConfig(event_key_jmespath="alert_id", expires_after_seconds=IDEMPOTENCY_SECONDS)
+
+    @idempotent_function(data_keyword_argument="alert", persistence_store=persistence, config=config)
+    def publish_once(alert: dict[str, Any]) -> str:
+        message_id = publisher.publish(Alert.model_validate(alert))
+        metrics.add_metric(name="AlertsPublished", unit=MetricUnit.Count, value=1)
+        return str(message_id)
+
+    return PublishService(lambda alert: str(publish_once(alert=alert.model_dump(mode="json"))))
+
+
+def record_handler(record: DynamoDBRecord) -> str:
+    image = record.dynamodb.new_image if record.dynamodb else None
+    return str(build_service().handle_image(dict(image or {})))
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Publish each new ALERT item of the batch once; report only the failed records for retry."""
+    response = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return dict(response)
