@@ -35,13 +35,16 @@ _CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_T
 
 
 class FixedClock:
-    """A clock that stands still (``--now``)."""
+    """A clock that stands still (``--now``) until the scenario moves it (``set``/``advance``)."""
 
     def __init__(self, at: datetime) -> None:
         self._at = at if at.tzinfo else at.replace(tzinfo=UTC)
 
     def now(self) -> datetime:
         return self._at
+
+    def set(self, at: datetime) -> None:
+        self._at = at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -208,6 +211,16 @@ class Harness:
         self._modules[function] = module
         return module
 
+    def refresh_clock(self) -> None:
+        """Give every built service the harness clock (after ``--now`` or a scenario clock step)."""
+        for function, module in self._modules.items():
+            if self.clock is None or not hasattr(module, "build_service"):
+                continue
+            with self._as_function(self.functions[function]):
+                service = module.build_service()
+            if hasattr(service, "clock"):
+                service.clock = self.clock
+
     def invoke(self, function: str, event: Any) -> Invocation:
         """Invoke one function in-process, as ``sam local invoke`` would, and report its result."""
         with self._lock:
@@ -226,6 +239,28 @@ class Harness:
             if isinstance(result, dict) and result.get("rejected"):
                 return Invocation(function, result=result, error=f"{result['error_type']}: {result['error']}")
             return Invocation(function, result=result)
+
+    def scheduled_event(self, function: str, rule: str | None = None) -> dict[str, Any]:
+        """The "Scheduled Event" EventBridge sends a function on its schedule."""
+        spec = self.functions[function]
+        name = rule or (spec.schedules[0] if spec.schedules else "Schedule")
+        now = self.clock.now() if self.clock else datetime.now(UTC)
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": self.ctx.account,
+            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.ctx.region,
+            "resources": [f"arn:aws:events:{self.ctx.region}:{self.ctx.account}:rule/{self.ctx.stack_name}-{name}"],
+            "detail": {},
+        }
+
+    def run_schedule(self, function: str, rule: str | None = None) -> dict[str, Any]:
+        """Invoke a scheduled function as its schedule would, then publish what it alerted."""
+        inv = self.invoke(function, self.scheduled_event(function, rule))
+        return self._collect([function], [inv])
 
     # -- streams and alerts ---------------------------------------------------------------
     def pump_streams(self) -> list[Invocation]:
@@ -302,10 +337,15 @@ class Harness:
     def process(self, event: Any) -> dict[str, Any]:
         """Route one event, invoke what it routes to, publish resulting alerts; one result object."""
         routed = self.route(event) if isinstance(event, Mapping) else []
+        result = self._collect(routed, [self.invoke(function, event) for function in routed])
+        result["event_id"] = event.get("id") if isinstance(event, Mapping) else None
+        result["detail_type"] = event.get("detail-type") if isinstance(event, Mapping) else None
+        return result
+
+    def _collect(self, routed: list[str], invocations: list[Invocation]) -> dict[str, Any]:
         outcomes: list[dict[str, Any]] = []
         errors: list[str] = []
-        for function in routed:
-            inv = self.invoke(function, event)
+        for function, inv in zip(routed, invocations, strict=True):
             result = inv.result if isinstance(inv.result, dict) else {}
             outcomes.append(
                 {
@@ -329,8 +369,8 @@ class Harness:
             elif outcomes:
                 outcomes[0]["alerts"].append(entry)
         return {
-            "event_id": event.get("id") if isinstance(event, Mapping) else None,
-            "detail_type": event.get("detail-type") if isinstance(event, Mapping) else None,
+            "event_id": None,
+            "detail_type": None,
             "routed_to": routed,
             "outcomes": outcomes,
             "error": "; ".join(errors) or None,

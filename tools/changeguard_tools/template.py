@@ -219,6 +219,7 @@ class FunctionSpec:
     environment: dict[str, Any]
     rules: list[RuleSpec]
     streams: list[StreamSpec]
+    schedules: list[str]
     policies: list[dict[str, Any]]
     properties: dict[str, Any]
 
@@ -270,10 +271,13 @@ class Template:
             env = {k: v for k, v in ((k, _soft(v, ctx)) for k, v in env.items()) if v is not None}
             rules: list[RuleSpec] = []
             streams: list[StreamSpec] = []
+            schedules: list[str] = []
             for event_name, event in props.get("Events", {}).items():
                 eprops = event.get("Properties", {})
                 if event.get("Type") in ("EventBridgeRule", "CloudWatchEvent"):
                     rules.append(RuleSpec(logical_id, event_name, resolve(eprops["Pattern"], ctx)))
+                elif event.get("Type") in ("Schedule", "ScheduleV2"):
+                    schedules.append(event_name)
                 elif event.get("Type") == "DynamoDB":
                     stream = eprops["Stream"]
                     table = stream["Fn::GetAtt"][0] if isinstance(stream, dict) and "Fn::GetAtt" in stream else ""
@@ -289,6 +293,7 @@ class Template:
                 environment=env,
                 rules=rules,
                 streams=streams,
+                schedules=schedules,
                 policies=list(props.get("Policies", [])),
                 properties=merged,
             )
