@@ -58,3 +58,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Publish each new ALERT item of the batch once; report only the failed records for retry."""
     response = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     return dict(response)
+
+
+# What arrives without an EventBridge rule: the contract tests validate samples against it.
+INPUT_MODEL = "aws_lambda_powertools.utilities.parser.models.DynamoDBStreamModel"

@@ -228,13 +228,22 @@ def _items(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def synthetic_event_id(raw: dict[str, Any]) -> str:
+    """A stable id for a record without ``eventID`` (some published samples): same record, same id."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"synthetic-{digest[:32]}"
+
+
 def change_from_cloudtrail(record: CloudTrailRecord, account: str, region: str) -> Change:
     """Normalize a CloudTrail record; ``account``/``region`` fall back to the envelope's."""
     acct = record.recipientAccountId or record.userIdentity.accountId or account
     rgn = record.awsRegion or region
     raw = record.model_dump(mode="json", exclude_none=True)
     return Change(
-        change_id=record.eventID,
+        change_id=record.eventID or synthetic_event_id(raw),
         source=ChangeSource.CLOUDTRAIL,
         event_time=record.eventTime.astimezone(UTC)
         if record.eventTime.tzinfo

@@ -82,7 +82,7 @@ class CloudTrailRecord(_AwsOwned):
     errorCode: str | None = None
     errorMessage: str | None = None
     readOnly: bool | None = None
-    eventID: str
+    eventID: str | None = None  # always present in real trails; absent from some published samples
     eventType: str | None = None
     recipientAccountId: str | None = None
     resources: list[TrailResource] | None = None

@@ -1,0 +1,106 @@
+"""template.yaml is the one source of truth: sample events must match their function's rules.
+
+Every rule has at least one sample that matches it, every rule-triggered sample matches one
+of its function's rules, and payloads that arrive some other way (a stream, an SNS
+subscription, an alarm action, a lifecycle hook) validate against the function's input model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from changeguard_tools.patterns import matches
+from changeguard_tools.replay import is_eventbridge_event
+from changeguard_tools.template import Template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = Template()
+CTX = TEMPLATE.context()
+for _logical, _spec in TEMPLATE.resources.items():
+    CTX.refs.setdefault(_logical, f"{_logical}-physical")
+FUNCTIONS = TEMPLATE.functions(CTX)
+
+
+def samples(folder: str) -> list[Path]:
+    return sorted((ROOT / "events" / folder).glob("*.json"))
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_every_function_has_samples(logical_id):
+    assert samples(FUNCTIONS[logical_id].code_uri.name), f"events/{FUNCTIONS[logical_id].code_uri.name}/ is empty"
+
+
+RULES = [(f.logical_id, r.name, r.pattern) for f in FUNCTIONS.values() for r in f.rules]
+
+
+@pytest.mark.parametrize(("logical_id", "rule", "pattern"), RULES, ids=[f"{a}.{b}" for a, b, _ in RULES])
+def test_every_rule_has_a_matching_sample(logical_id, rule, pattern):
+    folder = FUNCTIONS[logical_id].code_uri.name
+    events = [json.loads(p.read_text()) for p in samples(folder)]
+    assert any(matches(pattern, e) for e in events if is_eventbridge_event(e)), f"no sample in events/{folder} matches {rule}"
+
+
+SAMPLES = [(f.logical_id, p) for f in FUNCTIONS.values() for p in samples(f.code_uri.name)]
+
+
+@pytest.mark.parametrize(("logical_id", "path"), SAMPLES, ids=[f"{a}:{p.name}" for a, p in SAMPLES])
+def test_every_sample_is_accepted_by_its_function(logical_id, path):
+    spec = FUNCTIONS[logical_id]
+    event = json.loads(path.read_text())
+    if is_eventbridge_event(event) and spec.rules:
+        assert any(matches(r.pattern, event) for r in spec.rules), f"{path.name} matches none of {logical_id}'s rules"
+        return
+    source = (spec.code_uri / "app.py").read_text()
+    marker = "INPUT_MODEL = "
+    assert marker in source, f"{logical_id} receives non-EventBridge samples but declares no INPUT_MODEL"
+    dotted = source.split(marker, 1)[1].split("\n", 1)[0].strip().strip("\"'")
+    module, _, name = dotted.rpartition(".")
+    model = getattr(importlib.import_module(module), name)
+    model.model_validate(event)
+
+
+# -- the correlator's rule, case by case -------------------------------------------------------------
+CORRELATE = next(r.pattern for r in FUNCTIONS["CorrelateChangeFunction"].rules if r.name == "CloudTrailWriteCalls")
+
+
+def load(name: str) -> dict:
+    return json.loads((ROOT / "events" / "correlate_change" / name).read_text())
+
+
+def test_root_calls_without_session_issuer_reach_the_correlator():
+    event = load("07-root-stop-logging.json")
+    assert "arn" not in event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]
+    assert matches(CORRELATE, event)
+
+
+def test_iam_user_calls_without_session_context_reach_the_correlator():
+    event = load("08-iam-user-old-schema.json")
+    assert "sessionContext" not in event["detail"]["userIdentity"]
+    assert "readOnly" not in event["detail"]
+    assert matches(CORRELATE, event)
+
+
+def test_the_suites_own_roles_are_dropped_at_the_bus():
+    event = load("03-unapproved-ticket.json")
+    issuer = event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]
+    issuer["arn"] = f"arn:aws:iam::{CTX.account}:role/changeguard/changeguard-dev-CorrelateChangeFunctionRole-ABC"
+    assert not matches(CORRELATE, event)
+
+
+def test_read_only_and_failed_calls_are_dropped_at_the_bus():
+    event = load("01-approved-run-instances.json")
+    event["detail"]["readOnly"] = True
+    assert not matches(CORRELATE, event)
+    event = load("01-approved-run-instances.json")
+    event["detail"]["errorCode"] = "Client.UnauthorizedOperation"
+    assert not matches(CORRELATE, event)
+
+
+def test_out_of_scope_services_are_dropped_at_the_bus():
+    event = load("01-approved-run-instances.json")
+    event["detail"]["eventSource"] = "athena.amazonaws.com"
+    assert not matches(CORRELATE, event)

@@ -1,0 +1,301 @@
+"""Every verdict, the precedence between them, severities and ticket-reference sources."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fakes import FakeCalendar, FakeClock, FakeTagReader, FakeTicketSource, InMemoryLedger
+
+from changeguard.domain.change import Actor, ActorKind, Change
+from changeguard.domain.policy import Policy
+from changeguard.domain.tickets import Approval, Ticket, TicketLookup, TicketRef, TicketRefSource, TicketType
+from changeguard.domain.verdicts import PRECEDENCE, Severity, Verdict, judge
+from changeguard.services.correlate import CorrelateService
+
+T = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+SUITE = "arn:aws:iam::123456789012:role/changeguard/"
+ALICE = Actor(
+    arn="arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_1/alice@example.com",
+    kind=ActorKind.SSO,
+    session_issuer_arn="arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_1",
+    session_name="alice@example.com",
+    user_name="alice@example.com",
+)
+BOB = "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_2/bob@example.com"
+CAROL = "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_2/carol@example.com"
+ALICE_APPROVER = "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_2/alice@example.com"
+INSTANCE = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123"
+
+
+def change(**kw) -> Change:
+    base = dict(
+        change_id="evt-1",
+        event_time=T,
+        account="123456789012",
+        region="us-east-1",
+        service="ec2",
+        action="RunInstances",
+        event_name="RunInstances",
+        resources=(INSTANCE,),
+        actor=ALICE,
+    )
+    base.update(kw)
+    return Change(**base)
+
+
+def ticket(**kw) -> Ticket:
+    base = dict(
+        ticket_id="CHG-1001",
+        approvals=(Approval(approver=BOB), Approval(approver=CAROL)),
+        window_start=T - timedelta(hours=1),
+        window_end=T + timedelta(hours=1),
+        test_evidence="ci run 1",
+        rollback_plan="terminate",
+    )
+    base.update(kw)
+    return Ticket(**base)
+
+
+REF = TicketRef(ticket_id="CHG-1001", found_in=TicketRefSource.REQUEST_TAGS)
+POLICY = Policy()
+
+
+def verdict_of(c=None, t=None, *, ref=REF, unavailable=False, policy=POLICY, closed=None):
+    lookup = TicketLookup(ticket=t, unavailable=unavailable, error="boom" if unavailable else None)
+    return judge(c or change(), ref, lookup if ref else None, policy, suite_role_prefixes=(SUITE,), calendar_closed=closed)
+
+
+def test_authorized():
+    j = verdict_of(t=ticket())
+    assert j.verdict is Verdict.AUTHORIZED and not j.alerts and j.severity is Severity.INFO
+
+
+def test_no_ticket():
+    j = verdict_of(ref=None)
+    assert j.verdict is Verdict.NO_TICKET and j.alerts and j.severity is Severity.HIGH
+
+
+def test_unknown_ticket():
+    assert verdict_of(t=None).verdict is Verdict.UNKNOWN_TICKET
+
+
+def test_unverified_when_source_down():
+    j = verdict_of(unavailable=True)
+    assert j.verdict is Verdict.UNVERIFIED
+    assert "boom" in j.reasons[0].detail
+
+
+def test_not_approved_counts_independent_approvals_only():
+    assert verdict_of(t=ticket(approvals=(Approval(approver=BOB),))).verdict is Verdict.NOT_APPROVED
+    # the same person twice is one approval
+    assert verdict_of(t=ticket(approvals=(Approval(approver=BOB), Approval(approver=BOB)))).verdict is Verdict.NOT_APPROVED
+
+
+def test_rejected_ticket_is_not_approved():
+    assert verdict_of(t=ticket(status="rejected")).verdict is Verdict.NOT_APPROVED
+
+
+def test_self_approved_beats_not_approved():
+    j = verdict_of(t=ticket(approvals=(Approval(approver=ALICE_APPROVER), Approval(approver=BOB))))
+    assert j.verdict is Verdict.SELF_APPROVED
+    assert {r.verdict for r in j.reasons} >= {Verdict.SELF_APPROVED, Verdict.NOT_APPROVED}
+
+
+def test_self_approval_through_identity_mapping():
+    policy = Policy(identity_map={"approver-alice-jira-id": "alice@example.com"})
+    j = verdict_of(t=ticket(approvals=(Approval(approver="approver-alice-jira-id"), Approval(approver=BOB), Approval(approver=CAROL))), policy=policy)
+    assert j.verdict is Verdict.SELF_APPROVED
+
+
+@pytest.mark.parametrize("missing", ["test_evidence", "rollback_plan"])
+def test_incomplete_ticket(missing):
+    j = verdict_of(t=ticket(**{missing: "  "}))
+    assert j.verdict is Verdict.INCOMPLETE_TICKET
+
+
+def test_outside_ticket_window_is_judged_at_event_time():
+    late = change(event_time=T + timedelta(hours=3))
+    assert verdict_of(late, ticket()).verdict is Verdict.OUTSIDE_TICKET_WINDOW
+    assert verdict_of(change(), ticket()).verdict is Verdict.AUTHORIZED
+
+
+def test_window_bounds_are_inclusive():
+    assert verdict_of(change(event_time=T + timedelta(hours=1)), ticket()).verdict is Verdict.AUTHORIZED
+    assert verdict_of(change(event_time=T - timedelta(hours=1)), ticket()).verdict is Verdict.AUTHORIZED
+
+
+def test_outside_change_window_when_calendar_closed():
+    j = verdict_of(t=ticket(), closed=True)
+    assert j.verdict is Verdict.OUTSIDE_CHANGE_WINDOW and j.severity is Severity.HIGH
+
+
+def test_out_of_scope():
+    j = verdict_of(t=ticket(affected_resources=("arn:aws:ec2:us-east-1:123456789012:instance/i-other",)))
+    assert j.verdict is Verdict.OUT_OF_SCOPE
+    assert verdict_of(t=ticket(affected_resources=("arn:aws:ec2:*:*:instance/*",))).verdict is Verdict.AUTHORIZED
+    assert verdict_of(t=ticket(affected_resources=("i-0123",))).verdict is Verdict.AUTHORIZED
+
+
+def test_emergency_sets_retro_deadline_from_event_time():
+    j = verdict_of(t=ticket(type=TicketType.EMERGENCY, approvals=(), test_evidence=None, rollback_plan=None))
+    assert j.verdict is Verdict.EMERGENCY
+    assert j.retro_approval_due == T + timedelta(hours=24)
+    assert j.alerts and j.severity is Severity.LOW
+
+
+def test_emergency_is_allowed_outside_the_calendar():
+    j = verdict_of(t=ticket(type=TicketType.EMERGENCY, approvals=()), closed=True)
+    assert j.verdict is Verdict.EMERGENCY
+
+
+def test_exempt_principals_service_linked_and_suite_roles():
+    pipeline = Actor(arn="arn:aws:sts::123456789012:assumed-role/pipeline/1", kind=ActorKind.ASSUMED_ROLE,
+                     session_issuer_arn="arn:aws:iam::123456789012:role/pipeline")
+    policy = Policy(exempt_principal_arns=("arn:aws:iam::*:role/pipeline",))
+    assert verdict_of(change(actor=pipeline), None, ref=None, policy=policy).verdict is Verdict.EXEMPT
+    linked = Actor(arn="x", kind=ActorKind.ASSUMED_ROLE,
+                   session_issuer_arn="arn:aws:iam::123456789012:role/aws-service-role/ops.apigateway.amazonaws.com/AWSServiceRoleForAPIGateway")
+    assert verdict_of(change(actor=linked), None, ref=None).verdict is Verdict.EXEMPT
+    suite = Actor(arn="y", kind=ActorKind.ASSUMED_ROLE, session_issuer_arn=SUITE + "changeguard-local-X")
+    assert verdict_of(change(actor=suite), None, ref=None).verdict is Verdict.EXEMPT
+
+
+def test_root_is_never_exempt_and_always_critical():
+    root = Actor(arn="arn:aws:iam::123456789012:root", kind=ActorKind.ROOT, account_id="123456789012")
+    policy = Policy(exempt_principal_arns=("*",))
+    j = verdict_of(change(actor=root), ticket(), policy=policy)
+    assert j.verdict is Verdict.AUTHORIZED and j.severity is Severity.CRITICAL and j.alerts
+
+
+def test_control_tampering_alerts_even_when_authorized():
+    j = verdict_of(change(service="cloudtrail", action="StopLogging", event_name="StopLogging", resources=()), ticket(affected_resources=()))
+    assert j.control_tampering and j.severity is Severity.CRITICAL and j.alerts
+
+
+def test_iam_change_without_ticket_is_critical():
+    assert verdict_of(change(service="iam", action="CreateUser"), ref=None).severity is Severity.CRITICAL
+
+
+def test_precedence_order_is_the_documented_one():
+    assert [v.value for v in PRECEDENCE] == [
+        "EXEMPT", "UNVERIFIED", "NO_TICKET", "UNKNOWN_TICKET", "SELF_APPROVED", "NOT_APPROVED",
+        "INCOMPLETE_TICKET", "OUTSIDE_TICKET_WINDOW", "OUTSIDE_CHANGE_WINDOW", "OUT_OF_SCOPE",
+        "EMERGENCY", "AUTHORIZED",
+    ]
+
+
+def test_every_reason_is_kept():
+    t = ticket(approvals=(Approval(approver=BOB),), test_evidence=None, affected_resources=("other",))
+    j = verdict_of(change(event_time=T + timedelta(days=2)), t, closed=True)
+    assert j.verdict is Verdict.NOT_APPROVED
+    assert {r.verdict for r in j.reasons} == {
+        Verdict.NOT_APPROVED, Verdict.INCOMPLETE_TICKET, Verdict.OUTSIDE_TICKET_WINDOW,
+        Verdict.OUTSIDE_CHANGE_WINDOW, Verdict.OUT_OF_SCOPE,
+    }
+
+
+# -- ticket reference sources, first hit wins in the configured order --------------------------------
+
+def service(policy: Policy = POLICY, tags=None, stacks=None, tickets=(), calendar=None) -> CorrelateService:
+    return CorrelateService(
+        function="correlate_change",
+        ledger=InMemoryLedger(),
+        tickets=FakeTicketSource(*tickets),
+        tags=FakeTagReader(tags, stacks),
+        policy=lambda: policy,
+        clock=FakeClock(),
+        suite_role_prefixes=(SUITE,),
+        calendar=(lambda p: calendar) if calendar else None,
+    )
+
+
+def actor_with(session_name=None, source_identity=None, invoked_by=None):
+    return Actor(arn=f"arn:aws:sts::1:assumed-role/deployer/{session_name or 'x'}", kind=ActorKind.ASSUMED_ROLE,
+                 session_issuer_arn="arn:aws:iam::1:role/deployer", session_name=session_name,
+                 source_identity=source_identity, invoked_by=invoked_by)
+
+
+@pytest.mark.parametrize(
+    ("source", "kwargs", "expected"),
+    [
+        (TicketRefSource.REQUEST_TAGS, {"request_tags": {"ChangeTicket": "CHG-2001"}}, "CHG-2001"),
+        (TicketRefSource.SOURCE_IDENTITY, {"actor": actor_with(source_identity="CHG-2002")}, "CHG-2002"),
+        (TicketRefSource.SESSION_NAME, {"actor": actor_with(session_name="deploy-CHG-2003")}, "CHG-2003"),
+    ],
+)
+def test_ticket_ref_from_the_event(source, kwargs, expected):
+    ref = service().find_ticket_ref(change(**kwargs), POLICY)
+    assert ref == TicketRef(ticket_id=expected, found_in=source)
+
+
+def test_ticket_ref_from_the_resource_current_tag():
+    svc = service(tags={INSTANCE: {"ChangeTicket": "CHG-2004"}})
+    assert svc.find_ticket_ref(change(), POLICY) == TicketRef(ticket_id="CHG-2004", found_in=TicketRefSource.RESOURCE_TAG)
+
+
+def test_ticket_ref_from_the_stack_for_calls_invoked_by_cloudformation():
+    svc = service(stacks={"checkout": {"ChangeTicket": "CHG-2005"}})
+    c = change(actor=actor_with(invoked_by="cloudformation.amazonaws.com"), request_tags={"aws:cloudformation:stack-name": "checkout"})
+    assert svc.find_ticket_ref(c, POLICY) == TicketRef(ticket_id="CHG-2005", found_in=TicketRefSource.STACK_TAG)
+    # not invoked by CloudFormation: the stack tag is not consulted
+    assert svc.find_ticket_ref(change(request_tags={"aws:cloudformation:stack-name": "checkout"}), POLICY) is None
+
+
+def test_first_hit_wins_and_order_is_configurable():
+    c = change(request_tags={"ChangeTicket": "CHG-3001"}, actor=actor_with(session_name="CHG-3002"))
+    assert service().find_ticket_ref(c, POLICY).ticket_id == "CHG-3001"
+    reordered = Policy(ticket_ref_order="session_name,request_tags")
+    assert service(reordered).find_ticket_ref(c, reordered).ticket_id == "CHG-3002"
+
+
+def test_ticket_pattern_is_configurable():
+    snow = Policy(ticket_id_pattern=r"CHG\d{7}")
+    c = change(request_tags={"ChangeTicket": "CHG0001234"})
+    assert service(snow).find_ticket_ref(c, snow).ticket_id == "CHG0001234"
+    assert service().find_ticket_ref(c, POLICY) is None
+
+
+def test_service_records_once_and_alerts_once():
+    svc = service(tickets=[ticket(approvals=())])
+    c = change(request_tags={"ChangeTicket": "CHG-1001"})
+    first = svc.evaluate(c)
+    second = svc.evaluate(c)
+    assert first.verdict == "NOT_APPROVED" and not first.duplicate and first.alert_ids
+    assert second.duplicate and not second.alert_ids
+    ledger = svc.ledger
+    assert len(ledger.kinds("VERDICT")) == 1 and len(ledger.kinds("ALERT")) == 1
+
+
+def test_authorized_change_writes_no_alert():
+    svc = service(tickets=[ticket()])
+    out = svc.evaluate(change(request_tags={"ChangeTicket": "CHG-1001"}))
+    assert out.verdict == "AUTHORIZED" and svc.ledger.kinds("ALERT") == []
+
+
+def test_unverified_changes_share_one_degraded_alert_per_outage():
+    svc = service()
+    svc.tickets = FakeTicketSource(down=True)
+    for i in range(5):
+        out = svc.evaluate(change(change_id=f"e{i}", request_tags={"ChangeTicket": "CHG-1001"}))
+        assert out.verdict == "UNVERIFIED"
+    alerts = svc.ledger.kinds("ALERT")
+    assert len(alerts) == 1 and alerts[0].body["alert"]["kind"] == "degraded"
+    assert len(svc.ledger.kinds("VERDICT")) == 5
+
+
+def test_calendar_consulted_at_event_time_for_manual_changes_only():
+    cal = FakeCalendar(closed=True)
+    svc = service(tickets=[ticket()], calendar=cal)
+    out = svc.evaluate(change(request_tags={"ChangeTicket": "CHG-1001"}))
+    assert out.verdict == "OUTSIDE_CHANGE_WINDOW" and cal.asked == [T]
+    auto = actor_with(session_name="bot")
+    svc.evaluate(change(change_id="e2", actor=auto.model_copy(update={"automation": True})))
+    assert cal.asked == [T]
+
+
+def test_suite_own_calls_are_ignored_without_ledger_writes():
+    svc = service()
+    suite_actor = Actor(arn="arn:aws:sts::123456789012:assumed-role/x/y", kind=ActorKind.ASSUMED_ROLE, session_issuer_arn=SUITE + "cg-role")
+    out = svc.evaluate(change(actor=suite_actor))
+    assert out.verdict == "NOT_A_CHANGE" and svc.ledger.items == {}
