@@ -56,7 +56,9 @@ def record_handler(record: DynamoDBRecord) -> str:
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Publish each new ALERT item of the batch once; report only the failed records for retry."""
-    response = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
     return dict(response)
 
 

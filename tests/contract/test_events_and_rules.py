@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from changeguard_tools.patterns import matches
 from changeguard_tools.replay import is_eventbridge_event
 from changeguard_tools.template import Template
@@ -41,7 +40,9 @@ RULES = [(f.logical_id, r.name, r.pattern) for f in FUNCTIONS.values() for r in 
 def test_every_rule_has_a_matching_sample(logical_id, rule, pattern):
     folder = FUNCTIONS[logical_id].code_uri.name
     events = [json.loads(p.read_text()) for p in samples(folder)]
-    assert any(matches(pattern, e) for e in events if is_eventbridge_event(e)), f"no sample in events/{folder} matches {rule}"
+    assert any(matches(pattern, e) for e in events if is_eventbridge_event(e)), (
+        f"no sample in events/{folder} matches {rule}"
+    )
 
 
 SAMPLES = [(f.logical_id, p) for f in FUNCTIONS.values() for p in samples(f.code_uri.name)]

@@ -16,30 +16,73 @@ SEVERITIES = {"critical", "high", "medium", "low", "info"}
 
 OLD_SCHEMA = {  # AWS's 2014 documentation sample: eventVersion 1.0x, no readOnly, no eventID
     "eventVersion": "1.02",
-    "userIdentity": {"type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": "arn:aws:iam::111122223333:user/Alice",
-                     "accountId": "111122223333", "accessKeyId": "AKIAEXAMPLE", "userName": "Alice"},
-    "eventTime": "2014-03-06T21:22:54Z", "eventSource": "ec2.amazonaws.com", "eventName": "StartInstances",
-    "awsRegion": "us-east-2", "sourceIPAddress": "205.251.233.176", "userAgent": "ec2-api-tools 1.6.12.2",
+    "userIdentity": {
+        "type": "IAMUser",
+        "principalId": "AIDAEXAMPLE",
+        "arn": "arn:aws:iam::111122223333:user/Alice",
+        "accountId": "111122223333",
+        "accessKeyId": "AKIAEXAMPLE",
+        "userName": "Alice",
+    },
+    "eventTime": "2014-03-06T21:22:54Z",
+    "eventSource": "ec2.amazonaws.com",
+    "eventName": "StartInstances",
+    "awsRegion": "us-east-2",
+    "sourceIPAddress": "205.251.233.176",
+    "userAgent": "ec2-api-tools 1.6.12.2",
     "requestParameters": {"instancesSet": {"items": [{"instanceId": "i-ebeaf9e2"}]}},
     "responseElements": {"instancesSet": {"items": [{"instanceId": "i-ebeaf9e2"}]}},
 }
-READ_ONLY = {"eventVersion": "1.08", "eventID": "ro-1", "eventType": "AwsApiCall", "readOnly": True,
-             "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::111122223333:assumed-role/Admin/bob"},
-             "eventTime": "2024-01-01T00:00:00Z", "eventSource": "s3.amazonaws.com", "eventName": "ListBuckets", "awsRegion": "us-east-1"}
-SIGN_IN = {"eventVersion": "1.08", "eventID": "si-1", "eventType": "AwsConsoleSignIn",
-           "userIdentity": {"type": "Root", "arn": "arn:aws:iam::111122223333:root", "accountId": "111122223333"},
-           "eventTime": "2024-01-01T00:00:00Z", "eventSource": "signin.amazonaws.com", "eventName": "ConsoleLogin",
-           "awsRegion": "us-east-1", "responseElements": {"ConsoleLogin": "Success"}}
-VERSIONED = {"eventVersion": "1.09", "eventID": "v-1", "eventType": "AwsApiCall", "readOnly": False,
-             "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::111122223333:assumed-role/dev/carl",
-                              "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::111122223333:role/dev"}}},
-             "eventTime": "2024-01-01T00:00:00Z", "eventSource": "lambda.amazonaws.com",
-             "eventName": "UpdateFunctionCode20150331v2", "awsRegion": "eu-west-1",
-             "requestParameters": {"functionName": "api"}, "someFutureField": {"nested": [1, 2]}}
-INVOKED_BY = {"eventVersion": "1.09", "eventID": "ib-1", "eventType": "AwsApiCall",
-              "userIdentity": {"type": "AWSService", "invokedBy": "autoscaling.amazonaws.com"},
-              "eventTime": "2024-01-01T00:00:00Z", "eventSource": "ec2.amazonaws.com", "eventName": "RunInstances",
-              "awsRegion": "us-east-1", "readOnly": False}
+READ_ONLY = {
+    "eventVersion": "1.08",
+    "eventID": "ro-1",
+    "eventType": "AwsApiCall",
+    "readOnly": True,
+    "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::111122223333:assumed-role/Admin/bob"},
+    "eventTime": "2024-01-01T00:00:00Z",
+    "eventSource": "s3.amazonaws.com",
+    "eventName": "ListBuckets",
+    "awsRegion": "us-east-1",
+}
+SIGN_IN = {
+    "eventVersion": "1.08",
+    "eventID": "si-1",
+    "eventType": "AwsConsoleSignIn",
+    "userIdentity": {"type": "Root", "arn": "arn:aws:iam::111122223333:root", "accountId": "111122223333"},
+    "eventTime": "2024-01-01T00:00:00Z",
+    "eventSource": "signin.amazonaws.com",
+    "eventName": "ConsoleLogin",
+    "awsRegion": "us-east-1",
+    "responseElements": {"ConsoleLogin": "Success"},
+}
+VERSIONED = {
+    "eventVersion": "1.09",
+    "eventID": "v-1",
+    "eventType": "AwsApiCall",
+    "readOnly": False,
+    "userIdentity": {
+        "type": "AssumedRole",
+        "arn": "arn:aws:sts::111122223333:assumed-role/dev/carl",
+        "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::111122223333:role/dev"}},
+    },
+    "eventTime": "2024-01-01T00:00:00Z",
+    "eventSource": "lambda.amazonaws.com",
+    "eventName": "UpdateFunctionCode20150331v2",
+    "awsRegion": "eu-west-1",
+    "requestParameters": {"functionName": "api"},
+    "someFutureField": {"nested": [1, 2]},
+}
+INVOKED_BY = {
+    "eventVersion": "1.09",
+    "eventID": "ib-1",
+    "eventType": "AwsApiCall",
+    "userIdentity": {"type": "AWSService", "invokedBy": "autoscaling.amazonaws.com"},
+    "eventTime": "2024-01-01T00:00:00Z",
+    "eventSource": "ec2.amazonaws.com",
+    "eventName": "RunInstances",
+    "awsRegion": "us-east-1",
+    "readOnly": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +94,11 @@ def replay(tmp_path_factory):
     (folder / "d-envelope.json").write_text((ROOT / "events/correlate_change/02-console-no-ticket.json").read_text())
     proc = subprocess.run(
         [sys.executable, "-m", "changeguard_tools.cli", "replay", "--json", str(folder)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
     )
     return proc
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sample_events import load_event
-
 from changeguard.domain.change import ActorKind, canonical_action, change_from_cloudtrail, request_tags
 from changeguard.models.events import CloudTrailEvent
+from sample_events import load_event
 
 
 def change_of(name: str):
@@ -105,7 +104,10 @@ def test_canonical_action(name, expected):
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"tagSpecificationSet": {"items": [{"resourceType": "instance", "tags": [{"key": "A", "value": "1"}]}]}}, {"A": "1"}),
+        (
+            {"tagSpecificationSet": {"items": [{"resourceType": "instance", "tags": [{"key": "A", "value": "1"}]}]}},
+            {"A": "1"},
+        ),
         ({"tags": {"ChangeTicket": "CHG-1"}}, {"ChangeTicket": "CHG-1"}),  # Lambda
         ({"tags": [{"key": "Owner", "value": "x"}]}, {"Owner": "x"}),  # IAM
         ({"Tagging": {"TagSet": {"Tag": [{"Key": "K", "Value": "V"}]}}}, {"K": "V"}),  # S3 PutBucketTagging

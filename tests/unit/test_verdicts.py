@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fakes import FakeCalendar, FakeClock, FakeTagReader, FakeTicketSource, InMemoryLedger
-
 from changeguard.domain.change import Actor, ActorKind, Change
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Approval, Ticket, TicketLookup, TicketRef, TicketRefSource, TicketType
 from changeguard.domain.verdicts import PRECEDENCE, Severity, Verdict, judge
 from changeguard.services.correlate import CorrelateService
+from fakes import FakeCalendar, FakeClock, FakeTagReader, FakeTicketSource, InMemoryLedger
 
 T = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 SUITE = "arn:aws:iam::123456789012:role/changeguard/"
@@ -63,7 +62,9 @@ POLICY = Policy()
 
 def verdict_of(c=None, t=None, *, ref=REF, unavailable=False, policy=POLICY, closed=None):
     lookup = TicketLookup(ticket=t, unavailable=unavailable, error="boom" if unavailable else None)
-    return judge(c or change(), ref, lookup if ref else None, policy, suite_role_prefixes=(SUITE,), calendar_closed=closed)
+    return judge(
+        c or change(), ref, lookup if ref else None, policy, suite_role_prefixes=(SUITE,), calendar_closed=closed
+    )
 
 
 def test_authorized():
@@ -89,7 +90,9 @@ def test_unverified_when_source_down():
 def test_not_approved_counts_independent_approvals_only():
     assert verdict_of(t=ticket(approvals=(Approval(approver=BOB),))).verdict is Verdict.NOT_APPROVED
     # the same person twice is one approval
-    assert verdict_of(t=ticket(approvals=(Approval(approver=BOB), Approval(approver=BOB)))).verdict is Verdict.NOT_APPROVED
+    assert (
+        verdict_of(t=ticket(approvals=(Approval(approver=BOB), Approval(approver=BOB)))).verdict is Verdict.NOT_APPROVED
+    )
 
 
 def test_rejected_ticket_is_not_approved():
@@ -104,7 +107,12 @@ def test_self_approved_beats_not_approved():
 
 def test_self_approval_through_identity_mapping():
     policy = Policy(identity_map={"approver-alice-jira-id": "alice@example.com"})
-    j = verdict_of(t=ticket(approvals=(Approval(approver="approver-alice-jira-id"), Approval(approver=BOB), Approval(approver=CAROL))), policy=policy)
+    j = verdict_of(
+        t=ticket(
+            approvals=(Approval(approver="approver-alice-jira-id"), Approval(approver=BOB), Approval(approver=CAROL))
+        ),
+        policy=policy,
+    )
     assert j.verdict is Verdict.SELF_APPROVED
 
 
@@ -150,12 +158,18 @@ def test_emergency_is_allowed_outside_the_calendar():
 
 
 def test_exempt_principals_service_linked_and_suite_roles():
-    pipeline = Actor(arn="arn:aws:sts::123456789012:assumed-role/pipeline/1", kind=ActorKind.ASSUMED_ROLE,
-                     session_issuer_arn="arn:aws:iam::123456789012:role/pipeline")
+    pipeline = Actor(
+        arn="arn:aws:sts::123456789012:assumed-role/pipeline/1",
+        kind=ActorKind.ASSUMED_ROLE,
+        session_issuer_arn="arn:aws:iam::123456789012:role/pipeline",
+    )
     policy = Policy(exempt_principal_arns=("arn:aws:iam::*:role/pipeline",))
     assert verdict_of(change(actor=pipeline), None, ref=None, policy=policy).verdict is Verdict.EXEMPT
-    linked = Actor(arn="x", kind=ActorKind.ASSUMED_ROLE,
-                   session_issuer_arn="arn:aws:iam::123456789012:role/aws-service-role/ops.apigateway.amazonaws.com/AWSServiceRoleForAPIGateway")
+    linked = Actor(
+        arn="x",
+        kind=ActorKind.ASSUMED_ROLE,
+        session_issuer_arn="arn:aws:iam::123456789012:role/aws-service-role/ops.apigateway.amazonaws.com/AWSServiceRoleForAPIGateway",
+    )
     assert verdict_of(change(actor=linked), None, ref=None).verdict is Verdict.EXEMPT
     suite = Actor(arn="y", kind=ActorKind.ASSUMED_ROLE, session_issuer_arn=SUITE + "changeguard-local-X")
     assert verdict_of(change(actor=suite), None, ref=None).verdict is Verdict.EXEMPT
@@ -169,7 +183,10 @@ def test_root_is_never_exempt_and_always_critical():
 
 
 def test_control_tampering_alerts_even_when_authorized():
-    j = verdict_of(change(service="cloudtrail", action="StopLogging", event_name="StopLogging", resources=()), ticket(affected_resources=()))
+    j = verdict_of(
+        change(service="cloudtrail", action="StopLogging", event_name="StopLogging", resources=()),
+        ticket(affected_resources=()),
+    )
     assert j.control_tampering and j.severity is Severity.CRITICAL and j.alerts
 
 
@@ -179,9 +196,18 @@ def test_iam_change_without_ticket_is_critical():
 
 def test_precedence_order_is_the_documented_one():
     assert [v.value for v in PRECEDENCE] == [
-        "EXEMPT", "UNVERIFIED", "NO_TICKET", "UNKNOWN_TICKET", "SELF_APPROVED", "NOT_APPROVED",
-        "INCOMPLETE_TICKET", "OUTSIDE_TICKET_WINDOW", "OUTSIDE_CHANGE_WINDOW", "OUT_OF_SCOPE",
-        "EMERGENCY", "AUTHORIZED",
+        "EXEMPT",
+        "UNVERIFIED",
+        "NO_TICKET",
+        "UNKNOWN_TICKET",
+        "SELF_APPROVED",
+        "NOT_APPROVED",
+        "INCOMPLETE_TICKET",
+        "OUTSIDE_TICKET_WINDOW",
+        "OUTSIDE_CHANGE_WINDOW",
+        "OUT_OF_SCOPE",
+        "EMERGENCY",
+        "AUTHORIZED",
     ]
 
 
@@ -190,12 +216,16 @@ def test_every_reason_is_kept():
     j = verdict_of(change(event_time=T + timedelta(days=2)), t, closed=True)
     assert j.verdict is Verdict.NOT_APPROVED
     assert {r.verdict for r in j.reasons} == {
-        Verdict.NOT_APPROVED, Verdict.INCOMPLETE_TICKET, Verdict.OUTSIDE_TICKET_WINDOW,
-        Verdict.OUTSIDE_CHANGE_WINDOW, Verdict.OUT_OF_SCOPE,
+        Verdict.NOT_APPROVED,
+        Verdict.INCOMPLETE_TICKET,
+        Verdict.OUTSIDE_TICKET_WINDOW,
+        Verdict.OUTSIDE_CHANGE_WINDOW,
+        Verdict.OUT_OF_SCOPE,
     }
 
 
 # -- ticket reference sources, first hit wins in the configured order --------------------------------
+
 
 def service(policy: Policy = POLICY, tags=None, stacks=None, tickets=(), calendar=None) -> CorrelateService:
     return CorrelateService(
@@ -211,9 +241,14 @@ def service(policy: Policy = POLICY, tags=None, stacks=None, tickets=(), calenda
 
 
 def actor_with(session_name=None, source_identity=None, invoked_by=None):
-    return Actor(arn=f"arn:aws:sts::1:assumed-role/deployer/{session_name or 'x'}", kind=ActorKind.ASSUMED_ROLE,
-                 session_issuer_arn="arn:aws:iam::1:role/deployer", session_name=session_name,
-                 source_identity=source_identity, invoked_by=invoked_by)
+    return Actor(
+        arn=f"arn:aws:sts::1:assumed-role/deployer/{session_name or 'x'}",
+        kind=ActorKind.ASSUMED_ROLE,
+        session_issuer_arn="arn:aws:iam::1:role/deployer",
+        session_name=session_name,
+        source_identity=source_identity,
+        invoked_by=invoked_by,
+    )
 
 
 @pytest.mark.parametrize(
@@ -231,12 +266,17 @@ def test_ticket_ref_from_the_event(source, kwargs, expected):
 
 def test_ticket_ref_from_the_resource_current_tag():
     svc = service(tags={INSTANCE: {"ChangeTicket": "CHG-2004"}})
-    assert svc.find_ticket_ref(change(), POLICY) == TicketRef(ticket_id="CHG-2004", found_in=TicketRefSource.RESOURCE_TAG)
+    assert svc.find_ticket_ref(change(), POLICY) == TicketRef(
+        ticket_id="CHG-2004", found_in=TicketRefSource.RESOURCE_TAG
+    )
 
 
 def test_ticket_ref_from_the_stack_for_calls_invoked_by_cloudformation():
     svc = service(stacks={"checkout": {"ChangeTicket": "CHG-2005"}})
-    c = change(actor=actor_with(invoked_by="cloudformation.amazonaws.com"), request_tags={"aws:cloudformation:stack-name": "checkout"})
+    c = change(
+        actor=actor_with(invoked_by="cloudformation.amazonaws.com"),
+        request_tags={"aws:cloudformation:stack-name": "checkout"},
+    )
     assert svc.find_ticket_ref(c, POLICY) == TicketRef(ticket_id="CHG-2005", found_in=TicketRefSource.STACK_TAG)
     # not invoked by CloudFormation: the stack tag is not consulted
     assert svc.find_ticket_ref(change(request_tags={"aws:cloudformation:stack-name": "checkout"}), POLICY) is None
@@ -296,6 +336,10 @@ def test_calendar_consulted_at_event_time_for_manual_changes_only():
 
 def test_suite_own_calls_are_ignored_without_ledger_writes():
     svc = service()
-    suite_actor = Actor(arn="arn:aws:sts::123456789012:assumed-role/x/y", kind=ActorKind.ASSUMED_ROLE, session_issuer_arn=SUITE + "cg-role")
+    suite_actor = Actor(
+        arn="arn:aws:sts::123456789012:assumed-role/x/y",
+        kind=ActorKind.ASSUMED_ROLE,
+        session_issuer_arn=SUITE + "cg-role",
+    )
     out = svc.evaluate(change(actor=suite_actor))
     assert out.verdict == "NOT_A_CHANGE" and svc.ledger.items == {}

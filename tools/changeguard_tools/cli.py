@@ -138,7 +138,7 @@ def harness_function(harness: Any, name: str) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from changeguard_tools.demo import run_demo
 
-    return run_demo(out_dir=Path(args.out))
+    return int(run_demo(out_dir=Path(args.out)))
 
 
 def cmd_tickets(args: argparse.Namespace) -> int:

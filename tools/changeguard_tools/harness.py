@@ -139,7 +139,7 @@ class Harness:
     def _clear_parameter_cache() -> None:
         from aws_lambda_powertools.utilities import parameters
 
-        parameters.clear_caches()
+        parameters.clear_caches()  # type: ignore[no-untyped-call]
 
     # -- routing --------------------------------------------------------------------------
     def route(self, event: Mapping[str, Any]) -> list[str]:
@@ -332,7 +332,7 @@ class Harness:
                 sqs.delete_message(QueueUrl=self.stack.subscriber_queue_url, ReceiptHandle=msg["ReceiptHandle"])
 
     def function_name_of(self, logical_id: str) -> str:
-        return self.functions[logical_id].name
+        return str(self.functions[logical_id].name)
 
     def process(self, event: Any) -> dict[str, Any]:
         """Route one event, invoke what it routes to, publish resulting alerts; one result object."""

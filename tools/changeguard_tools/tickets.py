@@ -6,6 +6,7 @@ name: an approval is only as good as the identity behind it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +41,7 @@ class TicketBook:
         ticket_id: str,
         *,
         title: str = "",
-        type: str = "normal",  # noqa: A002 - the ticket's type, as the CLI names it
+        type: str = "normal",
         status: str = "open",
         requested_by: str | None = None,
         window_start: Any = None,
@@ -69,9 +70,7 @@ class TicketBook:
         if resources:
             item["affected_resources"] = {"L": [{"S": r} for r in resources]}
         try:
-            self.ddb.put_item(
-                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(ticket_id)"
-            )
+            self.ddb.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(ticket_id)")
         except self.ddb.exceptions.ConditionalCheckFailedException as exc:
             raise TicketAlreadyExistsError(ticket_id) from exc
 
@@ -92,10 +91,9 @@ class TicketBook:
             "approver": {"S": approver},
             "approved_at": {"S": _iso(approved_at) if approved_at else _now()},
         }
-        try:
+        # Approving twice is a no-op: the approval item already exists.
+        with contextlib.suppress(self.ddb.exceptions.ConditionalCheckFailedException):
             self.ddb.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(ticket_id)")
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            pass
         return approver
 
     def get(self, ticket_id: str) -> Ticket | None:

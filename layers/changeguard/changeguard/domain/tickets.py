@@ -28,11 +28,17 @@ class TicketStatus(StrEnum):
 
 
 class Approval(_Own):
-    """One approval. ``approver`` is a verified identity (an STS ARN or the vendor's user id)."""
+    """One approval. ``approver`` is a verified identity (an STS ARN or the vendor's user id).
+
+    ``aliases`` are the same person's other identities in the ticket system (Jira accountId
+    and e-mail address, ServiceNow user name and e-mail), so segregation of duties can match
+    whichever of them the actor or the identity map knows.
+    """
 
     approver: str
     approver_name: str | None = None
     approved_at: datetime | None = None
+    aliases: tuple[str, ...] = ()
 
 
 class Ticket(_Own):
