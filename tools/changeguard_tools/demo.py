@@ -38,10 +38,17 @@ def load_scenario(directory: Path = SCENARIO) -> tuple[dict[str, Any], list[dict
         {title: ..., event: <path under events/>}        # replay through the template's rules
         {title: ..., schedule: <FunctionLogicalId>}      # run a scheduled function now
         {title: ..., clock: <ISO time>}                  # move the scenario clock
-        {title: ..., aws: {service: ec2, operation: create_tags, params: {...}}}
+        {title: ..., aws: {service: ec2, operation: create_tags, params: {...},
+                           save: {instance_id: Instances.0.InstanceId}}}
                                                          # an operator's call; the embedded
                                                          # CloudTrail records it and EventBridge
-                                                         # delivers it through the rules
+                                                         # delivers it through the rules; `save`
+                                                         # keeps response values for later steps
+        {title: ..., parameters: {change-calendar-names: prod-window}}
+                                                         # change tunable policy from here on
+
+    Saved values replace ``${name}`` in later steps' event files and parameters, so an event can
+    name a deployment or an instance an earlier step created.
     """
     merged: dict[str, Any] = {}
     steps: list[dict[str, Any]] = []
@@ -58,11 +65,30 @@ def load_scenario(directory: Path = SCENARIO) -> tuple[dict[str, Any], list[dict
     return merged, steps
 
 
-def run_step(harness: Harness, aws: EmbeddedAWS, step: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _substitute(text: str, saved: dict[str, str]) -> str:
+    for name, value in saved.items():
+        text = text.replace("${" + name + "}", value)
+    return text
+
+
+def _dig(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+def run_step(
+    harness: Harness, aws: EmbeddedAWS, step: dict[str, Any], saved: dict[str, str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     """Carry out one step; returns (description, result) for each event it produced."""
+    saved = {} if saved is None else saved
     if "event" in step:
-        event = json.loads((EVENTS / step["event"]).read_text())
+        event = json.loads(_substitute((EVENTS / step["event"]).read_text(), saved))
         return [(_describe(event), harness.process(event))]
+    if "parameters" in step:
+        for name, value in step["parameters"].items():
+            harness.put_parameter(str(name), _substitute(str(value), saved))
+        return []
     if "schedule" in step:
         return [(f"schedule of {step['schedule']}", harness.run_schedule(step["schedule"]))]
     if "clock" in step:
@@ -75,7 +101,10 @@ def run_step(harness: Harness, aws: EmbeddedAWS, step: dict[str, Any]) -> list[t
         call = step["aws"]
         before = len(aws.trail.records())
         client = harness.admin_client(call["service"])
-        getattr(client, call["operation"])(**(call.get("params") or {}))
+        params = json.loads(_substitute(json.dumps(call.get("params") or {}), saved))
+        response = getattr(client, call["operation"])(**params)
+        for name, path in (call.get("save") or {}).items():
+            saved[str(name)] = str(_dig(response, str(path)))
         produced = []
         for record in aws.trail.records()[before:]:
             event = wrap_record(record)
@@ -101,9 +130,10 @@ def run_demo(out_dir: Path, out: TextIO | None = None) -> int:
         fixtures.seed(harness, seed)
         out.write(f"ChangeGuard demo - embedded AWS at {aws.endpoint_url}, stack {harness.ctx.stack_name}\n")
         out.write(f"Handler logs: {log_path}\n\n")
+        saved: dict[str, str] = {}
         for number, step in enumerate(steps, 1):
             out.write(f"[{number}] {step['title']}\n")
-            for description, result in run_step(harness, aws, step):
+            for description, result in run_step(harness, aws, step, saved):
                 results.append({"step": step["title"], **result})
                 out.write(f"    event    {description}\n")
                 out.write(f"    routed   {', '.join(result['routed_to']) or 'no rule matched'}\n")

@@ -87,7 +87,7 @@ class Harness:
 
     def __init__(
         self,
-        endpoint_url: str,
+        endpoint_url: str | None,
         *,
         template: Template | None = None,
         parameters: Mapping[str, Any] | None = None,
@@ -176,7 +176,8 @@ class Harness:
         saved_cache = clients._clients
         os.environ.update({k: str(v) for k, v in spec.environment.items()})
         os.environ.update(self._identity(spec.logical_id))
-        os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
+        if self.endpoint_url:  # None: an in-process AWS (moto's mock_aws) answers instead
+            os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
         os.environ["AWS_LAMBDA_FUNCTION_NAME"] = f"{self.ctx.stack_name}-{spec.logical_id}"
         clients._clients = self._client_caches.setdefault(spec.logical_id, {})
         try:
@@ -189,6 +190,16 @@ class Harness:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+    def function_environment(self, function: str) -> dict[str, str]:
+        """Everything a separate process needs to run ``function`` as the harness does."""
+        env = {k: str(v) for k, v in self.functions[function].environment.items()}
+        env.update(self._identity(function))
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        env["AWS_DEFAULT_REGION"] = self.ctx.region
+        env["AWS_LAMBDA_FUNCTION_NAME"] = f"{self.ctx.stack_name}-{function}"
+        return env
 
     def module(self, function: str) -> ModuleType:
         found = self._modules.get(function)
