@@ -9,7 +9,7 @@ RUNTIME_PY := 3.12
 PYENV_RUNTIME := PYENV_VERSION=3.12.1:3.11.7
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: setup demo test lint typecheck validate unit build lock bench soak clean
+.PHONY: setup demo test lint typecheck validate unit build lock bench bench-small soak clean
 
 # Everything the project needs, from its own lock files. Idempotent: cheap when up to date.
 $(BIN)/.installed: requirements.lock layers/changeguard/pyproject.toml tools/pyproject.toml
@@ -58,6 +58,13 @@ lock: $(BIN)/.installed
 	  --no-emit-package botocore --no-emit-package urllib3 --no-emit-package python-dateutil \
 	  --no-emit-package six --no-emit-package jmespath \
 	  -o layers/changeguard/requirements.txt
+
+# Benchmarks are reported, not asserted (bench/results.json and a table on stdout).
+bench: $(BIN)/.installed $(SAMVENV)/.installed
+	$(PYENV_RUNTIME) $(BIN)/python -m changeguard_tools.bench --runs 10 --warm-runs 200 --replay-records 100000
+
+bench-small: $(BIN)/.installed
+	$(BIN)/python -m changeguard_tools.bench --runs 2 --warm-runs 20 --replay-records 1000 --skip-build
 
 clean:
 	rm -rf .aws-sam build .pytest_cache .mypy_cache .ruff_cache

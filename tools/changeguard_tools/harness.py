@@ -108,9 +108,17 @@ class Harness:
         self._stream_iterators: dict[str, list[str]] = {}
         self._lock = threading.RLock()
         self._matchers: list[tuple[str, Any]] = []
+        self._admin_clients: dict[str, Any] = {}
 
     # -- set-up ---------------------------------------------------------------------------
     def admin_client(self, service: str) -> Any:
+        """An operator's client (not a function's identity); one per service, reused."""
+        found = self._admin_clients.get(service)
+        if found is None:
+            found = self._admin_clients[service] = self._new_admin_client(service)
+        return found
+
+    def _new_admin_client(self, service: str) -> Any:
         return boto3.client(
             service,
             endpoint_url=self.endpoint_url,
@@ -273,6 +281,46 @@ class Harness:
         inv = self.invoke(function, self.scheduled_event(function, rule))
         return self._collect([function], [inv])
 
+    # -- SNS subscriptions (issue 5) --------------------------------------------------------
+    def publish(self, topic: str, message: str, subject: str | None = None) -> dict[str, Any]:
+        """Publish to a template topic (as CloudWatch does to an alarm's topic) and deliver the
+        message to every function the template subscribes to it (SAM ``SNS`` events), in the
+        event shape Lambda gets from SNS. One result object, as :meth:`process` returns.
+        """
+        topic_arn = self.ctx.refs[topic]
+        args: dict[str, Any] = {"TopicArn": topic_arn, "Message": message}
+        if subject:
+            args["Subject"] = subject
+        message_id = str(self.admin_client("sns").publish(**args)["MessageId"])
+        now = self.clock.now() if self.clock else datetime.now(UTC)
+        event = {
+            "Records": [
+                {
+                    "EventSource": "aws:sns",
+                    "EventVersion": "1.0",
+                    "EventSubscriptionArn": f"{topic_arn}:{uuid.uuid5(uuid.NAMESPACE_URL, topic_arn)}",
+                    "Sns": {
+                        "Type": "Notification",
+                        "MessageId": message_id,
+                        "TopicArn": topic_arn,
+                        "Subject": subject,
+                        "Message": message,
+                        "Timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                        "SignatureVersion": "1",
+                        "Signature": "EXAMPLE",
+                        "SigningCertUrl": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-EXAMPLE.pem",
+                        "UnsubscribeUrl": f"https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={topic_arn}",
+                        "MessageAttributes": {},
+                    },
+                }
+            ]
+        }
+        routed = [logical_id for logical_id, spec in self.functions.items() if topic in spec.topics]
+        result = self._collect(routed, [self.invoke(function, event) for function in routed])
+        result["event_id"] = message_id
+        result["detail_type"] = "SNS Notification"
+        return result
+
     # -- streams and alerts ---------------------------------------------------------------
     def pump_streams(self) -> list[Invocation]:
         """Deliver new ledger stream records to their consumers, as an event source mapping does."""
@@ -327,6 +375,7 @@ class Harness:
                 body = json.loads(envelope.get("Message", "{}"))
                 if "content" in body and "metadata" in body:  # Chatbot format
                     body = body["metadata"]["additionalContext"]["alert"]
+                    body = json.loads(body) if isinstance(body, str) else body  # context values are strings
                 attrs = {k: v.get("Value", "") for k, v in envelope.get("MessageAttributes", {}).items()}
                 received.append(
                     ReceivedAlert(
@@ -348,12 +397,16 @@ class Harness:
     def process(self, event: Any) -> dict[str, Any]:
         """Route one event, invoke what it routes to, publish resulting alerts; one result object."""
         routed = self.route(event) if isinstance(event, Mapping) else []
-        result = self._collect(routed, [self.invoke(function, event) for function in routed])
+        result = self._collect(routed, [self.invoke(function, event) for function in routed], quiet=not routed)
         result["event_id"] = event.get("id") if isinstance(event, Mapping) else None
         result["detail_type"] = event.get("detail-type") if isinstance(event, Mapping) else None
         return result
 
-    def _collect(self, routed: list[str], invocations: list[Invocation]) -> dict[str, Any]:
+    def _collect(self, routed: list[str], invocations: list[Invocation], quiet: bool = False) -> dict[str, Any]:
+        """Outcomes of the invocations plus what they led to: stream consumers run, alerts received.
+
+        ``quiet``: nothing was invoked, so nothing can have been written or published.
+        """
         outcomes: list[dict[str, Any]] = []
         errors: list[str] = []
         for function, inv in zip(routed, invocations, strict=True):
@@ -368,11 +421,11 @@ class Harness:
             )
             if inv.error:
                 errors.append(f"{function}: {inv.error}")
-        for inv in self.pump_streams():
+        for inv in [] if quiet else self.pump_streams():
             if inv.error:
                 errors.append(f"{inv.function}: {inv.error}")
         by_name = {self.function_name_of(o["function"]): o for o in outcomes}
-        for alert in self.drain_alerts():
+        for alert in [] if quiet else self.drain_alerts():
             target = by_name.get(alert.function)
             entry = {"subject": alert.subject, "severity": alert.severity, "verdict": alert.verdict}
             if target is not None:

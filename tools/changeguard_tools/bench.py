@@ -1,0 +1,438 @@
+"""``changeguard bench`` (``make bench``): cold starts, warm latency, API calls, memory, sizes, cost.
+
+Figures are reported, not asserted: CI runs this at a small size only to keep it working.
+
+* cold start - a fresh process imports the handler and processes its first sample event
+  against the embedded AWS; median of ``--runs``, next to the floor measured in the same run
+  (a bare process that imports boto3 and creates the clients that path uses);
+* warm latency and throughput - in-process, against moto's in-memory AWS (``mock_aws``);
+* AWS API calls per event - counted exactly with botocore's ``before-call`` event hook on
+  every botocore session (Powertools' own sessions included);
+* peak RSS of the cold process; artifact sizes from ``sam build``; cost per million events
+  at 128 MB on arm64;
+* the correlator's own evaluation (parse, normalize, judge) in events per second;
+* a load replay of generated CloudTrail records through ``changeguard replay``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from changeguard_tools.template import REPO_ROOT
+
+EVENTS = REPO_ROOT / "events"
+ARM_GB_SECOND = 0.0000133334  # USD, Lambda arm64, first tier
+REQUEST = 0.20 / 1_000_000  # USD per request
+WRITE_UNIT = 0.625 / 1_000_000  # USD per DynamoDB on-demand write request unit
+READ_UNIT = 0.125 / 1_000_000  # USD per DynamoDB on-demand read request unit
+
+_COLD_CHILD = r"""
+import importlib.util, json, os, resource, sys, time
+t0 = time.perf_counter()
+app_path, event_path, handler_name = sys.argv[1:4]
+spec = importlib.util.spec_from_file_location("app", app_path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+t1 = time.perf_counter()
+event = json.load(open(event_path))
+class Context:
+    function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "bench")
+    memory_limit_in_mb = 128
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    aws_request_id = "cold-start"
+    def get_remaining_time_in_millis(self):
+        return 30000
+out = sys.stdout
+sys.stdout = sys.stderr
+result = getattr(module, handler_name)(event, Context())
+t2 = time.perf_counter()
+out.write(json.dumps({"import_ms": (t1 - t0) * 1000, "first_event_ms": (t2 - t1) * 1000,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+_FLOOR_CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+import boto3
+clients = [boto3.client(name) for name in sys.argv[1].split(",") if name]
+t1 = time.perf_counter()
+sys.stdout.write(json.dumps({"floor_ms": (t1 - t0) * 1000,
+                             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def first_sample(folder: str) -> Path | None:
+    found = sorted((EVENTS / folder).glob("*.json"))
+    return found[0] if found else None
+
+
+def fresh_copy(event: Any, index: int) -> Any:
+    """The same event with new ids, so each run takes the first-delivery path, not the duplicate one."""
+    copy = json.loads(json.dumps(event))
+    if isinstance(copy, dict):
+        if "id" in copy:
+            copy["id"] = str(uuid.uuid4())
+        detail = copy.get("detail")
+        if isinstance(detail, dict):
+            for key in ("eventID", "deploymentId", "executionId"):
+                if key in detail:
+                    detail[key] = f"{detail[key]}-b{index}" if key != "eventID" else str(uuid.uuid4())
+    return copy
+
+
+@contextlib.contextmanager
+def count_calls() -> Iterator[Counter[str]]:
+    """Count every AWS API call made while inside, through botocore's ``before-call`` hook."""
+    import botocore.session
+
+    counter: Counter[str] = Counter()
+    original = botocore.session.Session.__init__
+
+    def hook(model: Any, **_: Any) -> None:
+        counter[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.register("before-call", hook)
+
+    botocore.session.Session.__init__ = init  # type: ignore[method-assign]
+    from changeguard.adapters import clients
+
+    clients.reset()
+    try:
+        yield counter
+    finally:
+        botocore.session.Session.__init__ = original  # type: ignore[method-assign]
+        clients.reset()
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _p99(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+def _provisioned(endpoint: str | None) -> Any:
+    from changeguard_tools import fixtures
+    from changeguard_tools.demo import load_scenario
+    from changeguard_tools.harness import FixedClock, Harness
+
+    seed, _ = load_scenario()
+    start = seed.pop("now", "2026-11-21T00:00:00Z")
+    from datetime import datetime
+
+    clock = FixedClock(datetime.fromisoformat(str(start).replace("Z", "+00:00")))
+    harness = Harness(endpoint, clock=clock, log_stream=open(os.devnull, "w"))  # noqa: SIM115
+    harness.provision()
+    fixtures.seed(harness, seed)
+    return harness
+
+
+def warm(runs: int) -> dict[str, Any]:
+    """Per function: warm latency, throughput and API calls per event, in-process against mock_aws."""
+    from moto import mock_aws
+
+    from changeguard_tools.embedded import install
+
+    install()
+    results: dict[str, Any] = {}
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    try:
+        with mock_aws(), count_calls() as calls:
+            harness = _provisioned(None)
+            for logical_id, spec in harness.functions.items():
+                sample = first_sample(spec.code_uri.name)
+                if sample is None:
+                    continue
+                event = json.loads(sample.read_text())
+                harness.invoke(logical_id, fresh_copy(event, 0))  # warm-up (cold start, caches)
+                calls.clear()
+                harness.invoke(logical_id, fresh_copy(event, 1))
+                per_event = dict(calls)
+                latencies: list[float] = []
+                errors = 0
+                started = time.perf_counter()
+                for i in range(runs):
+                    t0 = time.perf_counter()
+                    inv = harness.invoke(logical_id, fresh_copy(event, i + 2))
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    errors += bool(inv.error)
+                elapsed = time.perf_counter() - started
+                results[logical_id] = {
+                    "sample": sample.name,
+                    "warm_median_ms": round(_median(latencies), 3),
+                    "warm_p99_ms": round(_p99(latencies), 3),
+                    "throughput_per_s": round(runs / elapsed, 1) if elapsed else 0.0,
+                    "api_calls_per_event": sum(per_event.values()),
+                    "api_calls": per_event,
+                    "errors": errors,
+                }
+            results["_paths"] = correlator_paths(harness, calls)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return results
+
+
+def correlator_paths(harness: Any, calls: Counter[str]) -> dict[str, Any]:
+    """API calls per event on the correlator's named paths (targets: authorized <= 2, alerting <= 4)."""
+    paths = {
+        "authorized (ticket in request tags)": "01-approved-run-instances.json",
+        "alerting (no ticket)": "02-console-no-ticket.json",
+        "alerting (unapproved ticket)": "03-unapproved-ticket.json",
+        "exempt principal": "06-pipeline-exempt.json",
+    }
+    out: dict[str, Any] = {}
+    for name, sample in paths.items():
+        event = json.loads((EVENTS / "correlate_change" / sample).read_text())
+        harness.invoke("CorrelateChangeFunction", fresh_copy(event, 0))
+        calls.clear()
+        harness.invoke("CorrelateChangeFunction", fresh_copy(event, 1))
+        out[name] = {"calls": sum(calls.values()), "detail": dict(calls)}
+    return out
+
+
+def correlator_evaluation(events: int) -> dict[str, Any]:
+    """The correlator's own evaluation: parse, normalize and judge, no AWS (events per second)."""
+    from changeguard.domain.change import change_from_cloudtrail
+    from changeguard.domain.policy import Policy
+    from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource
+    from changeguard.domain.verdicts import judge
+    from changeguard.models.events import CloudTrailEvent
+
+    samples = [json.loads(p.read_text()) for p in sorted((EVENTS / "correlate_change").glob("0*.json"))]
+    policy = Policy()
+    ref = TicketRef(ticket_id="CHG-1001", found_in=TicketRefSource.REQUEST_TAGS)
+    lookup = TicketLookup(ticket=None)
+    started = time.perf_counter()
+    for i in range(events):
+        event = CloudTrailEvent.model_validate(samples[i % len(samples)])
+        change = change_from_cloudtrail(event.detail, event.account, event.region)
+        judge(change, ref, lookup, policy)
+    elapsed = time.perf_counter() - started
+    return {"events": events, "events_per_s": round(events / elapsed, 1)}
+
+
+def cold(runs: int, services_by_function: dict[str, list[str]]) -> dict[str, Any]:
+    """Fresh-process cold starts against the embedded AWS, with the floor measured alongside."""
+    from changeguard_tools.embedded import EmbeddedAWS
+
+    results: dict[str, Any] = {}
+    with EmbeddedAWS() as aws:
+        harness = _provisioned(aws.endpoint_url)
+        for logical_id, spec in harness.functions.items():
+            sample = first_sample(spec.code_uri.name)
+            if sample is None:
+                continue
+            env = {**os.environ, **harness.function_environment(logical_id), "PYTHONDONTWRITEBYTECODE": "1"}
+            event = json.loads(sample.read_text())
+            colds: list[float] = []
+            floors: list[float] = []
+            rss: list[float] = []
+            details: list[dict[str, float]] = []
+            services = ",".join(sorted(services_by_function.get(logical_id, [])))
+            for i in range(runs):
+                with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+                    json.dump(fresh_copy(event, 1000 + i), fh)
+                t0 = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-c", _COLD_CHILD, str(spec.code_uri / "app.py"), fh.name, "lambda_handler"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                colds.append((time.perf_counter() - t0) * 1000)
+                os.unlink(fh.name)
+                if proc.returncode == 0 and proc.stdout.strip():
+                    detail = json.loads(proc.stdout.strip().splitlines()[-1])
+                    details.append(detail)
+                    rss.append(detail["rss_mb"])
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, "-c", _FLOOR_CHILD, services],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                floors.append((time.perf_counter() - t0) * 1000)
+            cold_ms, floor_ms = _median(colds), _median(floors)
+            results[logical_id] = {
+                "cold_median_ms": round(cold_ms, 1),
+                "floor_median_ms": round(floor_ms, 1),
+                "ratio_to_floor": round(cold_ms / floor_ms, 2) if floor_ms else None,
+                "import_median_ms": round(_median([d["import_ms"] for d in details]), 1),
+                "first_event_median_ms": round(_median([d["first_event_ms"] for d in details]), 1),
+                "peak_rss_mb": round(max(rss), 1) if rss else None,
+                "floor_services": services,
+            }
+    return results
+
+
+def artifact_sizes(build: bool) -> dict[str, Any]:
+    """Sizes of what ``sam build`` produced (unzipped bytes), per function and for the layer."""
+    build_dir = REPO_ROOT / ".aws-sam" / "build"
+    if build:
+        sam = REPO_ROOT / ".venv-sam" / "bin" / "sam"
+        env = {**os.environ, "PYENV_VERSION": "3.12.1:3.11.7", "SAM_CLI_TELEMETRY": "0"}
+        subprocess.run([str(sam), "build"], cwd=REPO_ROOT, env=env, capture_output=True, check=False, timeout=900)
+    if not build_dir.exists():
+        return {"note": "no sam build output (.aws-sam/build); run without --skip-build"}
+    sizes: dict[str, Any] = {}
+    for artifact in sorted(p for p in build_dir.iterdir() if p.is_dir()):
+        total = sum(f.stat().st_size for f in artifact.rglob("*") if f.is_file())
+        sizes[artifact.name] = {"bytes": total, "mb": round(total / 1_048_576, 2)}
+    return sizes
+
+
+def cost_per_million(warm_ms: float, calls: dict[str, int]) -> dict[str, float]:
+    """USD per million events at 128 MB on arm64, Lambda plus the DynamoDB requests of the path."""
+    lambda_cost = 1_000_000 * (REQUEST + 0.125 * (warm_ms / 1000) * ARM_GB_SECOND)
+    writes = sum(
+        n
+        for name, n in calls.items()
+        if name.startswith("dynamodb:") and name.split(":")[1].startswith(("Put", "Transact", "Update", "Delete"))
+    )
+    reads = sum(
+        n for name, n in calls.items() if name.startswith("dynamodb:") and name.split(":")[1] in ("Query", "GetItem")
+    )
+    ddb = 1_000_000 * (2 * writes * WRITE_UNIT + reads * READ_UNIT)
+    return {
+        "lambda_usd": round(lambda_cost, 3),
+        "dynamodb_usd": round(ddb, 3),
+        "total_usd": round(lambda_cost + ddb, 3),
+    }
+
+
+def load_replay(records: int) -> dict[str, Any]:
+    """Generate CloudTrail records (mixed services and identities, 5 % violations) and replay them."""
+    from changeguard_tools.loadgen import write_records
+
+    with tempfile.TemporaryDirectory() as folder:
+        total, expected_routed = write_records(Path(folder), records)
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "changeguard_tools.cli", "replay", "--json", folder],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        lines = errors = routed = 0
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            obj = json.loads(line)
+            lines += 1
+            errors += obj["error"] is not None
+            routed += bool(obj["routed_to"])
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+    return {
+        "records": total,
+        "lines": lines,
+        "errors": errors,
+        "reached_a_function": routed,
+        "expected_to_reach": expected_routed,
+        "events_per_s": round(lines / elapsed, 1) if elapsed else 0.0,
+        "exit_status": os.waitstatus_to_exitcode(status),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def run(runs: int, warm_runs: int, replay_records: int, build: bool, out: Path) -> dict[str, Any]:
+    warm_results = warm(warm_runs)
+    services = {
+        fid: sorted({name.split(":")[0] for name in r["api_calls"]})
+        for fid, r in warm_results.items()
+        if not fid.startswith("_")
+    }
+    cold_results = cold(runs, services)
+    report: dict[str, Any] = {"functions": {}, "correlator_paths": warm_results.get("_paths", {})}
+    for fid, result in warm_results.items():
+        if fid.startswith("_"):
+            continue
+        entry = {**result, **cold_results.get(fid, {})}
+        entry["cost_per_million"] = cost_per_million(result["warm_median_ms"], result["api_calls"])
+        report["functions"][fid] = entry
+    report["correlator_evaluation"] = correlator_evaluation(max(2000, warm_runs * 20))
+    report["artifacts"] = artifact_sizes(build)
+    if replay_records:
+        report["load_replay"] = load_replay(replay_records)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'function':32} {'cold ms':>8} {'floor ms':>8} {'ratio':>6} {'warm p50':>9} {'warm p99':>9}"
+        f" {'ev/s':>8} {'calls':>5} {'RSS MB':>7} {'$/M ev':>7}",
+    ]
+    for fid, r in report["functions"].items():
+        lines.append(
+            f"{fid:32} {r.get('cold_median_ms', 0):>8} {r.get('floor_median_ms', 0):>8} {r.get('ratio_to_floor') or 0:>6}"
+            f" {r['warm_median_ms']:>9} {r['warm_p99_ms']:>9} {r['throughput_per_s']:>8} {r['api_calls_per_event']:>5}"
+            f" {r.get('peak_rss_mb') or 0:>7} {r['cost_per_million']['total_usd']:>7}"
+        )
+    lines.append("")
+    lines.append("Correlator API calls per event (targets: authorized <= 2, alerting <= 4):")
+    for name, path in report.get("correlator_paths", {}).items():
+        lines.append(f"  {name:40} {path['calls']}  {path['detail']}")
+    ev = report["correlator_evaluation"]
+    lines.append(f"Correlator evaluation: {ev['events_per_s']} events/s over {ev['events']} events (target >= 500)")
+    lines.append(
+        "Artifacts (sam build, unzipped): "
+        + ", ".join(f"{k} {v['mb']} MB" for k, v in report["artifacts"].items() if isinstance(v, dict))
+    )
+    if "load_replay" in report:
+        lr = report["load_replay"]
+        lines.append(
+            f"Load replay: {lr['lines']}/{lr['records']} records, {lr['errors']} errors, {lr['events_per_s']} events/s;"
+            f" {lr['reached_a_function']} of {lr['lines']} reached a function (filtered at the bus)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="changeguard bench")
+    parser.add_argument("--runs", type=int, default=10, help="cold starts per function (median)")
+    parser.add_argument("--warm-runs", type=int, default=200, help="warm invocations per function")
+    parser.add_argument("--replay-records", type=int, default=100_000)
+    parser.add_argument("--skip-build", action="store_true", help="report sizes of an existing sam build")
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results.json"))
+    args = parser.parse_args(argv)
+    report = run(args.runs, args.warm_runs, args.replay_records, not args.skip_build, Path(args.out))
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Generated CloudTrail records for load replays: mixed services, identities and outcomes.
+
+Most records are what a busy account produces (read-only calls, failed calls, the suite's own
+calls, exempt pipelines, authorized changes); 5 % are violations (no ticket). Records are
+written in files of ``per_file`` records, so a replay streams them a file at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ACCOUNT = "123456789012"
+SUITE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/changeguard/changeguard-dev-CorrelateChangeFunctionRole-X"
+PIPELINE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/pipeline-deployer"
+
+_WRITES: list[tuple[str, str, dict[str, Any]]] = [
+    ("ec2.amazonaws.com", "RunInstances", {"instanceType": "t3.micro"}),
+    ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress", {"groupId": "sg-0123456789abcdef0"}),
+    ("s3.amazonaws.com", "PutBucketPolicy", {"bucketName": "acme-data"}),
+    ("lambda.amazonaws.com", "UpdateFunctionCode20150331v2", {"functionName": "checkout-api"}),
+    (
+        "iam.amazonaws.com",
+        "AttachRolePolicy",
+        {"roleName": "app", "policyArn": "arn:aws:iam::aws:policy/ReadOnlyAccess"},
+    ),
+    ("rds.amazonaws.com", "ModifyDBInstance", {"dBInstanceIdentifier": "orders-db"}),
+    ("kms.amazonaws.com", "DisableKeyRotation", {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab"}),
+    ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": "orders"}),
+]
+_READS = [
+    ("ec2.amazonaws.com", "DescribeInstances"),
+    ("s3.amazonaws.com", "ListBuckets"),
+    ("iam.amazonaws.com", "GetRole"),
+    ("lambda.amazonaws.com", "GetFunction20150331v2"),
+    ("athena.amazonaws.com", "StartQueryExecution"),  # out of scope service
+]
+
+
+def _identity(kind: str, session: str) -> dict[str, Any]:
+    if kind == "suite":
+        return {
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/x/{session}",
+            "accountId": ACCOUNT,
+            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": SUITE_ROLE, "accountId": ACCOUNT}},
+        }
+    if kind == "pipeline":
+        return {
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/pipeline-deployer/{session}",
+            "accountId": ACCOUNT,
+            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": PIPELINE_ROLE}},
+        }
+    if kind == "iam_user":
+        return {
+            "type": "IAMUser",
+            "arn": f"arn:aws:iam::{ACCOUNT}:user/{session}",
+            "accountId": ACCOUNT,
+            "userName": session,
+        }
+    role = "AWSReservedSSO_Admin_0123456789abcdef"
+    return {
+        "type": "AssumedRole",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}",
+        "accountId": ACCOUNT,
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "arn": f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/{role}",
+            }
+        },
+    }
+
+
+def record(rng: random.Random, index: int, start: datetime) -> tuple[dict[str, Any], bool]:
+    """One record, and whether a rule should route it to a function."""
+    roll = rng.random()
+    when = (start + timedelta(seconds=index)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    base: dict[str, Any] = {
+        "eventVersion": "1.09",
+        "eventTime": when,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "198.51.100.7",
+        "userAgent": "aws-cli/2.15.30",
+        "eventID": str(uuid.UUID(int=rng.getrandbits(128))),
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": ACCOUNT,
+    }
+    if roll < 0.45:  # read-only traffic: dropped at the bus
+        source, name = rng.choice(_READS)
+        base.update(
+            eventSource=source, eventName=name, readOnly=True, userIdentity=_identity("sso", "reader@example.com")
+        )
+        return base, False
+    if roll < 0.55:  # failed calls: dropped at the bus
+        source, name, params = rng.choice(_WRITES)
+        base.update(
+            eventSource=source,
+            eventName=name,
+            readOnly=False,
+            errorCode="AccessDenied",
+            requestParameters=params,
+            userIdentity=_identity("sso", "intruder@example.com"),
+        )
+        return base, False
+    if roll < 0.65:  # the suite's own calls: dropped at the bus
+        source, name, params = rng.choice(_WRITES)
+        base.update(
+            eventSource=source,
+            eventName=name,
+            readOnly=False,
+            requestParameters=params,
+            userIdentity=_identity("suite", "changeguard"),
+        )
+        return base, False
+    source, name, template_params = rng.choice(_WRITES)
+    params: dict[str, Any] = dict(template_params)
+    if roll < 0.70:  # 5 %: violations, no ticket anywhere
+        identity = _identity(rng.choice(["sso", "iam_user"]), rng.choice(["dave@example.com", "legacy-ci"]))
+    elif roll < 0.85:
+        identity = _identity("pipeline", f"run-{index}")
+    else:
+        identity = _identity("sso", "alice@example.com")
+        params["tags"] = {"ChangeTicket": "CHG-1001"}
+    base.update(eventSource=source, eventName=name, readOnly=False, requestParameters=params, userIdentity=identity)
+    return base, True
+
+
+def write_records(folder: Path, count: int, per_file: int = 1000, seed: int = 7) -> tuple[int, int]:
+    """Write ``count`` records as CloudTrail log files; returns (records, expected to reach a function)."""
+    rng = random.Random(seed)
+    start = datetime(2026, 11, 21, tzinfo=UTC)
+    routed = 0
+    for file_index, first in enumerate(range(0, count, per_file)):
+        batch = []
+        for i in range(first, min(count, first + per_file)):
+            rec, reaches = record(rng, i, start)
+            routed += reaches
+            batch.append(rec)
+        (folder / f"trail-{file_index:05d}.json").write_text(json.dumps({"Records": batch}))
+    return count, routed
