@@ -120,7 +120,7 @@ def record(rng: random.Random, index: int, start: datetime) -> tuple[dict[str, A
         )
         return base, False
     source, name, template_params = rng.choice(_WRITES)
-    params: dict[str, Any] = dict(template_params)
+    params = dict(template_params)
     if roll < 0.70:  # 5 %: violations, no ticket anywhere
         identity = _identity(rng.choice(["sso", "iam_user"]), rng.choice(["dave@example.com", "legacy-ci"]))
     elif roll < 0.85:
