@@ -397,7 +397,11 @@ class Harness:
     def process(self, event: Any) -> dict[str, Any]:
         """Route one event, invoke what it routes to, publish resulting alerts; one result object."""
         routed = self.route(event) if isinstance(event, Mapping) else []
-        result = self._collect(routed, [self.invoke(function, event) for function in routed], quiet=not routed)
+        invocations = [self.invoke(function, event) for function in routed]
+        # A handler that reports its alert ids and reports none wrote no ALERT item: the stream
+        # holds nothing the publisher's filter would pass, so there is nothing to pump or drain.
+        silent = all(isinstance(i.result, dict) and i.result.get("alert_ids") == [] for i in invocations)
+        result = self._collect(routed, invocations, quiet=silent)
         result["event_id"] = event.get("id") if isinstance(event, Mapping) else None
         result["detail_type"] = event.get("detail-type") if isinstance(event, Mapping) else None
         return result
