@@ -69,3 +69,35 @@ def rejects_poison(function: str) -> Callable[[F], F]:
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def _tracing_enabled() -> bool:
+    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").strip().lower() in ("1", "true", "yes")
+    if disabled:
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("aws_xray_sdk") is not None
+
+
+def traced(handler: F) -> F:
+    """Powertools Tracer around ``handler``, loaded only when tracing is enabled.
+
+    The X-Ray SDK behind Tracer costs about 150 ms of import on a cold start, so it is imported
+    on the first invocation and only if ``POWERTOOLS_TRACE_DISABLED`` is false (the template's
+    ``EnableXRaySdk`` parameter). Lambda's active tracing still records every invocation without it.
+    """
+    chosen: list[Callable[..., Any]] = []
+
+    @functools.wraps(handler)
+    def inner(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        if not chosen:
+            if _tracing_enabled():
+                from aws_lambda_powertools import Tracer
+
+                chosen.append(Tracer().capture_lambda_handler(handler))
+            else:
+                chosen.append(handler)
+        return chosen[0](event, context, *args, **kwargs)
+
+    return inner  # type: ignore[return-value]
