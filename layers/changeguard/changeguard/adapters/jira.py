@@ -1,0 +1,234 @@
+"""Jira Service Management as a ticket source.
+
+Two documented calls per ticket (cached within an invocation):
+
+* ``GET /rest/api/{3|2}/issue/{key}?fields=...`` - the change: type, status, reporter and the
+  custom fields named in configuration (scheduled window, affected resources, test evidence,
+  rollback plan, change type). Field ids differ per site (``customfield_10061``...), hence
+  configuration (``TICKET_SOURCE_OPTIONS``, see :class:`JiraOptions`).
+* ``GET /rest/servicedeskapi/request/{key}/approval`` - the approvals, each with its approvers and
+  their ``approverDecision``; only approvers who decided ``approved`` count.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from changeguard.adapters._ticket_fields import items_of, parse_time, text_of
+from changeguard.adapters.http import (
+    DEFAULT_DEADLINE,
+    Auth,
+    JsonHttpClient,
+    SecretCredentials,
+    TtlCache,
+    check_base_url,
+    is_safe_id,
+    no_auth,
+)
+from changeguard.domain.errors import ConfigurationError, TicketSourceUnavailableError
+from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
+from changeguard.settings import Wiring
+
+MAX_APPROVAL_PAGES = 10
+
+
+class JiraOptions(BaseModel):
+    """``TICKET_SOURCE_OPTIONS`` for Jira (JSON). Values are Jira field ids, e.g.
+    ``{"window_start": "customfield_10061", "window_end": "customfield_10062",
+    "affected_resources": "customfield_10070", "test_evidence": "customfield_10071",
+    "rollback_plan": "customfield_10072", "change_type": "customfield_10005"}``.
+
+    A field left unset is absent from every ticket: without test evidence and rollback plan
+    fields every change is INCOMPLETE_TICKET, which is the point.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_version: Literal["2", "3"] = "3"
+    window_start: str | None = None
+    window_end: str | None = None
+    affected_resources: str | None = None
+    test_evidence: str | None = None
+    rollback_plan: str | None = None
+    change_type: str | None = None
+    emergency_values: tuple[str, ...] = ("Emergency",)
+    standard_values: tuple[str, ...] = ("Standard",)
+    emergency_issue_types: tuple[str, ...] = ("Emergency Change",)
+    rejected_statuses: tuple[str, ...] = ("Declined", "Rejected")
+    cancelled_statuses: tuple[str, ...] = ("Canceled", "Cancelled")
+    timeout_seconds: float = Field(default=2.0, gt=0, le=DEFAULT_DEADLINE)
+
+    @property
+    def custom_fields(self) -> tuple[str, ...]:
+        named = (
+            self.window_start,
+            self.window_end,
+            self.affected_resources,
+            self.test_evidence,
+            self.rollback_plan,
+            self.change_type,
+        )
+        return tuple(dict.fromkeys(f for f in named if f))
+
+
+def _lower(values: tuple[str, ...]) -> set[str]:
+    return {v.strip().lower() for v in values}
+
+
+class JiraTicketSource:
+    """Tickets are Jira issues (``CHG-1234``, ``OPS-77``); approvals come from JSM's approval API."""
+
+    name = "jira"
+
+    def __init__(
+        self, base_url: str, *, options: JiraOptions | None = None, auth: Auth = no_auth, cache_seconds: float = 60.0
+    ) -> None:
+        self.options = options or JiraOptions()
+        self.http = JsonHttpClient(
+            check_base_url(base_url, self.name), source=self.name, auth=auth, timeout=self.options.timeout_seconds
+        )
+        self._cache = TtlCache(cache_seconds)
+
+    @classmethod
+    def from_wiring(cls, wiring: Wiring) -> JiraTicketSource:
+        try:
+            options = JiraOptions.model_validate_json(wiring.ticket_source_options or "{}")
+        except ValidationError as exc:
+            raise ConfigurationError(f"TICKET_SOURCE_OPTIONS is not valid for Jira: {exc}") from exc
+        auth: Auth = SecretCredentials(wiring.ticket_secret_arn) if wiring.ticket_secret_arn else no_auth
+        return cls(check_base_url(wiring.ticket_base_url, cls.name), options=options, auth=auth)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def get(self, ticket_id: str) -> Ticket | None:
+        """The ticket, ``None`` when Jira has no such issue, or ``TicketSourceUnavailableError``."""
+        hit, cached = self._cache.get(ticket_id)
+        if hit:
+            return cached if isinstance(cached, Ticket) else None
+        ticket = self._fetch(ticket_id) if is_safe_id(ticket_id) else None
+        self._cache.put(ticket_id, ticket)
+        return ticket
+
+    # -- the two calls ---------------------------------------------------------------------------
+    def _fetch(self, key: str) -> Ticket | None:
+        quoted = urllib.parse.quote(key, safe="")
+        fields = ",".join(("summary", "status", "issuetype", "reporter", "created", *self.options.custom_fields))
+        issue = self.http.get(f"/rest/api/{self.options.api_version}/issue/{quoted}", {"fields": fields})
+        if issue is None:
+            return None
+        if not isinstance(issue, dict) or not isinstance(issue.get("fields"), dict):
+            raise TicketSourceUnavailableError(f"jira: unexpected issue body for {key}")
+        approvals, declined, all_approved = self._approvals(quoted)
+        return self._ticket(key, issue["fields"], approvals, declined=declined, all_approved=all_approved)
+
+    def _approvals(self, quoted_key: str) -> tuple[tuple[Approval, ...], bool, bool]:
+        found: list[Approval] = []
+        decisions: list[str] = []
+        start = 0
+        for _ in range(MAX_APPROVAL_PAGES):
+            page = self.http.get(
+                f"/rest/servicedeskapi/request/{quoted_key}/approval", {"start": str(start), "limit": "50"}
+            )
+            if page is None:  # not a service request: an issue without JSM approvals
+                break
+            values = page.get("values") if isinstance(page, dict) else None
+            if not isinstance(values, list):
+                raise TicketSourceUnavailableError("jira: unexpected approvals body")
+            for approval in values:
+                if not isinstance(approval, dict):
+                    continue
+                decisions.append(str(approval.get("finalDecision") or "pending").lower())
+                found.extend(_approved_by(approval))
+            if page.get("isLastPage", True) or not values:
+                break
+            start += len(values)
+        declined = "declined" in decisions
+        all_approved = bool(decisions) and all(d == "approved" for d in decisions)
+        return tuple(found), declined, all_approved
+
+    # -- mapping -------------------------------------------------------------------------------
+    def _ticket(
+        self,
+        key: str,
+        fields: dict[str, Any],
+        approvals: tuple[Approval, ...],
+        *,
+        declined: bool,
+        all_approved: bool,
+    ) -> Ticket:
+        opts = self.options
+
+        def field(name: str | None) -> Any:
+            return fields.get(name) if name else None
+
+        issue_type = (text_of(fields.get("issuetype")) or "").lower()
+        change_type = (text_of(field(opts.change_type)) or "").lower()
+        if issue_type in _lower(opts.emergency_issue_types) or change_type in _lower(opts.emergency_values):
+            kind = TicketType.EMERGENCY
+        elif change_type in _lower(opts.standard_values):
+            kind = TicketType.STANDARD
+        else:
+            kind = TicketType.NORMAL
+        status_field = _dict(fields.get("status"))
+        status_name = (text_of(status_field.get("name")) or "").lower()
+        category = str(_dict(status_field.get("statusCategory")).get("key", "")).lower()
+        if status_name in _lower(opts.rejected_statuses) or declined:
+            status = TicketStatus.REJECTED
+        elif status_name in _lower(opts.cancelled_statuses):
+            status = TicketStatus.CANCELLED
+        elif category == "done":
+            status = TicketStatus.CLOSED
+        elif all_approved:
+            status = TicketStatus.APPROVED
+        else:
+            status = TicketStatus.OPEN
+        reporter = _dict(fields.get("reporter"))
+        return Ticket(
+            ticket_id=key,
+            source=self.name,
+            type=kind,
+            status=status,
+            title=text_of(fields.get("summary")),
+            requested_by=text_of(reporter.get("emailAddress")) or text_of(reporter.get("accountId")),
+            approvals=approvals,
+            window_start=parse_time(field(opts.window_start), f"{key} {opts.window_start}"),
+            window_end=parse_time(field(opts.window_end), f"{key} {opts.window_end}", end_of_day=True),
+            affected_resources=items_of(field(opts.affected_resources)),
+            test_evidence=text_of(field(opts.test_evidence)),
+            rollback_plan=text_of(field(opts.rollback_plan)),
+            created_at=parse_time(fields.get("created"), f"{key} created"),
+        )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _approved_by(approval: dict[str, Any]) -> list[Approval]:
+    """One ``Approval`` per approver whose own decision is ``approved``."""
+    completed = approval.get("completedDate")
+    at = parse_time(completed.get("iso8601"), "approval completedDate") if isinstance(completed, dict) else None
+    out: list[Approval] = []
+    for entry in approval.get("approvers") or []:
+        if not isinstance(entry, dict) or str(entry.get("approverDecision", "")).lower() != "approved":
+            continue
+        user = _dict(entry.get("approver"))
+        # Cloud: accountId (+ emailAddress when the profile shows it); Data Center: name/key.
+        identities = [
+            str(user[k]).strip() for k in ("emailAddress", "accountId", "name", "key") if user.get(k) not in (None, "")
+        ]
+        if not identities:
+            continue
+        out.append(
+            Approval(
+                approver=identities[0],
+                approver_name=text_of(user.get("displayName")),
+                approved_at=at,
+                aliases=tuple(dict.fromkeys(identities[1:])),
+            )
+        )
+    return out
