@@ -1,0 +1,233 @@
+"""Following up EMERGENCY and UNVERIFIED changes: pure decisions over what the ledger recorded.
+
+* An EMERGENCY change is allowed, but its ticket needs ``required_approvals`` independent
+  approvals within ``emergency_approval_hours`` of the change (the event time, not the time the
+  event arrived). When they arrive the follow-up records it (``retro-approved``); when the deadline
+  passes first it records ``overdue`` and alerts, once; it keeps looking for the approvals after that.
+* An UNVERIFIED change was judged while the ticket source could not answer. Once it answers the
+  change is judged again, at its own time, and the new verdict is recorded (``re-judged``).
+
+The ledger is append-only, so the state of a change is its VERDICT entry plus its RECHECK
+entries, read back in key order (``RECHECK#<time>#<step>-<result>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from changeguard.domain.change import Change
+from changeguard.domain.identity import independent_approvers
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.policy import Policy
+from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, TicketStatus
+from changeguard.domain.verdicts import Judgement, Severity, Verdict, judge
+
+FOLLOWED = (Verdict.EMERGENCY, Verdict.UNVERIFIED)
+
+
+class FollowUpResult(StrEnum):
+    RETRO_APPROVED = "retro-approved"
+    OVERDUE = "overdue"
+    REJUDGED = "re-judged"
+
+
+class _Own(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tracked(_Own):
+    """One followed change as the ledger has it: the change, its current judgement, what was recorded."""
+
+    change: Change
+    judgement: Judgement
+    original: Judgement
+    results: tuple[FollowUpResult, ...] = ()
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.judgement.verdict
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to follow: approved retroactively, or re-judged to a verdict we do not follow."""
+        return FollowUpResult.RETRO_APPROVED in self.results or self.verdict not in FOLLOWED
+
+    @property
+    def ref(self) -> TicketRef | None:
+        j = self.judgement
+        if not j.ticket_id:
+            return None
+        source = j.ticket_ref_source or TicketRefSource.REQUEST_TAGS.value
+        return TicketRef(ticket_id=j.ticket_id, found_in=TicketRefSource(source))
+
+
+def tracked_from(entries: Iterable[LedgerEntry]) -> Tracked | None:
+    """The followed state of one change from its ledger entries; None without a readable VERDICT."""
+    ordered = sorted(entries, key=lambda e: e.entry)
+    verdict = next((e for e in ordered if e.kind is EntryKind.VERDICT), None)
+    if verdict is None:
+        return None
+    try:
+        change = Change.model_validate(verdict.body["change"])
+        original = Judgement.model_validate(verdict.body["judgement"])
+    except (KeyError, TypeError, ValidationError):
+        return None
+    current = original
+    results: list[FollowUpResult] = []
+    for entry in ordered:
+        if entry.kind is not EntryKind.RECHECK:
+            continue
+        try:
+            result = FollowUpResult(str(entry.body.get("result")))
+        except ValueError:
+            continue  # a re-check some other function recorded
+        results.append(result)
+        if result is FollowUpResult.REJUDGED and "judgement" in entry.body:
+            try:
+                current = Judgement.model_validate(entry.body["judgement"])
+            except ValidationError:
+                continue
+    return Tracked(change=change, judgement=current, original=original, results=tuple(results))
+
+
+class FollowUp(_Own):
+    """A decision about one change: what to record, whether to alert, and why."""
+
+    change_id: str
+    result: FollowUpResult
+    previous: Verdict
+    verdict: Verdict
+    severity: Severity
+    detail: str
+    due: datetime | None = None
+    late: bool = False
+    approvers: tuple[str, ...] = ()
+    approvals: int = 0
+    required: int = 0
+    judgement: Judgement | None = None
+    alert: bool = False
+
+    def body(self) -> dict[str, Any]:
+        """What the RECHECK entry records."""
+        out: dict[str, Any] = {
+            "result": self.result.value,
+            "previous_verdict": self.previous.value,
+            "verdict": self.verdict.value,
+            "detail": self.detail,
+        }
+        if self.due is not None:
+            out.update(due=self.due.isoformat(), late=self.late, approvals=self.approvals, required=self.required)
+        if self.approvers:
+            out["approvers"] = list(self.approvers)
+        if self.judgement is not None:
+            out["judgement"] = self.judgement.model_dump(mode="json")
+        return out
+
+
+def retro_approval_due(change: Change, policy: Policy) -> datetime:
+    """When the retroactive approval of an emergency change is due: from the change's own time."""
+    due: datetime = change.event_time + timedelta(hours=policy.emergency_approval_hours)
+    return due
+
+
+def _max_severity(*values: Severity) -> Severity:
+    order = list(Severity)
+    return min(values, key=order.index)
+
+
+def decide(
+    tracked: Tracked,
+    lookup: TicketLookup,
+    policy: Policy,
+    now: datetime,
+    *,
+    suite_role_prefixes: Sequence[str] = (),
+) -> FollowUp | None:
+    """The next fact to record about ``tracked``, or None (nothing new, or the source did not answer).
+
+    Deadlines run from the change's event time against ``now``, the clock at evaluation.
+    """
+    if tracked.done or lookup.unavailable:
+        return None
+    if tracked.verdict is Verdict.UNVERIFIED:
+        return _rejudge(tracked, lookup, policy, suite_role_prefixes)
+    return _emergency(tracked, lookup, policy, now)
+
+
+def _rejudge(tracked: Tracked, lookup: TicketLookup, policy: Policy, prefixes: Sequence[str]) -> FollowUp | None:
+    ref = tracked.ref
+    if ref is None:
+        return None
+    # The calendar was read when the change was first judged; its answer stands.
+    closed = any(r.verdict is Verdict.OUTSIDE_CHANGE_WINDOW for r in tracked.original.reasons)
+    judgement = judge(tracked.change, ref, lookup, policy, suite_role_prefixes=prefixes, calendar_closed=closed)
+    return FollowUp(
+        change_id=tracked.change.change_id,
+        result=FollowUpResult.REJUDGED,
+        previous=tracked.verdict,
+        verdict=judgement.verdict,
+        severity=judgement.severity,
+        detail=f"re-judged once the ticket source answered: {judgement.verdict.value}",
+        judgement=judgement,
+        alert=judgement.alerts,
+    )
+
+
+def _emergency(tracked: Tracked, lookup: TicketLookup, policy: Policy, now: datetime) -> FollowUp | None:
+    change, ticket = tracked.change, lookup.ticket
+    ticket_id = tracked.judgement.ticket_id or "the emergency ticket"
+    due = retro_approval_due(change, policy)
+    required = policy.required_approvals
+    independent: set[str] = set()
+    if ticket is not None and ticket.status not in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
+        independent = independent_approvers(change.actor, ticket.approvals, policy.identity_map)
+    count = len(independent)
+    if (
+        ticket is not None
+        and count >= required
+        and ticket.status not in (TicketStatus.REJECTED, TicketStatus.CANCELLED)
+    ):
+        times = [a.approved_at for a in ticket.approvals if a.approved_at is not None]
+        arrived = max(times) if times else now
+        late = arrived > due
+        return FollowUp(
+            change_id=change.change_id,
+            result=FollowUpResult.RETRO_APPROVED,
+            previous=tracked.verdict,
+            verdict=tracked.verdict,
+            severity=Severity.INFO,
+            detail=(
+                f"{ticket_id} approved retroactively by {', '.join(sorted(independent)) or 'nobody required'}"
+                f" ({count} of {required}){'; after the deadline' if late else ''}"
+            ),
+            due=due,
+            late=late,
+            approvers=tuple(sorted(independent)),
+            approvals=count,
+            required=required,
+        )
+    if now > due and FollowUpResult.OVERDUE not in tracked.results:
+        state = "does not exist" if ticket is None else f"has {count} of {required} independent approval(s)"
+        if ticket is not None and ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
+            state = f"is {ticket.status.value}"
+        return FollowUp(
+            change_id=change.change_id,
+            result=FollowUpResult.OVERDUE,
+            previous=tracked.verdict,
+            verdict=tracked.verdict,
+            severity=_max_severity(Severity.HIGH, tracked.judgement.severity),
+            detail=(
+                f"retroactive approval of emergency change {ticket_id} was due by {due.isoformat()}"
+                f" ({policy.emergency_approval_hours:g} h after the change); the ticket {state}"
+            ),
+            due=due,
+            approvals=count,
+            required=required,
+            alert=True,
+        )
+    return None

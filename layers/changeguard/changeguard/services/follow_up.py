@@ -1,0 +1,324 @@
+"""The scheduled follow-up: re-check EMERGENCY and UNVERIFIED changes, and close ticket-source outages.
+
+Each run reads the ledger's by-day index over the look-back window, decides per change
+(``domain.follow_up.decide``) and records each decision as a new RECHECK entry, with its alert in
+the same transaction (the outbox). Nothing is ever updated, and every write is conditional, so a
+second run (or a duplicate delivery of the schedule) writes nothing new.
+
+Outages of the ticket source are the correlator's ``outage:<source>`` entries: ``OPEN#<n>`` when
+it first fails, ``CLOSED#<n>`` (with one recovery alert) when the follow-up finds it answering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from pydantic import ValidationError
+
+from changeguard.domain.alerts import Alert
+from changeguard.domain.errors import InvalidEventError, TicketSourceUnavailableError
+from changeguard.domain.follow_up import FOLLOWED, FollowUp, FollowUpResult, Tracked, decide, tracked_from
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.policy import Policy
+from changeguard.domain.resources import resource_type_of
+from changeguard.domain.tickets import TicketLookup
+from changeguard.domain.verdicts import Severity, Verdict
+from changeguard.ports import Clock, Ledger, TicketSource
+from changeguard.services.correlate import REMEDIATION, alert_entry, verdict_alert
+from changeguard.services.outcome import Outcome
+
+SCHEDULED_EVENT = "Scheduled Event"
+SCHEDULE_SOURCES = frozenset({"aws.events", "aws.scheduler"})
+PROBE_TICKET = "CHANGEGUARD-PROBE-1"  # any well-formed id: the question is whether the source answers
+MAX_STEPS = 3  # UNVERIFIED -> re-judged EMERGENCY -> retro-approved/overdue, in one run
+
+
+class FollowUpService:
+    """Re-checks what needs re-checking; every fact it learns becomes a new ledger entry."""
+
+    def __init__(
+        self,
+        *,
+        function: str,
+        ledger: Ledger,
+        tickets: TicketSource,
+        policy: Callable[[], Policy],
+        clock: Clock,
+        suite_role_prefixes: tuple[str, ...] = (),
+    ) -> None:
+        self.function = function
+        self.ledger = ledger
+        self.tickets = tickets
+        self.policy = policy
+        self.clock = clock
+        self.suite_role_prefixes = suite_role_prefixes
+
+    # -- entry point -----------------------------------------------------------------------------
+    def handle(self, event: Mapping[str, Any]) -> Outcome:
+        """Run on EventBridge's "Scheduled Event" (rule or Scheduler); anything else is rejected."""
+        if not isinstance(event, Mapping):
+            raise InvalidEventError("event is not a JSON object")
+        try:
+            parsed = EventBridgeModel.model_validate(event)
+        except ValidationError as exc:
+            raise InvalidEventError(f"not a scheduled event: {exc.error_count()} error(s)") from exc
+        if parsed.detail_type != SCHEDULED_EVENT or parsed.source not in SCHEDULE_SOURCES:
+            raise InvalidEventError(f"not a scheduled event: {parsed.source} / {parsed.detail_type}")
+        return self.run()
+
+    def run(self) -> Outcome:
+        run = _Run(self, self.clock.now().astimezone(UTC), self.policy())
+        return run.execute()
+
+    # -- what the run writes ---------------------------------------------------------------------
+    def recheck_entry(
+        self, tracked: Tracked, decision: FollowUp, now: datetime, policy: Policy, step: int = 1
+    ) -> LedgerEntry:
+        """``RECHECK#<time>#<step>-<result>``: a run's steps (re-judged, then overdue) sort in order."""
+        change = tracked.change
+        return LedgerEntry(
+            change_id=change.change_id,
+            entry=f"{EntryKind.RECHECK.value}#{now.isoformat()}#{step}-{decision.result.value}",
+            kind=EntryKind.RECHECK,
+            function=self.function,
+            # The change's own time: the entry lands on the change's day in the by-day index.
+            event_time=change.event_time,
+            recorded_at=now,
+            verdict=decision.verdict.value,
+            severity=decision.severity.value,
+            ticket_id=tracked.judgement.ticket_id,
+            account=change.account,
+            region=change.region,
+            body={**decision.body(), "mode": policy.enforcement_mode.value},
+        )
+
+    def alert_for(self, tracked: Tracked, decision: FollowUp) -> Alert | None:
+        change = tracked.change
+        if decision.result is FollowUpResult.REJUDGED and decision.judgement is not None:
+            alert = verdict_alert(change, decision.judgement, self.function)
+            return alert.model_copy(
+                update={
+                    "summary": alert.summary + " Judged again once the ticket source answered (was UNVERIFIED).",
+                    "actions": (*alert.actions, "re-checked after the ticket source recovered"),
+                }
+            )
+        if decision.result is not FollowUpResult.OVERDUE:
+            return None
+        resource = change.resources[0] if change.resources else None
+        target = resource.rsplit(":", 1)[-1] if resource else change.service
+        ticket = tracked.judgement.ticket_id or "-"
+        return Alert(
+            alert_id=Alert.make_id(change.change_id, self.function, "overdue"),
+            kind="overdue",
+            function=self.function,
+            severity=decision.severity,
+            verdict=decision.verdict.value,
+            subject=f"OVERDUE: retroactive approval of {ticket} for {change.service}:{change.action} on {target}",
+            summary=(
+                f"{change.actor.display} made an emergency change under {ticket}. Its retroactive approval"
+                f" was due by {decision.due.isoformat() if decision.due else '-'} and has not arrived."
+            ),
+            change_id=change.change_id,
+            event_time=change.event_time,
+            account=change.account,
+            region=change.region,
+            resource_type=resource_type_of(resource) if resource else change.service,
+            resources=change.resources,
+            actor=change.actor.arn or change.actor.display,
+            ticket_id=tracked.judgement.ticket_id,
+            reasons=(decision.detail,),
+            actions=("recorded the overdue follow-up in the change ledger", "keeps checking for the approval"),
+            remediation=(
+                f"Have {decision.required} people other than the implementer approve {ticket};"
+                " ChangeGuard records the approval when it arrives."
+            ),
+            details={
+                "due": decision.due.isoformat() if decision.due else None,
+                "approvals": decision.approvals,
+                "required": decision.required,
+            },
+        )
+
+
+class _Run:
+    """One scheduled run: its clock reading, its policy, its ticket lookups and what it did."""
+
+    def __init__(self, service: FollowUpService, now: datetime, policy: Policy) -> None:
+        self.service = service
+        self.now = now
+        self.policy = policy
+        self.lookups: dict[str, TicketLookup] = {}
+        self.answered = False
+        self.failed: str | None = None
+        self.rejudged = 0
+        self.actions: list[str] = []
+        self.reasons: list[str] = []
+        self.alert_ids: list[str] = []
+
+    def execute(self) -> Outcome:
+        clear = getattr(self.service.tickets, "clear_cache", None)
+        if callable(clear):
+            clear()  # a fresh look at every ticket on every run
+        candidates = self.candidates()
+        for change_id in candidates:
+            self.follow(change_id)
+        self.outage()
+        if not self.actions:
+            self.actions.append(f"nothing new ({len(candidates)} change(s) followed)")
+        return Outcome(
+            function=self.service.function,
+            verdict=None,
+            actions=self.actions,
+            reasons=self.reasons,
+            alert_ids=self.alert_ids,
+        )
+
+    # -- which changes ---------------------------------------------------------------------------
+    def candidates(self) -> list[str]:
+        """Changes whose verdict (or latest re-judgement) is EMERGENCY or UNVERIFIED, oldest first."""
+        today = self.now.date()
+        found: dict[str, datetime] = {}
+        for back in range(self.policy.follow_up_lookback_days + 1):
+            day = (today - timedelta(days=back)).isoformat()
+            for verdict in FOLLOWED:
+                for entry in self.service.ledger.entries_on(day, verdict.value):
+                    if entry.kind in (EntryKind.VERDICT, EntryKind.RECHECK):
+                        found.setdefault(entry.change_id, entry.event_time)
+        return sorted(found, key=lambda c: (found[c], c))
+
+    # -- one change ------------------------------------------------------------------------------
+    def follow(self, change_id: str) -> None:
+        service = self.service
+        for step in range(1, MAX_STEPS + 1):
+            tracked = tracked_from(service.ledger.entries_for(change_id))
+            if tracked is None or tracked.done or tracked.ref is None:
+                return
+            lookup = self.lookup(tracked.ref.ticket_id)
+            if lookup.unavailable:
+                self.reasons.append(f"{change_id}: {tracked.ref.ticket_id} not checked ({lookup.error})")
+                return
+            decision = decide(tracked, lookup, self.policy, self.now, suite_role_prefixes=service.suite_role_prefixes)
+            if decision is None:
+                return
+            entries = [service.recheck_entry(tracked, decision, self.now, self.policy, step)]
+            alert = service.alert_for(tracked, decision) if decision.alert else None
+            if alert is not None:
+                entries.append(alert_entry(alert, tracked.change.event_time, self.now))
+            if not service.ledger.append(entries):
+                return  # already recorded (a concurrent or repeated run): nothing new
+            self.actions.append(f"{change_id}: {decision.result.value} - {decision.detail}")
+            if decision.result is FollowUpResult.REJUDGED:
+                self.rejudged += 1
+            if alert is not None:
+                self.alert_ids.append(alert.alert_id)
+
+    def lookup(self, ticket_id: str) -> TicketLookup:
+        found = self.lookups.get(ticket_id)
+        if found is None and self.failed is not None:
+            # The source already failed this run: do not spend a timeout per remaining ticket.
+            return TicketLookup(unavailable=True, error=self.failed, checked=[self.service.tickets.name])
+        if found is None:
+            tickets = self.service.tickets
+            try:
+                found = TicketLookup(ticket=tickets.get(ticket_id), checked=[tickets.name])
+                self.answered = True
+            except TicketSourceUnavailableError as exc:
+                found = TicketLookup(unavailable=True, error=str(exc), checked=[tickets.name])
+                self.failed = self.failed or str(exc)
+            self.lookups[ticket_id] = found
+        return found
+
+    # -- the ticket source's outages -------------------------------------------------------------
+    def outage(self) -> None:
+        """Close an open outage once the source answers; open one if it fails and none is open."""
+        service = self.service
+        key = f"outage:{service.tickets.name}"
+        entries = service.ledger.entries_for(key)
+        opened = sum(1 for e in entries if e.entry.startswith("OPEN#"))
+        closed = sum(1 for e in entries if e.entry.startswith("CLOSED#"))
+        is_open = opened > closed
+        if self.failed is not None:
+            if not is_open:
+                self._open(key, opened + 1, self.failed)
+            return
+        if not is_open:
+            return
+        if not self.answered:
+            self.lookup(PROBE_TICKET)
+            if self.failed is not None:
+                return
+        self._close(key, opened, entries)
+
+    def _open(self, key: str, generation: int, error: str) -> None:
+        service, now = self.service, self.now
+        alert = Alert(
+            alert_id=Alert.make_id(key, service.function, f"degraded-{generation}"),
+            kind="degraded",
+            function=service.function,
+            severity=Severity.HIGH,
+            verdict=Verdict.UNVERIFIED.value,
+            subject=f"ChangeGuard degraded: ticket source '{service.tickets.name}' unreachable",
+            summary=(
+                "The follow-up cannot read change tickets. Emergency approvals and UNVERIFIED changes"
+                " wait until the source answers; new changes are recorded as UNVERIFIED meanwhile."
+            ),
+            change_id=key,
+            event_time=now,
+            reasons=(error,),
+            actions=("postponed the follow-up of waiting changes",),
+            remediation=REMEDIATION[Verdict.UNVERIFIED],
+        )
+        outage = LedgerEntry(
+            change_id=key,
+            entry=f"OPEN#{generation:06d}",
+            kind=EntryKind.OUTAGE,
+            function=service.function,
+            event_time=now,
+            recorded_at=now,
+            body={"first_change": None, "error": error, "noticed_by": service.function},
+        )
+        item = alert_entry(alert, now, now).model_copy(
+            update={"entry": f"ALERT#{service.function}#degraded#{generation:06d}"}
+        )
+        if service.ledger.append([outage, item]):
+            self.actions.append(f"{key}: outage #{generation} opened")
+            self.alert_ids.append(alert.alert_id)
+
+    def _close(self, key: str, generation: int, entries: list[LedgerEntry]) -> None:
+        service, now = self.service, self.now
+        opened_at = next((e.event_time for e in entries if e.entry == f"OPEN#{generation:06d}"), None)
+        rejudged = self.rejudged
+        alert = Alert(
+            alert_id=Alert.make_id(key, service.function, f"recovered-{generation}"),
+            kind="recovered",
+            function=service.function,
+            severity=Severity.INFO,
+            subject=f"ChangeGuard recovered: ticket source '{service.tickets.name}' answers again",
+            summary=(
+                f"The ticket source is reachable again (outage #{generation}"
+                f"{' since ' + opened_at.isoformat() if opened_at else ''}). UNVERIFIED changes are"
+                " being judged again; each gets its own alert where its new verdict calls for one."
+            ),
+            change_id=key,
+            event_time=now,
+            actions=(f"re-judged {rejudged} UNVERIFIED change(s) in this run",),
+            details={"outage": generation, "rejudged": rejudged},
+        )
+        closing = LedgerEntry(
+            change_id=key,
+            entry=f"CLOSED#{generation:06d}",
+            kind=EntryKind.OUTAGE,
+            function=service.function,
+            event_time=now,
+            recorded_at=now,
+            body={"opened_at": opened_at.isoformat() if opened_at else None, "rejudged": rejudged},
+        )
+        item = alert_entry(alert, now, now).model_copy(
+            update={"entry": f"ALERT#{service.function}#recovered#{generation:06d}"}
+        )
+        if service.ledger.append([closing, item]):
+            self.actions.append(f"{key}: outage #{generation} closed")
+            self.alert_ids.append(alert.alert_id)
