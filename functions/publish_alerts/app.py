@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
@@ -19,6 +19,14 @@ IDEMPOTENCY_SECONDS = 48 * 3600  # longer than any redelivery window (stream ret
 logger = Logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+
+
+def count(name: str, dimension: str, value: str) -> None:
+    """One EMF metric with its own dimension (alerts of one batch differ in severity)."""
+    with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
+        if metrics.service:
+            metric.add_dimension(name="service", value=str(metrics.service))
+        metric.add_dimension(name=dimension, value=value)
 
 
 @cache
@@ -40,8 +48,10 @@ def build_service() -> PublishService:
 
     @idempotent_function(data_keyword_argument="alert", persistence_store=persistence, config=config)
     def publish_once(alert: dict[str, Any]) -> str:
-        message_id = publisher.publish(Alert.model_validate(alert))
+        parsed = Alert.model_validate(alert)
+        message_id = publisher.publish(parsed)
         metrics.add_metric(name="AlertsPublished", unit=MetricUnit.Count, value=1)
+        count("Alerts", "Severity", parsed.severity.value)
         return str(message_id)
 
     return PublishService(lambda alert: str(publish_once(alert=alert.model_dump(mode="json"))))
@@ -59,6 +69,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+    for _ in response.get("batchItemFailures", []):
+        count("ProcessingErrors", "Function", FUNCTION)
     return dict(response)
 
 

@@ -8,9 +8,17 @@ from typing import Any
 from changeguard.adapters.clients import client
 from changeguard.domain.alerts import Alert
 
+#: What subscription filter policies match on (README: "Alerts"), with SNS's default
+#: ``FilterPolicyScope`` of ``MessageAttributes``: the body differs per protocol, attributes do not.
+FILTER_ATTRIBUTES = ("severity", "verdict", "account", "region", "resource_type", "function", "kind")
+
 
 def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
-    """Attributes subscribers filter on (see README: subscription filter policies)."""
+    """Attributes subscribers filter on, plus ``dedupe_id`` (SNS may deliver a message twice).
+
+    Every value is a non-empty string (SNS rejects empty attribute values): a missing value is
+    ``NONE`` for the verdict and ``unknown`` otherwise, so a policy can still match it.
+    """
     values = {
         "severity": alert.severity.value,
         "verdict": alert.verdict or "NONE",
@@ -26,6 +34,9 @@ def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
 
 
 class SnsAlertPublisher:
+    """Publishes one alert as one SNS message: e-mail gets the plain text, machines the JSON
+    (or the AWS Chatbot custom notification when ``chatbot_format``)."""
+
     def __init__(self, topic_arn: str, *, chatbot_format: bool = False, sns: Any | None = None) -> None:
         self.topic_arn = topic_arn
         self.chatbot_format = chatbot_format

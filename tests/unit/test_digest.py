@@ -1,0 +1,250 @@
+"""The daily digest chain: tampering with the ledger (altered, deleted, inserted items) is evident."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from changeguard.adapters.dynamodb import entry_to_item
+from changeguard.domain.digest import (
+    GENESIS,
+    INITIAL_DAYS,
+    DailyDigest,
+    DayStatus,
+    chain_hash,
+    days_to_digest,
+    is_due,
+    make_digest,
+    verify_day,
+    verify_period,
+)
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.services.evidence import DigestService, DigestStore, digest_key
+from changeguard.services.report import item_view
+from fakes import FakeClock
+
+D1 = date(2026, 11, 20)
+D2 = date(2026, 11, 21)
+AT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+AFTER = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)  # both days settled
+WRITTEN = datetime(2026, 11, 23, 3, 15, tzinfo=UTC)  # when the digests were written
+
+
+def entry(cid: str, day: date = D2, **body: object) -> LedgerEntry:
+    at = datetime(day.year, day.month, day.day, 10, 0, tzinfo=UTC)
+    return LedgerEntry(
+        change_id=cid,
+        entry="VERDICT",
+        kind=EntryKind.VERDICT,
+        function="correlate_change",
+        event_time=at,
+        recorded_at=at + timedelta(minutes=1),
+        verdict="AUTHORIZED",
+        body={"note": "original", **body},
+    )
+
+
+def items(*entries: LedgerEntry) -> list[dict]:
+    return [entry_to_item(e) for e in entries]
+
+
+def views(raw: list[dict]):
+    return [item_view(i)[0] for i in raw]
+
+
+def chain(day_items: dict[date, list[dict]]) -> dict[date, DailyDigest]:
+    out: dict[date, DailyDigest] = {}
+    previous = None
+    for day in sorted(day_items):
+        previous = make_digest(day, views(day_items[day]), previous, created_at=WRITTEN)
+        out[day] = previous
+    return out
+
+
+def check(day_items: dict[date, list[dict]], digests: dict[date, DailyDigest], now: datetime = AFTER):
+    return verify_period(
+        "test",
+        sorted(day_items),
+        digests,
+        {d: views(i) for d, i in day_items.items()},
+        chain_start=min(digests) if digests else None,
+        now=now,
+    )
+
+
+@pytest.fixture
+def ledger() -> dict[date, list[dict]]:
+    return {D1: items(entry("a", D1), entry("b", D1)), D2: items(entry("c"), entry("d"), entry("e"))}
+
+
+def test_the_digest_is_sha256_of_the_previous_digest_and_the_sorted_item_hashes(ledger):
+    digests = chain(ledger)
+    first, second = digests[D1], digests[D2]
+    hashes = sorted(i["content_hash"]["S"] for i in ledger[D1])
+    import hashlib
+
+    assert first.digest == hashlib.sha256((GENESIS + "".join(hashes)).encode()).hexdigest()
+    assert first.chain_start and first.previous_digest == GENESIS
+    assert not second.chain_start and second.previous_digest == first.digest
+    assert second.digest == chain_hash(first.digest, (i["content_hash"]["S"] for i in ledger[D2]))
+    assert second.item_count == 3 and {i.change_id for i in second.items} == {"c", "d", "e"}
+    # Stored hashes round-trip: recomputing from the item's content gives the writer's hash.
+    assert all(v.consistent for v in views(ledger[D2]))
+
+
+def test_an_untouched_ledger_verifies(ledger):
+    report = check(ledger, chain(ledger))
+    assert report.ok and [d.status for d in report.days] == [DayStatus.VERIFIED, DayStatus.VERIFIED]
+
+
+def test_an_altered_item_is_detected(ledger):
+    digests = chain(ledger)
+    # The attacker rewrites the body (and leaves the stored content_hash alone).
+    body = json.loads(ledger[D2][1]["body"]["S"]) | {"note": "approved after all"}
+    ledger[D2][1]["body"]["S"] = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    report = check(ledger, digests)
+    assert not report.ok
+    day = report.days[1]
+    assert day.status is DayStatus.TAMPERED and day.altered == ("d|VERDICT",)
+    assert day.missing == () and day.inserted == ()
+
+
+def test_an_altered_item_with_a_recomputed_stored_hash_is_detected(ledger):
+    digests = chain(ledger)
+    # A careful attacker also recomputes content_hash: the digest still remembers the original.
+    forged = entry("d", note="approved after all")
+    ledger[D2][1] = entry_to_item(forged)
+    day = check(ledger, digests).days[1]
+    assert day.status is DayStatus.TAMPERED and day.altered == ("d|VERDICT",)
+
+
+def test_a_deleted_item_is_detected(ledger):
+    digests = chain(ledger)
+    del ledger[D2][0]
+    day = check(ledger, digests).days[1]
+    assert day.status is DayStatus.TAMPERED and day.missing == ("c|VERDICT",)
+
+
+def test_an_inserted_item_is_detected(ledger):
+    digests = chain(ledger)
+    # Back-dated: claims to have been recorded before the digest was written.
+    ledger[D2].append(entry_to_item(entry("forged")))
+    day = check(ledger, digests).days[1]
+    assert day.status is DayStatus.TAMPERED and day.inserted == ("forged|VERDICT",)
+
+
+def test_an_item_recorded_after_the_digest_is_late_not_silently_accepted(ledger):
+    digests = chain(ledger)
+    late = entry("late").model_copy(update={"recorded_at": WRITTEN + timedelta(hours=5)})
+    ledger[D2].append(entry_to_item(late))
+    report = check(ledger, digests)
+    day = report.days[1]
+    assert day.status is DayStatus.LATE_ITEMS and day.late == ("late|VERDICT",)
+    assert report.ok and "1 late items" in report.summary
+
+
+def test_an_edited_digest_file_or_a_broken_chain_is_detected(ledger):
+    digests = chain(ledger)
+    # Rewriting a day's digest to match an altered ledger breaks the link to the next day...
+    del ledger[D1][0]
+    rewritten = make_digest(D1, views(ledger[D1]), None, created_at=WRITTEN)
+    report = check(ledger, {D1: rewritten, D2: digests[D2]})
+    assert report.days[0].status is DayStatus.VERIFIED
+    assert report.days[1].status is DayStatus.TAMPERED
+    assert any("chain broken" in p for p in report.days[1].problems)
+    # ...and editing the item list of a digest without its hash is caught by the digest itself.
+    edited = digests[D2].model_copy(update={"items": digests[D2].items[:-1], "item_count": 2})
+    day = verify_day(D2, edited, views(ledger[D2]), previous=digests[D1], chain_start=D1, now=AFTER)
+    assert day.status is DayStatus.TAMPERED and any("edited" in p for p in day.problems)
+
+
+def test_days_without_digests(ledger):
+    digests = chain(ledger)
+    # A deleted digest: the day is undigested and the next day's link has nothing to point to.
+    report = check(ledger, {D2: digests[D2]})
+    assert report.days[0].status is DayStatus.UNDIGESTED and report.days[1].status is DayStatus.TAMPERED
+    # Not settled yet: pending, not a failure.
+    report = check(ledger, {}, now=datetime(2026, 11, 22, 1, 0, tzinfo=UTC))
+    assert [d.status for d in report.days] == [DayStatus.PENDING, DayStatus.PENDING] and report.ok
+    # Before the chain started and empty: fine; with items: not covered.
+    empty = {D1: [], D2: ledger[D2]}
+    report = verify_period(
+        "t", [D1, D2], {D2: chain({D2: ledger[D2]})[D2]}, {D2: views(ledger[D2])}, chain_start=D2, now=AFTER
+    )
+    assert [d.status for d in report.days] == [DayStatus.BEFORE_CHAIN, DayStatus.VERIFIED]
+    assert check(empty, {}).days[1].status is DayStatus.UNDIGESTED
+
+
+def test_an_item_that_no_longer_parses_is_reported_as_altered(ledger):
+    digests = chain(ledger)
+    ledger[D2][2]["kind"] = {"S": "NOT_A_KIND"}
+    day = check(ledger, digests).days[1]
+    assert day.status is DayStatus.TAMPERED and day.altered == ("e|VERDICT",)
+
+
+def test_due_days():
+    assert not is_due(D2, datetime(2026, 11, 23, 1, 59, tzinfo=UTC))
+    assert is_due(D2, datetime(2026, 11, 23, 2, 0, tzinfo=UTC))  # end of day + 26 h
+    now = datetime(2026, 11, 23, 3, 15, tzinfo=UTC)
+    assert days_to_digest(D1, now, 10) == [D2]
+    assert days_to_digest(D2, now, 10) == []
+    first = days_to_digest(None, now, 10)
+    assert len(first) == INITIAL_DAYS and first[-1] == D2
+    assert days_to_digest(date(2026, 1, 1), now, 5) == [date(2026, 1, 2) + timedelta(days=i) for i in range(5)]
+
+
+# -- the daily function's service, with in-memory fakes -----------------------------------------
+class MemoryBucket:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, key: str, body: bytes, content_type: str) -> None:
+        self.objects[key] = body
+
+    def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
+        if key in self.objects:
+            return False
+        self.objects[key] = body
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+
+class DayLedger:
+    def __init__(self, by_day: dict[date, list[dict]]) -> None:
+        self.by_day = by_day
+
+    def items_on(self, day: str, verdict: str | None = None) -> list[dict]:
+        return list(self.by_day.get(date.fromisoformat(day), []))
+
+
+def test_the_daily_function_chains_each_settled_day_once(ledger):
+    bucket = MemoryBucket()
+    service = DigestService(
+        function="write_digest", ledger=DayLedger(ledger), store=DigestStore(bucket), clock=FakeClock(WRITTEN)
+    )
+    first = service.run(datetime(2026, 11, 22, 3, 15, tzinfo=UTC))  # D1 is due, D2 not yet
+    assert first.actions[-1].startswith(f"digested {D1}: 2 item(s)")
+    assert len([a for a in first.actions if a.startswith("digested")]) == INITIAL_DAYS
+    second = service.run(datetime(2026, 11, 23, 3, 15, tzinfo=UTC))
+    assert second.actions == [
+        f"digested {D2}: 3 item(s), {DailyDigest.model_validate_json(bucket.objects[digest_key(D2)]).digest[:16]}"
+    ]
+    assert service.run(datetime(2026, 11, 23, 4, 0, tzinfo=UTC)).actions == ["nothing due"]
+    store = DigestStore(bucket)
+    d1, d2 = store.load(D1), store.load(D2)
+    assert d1 and d2 and d2.previous_digest == d1.digest and store.days()[0] == D1 - timedelta(days=INITIAL_DAYS - 1)
+    before = store.load(D1 - timedelta(days=1))
+    assert before is not None and d1.previous_digest == before.digest
+    report = verify_period(
+        "t", [D1, D2], {D1 - timedelta(days=1): before, D1: d1, D2: d2}, {d: views(i) for d, i in ledger.items()},
+        chain_start=store.days()[0], now=AFTER,
+    )  # fmt: skip
+    assert report.ok and report.count(DayStatus.VERIFIED) == 2
+    # Verifying D1 without the digest before it would not prove the link: reported, not assumed.
+    assert not check(ledger, {D1: d1, D2: d2}).ok
