@@ -1,0 +1,52 @@
+"""Enforce the change calendar on deployments, pipeline runs and stack changes; announce window changes."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from changeguard import factory
+from changeguard.adapters.cloudformation import CloudFormationStacks
+from changeguard.adapters.codedeploy import CodeDeployDeployments
+from changeguard.adapters.codepipeline import CodePipelineExecutions
+from changeguard.domain.clock import SystemClock
+from changeguard.handlers import rejects_poison
+from changeguard.services.calendar_gate import CalendarGateService
+from changeguard.settings import Wiring, load_policy
+
+FUNCTION = "gate_change_window"
+logger = Logger()
+metrics = Metrics()
+
+
+@cache
+def build_service() -> CalendarGateService:
+    wiring = Wiring.from_env()
+    return CalendarGateService(
+        function=FUNCTION,
+        ledger=factory.ledger(wiring),
+        tickets=factory.ticket_source(wiring),
+        policy=lambda: load_policy(wiring.parameter_path),
+        clock=SystemClock(),
+        calendar=factory.calendar_gate_reader,
+        deployments=CodeDeployDeployments(),
+        pipelines=CodePipelineExecutions(),
+        stacks=CloudFormationStacks(),
+        suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
+    )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+@rejects_poison(FUNCTION)
+def lambda_handler(event: dict[str, Any], context: Any, service: CalendarGateService | None = None) -> dict[str, Any]:
+    """Judge one deployment start, pipeline start or stack call against the change calendar."""
+    outcome = (service or build_service()).handle(event)
+    logger.info("gated", extra={"change_id": outcome.change_id, "verdict": outcome.verdict, "actions": outcome.actions})
+    if outcome.verdict and not outcome.duplicate:
+        metrics.add_dimension(name="Verdict", value=outcome.verdict)
+        metrics.add_metric(name="GatedChanges", unit=MetricUnit.Count, value=1)
+    result: dict[str, Any] = outcome.model_dump(mode="json")
+    return result

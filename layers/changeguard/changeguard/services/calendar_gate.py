@@ -1,0 +1,634 @@
+"""The change-calendar gate: no deployment, pipeline run or stack change outside an approved window.
+
+SSM Change Calendar blocks nothing by itself. This service reads the calendar at the time of the
+change being judged (never the time of processing), re-reads the target, decides (``domain.calendar``),
+carries the decision out (stop with rollback, abandon, cancel, or only report in observe mode), and
+ledgers the decision with its alert in one append. Two entry points:
+
+* :class:`CalendarGateService` - rule-triggered: CodeDeploy START, CodePipeline STARTED, CloudFormation
+  stack calls seen in CloudTrail, and "Calendar State Change" (a window opened or closed);
+* :class:`LifecycleHookService` - a CodeDeploy lifecycle hook (``BeforeInstall``/``BeforeAllowTraffic``)
+  that fails the deployment synchronously while the calendar is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from changeguard.domain.alerts import Alert
+from changeguard.domain.calendar import (
+    CalendarReading,
+    CalendarState,
+    CalendarTransition,
+    GateAction,
+    GatedChange,
+    GateDecision,
+    GateKind,
+    GateVerdict,
+    TargetFacts,
+    calendar_matches,
+    decide,
+    is_valid_emergency,
+)
+from changeguard.domain.change import ActorKind, actor_from, canonical_action, request_tags, synthetic_event_id
+from changeguard.domain.errors import InvalidEventError, TicketSourceUnavailableError
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.policy import Policy
+from changeguard.domain.tickets import Ticket, find_ref
+from changeguard.domain.verdicts import NOT_A_CHANGE, Severity
+from changeguard.models.change_events import (
+    CALENDAR_STATE_CHANGE,
+    CODEDEPLOY_STATE_CHANGE,
+    PIPELINE_EXECUTION_STATE_CHANGE,
+    CalendarStateChangeEvent,
+    CodeDeployStateChangeEvent,
+    LifecycleHookInvocation,
+    PipelineExecutionStateChangeEvent,
+)
+from changeguard.models.events import CLOUDTRAIL_API_CALL, CloudTrailEvent
+from changeguard.ports import (
+    CalendarGateReader,
+    Clock,
+    DeploymentControl,
+    Ledger,
+    PipelineControl,
+    StackControl,
+    TicketSource,
+)
+from changeguard.services.correlate import alert_entry
+from changeguard.services.outcome import Outcome
+
+STACK_CALLS = frozenset({"CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack"})
+CFN_SOURCE = "cloudformation.amazonaws.com"
+GATE_ENTRY = EntryKind.CALENDAR.value
+OUTAGE_KEY = "outage:change-calendar"
+ALERT_KIND = "change-window"
+NO_CALENDAR = "NO_CALENDAR"
+
+REMEDIATION = {
+    GateVerdict.OUTSIDE_CHANGE_WINDOW: "Run it again inside the change window{opening}, or raise an emergency"
+    " ticket and name it in the deployment description, pipeline variable or ChangeTicket tag.",
+    GateVerdict.EMERGENCY: "Get the emergency ticket approved retroactively before the deadline.",
+    GateVerdict.CALENDAR_UNKNOWN: "Restore ChangeGuard's access to the change calendar (ssm:GetCalendarState) or"
+    " fix the calendar names in Parameter Store; changes are blocked while it cannot be read.",
+}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], event: Mapping[str, Any]) -> M:
+    try:
+        return model.model_validate(event)
+    except ValidationError as exc:
+        errs = exc.errors()
+        where = ".".join(str(p) for p in errs[0]["loc"]) if errs else "?"
+        raise InvalidEventError(f"not a valid {model.__name__}: {len(errs)} error(s), first at '{where}'") from exc
+
+
+def _utc_iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+class _GateBase:
+    """What both entry points share: the calendar reading, the emergency ticket, the ledger."""
+
+    function: str
+    ledger: Ledger
+    tickets: TicketSource
+    policy: Callable[[], Policy]
+    clock: Clock
+    calendar: Callable[[Policy], CalendarGateReader | None]
+
+    # -- facts ---------------------------------------------------------------------------------
+    def reading(self, policy: Policy, at: datetime) -> CalendarReading | None:
+        """The configured calendars' combined state at ``at``; None when no calendar is configured."""
+        reader = self.calendar(policy)
+        return reader.reading_at(at) if reader is not None and reader.names else None
+
+    def emergency_ticket(self, texts: Iterable[str | None], policy: Policy) -> tuple[Ticket | None, str | None]:
+        """The change's ticket, when it names one, and why it does not let the change through."""
+        ticket_id = next((found for text in texts if (found := find_ref(text, policy.ticket_pattern))), None)
+        if ticket_id is None:
+            return None, "no emergency ticket is named on the change"
+        try:
+            ticket = self.tickets.get(ticket_id)
+        except TicketSourceUnavailableError as exc:
+            return None, f"ticket {ticket_id} could not be verified ({exc}): an unverified emergency is not honoured"
+        if ticket is None:
+            return None, f"ticket {ticket_id} does not exist in the ticket source"
+        if not is_valid_emergency(ticket):
+            return ticket, f"ticket {ticket_id} is a {ticket.type} ticket ({ticket.status}), not an open emergency"
+        return ticket, None
+
+    # -- ledger ----------------------------------------------------------------------------------
+    def gate_entry(self, decision: GateDecision, entry: str, actions: list[str], now: datetime) -> LedgerEntry:
+        change = decision.change
+        return LedgerEntry(
+            change_id=change.change_id,
+            entry=entry,
+            kind=EntryKind.CALENDAR,
+            function=self.function,
+            event_time=change.event_time,
+            recorded_at=now,
+            verdict=decision.verdict.value,
+            severity=decision.severity.value,
+            ticket_id=decision.ticket_id,
+            account=change.account,
+            region=change.region,
+            body={
+                "decision": decision.model_dump(mode="json"),
+                "summary": decision.summary,
+                "actions": actions,
+                "mode": "enforce" if decision.enforce else "observe",
+            },
+        )
+
+    def gate_alert(self, decision: GateDecision, actions: list[str]) -> Alert:
+        change, reading = decision.change, decision.reading
+        opening = reading.next_opening
+        if decision.verdict is GateVerdict.EMERGENCY:
+            subject = f"Emergency change under {decision.ticket_id} outside the change window: {change.label}"
+        elif decision.verdict is GateVerdict.CALENDAR_UNKNOWN:
+            subject = f"Change calendar unreadable: {_doing(decision)} {change.label} (fail closed)"
+        else:
+            subject = f"Change window CLOSED: {_doing(decision)} {change.label}"
+        summary = decision.summary[0].upper() + decision.summary[1:] + "."
+        if opening:
+            summary += f" The change window next opens at {opening.isoformat()}."
+        remediation = REMEDIATION.get(decision.verdict, "").format(
+            opening=f" (next opening {opening.isoformat()})" if opening else ""
+        )
+        return Alert(
+            alert_id=Alert.make_id(change.change_id, self.function, ALERT_KIND),
+            kind=ALERT_KIND,
+            function=self.function,
+            severity=decision.severity,
+            verdict=decision.verdict.value,
+            subject=subject,
+            summary=summary,
+            change_id=change.change_id,
+            event_time=change.event_time,
+            account=change.account,
+            region=change.region,
+            resource_type=change.kind.value,
+            resources=change.resources or (change.target,),
+            actor=change.actor,
+            ticket_id=decision.ticket_id,
+            reasons=decision.reasons,
+            actions=tuple(actions) or ("recorded the decision in the change ledger",),
+            remediation=remediation or None,
+            details={
+                "calendar_state": reading.state.value,
+                "calendars": ", ".join(reading.calendars),
+                "calendar_at": reading.at.isoformat(),
+                "next_opening": _utc_iso(opening),
+                "next_transition": _utc_iso(reading.next_transition),
+                "mode": "enforce" if decision.enforce else "observe",
+                "retro_approval_due": _utc_iso(decision.retro_approval_due),
+            },
+        )
+
+    def outage_entries(
+        self, reading: CalendarReading, policy: Policy, now: datetime
+    ) -> tuple[list[LedgerEntry], str | None]:
+        """One alert per outage of the calendar (while it cannot be read), and the entry that ends it."""
+        entries = self.ledger.entries_for(OUTAGE_KEY)
+        opened = sum(1 for e in entries if e.entry.startswith("OPEN#"))
+        closed = sum(1 for e in entries if e.entry.startswith("CLOSED#"))
+        if reading.state is not CalendarState.UNKNOWN:
+            if opened > closed:
+                ended = self._outage_entry(f"CLOSED#{opened:06d}", now, {"recovered_at": reading.at.isoformat()})
+                return [ended], None
+            return [], None
+        if opened > closed:
+            return [], None
+        generation = opened + 1
+        alert = Alert(
+            alert_id=Alert.make_id(OUTAGE_KEY, self.function, f"degraded-{generation}"),
+            kind="degraded",
+            function=self.function,
+            severity=Severity.HIGH,
+            subject=f"ChangeGuard degraded: change calendar {', '.join(reading.calendars)} cannot be read",
+            summary=(
+                "The change-calendar gate cannot tell whether changes are inside an approved window. "
+                + (
+                    "calendar-fail-closed is on: deployments, pipeline runs and stack updates are stopped"
+                    " (enforce mode) until the calendar can be read again."
+                    if policy.calendar_fail_closed
+                    else "calendar-fail-closed is off: changes go ahead unchecked until it can be read again."
+                )
+            ),
+            change_id=OUTAGE_KEY,
+            event_time=reading.at,
+            reasons=(reading.error or "unknown error",),
+            actions=("recorded each change's decision as CALENDAR_UNKNOWN",),
+            remediation=REMEDIATION[GateVerdict.CALENDAR_UNKNOWN],
+        )
+        outage = self._outage_entry(f"OPEN#{generation:06d}", now, {"error": reading.error})
+        return [outage, alert_entry(alert, now, now)], alert.alert_id
+
+    def _outage_entry(self, entry: str, now: datetime, body: dict[str, Any]) -> LedgerEntry:
+        return LedgerEntry(
+            change_id=OUTAGE_KEY,
+            entry=entry,
+            kind=EntryKind.OUTAGE,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            body=body,
+        )
+
+    def record(self, decision: GateDecision, policy: Policy, entry: str, actions: list[str]) -> Outcome:
+        now = self.clock.now()
+        entries = [self.gate_entry(decision, entry, actions, now)]
+        alert_ids: list[str] = []
+        if decision.alerts:
+            alert = self.gate_alert(decision, actions)
+            entries.append(alert_entry(alert, decision.change.event_time, now))
+            alert_ids.append(alert.alert_id)
+        new = self.ledger.append(entries)
+        outage, outage_alert = self.outage_entries(decision.reading, policy, now)
+        if outage and self.ledger.append(outage) and outage_alert:
+            alert_ids.append(outage_alert)
+        return Outcome(
+            function=self.function,
+            change_id=decision.change.change_id,
+            verdict=decision.verdict.value,
+            severity=decision.severity.value,
+            actions=(actions or ["recorded the decision"]) if new else ["duplicate delivery: already recorded"],
+            reasons=[decision.summary, *decision.reasons],
+            duplicate=not new,
+            alert_ids=alert_ids if new else [],
+        )
+
+    def decided(self, change_id: str, entry: str) -> bool:
+        """Whether this decision is already ledgered (a redelivery)."""
+        return any(e.entry == entry for e in self.ledger.entries_for(change_id))
+
+
+def _doing(decision: GateDecision) -> str:
+    verb = {
+        GateAction.STOP_DEPLOYMENT: "stopped",
+        GateAction.STOP_PIPELINE: "stopped",
+        GateAction.CANCEL_STACK_UPDATE: "cancelled",
+        GateAction.FAIL_HOOK: "failed",
+    }.get(decision.action)
+    if verb is None:
+        return "outside the window:"
+    return verb if decision.enforce else f"would have {verb}"
+
+
+def _stack_name(reference: str) -> str:
+    """``arn:aws:cloudformation:...:stack/<name>/<id>`` -> ``<name>``."""
+    if reference.startswith("arn:") and ":stack/" in reference:
+        return reference.split(":stack/", 1)[1].split("/", 1)[0]
+    return reference
+
+
+class CalendarGateService(_GateBase):
+    """Rule-triggered gate: deployments, pipeline runs and stack calls, plus window transitions."""
+
+    def __init__(
+        self,
+        *,
+        function: str,
+        ledger: Ledger,
+        tickets: TicketSource,
+        policy: Callable[[], Policy],
+        clock: Clock,
+        calendar: Callable[[Policy], CalendarGateReader | None],
+        deployments: DeploymentControl,
+        pipelines: PipelineControl,
+        stacks: StackControl,
+        suite_role_prefixes: tuple[str, ...] = (),
+    ) -> None:
+        self.function = function
+        self.ledger = ledger
+        self.tickets = tickets
+        self.policy = policy
+        self.clock = clock
+        self.calendar = calendar
+        self.deployments = deployments
+        self.pipelines = pipelines
+        self.stacks = stacks
+        self.suite_role_prefixes = suite_role_prefixes
+
+    def handle(self, event: Mapping[str, Any]) -> Outcome:
+        """Route by detail-type; reject what is not ours."""
+        if not isinstance(event, Mapping):
+            raise InvalidEventError("event is not a JSON object")
+        detail_type = event.get("detail-type")
+        if detail_type == CODEDEPLOY_STATE_CHANGE:
+            return self.on_deployment(_parse(CodeDeployStateChangeEvent, event))
+        if detail_type == PIPELINE_EXECUTION_STATE_CHANGE:
+            return self.on_pipeline(_parse(PipelineExecutionStateChangeEvent, event))
+        if detail_type == CLOUDTRAIL_API_CALL:
+            return self.on_stack_call(_parse(CloudTrailEvent, event))
+        if detail_type == CALENDAR_STATE_CHANGE:
+            return self.on_calendar_change(_parse(CalendarStateChangeEvent, event))
+        raise InvalidEventError(f"the change-calendar gate does not handle {detail_type!r} events")
+
+    # -- triggers --------------------------------------------------------------------------------
+    def on_deployment(self, event: CodeDeployStateChangeEvent) -> Outcome:
+        detail = event.detail
+        if detail.state != "START":
+            return self._ignored(detail.deploymentId, f"deployment state {detail.state} is not START")
+        change = GatedChange(
+            change_id=detail.deploymentId,
+            kind=GateKind.DEPLOYMENT,
+            operation="START",
+            target=detail.deploymentId,
+            event_time=event.time,
+            account=event.account,
+            region=event.region,
+            resources=tuple(event.resources),
+            application=detail.application,
+            group=detail.deploymentGroup,
+        )
+
+        def read() -> tuple[TargetFacts, list[str | None]]:
+            facts = self.deployments.get(detail.deploymentId)
+            if facts is None:
+                return TargetFacts(exists=False), []
+            return facts.target(), [facts.description]
+
+        return self._gate(change, read)
+
+    def on_pipeline(self, event: PipelineExecutionStateChangeEvent) -> Outcome:
+        detail = event.detail
+        if detail.state != "STARTED":
+            return self._ignored(detail.execution_id, f"pipeline execution state {detail.state} is not STARTED")
+        trigger = detail.execution_trigger
+        change = GatedChange(
+            change_id=detail.execution_id,
+            kind=GateKind.PIPELINE,
+            operation="STARTED",
+            target=detail.execution_id,
+            event_time=event.time,
+            account=event.account,
+            region=event.region,
+            resources=tuple(event.resources),
+            actor=trigger.trigger_detail if trigger else None,
+            application=detail.pipeline,
+        )
+
+        def read() -> tuple[TargetFacts, list[str | None]]:
+            facts = self.pipelines.get(detail.pipeline, detail.execution_id)
+            if facts is None:
+                return TargetFacts(exists=False), []
+            key = self.policy().ticket_tag_key
+            texts: list[str | None] = [facts.variables.get(key), *facts.variables.values(), *facts.revision_summaries]
+            return facts.target(), texts
+
+        return self._gate(change, read)
+
+    def on_stack_call(self, event: CloudTrailEvent) -> Outcome:
+        record = event.detail
+        # The correlator's change id for the same call, so both functions' facts share a key.
+        change_id = record.eventID or synthetic_event_id(record.model_dump(mode="json", exclude_none=True))
+        action = canonical_action(record.eventName)
+        if record.eventSource != CFN_SOURCE or action not in STACK_CALLS or record.errorCode:
+            return self._ignored(change_id, f"{record.eventSource}:{record.eventName} is not a stack change")
+        actor = actor_from(record)
+        if any(a.startswith(self.suite_role_prefixes) for a in actor.principal_arns if self.suite_role_prefixes):
+            return self._ignored(change_id, "ChangeGuard's own call")
+        if actor.kind is ActorKind.AWS_SERVICE or actor.invoked_by == CFN_SOURCE:
+            # A nested stack's operation is part of its parent's, which is gated itself.
+            return self._ignored(change_id, f"{action} made by {actor.invoked_by or 'an AWS service'}")
+        params = record.requestParameters or {}
+        stack_ref = (record.responseElements or {}).get("stackId") or params.get("stackName")
+        if not stack_ref and action == "ExecuteChangeSet" and params.get("changeSetName"):
+            stack_ref = self.stacks.stack_of_change_set(str(params["changeSetName"]))
+        if not stack_ref:
+            raise InvalidEventError(f"{action} record {change_id} names no stack")
+        stack_ref = str(stack_ref)
+        change = GatedChange(
+            change_id=change_id,
+            kind=GateKind.STACK,
+            operation=action,
+            target=_stack_name(stack_ref),
+            event_time=record.eventTime,
+            account=record.recipientAccountId or event.account,
+            region=record.awsRegion or event.region,
+            resources=(stack_ref,) if stack_ref.startswith("arn:") else (),
+            actor=actor.display,
+        )
+        key = self.policy().ticket_tag_key
+        texts: list[str | None] = [request_tags(params).get(key), actor.source_identity, actor.session_name]
+
+        def read() -> tuple[TargetFacts, list[str | None]]:
+            facts = self.stacks.get(stack_ref)
+            if facts is None:
+                return TargetFacts(exists=False), texts
+            return facts.target(), [*texts, facts.tags.get(key)]
+
+        return self._gate(change, read)
+
+    def on_calendar_change(self, event: CalendarStateChangeEvent) -> Outcome:
+        """A window opened or closed: tell the team, with the next transition."""
+        policy = self.policy()
+        detail = event.detail
+        reference = next(iter(event.resources), None)
+        if reference is None:
+            raise InvalidEventError("Calendar State Change without the calendar's ARN in resources")
+        if detail.state not in (CalendarState.OPEN.value, CalendarState.CLOSED.value):
+            raise InvalidEventError(f"Calendar State Change with state {detail.state!r}")
+        name = reference.split(":document/", 1)[-1]
+        if not calendar_matches(reference, policy.change_calendar_names):
+            return self._ignored(f"calendar:{name}", f"calendar {name} is not one ChangeGuard enforces")
+        transition = CalendarTransition(
+            calendar=name,
+            state=CalendarState(detail.state),
+            at=detail.atTime or event.time,
+            next_transition=detail.nextTransitionTime,
+            account=event.account,
+            region=event.region,
+        )
+        combined = self.reading(policy, transition.at) if len(policy.change_calendar_names) > 1 else None
+        return self._announce(transition, combined)
+
+    # -- the decision, carried out -----------------------------------------------------------------
+    def _gate(self, change: GatedChange, read: Callable[[], tuple[TargetFacts, list[str | None]]]) -> Outcome:
+        policy = self.policy()
+        if self.decided(change.change_id, GATE_ENTRY):
+            return Outcome(
+                function=self.function,
+                change_id=change.change_id,
+                actions=["duplicate delivery: already decided"],
+                duplicate=True,
+            )
+        reading = self.reading(policy, change.event_time)
+        if reading is None:
+            return self._ignored(change.change_id, "no change calendar is configured (change-calendar-names)")
+        target, texts = read()  # re-read right before deciding and acting
+        ticket, note = (None, None)
+        if reading.state is not CalendarState.OPEN and not target.rollback:
+            ticket, note = self.emergency_ticket(texts, policy)
+        decision = decide(change, reading, target, policy, ticket=ticket, ticket_note=note)
+        return self.record(decision, policy, GATE_ENTRY, self.carry_out(decision))
+
+    def carry_out(self, decision: GateDecision) -> list[str]:
+        """The decision's mutating call, only in enforce mode; observe mode makes none."""
+        change = decision.change
+        if decision.verdict is GateVerdict.EMERGENCY:
+            due = _utc_iso(decision.retro_approval_due)
+            return [f"let {change.label} go ahead under {decision.ticket_id}; retroactive approval due by {due}"]
+        if not decision.blocks:
+            return [decision.summary]
+        if not decision.enforce:
+            return [f"{_doing(decision)} {change.label} (observe mode: no call made)"]
+        if decision.action is GateAction.STOP_DEPLOYMENT:
+            result = self.deployments.stop(change.target, auto_rollback=True)
+            if result.already_completed:
+                return [f"{change.label} had already completed: nothing to stop"]
+            return [f"stopped {change.label} with automatic rollback ({result.describe()})"]
+        if decision.action is GateAction.STOP_PIPELINE:
+            reason = f"ChangeGuard: change calendar CLOSED at {decision.reading.at.isoformat()}"
+            answer = self.pipelines.stop(str(change.application), change.target, reason)
+            return [f"stopped (abandoned) {change.label}: {answer}"]
+        answer = self.stacks.cancel_update(change.resources[0] if change.resources else change.target)
+        return [f"cancelled the update of stack {change.target}: {answer}"]
+
+    def _announce(self, transition: CalendarTransition, combined: CalendarReading | None) -> Outcome:
+        now = self.clock.now()
+        opened = transition.state is CalendarState.OPEN
+        nxt = transition.next_transition
+        if opened:
+            subject = f"Change window OPEN: calendar {transition.calendar} opened"
+            summary = f"Calendar {transition.calendar} opened at {transition.at.isoformat()}" + (
+                f"; it closes at {nxt.isoformat()}." if nxt else "."
+            )
+        else:
+            subject = f"Change window CLOSED: calendar {transition.calendar} closed"
+            summary = f"Calendar {transition.calendar} closed at {transition.at.isoformat()}" + (
+                f"; the next window opens at {nxt.isoformat()}." if nxt else "; no window is scheduled."
+            )
+        if combined is not None:
+            summary += (
+                f" Across the {len(combined.calendars)} configured calendars changes are {combined.state.value}"
+                + (f" until {combined.next_transition.isoformat()}." if combined.next_transition else ".")
+            )
+        verdict = f"CALENDAR_{transition.state.value}"
+        alert = Alert(
+            alert_id=Alert.make_id(transition.change_id, self.function, "calendar-state"),
+            kind="calendar-state",
+            function=self.function,
+            severity=Severity.INFO,
+            subject=subject + (f"; next transition {nxt.strftime('%Y-%m-%d %H:%MZ')}" if nxt else ""),
+            summary=summary,
+            change_id=transition.change_id,
+            event_time=transition.at,
+            account=transition.account,
+            region=transition.region,
+            resource_type="ssm:document",
+            resources=(transition.calendar,),
+            actions=("told the team",),
+            details={
+                "calendar": transition.calendar,
+                "state": transition.state.value,
+                "next_transition": _utc_iso(nxt),
+                "combined_state": combined.state.value if combined else None,
+            },
+        )
+        entry = LedgerEntry(
+            change_id=transition.change_id,
+            entry=GATE_ENTRY,
+            kind=EntryKind.CALENDAR,
+            function=self.function,
+            event_time=transition.at,
+            recorded_at=now,
+            verdict=verdict,
+            severity=Severity.INFO.value,
+            account=transition.account,
+            region=transition.region,
+            body={"transition": transition.model_dump(mode="json"), "summary": summary},
+        )
+        new = self.ledger.append([entry, alert_entry(alert, transition.at, now)])
+        return Outcome(
+            function=self.function,
+            change_id=transition.change_id,
+            verdict=verdict,
+            severity=Severity.INFO.value,
+            actions=["announced the calendar transition"] if new else ["duplicate delivery: already recorded"],
+            reasons=[summary],
+            duplicate=not new,
+            alert_ids=[alert.alert_id] if new else [],
+        )
+
+    def _ignored(self, change_id: str, why: str) -> Outcome:
+        return Outcome(function=self.function, change_id=change_id, verdict=NOT_A_CHANGE, reasons=[why])
+
+
+class LifecycleHookService(_GateBase):
+    """A synchronous gate for pipelines: the hook reports Failed while the calendar is closed."""
+
+    def __init__(
+        self,
+        *,
+        function: str,
+        ledger: Ledger,
+        tickets: TicketSource,
+        policy: Callable[[], Policy],
+        clock: Clock,
+        calendar: Callable[[Policy], CalendarGateReader | None],
+        deployments: DeploymentControl,
+    ) -> None:
+        self.function = function
+        self.ledger = ledger
+        self.tickets = tickets
+        self.policy = policy
+        self.clock = clock
+        self.calendar = calendar
+        self.deployments = deployments
+
+    def handle(self, event: Any, function_arn: str | None = None) -> Outcome:
+        """Decide for one hook invocation and report ``Succeeded`` or ``Failed`` to CodeDeploy."""
+        if not isinstance(event, Mapping):
+            raise InvalidEventError("event is not a JSON object")
+        hook = _parse(LifecycleHookInvocation, event)
+        policy = self.policy()
+        now = self.clock.now()
+        entry = f"HOOK#{hook.LifecycleEventHookExecutionId}"
+        facts = self.deployments.get(hook.DeploymentId)
+        arn = (function_arn or "").split(":")
+        change = GatedChange(
+            change_id=hook.DeploymentId,
+            kind=GateKind.DEPLOYMENT,
+            operation="lifecycle hook",
+            target=hook.DeploymentId,
+            event_time=now,  # the hook runs during the deployment: "now" is the change's time
+            account=arn[4] if len(arn) > 5 else None,
+            region=arn[3] if len(arn) > 5 else None,
+            application=facts.application if facts else None,
+            group=facts.deployment_group if facts else None,
+        )
+        target = facts.target() if facts else TargetFacts(exists=False)
+        reading = self.reading(policy, now)
+        if reading is None:
+            reported = self.deployments.put_hook_status(
+                hook.DeploymentId, hook.LifecycleEventHookExecutionId, "Succeeded"
+            )
+            return Outcome(
+                function=self.function,
+                change_id=hook.DeploymentId,
+                verdict=NO_CALENDAR,
+                actions=["reported Succeeded" if reported else "already reported"],
+                reasons=["no change calendar is configured (change-calendar-names)"],
+            )
+        ticket, note = (None, None)
+        if reading.state is not CalendarState.OPEN and not target.rollback:
+            ticket, note = self.emergency_ticket([facts.description if facts else None], policy)
+        decision = decide(change, reading, target, policy, ticket=ticket, ticket_note=note, hook=True)
+        status = "Failed" if decision.mutates else "Succeeded"
+        # Report first: CodeDeploy waits for it, and a retry after a failed ledger write reports again
+        # harmlessly (the second report is refused as already completed).
+        reported = self.deployments.put_hook_status(hook.DeploymentId, hook.LifecycleEventHookExecutionId, status)
+        actions = [f"reported {status} to CodeDeploy" if reported else "the hook's result was already reported"]
+        if decision.blocks and not decision.enforce:
+            actions.append(f"would have reported Failed for {change.label} (observe mode)")
+        return self.record(decision, policy, entry, actions)

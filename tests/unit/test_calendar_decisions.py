@@ -1,0 +1,216 @@
+"""The change-calendar gate's pure decisions (domain/calendar.py), without AWS."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from changeguard.domain.calendar import (
+    CalendarReading,
+    CalendarState,
+    DeploymentFacts,
+    GateAction,
+    GatedChange,
+    GateKind,
+    GateVerdict,
+    PipelineFacts,
+    StackFacts,
+    TargetFacts,
+    calendar_matches,
+    decide,
+    is_valid_emergency,
+)
+from changeguard.domain.policy import Policy
+from changeguard.domain.tickets import Ticket, TicketStatus, TicketType
+from changeguard.domain.verdicts import Severity
+
+AT = datetime(2026, 11, 21, 9, 15, tzinfo=UTC)
+OPENS = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+ENFORCE = Policy(enforcement_mode="enforce")
+OBSERVE = Policy(enforcement_mode="observe")
+
+
+def change(kind: GateKind = GateKind.DEPLOYMENT, operation: str = "START", target: str = "d-4UTS1DE01") -> GatedChange:
+    return GatedChange(
+        change_id=target,
+        kind=kind,
+        operation=operation,
+        target=target,
+        event_time=AT,
+        account="123456789012",
+        region="us-east-1",
+        application="checkout-api",
+        group="prod",
+    )
+
+
+def reading(state: CalendarState, nxt: datetime | None = OPENS, error: str | None = None) -> CalendarReading:
+    return CalendarReading(state=state, at=AT, calendars=("prod-window",), next_transition=nxt, error=error)
+
+
+RUNNING = TargetFacts(status="InProgress", in_progress=True)
+EMERGENCY = Ticket(ticket_id="CHG-2001", type=TicketType.EMERGENCY, status=TicketStatus.OPEN)
+
+
+def test_a_deployment_inside_the_window_goes_ahead() -> None:
+    decision = decide(change(), reading(CalendarState.OPEN, AT + timedelta(hours=1)), RUNNING, ENFORCE)
+
+    assert decision.verdict is GateVerdict.IN_WINDOW
+    assert decision.action is GateAction.NONE
+    assert not decision.mutates and not decision.alerts
+
+
+def test_a_deployment_outside_the_window_is_stopped_with_rollback_in_enforce_mode() -> None:
+    decision = decide(change(), reading(CalendarState.CLOSED), RUNNING, ENFORCE)
+
+    assert decision.verdict is GateVerdict.OUTSIDE_CHANGE_WINDOW
+    assert decision.action is GateAction.STOP_DEPLOYMENT
+    assert decision.mutates and decision.alerts
+    assert decision.severity is Severity.HIGH
+    assert decision.reading.next_opening == OPENS
+    assert "stop deployment d-4UTS1DE01 (checkout-api/prod) with automatic rollback" in decision.summary
+    assert OPENS.isoformat() in decision.summary
+
+
+def test_observe_mode_only_reports_what_it_would_do() -> None:
+    decision = decide(change(), reading(CalendarState.CLOSED), RUNNING, OBSERVE)
+
+    assert decision.blocks and not decision.mutates
+    assert decision.summary.startswith("would stop deployment")
+    assert "(observe mode)" in decision.summary
+
+
+def test_an_emergency_ticket_lets_the_change_through_with_a_retroactive_approval_deadline() -> None:
+    decision = decide(change(), reading(CalendarState.CLOSED), RUNNING, ENFORCE, ticket=EMERGENCY)
+
+    assert decision.verdict is GateVerdict.EMERGENCY
+    assert decision.action is GateAction.NONE
+    assert decision.retro_approval_due == AT + timedelta(hours=ENFORCE.emergency_approval_hours)
+    assert decision.alerts and decision.ticket_id == "CHG-2001"
+
+
+@pytest.mark.parametrize(
+    "ticket",
+    [
+        Ticket(ticket_id="CHG-1", type=TicketType.NORMAL, status=TicketStatus.APPROVED),
+        Ticket(ticket_id="CHG-2", type=TicketType.EMERGENCY, status=TicketStatus.REJECTED),
+        Ticket(ticket_id="CHG-3", type=TicketType.EMERGENCY, status=TicketStatus.CANCELLED),
+        None,
+    ],
+)
+def test_only_an_open_or_approved_emergency_ticket_counts(ticket: Ticket | None) -> None:
+    assert not is_valid_emergency(ticket)
+    decision = decide(change(), reading(CalendarState.CLOSED), RUNNING, ENFORCE, ticket=ticket, ticket_note="why")
+    assert decision.action is GateAction.STOP_DEPLOYMENT
+    assert "why" in decision.reasons
+
+
+@pytest.mark.parametrize("state", [CalendarState.CLOSED, CalendarState.UNKNOWN])
+def test_rollbacks_are_never_stopped(state: CalendarState) -> None:
+    rollback = TargetFacts(status="InProgress", in_progress=True, rollback=True, rollback_reason="rollback of d-1")
+
+    decision = decide(change(), reading(state), rollback, ENFORCE)
+
+    assert decision.verdict is GateVerdict.ROLLBACK
+    assert decision.action is GateAction.NONE
+    assert not decision.alerts
+
+
+def test_codedeploy_rollbacks_are_recognised_from_rollback_info_and_creator() -> None:
+    stopped_rollback = DeploymentFacts(deployment_id="d-2", status="InProgress", rollback_of="d-1")
+    created_by_rollback = DeploymentFacts(deployment_id="d-3", status="InProgress", creator="codeDeployRollback")
+    ordinary = DeploymentFacts(deployment_id="d-4", status="InProgress", creator="user")
+
+    assert stopped_rollback.target().rollback
+    assert created_by_rollback.target().rollback
+    assert not ordinary.target().rollback
+    guard_redeploy = DeploymentFacts(
+        deployment_id="d-5", status="InProgress", description="ChangeGuard rollback of d-4"
+    )
+    assert guard_redeploy.target().rollback
+
+
+def test_pipeline_rollback_executions_are_recognised() -> None:
+    assert (
+        PipelineFacts(pipeline="p", execution_id="e", status="InProgress", execution_type="ROLLBACK").target().rollback
+    )
+    assert (
+        PipelineFacts(pipeline="p", execution_id="e", status="InProgress", trigger_type="AutomatedRollback")
+        .target()
+        .rollback
+    )
+    assert not PipelineFacts(pipeline="p", execution_id="e", status="InProgress").target().rollback
+
+
+def test_an_unreadable_calendar_blocks_when_fail_closed() -> None:
+    decision = decide(change(), reading(CalendarState.UNKNOWN, None, "InvalidDocument"), RUNNING, ENFORCE)
+
+    assert decision.verdict is GateVerdict.CALENDAR_UNKNOWN
+    assert decision.action is GateAction.STOP_DEPLOYMENT and decision.mutates
+    assert any("InvalidDocument" in r for r in decision.reasons)
+
+
+def test_an_unreadable_calendar_lets_changes_through_when_fail_open() -> None:
+    policy = Policy(enforcement_mode="enforce", calendar_fail_closed=False)
+
+    decision = decide(change(), reading(CalendarState.UNKNOWN, None, "boom"), RUNNING, policy)
+
+    assert decision.verdict is GateVerdict.CALENDAR_UNKNOWN
+    assert decision.action is GateAction.NONE and not decision.alerts
+
+
+def test_a_finished_deployment_is_reported_not_stopped() -> None:
+    done = TargetFacts(status="Succeeded", in_progress=False)
+
+    decision = decide(change(), reading(CalendarState.CLOSED), done, ENFORCE)
+
+    assert decision.action is GateAction.ALERT and not decision.mutates and decision.alerts
+    assert any("already Succeeded" in r for r in decision.reasons)
+
+
+@pytest.mark.parametrize(
+    ("operation", "status", "action"),
+    [
+        ("UpdateStack", "UPDATE_IN_PROGRESS", GateAction.CANCEL_STACK_UPDATE),
+        ("ExecuteChangeSet", "UPDATE_IN_PROGRESS", GateAction.CANCEL_STACK_UPDATE),
+        ("UpdateStack", "UPDATE_COMPLETE", GateAction.ALERT),
+        ("CreateStack", "CREATE_IN_PROGRESS", GateAction.ALERT),
+        ("DeleteStack", "DELETE_IN_PROGRESS", GateAction.ALERT),
+    ],
+)
+def test_stack_changes_are_cancelled_only_while_an_update_is_in_progress(
+    operation: str, status: str, action: GateAction
+) -> None:
+    facts = StackFacts(stack_id="arn:aws:cloudformation:us-east-1:1:stack/s/1", name="s", status=status).target()
+
+    decision = decide(change(GateKind.STACK, operation, "s"), reading(CalendarState.CLOSED), facts, ENFORCE)
+
+    assert decision.action is action
+    assert decision.alerts
+
+
+def test_a_deleted_stack_is_still_reported_as_a_deletion() -> None:
+    decision = decide(
+        change(GateKind.STACK, "DeleteStack", "gone"), reading(CalendarState.CLOSED), TargetFacts(exists=False), ENFORCE
+    )
+
+    assert decision.action is GateAction.ALERT
+    assert any("DeleteStack cannot be undone safely" in r for r in decision.reasons)
+
+
+def test_the_lifecycle_hook_fails_when_closed_and_succeeds_when_open() -> None:
+    closed = decide(change(), reading(CalendarState.CLOSED), RUNNING, ENFORCE, hook=True)
+    opened = decide(change(), reading(CalendarState.OPEN), RUNNING, ENFORCE, hook=True)
+    observed = decide(change(), reading(CalendarState.CLOSED), RUNNING, OBSERVE, hook=True)
+
+    assert closed.action is GateAction.FAIL_HOOK and closed.mutates
+    assert opened.action is GateAction.SUCCEED_HOOK and not opened.blocks
+    assert observed.action is GateAction.FAIL_HOOK and not observed.mutates
+
+
+def test_calendar_names_match_by_name_or_document_arn() -> None:
+    configured = ("prod-window", "arn:aws:ssm:us-east-1:123456789012:document/freeze")
+
+    assert calendar_matches("arn:aws:ssm:us-east-1:123456789012:document/prod-window", configured)
+    assert calendar_matches("freeze", configured)
+    assert not calendar_matches("arn:aws:ssm:us-east-1:123456789012:document/other", configured)

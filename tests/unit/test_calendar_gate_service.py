@@ -1,0 +1,528 @@
+"""The change-calendar gate service with in-memory fakes: what it calls, ledgers and alerts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from changeguard.adapters.codedeploy import StopResult
+from changeguard.domain.calendar import CalendarReading, CalendarState, DeploymentFacts, PipelineFacts, StackFacts
+from changeguard.domain.deployments import REDEPLOY_MARKER
+from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.policy import Policy
+from changeguard.domain.tickets import Ticket, TicketStatus, TicketType
+from changeguard.services.calendar_gate import OUTAGE_KEY, CalendarGateService, LifecycleHookService
+from fakes import FakeClock, FakeTicketSource, InMemoryLedger
+from sample_events import load_event
+
+OPENS = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 21, 9, 16, tzinfo=UTC)
+
+
+class FakeCalendar:
+    """Answers with a fixed state (or UNKNOWN), recording the times it was asked about."""
+
+    names = ("prod-window",)
+
+    def __init__(self, state: CalendarState, next_transition: datetime | None = OPENS) -> None:
+        self.state = state
+        self.next_transition = next_transition
+        self.asked: list[datetime] = []
+
+    def reading_at(self, at: datetime) -> CalendarReading:
+        self.asked.append(at)
+        error = "InvalidDocument: no such calendar" if self.state is CalendarState.UNKNOWN else None
+        nxt = None if error else self.next_transition
+        return CalendarReading(state=self.state, at=at, calendars=self.names, next_transition=nxt, error=error)
+
+
+class FakeDeployments:
+    def __init__(self, *facts: DeploymentFacts) -> None:
+        self.facts = {f.deployment_id: f for f in facts}
+        self.stops: list[tuple[str, bool]] = []
+        self.hooks: list[tuple[str, str, str]] = []
+        self.reported: set[str] = set()
+
+    def get(self, deployment_id: str) -> DeploymentFacts | None:
+        return self.facts.get(deployment_id)
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> StopResult:
+        self.stops.append((deployment_id, auto_rollback))
+        return StopResult(status="Succeeded", message="stopped")
+
+    def put_hook_status(self, deployment_id: str, execution_id: str, status: str) -> bool:
+        self.hooks.append((deployment_id, execution_id, status))
+        if execution_id in self.reported:
+            return False
+        self.reported.add(execution_id)
+        return True
+
+
+class FakePipelines:
+    def __init__(self, *facts: PipelineFacts) -> None:
+        self.facts = {(f.pipeline, f.execution_id): f for f in facts}
+        self.stops: list[tuple[str, str, str]] = []
+
+    def get(self, pipeline: str, execution_id: str) -> PipelineFacts | None:
+        return self.facts.get((pipeline, execution_id))
+
+    def stop(self, pipeline: str, execution_id: str, reason: str) -> str:
+        self.stops.append((pipeline, execution_id, reason))
+        return "accepted"
+
+
+class FakeStacks:
+    def __init__(self, *facts: StackFacts, change_sets: dict[str, str] | None = None) -> None:
+        self.facts = {f.name: f for f in facts} | {f.stack_id: f for f in facts}
+        self.change_sets = change_sets or {}
+        self.cancels: list[str] = []
+
+    def get(self, stack: str) -> StackFacts | None:
+        return self.facts.get(stack)
+
+    def stack_of_change_set(self, change_set: str, stack: str | None = None) -> str | None:
+        return self.change_sets.get(change_set)
+
+    def cancel_update(self, stack: str) -> str:
+        self.cancels.append(stack)
+        return "accepted"
+
+
+OUTSIDE = DeploymentFacts(
+    deployment_id="d-4UTS1DE01", status="InProgress", application="payments-api", deployment_group="payments-prod"
+)
+STACK_ARN = "arn:aws:cloudformation:us-east-1:123456789012:stack/checkout-service/8e2f4a60-c7b1-11f0-9a3e-0a1b2c3d4e5f"
+UPDATING = StackFacts(stack_id=STACK_ARN, name="checkout-service", status="UPDATE_IN_PROGRESS", tags={})
+EXECUTION = PipelineFacts(
+    pipeline="checkout-pipeline", execution_id="3f9b6c2a-1d4e-4a5b-9c8d-7e6f5a4b3c21", status="InProgress"
+)
+
+
+def gate(
+    state: CalendarState = CalendarState.CLOSED,
+    *,
+    mode: str = "enforce",
+    tickets: tuple[Ticket, ...] = (),
+    deployments: FakeDeployments | None = None,
+    pipelines: FakePipelines | None = None,
+    stacks: FakeStacks | None = None,
+    fail_closed: bool = True,
+    calendar: FakeCalendar | None = None,
+) -> tuple[CalendarGateService, dict[str, Any]]:
+    policy = Policy(enforcement_mode=mode, change_calendar_names=("prod-window",), calendar_fail_closed=fail_closed)
+    parts: dict[str, Any] = {
+        "ledger": InMemoryLedger(),
+        "calendar": calendar or FakeCalendar(state),
+        "deployments": deployments or FakeDeployments(OUTSIDE),
+        "pipelines": pipelines or FakePipelines(EXECUTION),
+        "stacks": stacks or FakeStacks(UPDATING),
+    }
+    service = CalendarGateService(
+        function="gate_change_window",
+        ledger=parts["ledger"],
+        tickets=FakeTicketSource(*tickets),
+        policy=lambda: policy,
+        clock=FakeClock(NOW),
+        calendar=lambda _: parts["calendar"],
+        deployments=parts["deployments"],
+        pipelines=parts["pipelines"],
+        stacks=parts["stacks"],
+        suite_role_prefixes=("arn:aws:iam::123456789012:role/changeguard/",),
+    )
+    return service, parts
+
+
+def alerts(ledger: InMemoryLedger) -> list[dict[str, Any]]:
+    return [e.body["alert"] for e in ledger.kinds("ALERT")]
+
+
+def test_the_calendar_is_read_at_the_time_of_the_change_not_of_processing() -> None:
+    service, parts = gate()
+
+    service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert parts["calendar"].asked == [datetime(2026, 11, 21, 9, 15, tzinfo=UTC)]
+
+
+def test_a_deployment_started_outside_the_window_is_stopped_with_rollback_and_alerted() -> None:
+    service, parts = gate()
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert parts["deployments"].stops == [("d-4UTS1DE01", True)]
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    [entry] = [e for e in parts["ledger"].kinds("CALENDAR")]
+    assert entry.change_id == "d-4UTS1DE01" and entry.entry == "CALENDAR"
+    assert entry.body["mode"] == "enforce"
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"].startswith("Change window CLOSED: stopped deployment d-4UTS1DE01")
+    assert alert["details"]["next_opening"] == OPENS.isoformat()
+    assert OPENS.isoformat() in alert["summary"]
+    assert any("stopped deployment d-4UTS1DE01" in a for a in alert["actions"])
+
+
+def test_observe_mode_makes_no_mutating_call_and_reports_would_have_stopped() -> None:
+    service, parts = gate(mode="observe")
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert parts["deployments"].stops == []
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    [alert] = alerts(parts["ledger"])
+    assert "would have stopped" in alert["subject"]
+    assert alert["details"]["mode"] == "observe"
+
+
+def test_a_deployment_inside_the_window_goes_ahead_silently() -> None:
+    service, parts = gate(CalendarState.OPEN)
+
+    outcome = service.handle(load_event("gate_change_window/02-codedeploy-start-in-window.json"))
+
+    assert outcome.verdict == "IN_WINDOW"
+    assert parts["deployments"].stops == []
+    assert alerts(parts["ledger"]) == []
+
+
+def test_an_emergency_deployment_goes_ahead_flagged_for_retroactive_approval() -> None:
+    emergency = DeploymentFacts(
+        deployment_id="d-EMERGNCY1", status="InProgress", description="CHG-2001 hotfix for INCIDENT-77"
+    )
+    ticket = Ticket(ticket_id="CHG-2001", type=TicketType.EMERGENCY, status=TicketStatus.OPEN)
+    service, parts = gate(tickets=(ticket,), deployments=FakeDeployments(emergency))
+
+    outcome = service.handle(load_event("gate_change_window/03-codedeploy-start-emergency.json"))
+
+    assert outcome.verdict == "EMERGENCY"
+    assert parts["deployments"].stops == []
+    [alert] = alerts(parts["ledger"])
+    assert alert["ticket_id"] == "CHG-2001"
+    assert (
+        alert["details"]["retro_approval_due"]
+        == (datetime(2026, 11, 21, 9, 40, tzinfo=UTC) + timedelta(hours=24)).isoformat()
+    )
+
+
+def test_a_normal_ticket_does_not_open_a_closed_window() -> None:
+    described = DeploymentFacts(deployment_id="d-4UTS1DE01", status="InProgress", description="CHG-1001 release")
+    ticket = Ticket(ticket_id="CHG-1001", type=TicketType.NORMAL, status=TicketStatus.APPROVED)
+    service, parts = gate(tickets=(ticket,), deployments=FakeDeployments(described))
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert parts["deployments"].stops == [("d-4UTS1DE01", True)]
+    assert any("not an open emergency" in r for r in outcome.reasons)
+
+
+def test_an_unreachable_ticket_source_does_not_honour_an_emergency() -> None:
+    described = DeploymentFacts(deployment_id="d-4UTS1DE01", status="InProgress", description="CHG-2001")
+    service, parts = gate(deployments=FakeDeployments(described))
+    service.tickets = FakeTicketSource(down=True)
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert parts["deployments"].stops == [("d-4UTS1DE01", True)]
+    assert any("could not be verified" in r for r in outcome.reasons)
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        DeploymentFacts(deployment_id="d-4UTS1DE01", status="InProgress", rollback_of="d-PREVIOUS1"),
+        DeploymentFacts(deployment_id="d-4UTS1DE01", status="InProgress", creator="codeDeployRollback"),
+    ],
+)
+def test_codedeploy_rollbacks_are_never_stopped(facts: DeploymentFacts) -> None:
+    service, parts = gate(deployments=FakeDeployments(facts))
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert outcome.verdict == "ROLLBACK"
+    assert parts["deployments"].stops == []
+
+
+def test_the_deployment_guards_redeploy_of_a_good_revision_is_never_stopped() -> None:
+    redeploy = DeploymentFacts(
+        deployment_id="d-4UTS1DE01",
+        status="InProgress",
+        description=f"{REDEPLOY_MARKER}d-BAD000001 (CHG-2001): regression inside the bake window",
+    )
+    service, parts = gate(deployments=FakeDeployments(redeploy))
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert outcome.verdict == "ROLLBACK"
+    assert parts["deployments"].stops == []
+
+
+def test_a_duplicate_delivery_acts_and_alerts_once() -> None:
+    service, parts = gate()
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+
+    first = service.handle(event)
+    second = service.handle(event)
+
+    assert not first.duplicate and second.duplicate
+    assert parts["deployments"].stops == [("d-4UTS1DE01", True)]
+    assert len(alerts(parts["ledger"])) == 1
+
+
+def test_a_deployment_that_already_finished_is_reported_not_stopped() -> None:
+    done = DeploymentFacts(deployment_id="d-4UTS1DE01", status="Succeeded")
+    service, parts = gate(deployments=FakeDeployments(done))
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert parts["deployments"].stops == []
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert len(alerts(parts["ledger"])) == 1
+
+
+def test_a_pipeline_started_outside_the_window_is_abandoned() -> None:
+    service, parts = gate()
+
+    outcome = service.handle(load_event("gate_change_window/05-codepipeline-started.json"))
+
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    [(pipeline, execution, reason)] = parts["pipelines"].stops
+    assert (pipeline, execution) == ("checkout-pipeline", "3f9b6c2a-1d4e-4a5b-9c8d-7e6f5a4b3c21")
+    assert "CLOSED" in reason and len(reason) <= 200
+
+
+def test_a_pipeline_variable_can_name_the_emergency_ticket() -> None:
+    facts = EXECUTION.model_copy(update={"variables": {"ChangeTicket": "CHG-2001"}})
+    ticket = Ticket(ticket_id="CHG-2001", type=TicketType.EMERGENCY, status=TicketStatus.APPROVED)
+    service, parts = gate(tickets=(ticket,), pipelines=FakePipelines(facts))
+
+    outcome = service.handle(load_event("gate_change_window/05-codepipeline-started.json"))
+
+    assert outcome.verdict == "EMERGENCY"
+    assert parts["pipelines"].stops == []
+
+
+def test_a_stack_update_in_progress_is_cancelled() -> None:
+    service, parts = gate()
+
+    outcome = service.handle(load_event("gate_change_window/07-cloudtrail-update-stack.json"))
+
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert parts["stacks"].cancels == [STACK_ARN]
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"].startswith("Change window CLOSED: cancelled UpdateStack of stack checkout-service")
+
+
+def test_an_execute_change_set_by_arn_finds_its_stack() -> None:
+    change_set = "arn:aws:cloudformation:us-east-1:123456789012:changeSet/release-15/0f1e2d3c"
+    service, parts = gate(stacks=FakeStacks(UPDATING, change_sets={change_set: STACK_ARN}))
+    event = load_event("gate_change_window/08-cloudtrail-execute-change-set.json")
+    event["detail"]["requestParameters"] = {"changeSetName": change_set}
+
+    service.handle(event)
+
+    assert parts["stacks"].cancels == [STACK_ARN]
+
+
+@pytest.mark.parametrize("sample", ["06-cloudtrail-create-stack.json", "09-cloudtrail-delete-stack.json"])
+def test_stack_creations_and_deletions_are_alerted_not_undone(sample: str) -> None:
+    service, parts = gate()
+
+    outcome = service.handle(load_event(f"gate_change_window/{sample}"))
+
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert parts["stacks"].cancels == []
+    [alert] = alerts(parts["ledger"])
+    assert "outside the window" in alert["subject"]
+    assert alert["details"]["next_opening"] == OPENS.isoformat()
+
+
+def test_nested_stack_calls_and_the_suites_own_calls_are_not_gated() -> None:
+    service, parts = gate()
+    nested = load_event("gate_change_window/07-cloudtrail-update-stack.json")
+    nested["detail"]["userIdentity"]["invokedBy"] = "cloudformation.amazonaws.com"
+    own = load_event("gate_change_window/07-cloudtrail-update-stack.json")
+    own["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] = (
+        "arn:aws:iam::123456789012:role/changeguard/changeguard-dev-GateChangeWindowFunctionRole"
+    )
+
+    assert service.handle(nested).verdict == "NOT_A_CHANGE"
+    assert service.handle(own).verdict == "NOT_A_CHANGE"
+    assert parts["stacks"].cancels == []
+
+
+def test_an_unreadable_calendar_blocks_and_raises_one_outage_alert() -> None:
+    second = DeploymentFacts(deployment_id="d-1NW1ND0W1", status="InProgress")
+    service, parts = gate(CalendarState.UNKNOWN, deployments=FakeDeployments(OUTSIDE, second))
+
+    first = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+    service.handle(load_event("gate_change_window/02-codedeploy-start-in-window.json"))
+
+    assert first.verdict == "CALENDAR_UNKNOWN"
+    assert [d for d, _ in parts["deployments"].stops] == ["d-4UTS1DE01", "d-1NW1ND0W1"]
+    degraded = [a for a in alerts(parts["ledger"]) if a["kind"] == "degraded"]
+    assert len(degraded) == 1
+    assert "cannot be read" in degraded[0]["subject"]
+    assert any(a.startswith(f"{OUTAGE_KEY}/") for a in first.alert_ids)
+
+
+def test_the_outage_ends_when_the_calendar_can_be_read_again() -> None:
+    calendar = FakeCalendar(CalendarState.UNKNOWN)
+    second = DeploymentFacts(deployment_id="d-1NW1ND0W1", status="InProgress")
+    service, parts = gate(calendar=calendar, deployments=FakeDeployments(OUTSIDE, second))
+    service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    calendar.state = CalendarState.OPEN
+    service.handle(load_event("gate_change_window/02-codedeploy-start-in-window.json"))
+
+    entries = [e.entry for e in parts["ledger"].entries_for(OUTAGE_KEY)]
+    assert "OPEN#000001" in entries and "CLOSED#000001" in entries
+
+
+def test_an_unreadable_calendar_lets_changes_through_when_fail_open() -> None:
+    service, parts = gate(CalendarState.UNKNOWN, fail_closed=False)
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert outcome.verdict == "CALENDAR_UNKNOWN"
+    assert parts["deployments"].stops == []
+    assert [a["kind"] for a in alerts(parts["ledger"])] == ["degraded"]
+
+
+def test_no_configured_calendar_means_no_gate() -> None:
+    service, parts = gate()
+    service.calendar = lambda _: None
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert outcome.verdict == "NOT_A_CHANGE"
+    assert parts["deployments"].stops == [] and parts["ledger"].items == {}
+
+
+def test_a_window_transition_is_announced_with_the_next_transition() -> None:
+    service, parts = gate()
+    event = load_event("gate_change_window/11-calendar-window-closed.json")
+    event["resources"] = ["arn:aws:ssm:us-east-1:123456789012:document/prod-window"]
+
+    outcome = service.handle(event)
+
+    assert outcome.verdict == "CALENDAR_CLOSED"
+    [alert] = alerts(parts["ledger"])
+    assert alert["kind"] == "calendar-state" and alert["severity"] == "info"
+    assert "closed" in alert["subject"] and "2026-11-28 02:00Z" in alert["subject"]
+    assert alert["details"]["next_transition"] == OPENS.isoformat()
+
+
+def test_transitions_of_calendars_changeguard_does_not_enforce_are_ignored() -> None:
+    service, parts = gate()
+    event = load_event("gate_change_window/10-calendar-window-opened.json")
+    event["resources"] = ["arn:aws:ssm:us-east-1:123456789012:document/someone-elses-calendar"]
+
+    assert service.handle(event).verdict == "NOT_A_CHANGE"
+    assert alerts(parts["ledger"]) == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        [],
+        {"detail-type": "Something Else", "source": "aws.ec2", "detail": {}},
+        {**load_event("gate_change_window/01-codedeploy-start-outside-window.json"), "detail": {"state": "START"}},
+        {**load_event("gate_change_window/05-codepipeline-started.json"), "time": "yesterday"},
+    ],
+)
+def test_bad_input_is_a_typed_error_with_no_side_effects(event: Any) -> None:
+    service, parts = gate()
+
+    with pytest.raises(InvalidEventError):
+        service.handle(event)
+
+    assert parts["ledger"].items == {} and parts["deployments"].stops == []
+
+
+# -- the lifecycle hook ------------------------------------------------------------------------------
+def hook(
+    state: CalendarState, *, mode: str = "enforce", facts: DeploymentFacts | None = None
+) -> tuple[LifecycleHookService, dict[str, Any]]:
+    policy = Policy(enforcement_mode=mode, change_calendar_names=("prod-window",))
+    parts: dict[str, Any] = {
+        "ledger": InMemoryLedger(),
+        "calendar": FakeCalendar(state),
+        "deployments": FakeDeployments(facts or DeploymentFacts(deployment_id="d-H00KGATE1", status="InProgress")),
+    }
+    service = LifecycleHookService(
+        function="gate_lifecycle_hook",
+        ledger=parts["ledger"],
+        tickets=FakeTicketSource(),
+        policy=lambda: policy,
+        clock=FakeClock(NOW),
+        calendar=lambda _: parts["calendar"],
+        deployments=parts["deployments"],
+    )
+    return service, parts
+
+
+HOOK_ARN = "arn:aws:lambda:us-east-1:123456789012:function:CodeDeployHook_changeguard-dev-change-window"
+
+
+def test_the_hook_reports_failed_while_the_calendar_is_closed() -> None:
+    service, parts = hook(CalendarState.CLOSED)
+    event = load_event("gate_lifecycle_hook/01-before-allow-traffic.json")
+
+    outcome = service.handle(event, function_arn=HOOK_ARN)
+
+    assert parts["deployments"].hooks == [("d-H00KGATE1", event["LifecycleEventHookExecutionId"], "Failed")]
+    assert parts["calendar"].asked == [NOW]
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"].startswith("Change window CLOSED: failed") and alert["account"] == "123456789012"
+
+
+@pytest.mark.parametrize(("state", "mode"), [(CalendarState.OPEN, "enforce"), (CalendarState.CLOSED, "observe")])
+def test_the_hook_reports_succeeded_when_open_or_observing(state: CalendarState, mode: str) -> None:
+    service, parts = hook(state, mode=mode)
+
+    service.handle(load_event("gate_lifecycle_hook/01-before-allow-traffic.json"), function_arn=HOOK_ARN)
+
+    assert [s for _, _, s in parts["deployments"].hooks] == ["Succeeded"]
+
+
+def test_the_hook_never_fails_a_rollback() -> None:
+    rollback = DeploymentFacts(deployment_id="d-H00KGATE1", status="InProgress", rollback_of="d-BAD000001")
+    service, parts = hook(CalendarState.CLOSED, facts=rollback)
+
+    outcome = service.handle(load_event("gate_lifecycle_hook/01-before-allow-traffic.json"), function_arn=HOOK_ARN)
+
+    assert outcome.verdict == "ROLLBACK"
+    assert [s for _, _, s in parts["deployments"].hooks] == ["Succeeded"]
+
+
+def test_a_redelivered_hook_reports_once_and_ledgers_once() -> None:
+    service, parts = hook(CalendarState.CLOSED)
+    event = load_event("gate_lifecycle_hook/01-before-allow-traffic.json")
+
+    service.handle(event, function_arn=HOOK_ARN)
+    again = service.handle(event, function_arn=HOOK_ARN)
+
+    assert again.duplicate
+    assert len(alerts(parts["ledger"])) == 1
+
+
+@pytest.mark.parametrize(
+    "event", [{}, {"DeploymentId": "d-1"}, {"DeploymentId": "", "LifecycleEventHookExecutionId": "x"}, "text"]
+)
+def test_a_malformed_hook_payload_is_rejected(event: Any) -> None:
+    service, parts = hook(CalendarState.CLOSED)
+
+    with pytest.raises(InvalidEventError):
+        service.handle(event)
+
+    assert parts["deployments"].hooks == []
+
+
+def test_alert_bodies_are_json_serialisable() -> None:
+    service, parts = gate()
+    service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    for entry in parts["ledger"].items.values():
+        json.dumps(entry.model_dump(mode="json"))
