@@ -1,0 +1,53 @@
+"""Enforce required tags: mark untagged resources, quarantine them after the grace period, release them."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from changeguard import factory
+from changeguard.adapters.tagging import AwsTagReader
+from changeguard.domain.clock import SystemClock
+from changeguard.handlers import rejects_poison
+from changeguard.quarantine import Registry
+from changeguard.services.tag_enforcement import Enforcer, TagEnforcementService
+from changeguard.settings import Wiring, load_policy
+
+FUNCTION = "enforce_tags"
+logger = Logger()
+metrics = Metrics()
+
+
+@cache
+def build_service() -> TagEnforcementService:
+    wiring = Wiring.from_env()
+    return TagEnforcementService(
+        function=FUNCTION,
+        enforcer=Enforcer(
+            function=FUNCTION,
+            ledger=factory.ledger(wiring),
+            suite_role_prefix=wiring.suite_role_prefix,
+            stack_name=wiring.stack_name,
+        ),
+        registry=Registry(),
+        tags=AwsTagReader,  # a fresh reader per event: its cache must not outlive the event
+        policy=lambda: load_policy(wiring.parameter_path),
+        clock=SystemClock(),
+        suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
+    )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+@rejects_poison(FUNCTION)
+def lambda_handler(event: dict[str, Any], context: Any, service: TagEnforcementService | None = None) -> dict[str, Any]:
+    """Judge the tags of the resources one CloudTrail call or Config verdict names, and act on them."""
+    outcome = (service or build_service()).handle(event)
+    logger.info("enforced tags", extra={"change_id": outcome.change_id, "verdict": outcome.verdict})
+    if outcome.verdict:
+        metrics.add_dimension(name="Verdict", value=outcome.verdict)
+        metrics.add_metric(name="TagDecisions", unit=MetricUnit.Count, value=1)
+    result: dict[str, Any] = outcome.model_dump(mode="json")
+    return result

@@ -1,0 +1,57 @@
+"""Sweep marked resources on a schedule: quarantine after the grace period, release when compliant."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from changeguard import factory
+from changeguard.domain.clock import SystemClock
+from changeguard.handlers import rejects_poison
+from changeguard.quarantine import Registry
+from changeguard.quarantine.finder import MarkedResourceFinder
+from changeguard.services.quarantine_sweep import QuarantineSweepService
+from changeguard.services.tag_enforcement import Enforcer
+from changeguard.settings import Wiring, load_policy
+
+FUNCTION = "sweep_quarantine"
+logger = Logger()
+metrics = Metrics()
+
+
+@cache
+def build_service() -> QuarantineSweepService:
+    wiring = Wiring.from_env()
+    return QuarantineSweepService(
+        function=FUNCTION,
+        enforcer=Enforcer(
+            function=FUNCTION,
+            ledger=factory.ledger(wiring),
+            suite_role_prefix=wiring.suite_role_prefix,
+            stack_name=wiring.stack_name,
+        ),
+        registry=Registry(),
+        finder=MarkedResourceFinder(),
+        policy=lambda: load_policy(wiring.parameter_path),
+        clock=SystemClock(),
+    )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+@rejects_poison(FUNCTION)
+def lambda_handler(
+    event: dict[str, Any], context: Any, service: QuarantineSweepService | None = None
+) -> dict[str, Any]:
+    """Visit every marked resource once: quarantine, release, or leave it for its deadline."""
+    outcome = (service or build_service()).handle(event)
+    logger.info("swept", extra={"actions": len(outcome.actions), "alerts": len(outcome.alert_ids)})
+    metrics.add_metric(name="QuarantineSweepActions", unit=MetricUnit.Count, value=len(outcome.actions))
+    result: dict[str, Any] = outcome.model_dump(mode="json")
+    return result
+
+
+# What arrives without an EventBridge rule pattern (a Schedule): the contract tests validate samples against it.
+INPUT_MODEL = "changeguard.models.tag_events.SweepScheduledEvent"

@@ -1,0 +1,212 @@
+"""EC2 instances: every network interface moves to the VPC's isolation group (no ingress, no egress).
+
+The original groups are saved per network interface. The isolation group is the suite's own
+(``changeguard-isolation-<vpc>``, tagged ``changeguard:managed=true``), created on first use and
+reused. A security-group swap does not cut connections the instance already has open (they are
+tracked): the alert says so, and AWS's ``AWSSupport-ContainEC2Instance`` runbook cuts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from changeguard.domain.quarantine import ReleaseResult, ResourceRef
+from changeguard.domain.tags import MANAGED
+from changeguard.quarantine.base import (
+    QuarantineHandler,
+    QuarantineSettings,
+    ReleaseOutcome,
+    ResourceState,
+    error_code,
+    register,
+)
+
+ISOLATION_PREFIX = "changeguard-isolation-"
+_GONE_STATES = frozenset({"shutting-down", "terminated"})
+_TAG_PATHS = ("requestParameters.resourcesSet.items[].resourceId", "requestParameters.resources[]")
+
+
+def isolation_group_name(vpc_id: str) -> str:
+    return f"{ISOLATION_PREFIX}{vpc_id}"
+
+
+@register
+class Ec2InstanceQuarantine(QuarantineHandler):
+    type = "ec2:instance"
+    config_type = "AWS::EC2::Instance"
+    event_source = "ec2.amazonaws.com"
+    service = "ec2"
+    describes = "replace the security groups of every network interface with the VPC's isolation group"
+    notes = (
+        "Connections already open stay open until they close (security groups track them);"
+        " run AWSSupport-ContainEC2Instance to cut them.",
+    )
+    permissions = (
+        "ec2:DescribeInstances",
+        "ec2:DescribeSecurityGroups",
+        "ec2:CreateSecurityGroup",
+        "ec2:RevokeSecurityGroupEgress",
+        "ec2:RevokeSecurityGroupIngress",
+        "ec2:ModifyNetworkInterfaceAttribute",
+        "ec2:CreateTags",
+        "ec2:DeleteTags",
+    )
+    containment_only = (
+        "ec2:CreateSecurityGroup",
+        "ec2:RevokeSecurityGroupEgress",
+        "ec2:RevokeSecurityGroupIngress",
+    )
+    id_paths = {
+        "RunInstances": ("responseElements.instancesSet.items[].instanceId",),
+        "CreateTags": _TAG_PATHS,
+        "DeleteTags": _TAG_PATHS,
+    }
+
+    # -- naming -------------------------------------------------------------------------------
+    def normalize_id(self, value: str) -> str | None:
+        if value.startswith("arn:"):
+            resource = value.split(":", 5)[-1]
+            value = resource.split("/", 1)[1] if resource.startswith("instance/") else ""
+        return value if value.startswith("i-") else None
+
+    def arn(self, resource_id: str, account: str, region: str) -> str:
+        return f"arn:aws:ec2:{region}:{account}:instance/{resource_id}"
+
+    def owns_arn(self, arn: str) -> bool:
+        return arn.startswith("arn:aws") and ":ec2:" in arn and ":instance/" in arn
+
+    # -- state --------------------------------------------------------------------------------
+    def read(self, ref: ResourceRef) -> ResourceState | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            reservations = self.api(ref).describe_instances(InstanceIds=[ref.resource_id])["Reservations"]
+        except ClientError:
+            return None
+        instances = [i for r in reservations for i in r.get("Instances", []) if i.get("InstanceId") == ref.resource_id]
+        if not instances or instances[0].get("State", {}).get("Name") in _GONE_STATES:
+            return None
+        instance = instances[0]
+        tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
+        return ResourceState(
+            ref=ref,
+            name=tags.get("Name"),
+            tags=tags,
+            config={"vpc_id": instance.get("VpcId"), "interfaces": _interfaces(instance)},
+        )
+
+    def snapshot(self, ref: ResourceRef, state: ResourceState, settings: QuarantineSettings) -> dict[str, Any]:
+        vpc_id = str(state.config["vpc_id"])
+        return {
+            "vpc_id": vpc_id,
+            "interfaces": dict(state.config["interfaces"]),
+            "isolation_group_name": isolation_group_name(vpc_id),
+        }
+
+    # -- quarantine ---------------------------------------------------------------------------
+    def quarantine(
+        self,
+        ref: ResourceRef,
+        state: ResourceState,
+        settings: QuarantineSettings,
+        saved: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        saved = saved if saved is not None else self.snapshot(ref, state, settings)
+        isolation = self.isolation_group(ref, str(saved["vpc_id"]))
+        ec2 = self.api(ref)
+        for eni, groups in state.config["interfaces"].items():
+            if groups != [isolation]:
+                ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[isolation])
+        return saved
+
+    def isolation_group(self, ref: ResourceRef, vpc_id: str) -> str:
+        """The VPC's isolation group id: found or created, and without a single rule."""
+        from botocore.exceptions import ClientError
+
+        ec2 = self.api(ref)
+        group = self.find_isolation_group(ref, vpc_id)
+        if group is None:
+            name = isolation_group_name(vpc_id)
+            try:
+                ec2.create_security_group(
+                    GroupName=name,
+                    Description="ChangeGuard quarantine: no ingress, no egress",
+                    VpcId=vpc_id,
+                    TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": MANAGED, "Value": "true"}]}],
+                )
+            except ClientError as exc:
+                if error_code(exc) != "InvalidGroup.Duplicate":  # a concurrent run created it first
+                    raise
+            group = self.find_isolation_group(ref, vpc_id)
+            if group is None:
+                raise RuntimeError(f"isolation group {name} was created but cannot be found")
+        # A new group allows all egress; someone may have added rules to ours since. Take them out.
+        if group.get("IpPermissionsEgress"):
+            ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=group["IpPermissionsEgress"])
+        if group.get("IpPermissions"):
+            ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
+        return str(group["GroupId"])
+
+    def find_isolation_group(self, ref: ResourceRef, vpc_id: str) -> dict[str, Any] | None:
+        groups = self.api(ref).describe_security_groups(
+            Filters=[
+                {"Name": "group-name", "Values": [isolation_group_name(vpc_id)]},
+                {"Name": "vpc-id", "Values": [vpc_id]},
+            ]
+        )["SecurityGroups"]
+        return dict(groups[0]) if groups else None
+
+    # -- release ------------------------------------------------------------------------------
+    def release(self, ref: ResourceRef, saved: dict[str, Any], *, dry_run: bool = False) -> ReleaseOutcome:
+        state = self.read(ref)
+        if state is None:
+            return ReleaseOutcome(result=ReleaseResult.DRIFT, detail=f"{ref.resource_id} can no longer be read")
+        original: dict[str, list[str]] = {k: list(v) for k, v in dict(saved.get("interfaces") or {}).items()}
+        current: dict[str, list[str]] = state.config["interfaces"]
+        if set(current) != set(original):
+            return ReleaseOutcome(
+                result=ReleaseResult.DRIFT,
+                detail=f"network interfaces changed: {sorted(original)} then, {sorted(current)} now",
+            )
+        if all(sorted(current[e]) == sorted(original[e]) for e in original):
+            return ReleaseOutcome(result=ReleaseResult.NOOP, detail="the original security groups are in place")
+        isolation = self.find_isolation_group(ref, str(saved.get("vpc_id")))
+        isolation_id = isolation["GroupId"] if isolation else None
+        # Each interface is either isolated (restore it) or already back as it was (a release that
+        # was interrupted half-way); anything else is someone else's change.
+        isolated = [e for e in original if current[e] == [isolation_id]]
+        changed = [e for e in original if e not in isolated and sorted(current[e]) != sorted(original[e])]
+        if isolation_id is None or changed:
+            return ReleaseOutcome(
+                result=ReleaseResult.DRIFT,
+                detail=f"security groups of {', '.join(changed) or 'its interfaces'} changed while quarantined",
+            )
+        calls = []
+        for eni in isolated:
+            groups = original[eni]
+            calls.append(f"{eni}: {', '.join(groups)}")
+            if not dry_run:
+                self.api(ref).modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=groups)
+        return ReleaseOutcome(
+            result=ReleaseResult.RESTORED,
+            detail="original security groups restored",
+            calls=tuple(calls),
+        )
+
+    # -- tags ---------------------------------------------------------------------------------
+    def set_tags(self, ref: ResourceRef, tags: Mapping[str, str]) -> None:
+        self.api(ref).create_tags(Resources=[ref.resource_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+    def remove_tags(self, ref: ResourceRef, keys: list[str]) -> None:
+        if keys:
+            self.api(ref).delete_tags(Resources=[ref.resource_id], Tags=[{"Key": k} for k in keys])
+
+
+def _interfaces(instance: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Group ids per network interface, primary first."""
+    interfaces = sorted(
+        instance.get("NetworkInterfaces", []),
+        key=lambda n: int((n.get("Attachment") or {}).get("DeviceIndex", 0)),
+    )
+    return {n["NetworkInterfaceId"]: [g["GroupId"] for g in n.get("Groups", [])] for n in interfaces}

@@ -1,0 +1,735 @@
+"""Tag enforcement: judge a resource's tags, then mark, quarantine or release it, and record why.
+
+One engine, :class:`Enforcer`, carries out the decision for one resource; the event-driven
+:class:`TagEnforcementService` (CloudTrail calls, Config rule verdicts) and the scheduled sweep
+(:mod:`changeguard.services.quarantine_sweep`) both use it. Only the sweep quarantines: it runs
+one at a time and its blast-radius cap counts per run, where events arrive in bursts and each
+would have a cap of its own. Events mark, release and unmark (releasing only ever undoes).
+
+Order of operations, chosen so that a crash at any point leaves something a retry converges:
+
+* mark: ledger (MARK + alert), then the ``quarantine-after`` tag;
+* quarantine: ledger first (QUARANTINE with the saved state + alert), then the changes, then the
+  ``quarantine-ref`` tag. The saved state is never only in memory;
+* release: the restore first, then the ledger (RELEASE + alert), then the suite's tags go.
+
+In observe mode nothing but the ledger is written: every step is reported as "would ...".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from changeguard.domain.alerts import Alert
+from changeguard.domain.change import change_from_cloudtrail
+from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.policy import Policy
+from changeguard.domain.quarantine import (
+    VERDICT_WEIGHT,
+    Action,
+    Budget,
+    Decision,
+    Episode,
+    ReleaseResult,
+    ResourceRef,
+    TagVerdict,
+    change_id_of,
+    decide,
+    entry_key,
+    episode_of,
+    ref_tag_value,
+)
+from changeguard.domain.resources import resource_arns, resource_type_of
+from changeguard.domain.tags import (
+    EXEMPT,
+    QUARANTINE_AFTER,
+    QUARANTINE_REF,
+    TAG_EVENTS,
+    TagEventKind,
+    exempt_by_tag,
+    exempt_principal,
+    format_time,
+    judge_tags,
+    parse_time,
+    removed_tags,
+    requested_tags,
+    suite_owned,
+)
+from changeguard.domain.verdicts import NOT_A_CHANGE, Severity
+from changeguard.models.events import CLOUDTRAIL_API_CALL, CloudTrailEvent
+from changeguard.models.tag_events import CONFIG_COMPLIANCE_CHANGE, ComplianceChangeEvent
+from changeguard.ports import Clock, Ledger, TagReader
+from changeguard.quarantine import QuarantineHandler, QuarantineSettings, Registry, ResourceState
+from changeguard.services.correlate import alert_entry
+from changeguard.services.outcome import Outcome
+
+REMEDIATION = (
+    "Tag it with every required tag ({keys}; {ticket_key} must be a change ticket id) and ChangeGuard"
+    " releases it by itself; or tag it {exempt}=<reason> if it must stay untagged."
+)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What made the suite look at a resource now."""
+
+    key: str  # a stable id: the CloudTrail eventID, the Config evaluation, the sweep run
+    kind: TagEventKind
+    event_time: datetime
+    source: str  # for people: "ec2:RunInstances by alice", "Config rule ...", "scheduled sweep"
+    requested: Mapping[str, str] = field(default_factory=dict)
+    removed: tuple[tuple[str, str | None], ...] = ()
+    actor: str | None = None
+    caller_exempt: str | None = None
+    # The change (CloudTrail eventID) that made the resource non-compliant: the ledger's KPIs
+    # count a change as untagged through ``body.change_id`` of its MARK/QUARANTINE facts.
+    change_id: str | None = None
+
+
+@dataclass
+class ResourceResult:
+    ref: ResourceRef
+    verdict: TagVerdict
+    actions: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    alert_ids: list[str] = field(default_factory=list)
+
+
+class Enforcer:
+    """Carries out the tag decision for one resource: ledger, alert, resource changes, tags."""
+
+    def __init__(
+        self,
+        *,
+        function: str,
+        ledger: Ledger,
+        suite_role_prefix: str = "",
+        stack_name: str | None = None,
+    ) -> None:
+        self.function = function
+        self.ledger = ledger
+        self.suite_role_prefix = suite_role_prefix
+        self.stack_name = stack_name
+
+    def settings(self, policy: Policy) -> QuarantineSettings:
+        return QuarantineSettings(
+            suite_role_prefix=self.suite_role_prefix, break_glass_role_arns=policy.break_glass_role_arns
+        )
+
+    # -- the one entry point ------------------------------------------------------------------
+    def converge(
+        self,
+        handler: QuarantineHandler,
+        ref: ResourceRef,
+        *,
+        policy: Policy,
+        now: datetime,
+        trigger: Trigger,
+        budget: Budget | None,
+    ) -> ResourceResult:
+        """The next step for one resource. ``budget`` None: this caller never quarantines."""
+        state = handler.read(ref)
+        if state is None:
+            return ResourceResult(ref, TagVerdict.SKIPPED, reasons=[f"{ref.short} cannot be read: left alone"])
+        own = suite_owned(ref.arn, state.name, state.tags, stack_name=self.stack_name)
+        if own:
+            return ResourceResult(ref, TagVerdict.SKIPPED, reasons=[f"{ref.short} is ChangeGuard's own ({own})"])
+        episode = episode_of(self.ledger.entries_for(ref.change_id))
+        marked_after = episode.marked_after or parse_time(state.tags.get(QUARANTINE_AFTER))
+        evaluation, judged = judge_tags(
+            trigger.kind, state.tags, policy, requested=trigger.requested, removed=trigger.removed
+        )
+        decision = decide(
+            ref,
+            evaluation,
+            now=now,
+            grace_hours=policy.quarantine_grace_hours,
+            marked_after=marked_after,
+            quarantined=episode.quarantined,
+            exempt=exempt_by_tag(judged) or exempt_by_tag(state.tags),
+            caller_exempt=trigger.caller_exempt,
+        )
+        result = ResourceResult(ref, decision.verdict, reasons=list(decision.reasons))
+        step = _Step(self, handler, ref, state, policy, now, trigger, result)
+        if decision.action is Action.MARK:
+            step.mark(decision)
+            if decision.due_now and budget is not None:
+                step.quarantine(decision.model_copy(update={"action": Action.QUARANTINE}), budget)
+        elif decision.action is Action.QUARANTINE and budget is not None:
+            step.quarantine(decision, budget)
+        elif decision.action is Action.QUARANTINE:
+            result.reasons.append("due: the quarantine sweep contains it on its next run")
+            step.keep(decision, episode, contain=False)
+        elif decision.action is Action.RELEASE:
+            step.release(decision, episode)
+        elif decision.action is Action.UNMARK:
+            step.unmark(decision)
+        else:
+            step.keep(decision, episode, contain=budget is not None)
+        return result
+
+    # -- ledger and alerts --------------------------------------------------------------------
+    def record(self, fact: LedgerEntry, alert: Alert | None) -> tuple[bool, list[str]]:
+        """Append the fact and its alert in one transaction (the alert outbox)."""
+        entries = [fact]
+        if alert is not None:
+            entry = alert_entry(alert, fact.event_time, fact.recorded_at)
+            entries.append(entry.model_copy(update={"entry": f"ALERT#{self.function}#{alert.kind}#{fact.entry}"}))
+        new = self.ledger.append(entries)
+        return new, ([alert.alert_id] if alert is not None and new else [])
+
+    def cap_hit(self, budget: Budget, *, now: datetime, trigger: Trigger, policy: Policy) -> tuple[str, list[str]]:
+        """Ledger and alert the blast-radius cap: what was left unquarantined this run."""
+        change_id = f"quarantine-cap:{self.function}"
+        key = f"CAP#{format_time(now)}#{trigger.key}"
+        observe = not policy.enforcing
+        fact = LedgerEntry(
+            change_id=change_id,
+            entry=key,
+            kind=EntryKind.QUARANTINE,
+            function=self.function,
+            event_time=trigger.event_time,
+            recorded_at=now,
+            verdict="CAP_HIT",
+            severity=Severity.HIGH.value,
+            body={"limit": budget.limit, "skipped": list(budget.skipped), "mode": policy.enforcement_mode.value},
+        )
+        would = "would have quarantined" if observe else "quarantined"
+        alert = Alert(
+            alert_id=Alert.make_id(f"{change_id}#{key}", self.function, "cap"),
+            kind="cap",
+            function=self.function,
+            severity=Severity.HIGH,
+            verdict="CAP_HIT",
+            subject=f"Quarantine cap hit: {len(budget.skipped)} resource(s) left unquarantined ({trigger.source})",
+            summary=(
+                f"ChangeGuard {would} {budget.used} resource(s) in one run, its cap"
+                f" (quarantine-max-resources = {budget.limit}), and stopped there. So many untagged"
+                " resources at once usually means a broken pipeline or a policy change, not attackers:"
+                " check before raising the cap."
+            ),
+            change_id=change_id,
+            event_time=trigger.event_time,
+            resources=tuple(budget.skipped),
+            reasons=(f"cap of {budget.limit} quarantine(s) per run reached",),
+            actions=(f"{would} {budget.used}", f"left {len(budget.skipped)} for a later run"),
+            remediation="Tag the resources, or raise quarantine-max-resources in Parameter Store.",
+            details={"limit": budget.limit, "skipped": len(budget.skipped), "mode": policy.enforcement_mode.value},
+        )
+        _, ids = self.record(fact, alert)
+        return f"cap of {budget.limit} reached: {len(budget.skipped)} left unquarantined", ids
+
+
+class _Step:
+    """One resource's step, with everything it needs at hand."""
+
+    def __init__(
+        self,
+        enforcer: Enforcer,
+        handler: QuarantineHandler,
+        ref: ResourceRef,
+        state: ResourceState,
+        policy: Policy,
+        now: datetime,
+        trigger: Trigger,
+        result: ResourceResult,
+    ) -> None:
+        self.e = enforcer
+        self.handler = handler
+        self.ref = ref
+        self.state = state
+        self.policy = policy
+        self.now = now
+        self.trigger = trigger
+        self.result = result
+        self.observe = not policy.enforcing
+
+    # -- mark ---------------------------------------------------------------------------------
+    def mark(self, decision: Decision) -> None:
+        after = decision.quarantine_after
+        assert after is not None
+        when = format_time(after)
+        key = entry_key(EntryKind.MARK, self.trigger.event_time if self.observe else after, observe=self.observe)
+        verb = "would mark" if self.observe else "marked"
+        alert = self.alert(
+            "mark",
+            decision,
+            key,
+            severity=Severity.MEDIUM,
+            subject=f"{'Would mark' if self.observe else 'Marked'} untagged {self.ref.short}: quarantine after {when}",
+            summary=(
+                f"{self.ref.short} does not carry the required tags ({self.trigger.source})."
+                f" Unless it is tagged by {when}, ChangeGuard will {self.handler.describes}."
+            ),
+            actions=(f"{verb} {QUARANTINE_AFTER}={when}",),
+            details={"quarantine_after": when},
+        )
+        fact = self.fact(EntryKind.MARK, key, decision, {"quarantine_after": when})
+        new, ids = self.e.record(fact, alert)
+        self.result.alert_ids += ids
+        if self.observe:
+            self.result.actions.append(
+                f"{verb} {self.ref.short} (quarantine after {when})" if new else "already reported"
+            )
+            return
+        self.handler.set_tags(self.ref, {QUARANTINE_AFTER: when})  # also after a duplicate: converge
+        self.result.actions.append(f"marked {self.ref.short}: quarantine after {when}")
+
+    # -- quarantine ---------------------------------------------------------------------------
+    def quarantine(self, decision: Decision, budget: Budget) -> None:
+        after = decision.quarantine_after
+        assert after is not None
+        if not budget.take(self.ref.arn):
+            self.result.actions.append(f"cap reached: {self.ref.short} not quarantined this run")
+            return
+        settings = self.e.settings(self.policy)
+        saved = self.handler.snapshot(self.ref, self.state, settings)
+        key = entry_key(EntryKind.QUARANTINE, after, observe=self.observe)
+        verb = "would quarantine" if self.observe else "quarantined"
+        notes = self.handler.notes
+        alert = self.alert(
+            "quarantine",
+            decision,
+            key,
+            severity=Severity.HIGH,
+            subject=f"{'Would quarantine' if self.observe else 'Quarantined'} untagged {self.ref.short}",
+            summary=(
+                f"{self.ref.short} was still missing required tags after its grace period"
+                f" (ended {format_time(after)}). ChangeGuard {'would' if self.observe else 'did'}"
+                f" {self.handler.describes}. {' '.join(notes)}"
+            ),
+            actions=(f"{verb}: {self.handler.describes}", "saved the original state in the change ledger"),
+            details={"quarantine_after": format_time(after), "ledger_ref": ref_tag_value(self.ref.change_id, key)},
+        )
+        fact = self.fact(EntryKind.QUARANTINE, key, decision, {"saved": saved, "describes": self.handler.describes})
+        new, ids = self.e.record(fact, alert)
+        self.result.alert_ids += ids
+        if self.observe:
+            self.result.actions.append(f"would quarantine {self.ref.short}" if new else "already reported")
+            return
+        if not new:
+            self.result.actions.append(f"{self.ref.short}: another run is quarantining it")
+            return
+        self.handler.quarantine(self.ref, self.state, settings, saved)
+        self.handler.set_tags(
+            self.ref, {QUARANTINE_AFTER: format_time(after), QUARANTINE_REF: ref_tag_value(self.ref.change_id, key)}
+        )
+        self.result.actions.append(f"quarantined {self.ref.short}: {self.handler.describes}")
+
+    # -- release ------------------------------------------------------------------------------
+    def release(self, decision: Decision, episode: Episode) -> None:
+        assert episode.quarantine_entry is not None
+        after = parse_time(episode.quarantine_entry.split("#", 1)[1])
+        assert after is not None
+        outcome = self.handler.release(self.ref, dict(episode.saved or {}), dry_run=self.observe)
+        key = entry_key(EntryKind.RELEASE, after, observe=self.observe)
+        drift = outcome.result is ReleaseResult.DRIFT
+        why = decision.reasons[0] if decision.reasons else decision.verdict.value
+        if drift:
+            subject = f"DRIFT: {self.ref.short} changed while quarantined; not restored"
+            summary = (
+                f"{self.ref.short} now complies ({why}), but {outcome.detail}. ChangeGuard overwrote"
+                " nothing. Its original state is in the change ledger: restore it by hand if it is still wanted."
+            )
+        else:
+            verb = "Would release" if self.observe else "Released"
+            subject = f"{verb} {self.ref.short}: {outcome.result.value.lower()}"
+            summary = f"{self.ref.short} complies ({why}). {outcome.detail}."
+        alert = self.alert(
+            "drift" if drift else "release",
+            decision,
+            key,
+            severity=Severity.HIGH if drift else Severity.INFO,
+            subject=subject,
+            summary=summary,
+            actions=(f"{'would release' if self.observe else 'release'}: {outcome.result.value}", *outcome.calls),
+            details={
+                "result": outcome.result.value,
+                "ledger_ref": ref_tag_value(self.ref.change_id, episode.quarantine_entry),
+            },
+        )
+        fact = self.fact(
+            EntryKind.RELEASE,
+            key,
+            decision,
+            {
+                "result": outcome.result.value,
+                "detail": outcome.detail,
+                "calls": list(outcome.calls),
+                "quarantine_entry": episode.quarantine_entry,
+            },
+            verdict=outcome.result.value,
+        )
+        _new, ids = self.e.record(fact, alert)
+        self.result.alert_ids += ids
+        if self.observe:
+            self.result.actions.append(f"would release {self.ref.short}: {outcome.result.value}")
+            return
+        self.drop_tags([QUARANTINE_AFTER, QUARANTINE_REF])
+        if drift:
+            self.result.actions.append(f"DRIFT on {self.ref.short}: {outcome.detail}; nothing overwritten")
+        else:
+            restored = f": {'; '.join(outcome.calls)}" if outcome.calls else ""
+            self.result.actions.append(
+                f"released {self.ref.short}: {outcome.result.value} ({outcome.detail}{restored})"
+            )
+
+    def unmark(self, decision: Decision) -> None:
+        after = decision.quarantine_after
+        assert after is not None
+        key = entry_key(EntryKind.RELEASE, after, observe=self.observe)
+        why = decision.reasons[0] if decision.reasons else decision.verdict.value
+        verb = "would remove" if self.observe else "removed"
+        alert = self.alert(
+            "release",
+            decision,
+            key,
+            severity=Severity.INFO,
+            subject=f"{'Would unmark' if self.observe else 'Unmarked'} {self.ref.short}: it complies before its deadline",
+            summary=f"{self.ref.short} complies ({why}); it was never quarantined.",
+            actions=(f"{verb} {QUARANTINE_AFTER}",),
+            details={"result": ReleaseResult.NOOP.value, "quarantine_after": format_time(after)},
+        )
+        fact = self.fact(
+            EntryKind.RELEASE,
+            key,
+            decision,
+            {"result": ReleaseResult.NOOP.value, "detail": "mark removed; nothing was quarantined"},
+            verdict=ReleaseResult.NOOP.value,
+        )
+        _, ids = self.e.record(fact, alert)
+        self.result.alert_ids += ids
+        if self.observe:
+            self.result.actions.append(f"would unmark {self.ref.short}")
+            return
+        self.drop_tags([QUARANTINE_AFTER, QUARANTINE_REF])  # also after a duplicate: converge
+        self.result.actions.append(f"unmarked {self.ref.short}")
+
+    # -- nothing to decide: keep the episode's bookkeeping and containment in place ----------
+    def keep(self, decision: Decision, episode: Episode, *, contain: bool) -> None:
+        if self.observe or decision.verdict is not TagVerdict.NON_COMPLIANT:
+            return
+        after = decision.quarantine_after
+        wanted: dict[str, str] = {}
+        if after is not None and self.state.tags.get(QUARANTINE_AFTER) != format_time(after):
+            wanted[QUARANTINE_AFTER] = format_time(after)
+        if episode.quarantine_entry is not None:
+            if contain:
+                # Still non-compliant and quarantined: converge to the quarantined state (an interrupted
+                # quarantine finishes; a containment someone undid comes back). The saved state stays.
+                self.handler.quarantine(self.ref, self.state, self.e.settings(self.policy), dict(episode.saved or {}))
+            pointer = ref_tag_value(self.ref.change_id, episode.quarantine_entry)
+            if self.state.tags.get(QUARANTINE_REF) != pointer:
+                wanted[QUARANTINE_REF] = pointer
+        if wanted:
+            self.handler.set_tags(self.ref, wanted)
+            self.result.actions.append(f"restored ChangeGuard's tags on {self.ref.short}")
+
+    # -- helpers ------------------------------------------------------------------------------
+    def drop_tags(self, keys: list[str]) -> None:
+        present = [k for k in keys if k in self.state.tags]
+        if present:
+            self.handler.remove_tags(self.ref, present)
+
+    def fact(
+        self,
+        kind: EntryKind,
+        key: str,
+        decision: Decision,
+        body: dict[str, Any],
+        *,
+        verdict: str | None = None,
+    ) -> LedgerEntry:
+        return build_fact(self.e.function, self.policy, self.trigger, self.now, kind, key, decision, body, verdict)
+
+    def alert(
+        self,
+        kind: str,
+        decision: Decision,
+        key: str,
+        *,
+        severity: Severity,
+        subject: str,
+        summary: str,
+        actions: Iterable[str],
+        details: Mapping[str, str | int | float | bool | None],
+    ) -> Alert:
+        return build_alert(
+            self.e.function,
+            self.policy,
+            self.trigger,
+            kind,
+            decision,
+            key,
+            severity=severity,
+            subject=subject,
+            summary=summary,
+            actions=actions,
+            details=details,
+        )
+
+
+def build_fact(
+    function: str,
+    policy: Policy,
+    trigger: Trigger,
+    now: datetime,
+    kind: EntryKind,
+    key: str,
+    decision: Decision,
+    body: dict[str, Any],
+    verdict: str | None = None,
+) -> LedgerEntry:
+    """A ledger fact about one resource (change id ``resource:<arn>``)."""
+    ref = decision.ref
+    return LedgerEntry(
+        change_id=ref.change_id,
+        entry=key,
+        kind=kind,
+        function=function,
+        event_time=trigger.event_time,
+        recorded_at=now,
+        verdict=verdict or decision.verdict.value,
+        account=ref.account,
+        region=ref.region,
+        body={
+            **body,
+            "resource": ref.model_dump(mode="json"),
+            "trigger": {"key": trigger.key, "kind": trigger.kind.value, "source": trigger.source},
+            **({"change_id": trigger.change_id} if trigger.change_id else {}),
+            "reasons": list(decision.reasons),
+            "missing": list(decision.evaluation.missing) if decision.evaluation else [],
+            "mode": policy.enforcement_mode.value,
+        },
+    )
+
+
+def build_alert(
+    function: str,
+    policy: Policy,
+    trigger: Trigger,
+    kind: str,
+    decision: Decision,
+    key: str,
+    *,
+    severity: Severity,
+    subject: str,
+    summary: str,
+    actions: Iterable[str],
+    details: Mapping[str, str | int | float | bool | None],
+) -> Alert:
+    """The alert about a ledger fact: one per fact and kind (the fact's key is in its id)."""
+    ref = decision.ref
+    keys = ", ".join(policy.required_tag_keys)
+    return Alert(
+        alert_id=Alert.make_id(f"{ref.change_id}#{key}", function, kind),
+        kind=kind,
+        function=function,
+        severity=severity,
+        verdict=decision.verdict.value,
+        subject=subject,
+        summary=summary,
+        change_id=ref.change_id,
+        event_time=trigger.event_time,
+        account=ref.account,
+        region=ref.region,
+        resource_type=ref.type,
+        resources=(ref.arn,),
+        actor=trigger.actor,
+        reasons=decision.reasons,
+        actions=tuple(actions),
+        remediation=REMEDIATION.format(keys=keys, ticket_key=policy.ticket_tag_key, exempt=EXEMPT),
+        details={**details, "mode": policy.enforcement_mode.value, "trigger": trigger.source},
+    )
+
+
+def weightiest(verdicts: Iterable[TagVerdict]) -> TagVerdict | None:
+    present = set(verdicts)
+    return next((v for v in VERDICT_WEIGHT if v in present), None)
+
+
+def outcome_of(function: str, change_id: str, results: list[ResourceResult], extra_actions: list[str]) -> Outcome:
+    verdict = weightiest(r.verdict for r in results)
+    return Outcome(
+        function=function,
+        change_id=change_id,
+        verdict=verdict.value if verdict else None,
+        actions=[a for r in results for a in r.actions] + extra_actions,
+        reasons=[f"{r.ref.short}: {reason}" for r in results for reason in r.reasons],
+        alert_ids=[a for r in results for a in r.alert_ids],
+    )
+
+
+class TagEnforcementService:
+    """CloudTrail create/tag calls and Config verdicts in; marks, quarantines and releases out."""
+
+    def __init__(
+        self,
+        *,
+        function: str,
+        enforcer: Enforcer,
+        registry: Registry,
+        tags: Callable[[], TagReader],
+        policy: Callable[[], Policy],
+        clock: Clock,
+        suite_role_prefixes: tuple[str, ...] = (),
+    ) -> None:
+        self.function = function
+        self.enforcer = enforcer
+        self.registry = registry
+        self.tags = tags
+        self.policy = policy
+        self.clock = clock
+        self.suite_role_prefixes = tuple(p for p in suite_role_prefixes if p)
+
+    def handle(self, event: Mapping[str, Any]) -> Outcome:
+        if not isinstance(event, Mapping):
+            raise InvalidEventError("event is not a JSON object")
+        detail_type = event.get("detail-type")
+        try:
+            if detail_type == CONFIG_COMPLIANCE_CHANGE:
+                return self.config_verdict(ComplianceChangeEvent.model_validate(event))
+            if detail_type != CLOUDTRAIL_API_CALL:
+                raise InvalidEventError(f"unexpected detail-type {detail_type!r}")
+            return self.api_call(CloudTrailEvent.model_validate(event))
+        except ValidationError as exc:
+            first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidEventError(f"not a CloudTrail call or Config verdict: '{where}': {first['msg']}") from exc
+
+    # -- CloudTrail ---------------------------------------------------------------------------
+    def api_call(self, event: CloudTrailEvent) -> Outcome:
+        record = event.detail
+        change = change_from_cloudtrail(record, event.account, event.region)
+        event_id = change.change_id
+        if not change.is_change:
+            return Outcome(function=self.function, change_id=event_id, verdict=NOT_A_CHANGE)
+        if any(a.startswith(self.suite_role_prefixes) for a in change.actor.principal_arns if self.suite_role_prefixes):
+            # The rule already drops the suite's own calls (its tags, its quarantines); checked again
+            # here so a mis-edited rule cannot start a loop.
+            return Outcome(
+                function=self.function,
+                change_id=event_id,
+                verdict=NOT_A_CHANGE,
+                reasons=["ChangeGuard's own call"],
+            )
+        kind = TAG_EVENTS.get(record.eventName)
+        if kind is None:
+            return Outcome(
+                function=self.function,
+                change_id=event_id,
+                verdict=NOT_A_CHANGE,
+                reasons=[f"{record.eventName} does not change tags or create resources"],
+            )
+        policy = self.policy()
+        now = self.clock.now()
+        trigger = Trigger(
+            key=event_id,
+            kind=kind,
+            event_time=change.event_time,
+            source=f"{change.service}:{record.eventName} by {change.actor.display}",
+            requested=requested_tags(record.requestParameters)
+            if kind in (TagEventKind.CREATE, TagEventKind.ADD, TagEventKind.REPLACE)
+            else {},
+            removed=tuple(removed_tags(record.requestParameters)) if kind is TagEventKind.REMOVE else (),
+            actor=change.actor.arn or change.actor.display,
+            caller_exempt=exempt_principal(change.actor.principal_arns, policy),
+            change_id=event_id,
+        )
+        raw = record.model_dump(mode="json", exclude_none=True)
+        results: list[ResourceResult] = []
+        covered: set[str] = set()
+        for handler, resource_id in self.registry.targets(record.eventSource, record.eventName, raw):
+            ref = handler.ref(resource_id, change.account, change.region)
+            covered.add(ref.arn)
+            results.append(self.enforcer.converge(handler, ref, policy=policy, now=now, trigger=trigger, budget=None))
+        if kind is TagEventKind.CREATE:
+            for arn in resource_arns(record.eventSource, record.eventName, raw, change.region, change.account):
+                if arn not in covered and self.registry.for_arn(arn) is None:
+                    results.append(self.alert_only(arn, change.account, change.region, policy, now, trigger))
+        extra = [] if results else ["no resource of a known type in the call"]
+        return outcome_of(self.function, event_id, results, extra)
+
+    def alert_only(
+        self, arn: str, account: str, region: str, policy: Policy, now: datetime, trigger: Trigger
+    ) -> ResourceResult:
+        """A created resource of a type with no quarantine class: judge it and alert, nothing more."""
+        type_name = resource_type_of(arn)
+        ref = ResourceRef(
+            type=type_name,
+            resource_id=arn.rsplit(":", 1)[-1].rsplit("/", 1)[-1],
+            arn=arn,
+            account=account,
+            region=region,
+        )
+        current = self.tags().tags_of(arn)
+        if current is None:
+            return ResourceResult(ref, TagVerdict.SKIPPED, reasons=[f"{ref.short} cannot be read: left alone"])
+        own = suite_owned(arn, None, current, stack_name=self.enforcer.stack_name)
+        if own:
+            return ResourceResult(ref, TagVerdict.SKIPPED, reasons=[f"{ref.short} is ChangeGuard's own ({own})"])
+        evaluation, judged = judge_tags(trigger.kind, current, policy, requested=trigger.requested)
+        exempt = exempt_by_tag(judged) or trigger.caller_exempt
+        if exempt:
+            return ResourceResult(ref, TagVerdict.EXEMPT, reasons=[exempt])
+        if evaluation.compliant:
+            return ResourceResult(ref, TagVerdict.COMPLIANT, reasons=["carries every required tag"])
+        key = f"{EntryKind.MARK.value}#{format_time(trigger.event_time)}#alert-only"
+        decision = Decision(
+            ref=ref,
+            verdict=TagVerdict.NON_COMPLIANT,
+            action=Action.NONE,
+            reasons=(*evaluation.reasons, f"no quarantine is registered for {type_name}: alert only"),
+            evaluation=evaluation,
+        )
+        result = ResourceResult(ref, TagVerdict.NON_COMPLIANT, reasons=list(decision.reasons))
+        alert = build_alert(
+            self.function,
+            policy,
+            trigger,
+            "mark",
+            decision,
+            key,
+            severity=Severity.MEDIUM,
+            subject=f"Untagged {ref.short} (alert only: no quarantine for {type_name})",
+            summary=f"{ref.short} does not carry the required tags ({trigger.source}).",
+            actions=("recorded it in the change ledger",),
+            details={},
+        )
+        fact = build_fact(self.function, policy, trigger, now, EntryKind.MARK, key, decision, {"quarantinable": False})
+        new, ids = self.enforcer.record(fact, alert)
+        result.alert_ids += ids
+        result.actions.append(f"alerted on {ref.short} (no quarantine registered)" if new else "already reported")
+        return result
+
+    # -- AWS Config ---------------------------------------------------------------------------
+    def config_verdict(self, event: ComplianceChangeEvent) -> Outcome:
+        detail = event.detail
+        key = f"config:{detail.configRuleName}:{detail.resourceType}:{detail.resourceId}"
+        handler = self.registry.for_config_type(detail.resourceType)
+        resource_id = handler.normalize_id(detail.resourceId) if handler else None
+        if handler is None or resource_id is None:
+            return Outcome(
+                function=self.function,
+                change_id=key,
+                verdict=TagVerdict.SKIPPED.value,
+                reasons=[f"no quarantine is registered for {detail.resourceType}"],
+            )
+        policy = self.policy()
+        now = self.clock.now()
+        when = detail.notificationCreationTime or event.time
+        trigger = Trigger(
+            key=f"{key}:{format_time(when)}",
+            kind=TagEventKind.CONFIG,
+            event_time=when,
+            source=f"Config rule {detail.configRuleName}: {detail.compliance}",
+        )
+        ref = handler.ref(resource_id, detail.awsAccountId or event.account, detail.awsRegion or event.region)
+        result = self.enforcer.converge(handler, ref, policy=policy, now=now, trigger=trigger, budget=None)
+        return outcome_of(self.function, change_id_of(ref.arn), [result], [])

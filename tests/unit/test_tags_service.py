@@ -1,0 +1,441 @@
+"""The tag-enforcement and sweep services with in-memory fakes: what is ledgered, alerted and done, in which order."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.policy import Policy
+from changeguard.domain.quarantine import ReleaseResult, ResourceRef
+from changeguard.quarantine import QuarantineSettings, Registry, ReleaseOutcome, ResourceState
+from changeguard.quarantine.ec2_instance import Ec2InstanceQuarantine
+from changeguard.services.quarantine_sweep import QuarantineSweepService
+from changeguard.services.tag_enforcement import Enforcer, TagEnforcementService
+from fakes import FakeClock, FakeTagReader, InMemoryLedger
+from sample_events import load_event
+
+NOW = datetime(2026, 11, 22, 9, 5, tzinfo=UTC)
+SUITE = "arn:aws:iam::123456789012:role/changeguard/"
+INSTANCE = "i-0e1f2a3b4c5d6e7f8"
+ARN = f"arn:aws:ec2:us-east-1:123456789012:instance/{INSTANCE}"
+CHANGE_ID = f"resource:{ARN}"
+TAGS = {"ChangeTicket": "CHG-1001", "Environment": "prod", "Owner": "payments"}
+
+
+class FakeInstances(Ec2InstanceQuarantine):
+    """EC2 instance naming and id paths, with state in memory and every call recorded."""
+
+    def __init__(self, ledger: InMemoryLedger) -> None:
+        super().__init__()
+        self.ledger = ledger
+        self.resources: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, ...]] = []
+        self.ledger_at_quarantine: list[str] = []
+
+    def add(self, instance_id: str = INSTANCE, tags: dict[str, str] | None = None, groups: str = "sg-web") -> None:
+        self.resources[instance_id] = {"tags": dict(tags or {}), "groups": groups}
+
+    def read(self, ref: ResourceRef) -> ResourceState | None:
+        found = self.resources.get(ref.resource_id)
+        if found is None:
+            return None
+        return ResourceState(ref=ref, tags=dict(found["tags"]), config={"groups": found["groups"]})
+
+    def snapshot(self, ref: ResourceRef, state: ResourceState, settings: QuarantineSettings) -> dict[str, Any]:
+        return {"groups": state.config["groups"]}
+
+    def quarantine(self, ref, state, settings, saved=None):  # type: ignore[no-untyped-def]
+        saved = saved if saved is not None else self.snapshot(ref, state, settings)
+        if self.resources[ref.resource_id]["groups"] != "isolation":
+            self.ledger_at_quarantine = [e for (_, e) in self.ledger.items]  # what was ledgered when it changed
+            self.calls.append(("quarantine", ref.resource_id))
+            self.resources[ref.resource_id]["groups"] = "isolation"
+        return saved
+
+    def release(self, ref: ResourceRef, saved: dict[str, Any], *, dry_run: bool = False) -> ReleaseOutcome:
+        current = self.resources[ref.resource_id]["groups"]
+        if current == saved["groups"]:
+            return ReleaseOutcome(result=ReleaseResult.NOOP, detail="as before")
+        if current != "isolation":
+            return ReleaseOutcome(result=ReleaseResult.DRIFT, detail=f"groups are {current}")
+        if not dry_run:
+            self.calls.append(("release", ref.resource_id))
+            self.resources[ref.resource_id]["groups"] = saved["groups"]
+        return ReleaseOutcome(result=ReleaseResult.RESTORED, detail="restored", calls=(saved["groups"],))
+
+    def set_tags(self, ref, tags):  # type: ignore[no-untyped-def]
+        self.calls.append(("set_tags", ref.resource_id, *sorted(tags)))
+        self.resources[ref.resource_id]["tags"].update(tags)
+
+    def remove_tags(self, ref, keys):  # type: ignore[no-untyped-def]
+        self.calls.append(("remove_tags", ref.resource_id, *sorted(keys)))
+        for key in keys:
+            self.resources[ref.resource_id]["tags"].pop(key, None)
+
+    def mutations(self) -> list[tuple[str, ...]]:
+        return list(self.calls)
+
+
+class World:
+    def __init__(self, **policy: Any) -> None:
+        self.ledger = InMemoryLedger()
+        self.clock = FakeClock(NOW)
+        self.policy = Policy(enforcement_mode="enforce", **policy)
+        self.instances = FakeInstances(self.ledger)
+        self.registry = Registry()
+        self.registry.handlers = {"ec2:instance": self.instances}
+        self.tag_reader = FakeTagReader()
+        enforcer = Enforcer(function="enforce_tags", ledger=self.ledger, suite_role_prefix=SUITE, stack_name="cg")
+        self.service = TagEnforcementService(
+            function="enforce_tags",
+            enforcer=enforcer,
+            registry=self.registry,
+            tags=lambda: self.tag_reader,
+            policy=lambda: self.policy,
+            clock=self.clock,
+            suite_role_prefixes=(SUITE,),
+        )
+        self.sweeper = QuarantineSweepService(
+            function="sweep_quarantine",
+            enforcer=Enforcer(function="sweep_quarantine", ledger=self.ledger, suite_role_prefix=SUITE),
+            registry=self.registry,
+            finder=self,
+            policy=lambda: self.policy,
+            clock=self.clock,
+        )
+
+    def marked(self) -> list[tuple[str, dict[str, str]]]:
+        return [
+            (f"arn:aws:ec2:us-east-1:123456789012:instance/{i}", dict(r["tags"]))
+            for i, r in self.instances.resources.items()
+            if "changeguard:quarantine-after" in r["tags"]
+        ]
+
+    def entries(self, change_id: str = CHANGE_ID) -> list[str]:
+        return [e.entry for e in self.ledger.entries_for(change_id)]
+
+    def sweep(self) -> Any:
+        return self.sweeper.handle(load_event("sweep_quarantine/scheduled.json"))
+
+
+def run_instances() -> dict[str, Any]:
+    return load_event("enforce_tags/01-run-instances-untagged.json")
+
+
+def create_tags(tags: dict[str, str] | None = None) -> dict[str, Any]:
+    event = load_event("enforce_tags/08-create-tags-release.json")
+    if tags is not None:
+        event["detail"]["requestParameters"]["tagSet"]["items"] = [{"key": k, "value": v} for k, v in tags.items()]
+    return event
+
+
+# -- marking -----------------------------------------------------------------------------------------
+
+
+def test_an_untagged_launch_is_marked_ledger_first_then_tagged():
+    w = World()
+    w.instances.add(tags={"Name": "orders-debug"})
+    outcome = w.service.handle(run_instances())
+    after = "2026-11-23T09:05:00Z"
+    assert outcome.verdict == "NON_COMPLIANT"
+    assert outcome.change_id == "4d3c2b1a-0e9f-4a8b-9c7d-6e0000000001"
+    assert w.entries() == [f"ALERT#enforce_tags#mark#MARK#{after}", f"MARK#{after}"]
+    mark = next(e for e in w.ledger.entries_for(CHANGE_ID) if e.entry == f"MARK#{after}")
+    assert mark.body["change_id"] == outcome.change_id  # the KPIs count the change as untagged
+    assert set(mark.body["missing"]) == {"ChangeTicket", "Environment", "Owner"}
+    assert w.instances.resources[INSTANCE]["tags"]["changeguard:quarantine-after"] == after
+    assert len(outcome.alert_ids) == 1 and outcome.alert_ids[0].endswith("/enforce_tags/mark")
+
+
+def test_the_same_event_again_changes_nothing():
+    w = World()
+    w.instances.add()
+    w.service.handle(run_instances())
+    calls, entries = w.instances.mutations(), w.entries()
+    again = w.service.handle(run_instances())
+    assert w.instances.mutations() == calls and w.entries() == entries
+    assert again.alert_ids == [] and again.actions == []
+
+
+def test_a_compliant_launch_is_left_alone_without_reading_twice():
+    w = World()
+    w.instances.add(tags=TAGS)
+    event = run_instances()
+    event["detail"]["requestParameters"]["tagSpecificationSet"]["items"][0]["tags"] = [
+        {"key": k, "value": v} for k, v in TAGS.items()
+    ]
+    outcome = w.service.handle(event)
+    assert outcome.verdict == "COMPLIANT" and w.instances.mutations() == [] and w.entries() == []
+
+
+def test_observe_mode_reports_would_mark_and_changes_nothing():
+    w = World()
+    w.policy = Policy(enforcement_mode="observe")
+    w.instances.add()
+    outcome = w.service.handle(run_instances())
+    assert outcome.verdict == "NON_COMPLIANT"
+    assert outcome.actions == ["would mark ec2:instance i-0e1f2a3b4c5d6e7f8 (quarantine after 2026-11-23T09:05:00Z)"]
+    assert w.instances.mutations() == []
+    assert "MARK#2026-11-22T09:02:11Z#observe" in w.entries()  # keyed by the event: a redelivery is a duplicate
+    w.service.handle(run_instances())
+    assert len([e for e in w.entries() if e.startswith("MARK#")]) == 1
+
+
+# -- what is never acted on ---------------------------------------------------------------------------
+
+
+def test_the_suites_own_calls_are_ignored_without_a_read():
+    w = World()
+    w.instances.add()
+    event = run_instances()
+    event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] = SUITE + "cg-EnforceTagsFunctionRole-1"
+    outcome = w.service.handle(event)
+    assert outcome.verdict == "NOT_A_CHANGE" and outcome.reasons == ["ChangeGuard's own call"]
+    assert w.entries() == [] and w.instances.mutations() == []
+
+
+def test_failed_calls_are_not_changes():
+    w = World()
+    w.instances.add()
+    event = run_instances()
+    event["detail"]["errorCode"] = "Client.UnauthorizedOperation"
+    assert w.service.handle(event).verdict == "NOT_A_CHANGE"
+    assert w.entries() == []
+
+
+def test_an_exempt_principals_launch_is_not_marked():
+    w = World(
+        exempt_principal_arns=(
+            "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_PowerUser*",
+        )
+    )
+    w.instances.add()
+    outcome = w.service.handle(run_instances())
+    assert outcome.verdict == "EXEMPT" and "exempt principal" in outcome.reasons[0]
+    assert w.entries() == [] and w.instances.mutations() == []
+
+
+def test_the_exempt_tag_in_the_request_is_honoured():
+    w = World()
+    w.instances.add()
+    event = run_instances()
+    event["detail"]["requestParameters"]["tagSpecificationSet"]["items"][0]["tags"].append(
+        {"key": "changeguard:exempt", "value": "load test"}
+    )
+    outcome = w.service.handle(event)
+    assert outcome.verdict == "EXEMPT" and w.instances.mutations() == []
+
+
+def test_a_resource_that_cannot_be_read_is_never_acted_on():
+    w = World()  # no instance: describe fails
+    outcome = w.service.handle(run_instances())
+    assert outcome.verdict == "SKIPPED" and "cannot be read" in outcome.reasons[0]
+    assert w.entries() == []
+
+
+def test_the_suites_own_resources_are_never_acted_on():
+    w = World()
+    w.instances.add(tags={"changeguard:managed": "true"})
+    outcome = w.service.handle(run_instances())
+    assert outcome.verdict == "SKIPPED" and "ChangeGuard's own" in outcome.reasons[0]
+    assert w.instances.mutations() == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        [],
+        {"detail-type": "AWS API Call via CloudTrail", "detail": {"eventName": "RunInstances"}},
+        {**load_event("enforce_tags/01-run-instances-untagged.json"), "detail-type": "Something Else"},
+        {**load_event("enforce_tags/10-config-non-compliant.json"), "detail": {"configRuleName": "x"}},
+    ],
+)
+def test_bad_input_is_a_typed_error_with_no_side_effects(event):
+    w = World()
+    w.instances.add()
+    with pytest.raises(InvalidEventError):
+        w.service.handle(event)
+    assert w.entries() == [] and w.instances.mutations() == []
+
+
+# -- quarantine and release --------------------------------------------------------------------------
+
+
+def test_with_no_grace_period_the_next_sweep_quarantines_and_the_saved_state_is_ledgered_first():
+    w = World(quarantine_grace_hours=0)
+    w.instances.add(groups="sg-web")
+    marked = w.service.handle(run_instances())
+    # An event never quarantines (the cap is per sweep run, and events come in bursts): it marks it due now.
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+    assert w.instances.resources[INSTANCE]["tags"]["changeguard:quarantine-after"] == "2026-11-22T09:05:00Z"
+    assert [a.rsplit("/", 1)[1] for a in marked.alert_ids] == ["mark"]
+    again = w.service.handle(run_instances())
+    assert "due: the quarantine sweep contains it on its next run" in again.reasons[-1]
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+
+    swept = w.sweep()
+    key = "QUARANTINE#2026-11-22T09:05:00Z"
+    assert key in w.instances.ledger_at_quarantine  # written before anything changed
+    [entry] = [e for e in w.ledger.entries_for(CHANGE_ID) if e.entry == key]
+    assert entry.body["saved"] == {"groups": "sg-web"}
+    tags = w.instances.resources[INSTANCE]["tags"]
+    assert tags["changeguard:quarantine-ref"] == f"{CHANGE_ID}@QUARANTINE@2026-11-22T09:05:00Z"
+    assert w.instances.resources[INSTANCE]["groups"] == "isolation"
+    assert [a.rsplit("/", 1)[1] for a in swept.alert_ids] == ["quarantine"]
+
+
+def quarantined_world() -> World:
+    w = World()
+    w.instances.add(groups="sg-web")
+    w.service.handle(run_instances())
+    w.clock.at = NOW + timedelta(hours=25)
+    w.sweep()
+    assert w.instances.resources[INSTANCE]["groups"] == "isolation"
+    return w
+
+
+def test_the_sweep_quarantines_after_the_grace_period_and_only_once():
+    w = World()
+    w.instances.add(groups="sg-web")
+    w.service.handle(run_instances())
+    w.clock.at = NOW + timedelta(hours=23)
+    early = w.sweep()
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web" and early.actions == []
+    w.clock.at = NOW + timedelta(hours=25)
+    swept = w.sweep()
+    assert swept.verdict is None and swept.actions[0].startswith("quarantined ec2:instance")
+    calls = w.instances.mutations()
+    again = w.sweep()
+    assert w.instances.mutations() == calls and again.alert_ids == []
+
+
+def test_tagging_releases_with_the_saved_state_and_removes_the_suites_tags():
+    w = quarantined_world()
+    outcome = w.service.handle(create_tags(TAGS))
+    assert outcome.verdict == "COMPLIANT"
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+    assert not any(k.startswith("changeguard:") for k in w.instances.resources[INSTANCE]["tags"])
+    [release] = [e for e in w.ledger.entries_for(CHANGE_ID) if e.entry.startswith("RELEASE#")]
+    assert release.entry == "RELEASE#2026-11-23T09:05:00Z" and release.body["result"] == "RESTORED"
+    assert outcome.alert_ids[0].endswith("/enforce_tags/release")
+
+
+def test_a_changed_resource_is_reported_as_drift_and_nothing_is_overwritten():
+    w = quarantined_world()
+    w.instances.resources[INSTANCE]["groups"] = "sg-someone-elses"
+    before = w.instances.mutations()
+    outcome = w.service.handle(create_tags(TAGS))
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-someone-elses"
+    assert [c for c in w.instances.mutations()[len(before) :] if c[0] != "remove_tags"] == []
+    [release] = [e for e in w.ledger.entries_for(CHANGE_ID) if e.entry.startswith("RELEASE#")]
+    assert release.verdict == "DRIFT" and release.body["result"] == "DRIFT"
+    assert outcome.alert_ids[0].endswith("/enforce_tags/drift")
+
+
+def test_an_interrupted_quarantine_is_finished_from_the_ledgers_saved_state():
+    w = quarantined_world()
+    # As if the run had crashed after ledgering: the resource is back as it was, tags lost.
+    w.instances.resources[INSTANCE].update(groups="sg-web", tags={})
+    w.service.handle(load_event("enforce_tags/06-delete-tags.json"))  # an event puts the tags back ...
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"  # ... but never contains anything
+    assert "changeguard:quarantine-ref" in w.instances.resources[INSTANCE]["tags"]
+    w.sweep()
+    assert w.instances.resources[INSTANCE]["groups"] == "isolation"
+    # ... and the saved state is still the original one, so a release restores sg-web.
+    w.service.handle(create_tags(TAGS))
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+
+
+def test_a_mark_is_dropped_when_the_resource_complies_in_time():
+    w = World()
+    w.instances.add()
+    w.service.handle(run_instances())
+    outcome = w.service.handle(create_tags(TAGS))
+    assert outcome.actions == ["unmarked ec2:instance i-0e1f2a3b4c5d6e7f8"]
+    assert "changeguard:quarantine-after" not in w.instances.resources[INSTANCE]["tags"]
+    assert "RELEASE#2026-11-23T09:05:00Z" in w.entries()
+
+
+def test_removing_the_mark_tag_does_not_restart_the_grace_period():
+    w = World()
+    w.instances.add()
+    w.service.handle(run_instances())
+    w.instances.resources[INSTANCE]["tags"].pop("changeguard:quarantine-after")
+    w.clock.at = NOW + timedelta(hours=2)
+    event = load_event("enforce_tags/06-delete-tags.json")
+    event["detail"]["requestParameters"]["tagSet"]["items"] = [{"key": "changeguard:quarantine-after"}]
+    w.service.handle(event)
+    assert w.instances.resources[INSTANCE]["tags"]["changeguard:quarantine-after"] == "2026-11-23T09:05:00Z"
+
+
+# -- the cap -----------------------------------------------------------------------------------------
+
+
+def test_the_cap_stops_quarantining_and_alerts_once():
+    w = World(quarantine_max_resources=2)
+    ids = [f"i-00000000000000{n:03d}" for n in range(3)]
+    for instance_id in ids:
+        w.instances.add(instance_id)
+    event = run_instances()
+    event["detail"]["responseElements"]["instancesSet"]["items"] = [{"instanceId": i} for i in ids]
+    w.service.handle(event)
+    w.clock.at = NOW + timedelta(hours=25)
+    swept = w.sweep()
+    isolated = [i for i in ids if w.instances.resources[i]["groups"] == "isolation"]
+    assert len(isolated) == 2
+    assert any(a.startswith("cap of 2 reached: 1 left unquarantined") for a in swept.actions)
+    [cap] = [
+        e
+        for e in w.ledger.items.values()
+        if e.change_id == "quarantine-cap:sweep_quarantine" and e.entry.startswith("CAP#")
+    ]
+    assert cap.body["skipped"] == [f"arn:aws:ec2:us-east-1:123456789012:instance/{set(ids).difference(isolated).pop()}"]
+    assert any(a.endswith("/sweep_quarantine/cap") for a in swept.alert_ids)
+    w.clock.at = NOW + timedelta(hours=26)
+    w.sweep()  # the next run takes the rest
+    assert all(w.instances.resources[i]["groups"] == "isolation" for i in ids)
+
+
+# -- other triggers ----------------------------------------------------------------------------------
+
+
+def test_a_config_non_compliant_verdict_marks_the_resource():
+    w = World()
+    w.instances.add()
+    outcome = w.service.handle(load_event("enforce_tags/10-config-non-compliant.json"))
+    assert outcome.verdict == "NON_COMPLIANT" and outcome.change_id == CHANGE_ID
+    assert "MARK#2026-11-23T09:05:00Z" in w.entries()
+
+
+def test_a_config_verdict_on_a_type_without_quarantine_is_skipped():
+    w = World()
+    event = load_event("enforce_tags/10-config-non-compliant.json")
+    event["detail"]["resourceType"] = "AWS::RDS::DBInstance"
+    assert w.service.handle(event).verdict == "SKIPPED"
+
+
+def test_a_type_without_a_quarantine_class_is_judged_and_alerted_only():
+    w = World()
+    db = "arn:aws:rds:us-east-1:123456789012:db:orders-replica"
+    w.tag_reader.tags[db] = {"Environment": "prod"}
+    outcome = w.service.handle(load_event("enforce_tags/11-create-db-instance.json"))
+    assert outcome.verdict == "NON_COMPLIANT"
+    assert w.entries(f"resource:{db}") == [
+        "ALERT#enforce_tags#mark#MARK#2026-11-22T11:05:27Z#alert-only",
+        "MARK#2026-11-22T11:05:27Z#alert-only",
+    ]
+    w.tag_reader.tags[db] = TAGS
+    event = copy.deepcopy(load_event("enforce_tags/11-create-db-instance.json"))
+    event["detail"]["eventID"] = "another"
+    assert w.service.handle(event).verdict == "COMPLIANT"
+
+
+def test_the_sweep_rejects_anything_but_a_scheduled_event():
+    w = World()
+    with pytest.raises(InvalidEventError):
+        w.sweeper.handle(run_instances())
+    with pytest.raises(InvalidEventError):
+        w.sweeper.handle("not an event")  # type: ignore[arg-type]
