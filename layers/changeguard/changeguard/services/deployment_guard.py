@@ -1,0 +1,1004 @@
+"""The deployment guard: stop unhealthy deployments, roll back regressions found in the bake window.
+
+Triggers (all wired in template.yaml):
+
+* an alarm going to ALARM, in any of its three shapes (EventBridge rule, the alarm's Lambda
+  action, the alarm topic's SNS subscription);
+* CodeDeploy "Deployment State-change Notification" START, SUCCESS, FAILURE, STOP: recorded
+  in the ledger under the deployment's change id (``codedeploy:<deploymentId>``);
+* the health-check sweep (a schedule): every in-flight deployment of a group with health
+  criteria is checked once, ``delay_minutes`` after it started. A sweep rather than a one-off
+  schedule per START: CodeDeploy delivers its events best effort, ``ListDeployments`` does not
+  miss one, and there is no schedule to create, clean up or pass a role to.
+
+Order of work, so that retries converge and nothing happens twice: decide; write the intent
+(the STOP/ROLLBACK entry, its cap slot and its ALERT) in one conditional append; then act; then
+record what the action produced. A repeated alarm finds the deployment already stopped (not in
+flight) or its intent entry already written; a retry after a crash finds the intent and finishes
+the action. Observe mode writes the intent as "would have" and makes no call to CodeDeploy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from changeguard.domain.alerts import Alert
+from changeguard.domain.deployments import (
+    FAILED_CHANGE,
+    GROUP_TAG,
+    REDEPLOY_MARKER,
+    AlarmSignal,
+    CapCheck,
+    Deployment,
+    DeploymentGroup,
+    GroupRef,
+    GuardAction,
+    GuardDecision,
+    HealthCriteria,
+    HealthReport,
+    MetricQuery,
+    StopCapContentionError,
+    TimeWindow,
+    change_id_of,
+    decide_on_alarm,
+    decide_on_health,
+    evaluate_health,
+    find_ticket,
+    groups_from_tag,
+    health_plan,
+    is_rollback,
+    parse_reason_data,
+    redeploy_description,
+    rollback_of,
+    rollback_reason,
+    stop_cap,
+)
+from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.ledger import EntryKind, LedgerEntry, utc
+from changeguard.domain.policy import Policy
+from changeguard.domain.verdicts import Severity
+from changeguard.models.deployments import (
+    ALARM_STATE_CHANGE,
+    DEPLOYMENT_STATE_CHANGE,
+    SCHEDULED_EVENT,
+    AlarmActionPayload,
+    AlarmStateChangeEvent,
+    DeploymentStateChangeEvent,
+    ScheduledEvent,
+    SnsAlarmMessage,
+    SnsEvent,
+)
+from changeguard.ports import Clock, Ledger
+from changeguard.services.correlate import alert_entry
+from changeguard.services.outcome import Outcome
+
+#: How far back to look for a group's latest deployment when an alarm fires (beyond the bake window).
+HISTORY = timedelta(days=1)
+_CAP_ATTEMPTS = 5
+#: How long an invocation that wrote an intent may still be carrying it out: the function's Timeout in
+#: template.yaml (60 s). Lambda retries a failed invocation a minute or more later (issue 8).
+ATTEMPT_TIMEOUT = timedelta(seconds=60)
+_RECOVERY_LOOKBACK = timedelta(days=1)
+
+# Outcome verdicts, most significant first (the merged outcome of several decisions shows the first).
+STOPPED = "STOPPED"
+ROLLED_BACK = "ROLLED_BACK"
+CAPPED = "CAPPED"
+NO_ROLLBACK = "NO_ROLLBACK"
+WOULD_STOP = "WOULD_STOP"
+WOULD_ROLL_BACK = "WOULD_ROLL_BACK"
+UNHEALTHY = "UNHEALTHY"
+HEALTHY = "HEALTHY"
+RECORDED = "RECORDED"
+NO_ACTION = "NO_ACTION"
+IGNORED = "IGNORED"
+_PRECEDENCE = (
+    STOPPED,
+    ROLLED_BACK,
+    CAPPED,
+    NO_ROLLBACK,
+    WOULD_STOP,
+    WOULD_ROLL_BACK,
+    UNHEALTHY,
+    HEALTHY,
+    RECORDED,
+    NO_ACTION,
+    IGNORED,
+)
+
+
+class StopOutcome(Protocol):
+    """What ``StopDeployment`` answered (``adapters.codedeploy.StopResult``)."""
+
+    status: str
+    already_completed: bool
+
+    def describe(self) -> str: ...
+
+
+class GuardedCodeDeploy(Protocol):
+    """CodeDeploy as the guard uses it (``adapters.codedeploy.CodeDeployGuard``)."""
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None: ...
+
+    def list_in_flight(self, application: str, group: str) -> list[Deployment]: ...
+
+    def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment]: ...
+
+    def groups_watching(self, alarm_name: str) -> list[DeploymentGroup]: ...
+
+    def tags_of(self, arn: str) -> dict[str, str]: ...
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> StopOutcome: ...
+
+    def redeploy(self, application: str, group: str, revision: dict[str, Any], description: str) -> str: ...
+
+
+class AlarmsAndMetrics(Protocol):
+    """CloudWatch as the guard uses it (``adapters.cloudwatch.CloudWatchReader``)."""
+
+    def metric_values(self, queries: Sequence[MetricQuery], window: TimeWindow) -> dict[str, list[float]]: ...
+
+    def alarm_state(self, alarm_name: str) -> str | None: ...
+
+    def alarm_tags(self, alarm_arn: str) -> dict[str, str]: ...
+
+
+def _short(exc: ValidationError) -> str:
+    errs = exc.errors()
+    if not errs:
+        return "invalid"
+    loc = ".".join(str(p) for p in errs[0]["loc"])
+    return f"{len(errs)} error(s); first at '{loc}': {errs[0]['msg']}"
+
+
+def _region_of(arn: str | None) -> str | None:
+    parts = (arn or "").split(":")
+    return parts[3] if len(parts) > 5 and parts[3] else None
+
+
+def _account_of(arn: str | None) -> str | None:
+    parts = (arn or "").split(":")
+    return parts[4] if len(parts) > 5 and parts[4] else None
+
+
+def _parse(model: type[BaseModel], value: Any) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise InvalidEventError(f"not a {model.__name__}: {_short(exc)}") from exc
+
+
+def alarm_signals(event: Mapping[str, Any]) -> list[AlarmSignal]:
+    """The alarm state changes in any of the three shapes an alarm reaches Lambda in."""
+    if "Records" in event:
+        sns: SnsEvent = _parse(SnsEvent, event)
+        signals = []
+        for record in sns.Records:
+            try:
+                message = SnsAlarmMessage.model_validate(json.loads(record.Sns.Message))
+            except (ValueError, ValidationError) as exc:
+                raise InvalidEventError(f"SNS message {record.Sns.MessageId} is not a CloudWatch alarm") from exc
+            arn = message.AlarmArn
+            signals.append(
+                AlarmSignal(
+                    alarm_name=message.AlarmName,
+                    alarm_arn=arn,
+                    state=message.NewStateValue,
+                    previous_state=message.OldStateValue,
+                    reason=message.NewStateReason,
+                    reason_data=_trigger_data(message.Trigger),
+                    changed_at=utc(message.StateChangeTime),
+                    account=message.AWSAccountId or _account_of(arn) or _account_of(record.Sns.TopicArn) or "",
+                    region=_region_of(arn) or _region_of(record.Sns.TopicArn) or "",
+                    shape="sns",
+                    event_id=record.Sns.MessageId,
+                )
+            )
+        return signals
+    if "alarmData" in event:
+        action: AlarmActionPayload = _parse(AlarmActionPayload, event)
+        data = action.alarmData
+        return [
+            AlarmSignal(
+                alarm_name=data.alarmName,
+                alarm_arn=action.alarmArn,
+                state=data.state.value,
+                previous_state=data.previousState.value if data.previousState else None,
+                reason=data.state.reason,
+                reason_data=parse_reason_data(data.state.reasonData),
+                changed_at=utc(data.state.timestamp or action.time),
+                account=action.accountId,
+                region=action.region,
+                shape="lambda-action",
+                event_id=f"{action.alarmArn}@{action.time.isoformat()}",
+            )
+        ]
+    change: AlarmStateChangeEvent = _parse(AlarmStateChangeEvent, event)
+    data = change.detail
+    arn = next((r for r in change.resources if ":alarm:" in r), None)
+    return [
+        AlarmSignal(
+            alarm_name=data.alarmName,
+            alarm_arn=arn,
+            state=data.state.value,
+            previous_state=data.previousState.value if data.previousState else None,
+            reason=data.state.reason,
+            reason_data=parse_reason_data(data.state.reasonData),
+            changed_at=utc(data.state.timestamp or change.time),
+            account=change.account,
+            region=change.region,
+            shape="eventbridge",
+            event_id=change.id,
+        )
+    ]
+
+
+def _trigger_data(trigger: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The SNS shape has no ``reasonData``; its ``Trigger`` gives the threshold and statistic."""
+    if not trigger:
+        return None
+    data: dict[str, Any] = {}
+    if isinstance(trigger.get("Threshold"), int | float):
+        data["threshold"] = trigger["Threshold"]
+    if trigger.get("Statistic") or trigger.get("ExtendedStatistic"):
+        data["statistic"] = trigger.get("ExtendedStatistic") or trigger.get("Statistic")
+    return data or None
+
+
+def merge(function: str, outcomes: Sequence[Outcome]) -> Outcome:
+    """One outcome for an invocation that acted on several deployments."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    verdicts = [o.verdict for o in outcomes if o.verdict]
+    verdict = next((v for v in _PRECEDENCE if v in verdicts), verdicts[0] if verdicts else None)
+    severities = [o.severity for o in outcomes if o.severity]
+    order = [s.value for s in Severity]
+    return Outcome(
+        function=function,
+        change_id=next((o.change_id for o in outcomes if o.change_id and o.verdict == verdict), None),
+        verdict=verdict,
+        severity=min(severities, key=order.index) if severities else None,
+        actions=[a for o in outcomes for a in o.actions],
+        reasons=[r for o in outcomes for r in o.reasons],
+        # Nothing new happened: every outcome is a duplicate or a decision to do nothing.
+        duplicate=any(o.duplicate for o in outcomes)
+        and all(o.duplicate or o.verdict in (NO_ACTION, IGNORED, None) for o in outcomes),
+        alert_ids=[a for o in outcomes for a in o.alert_ids],
+    )
+
+
+class DeploymentGuardService:
+    """Parse -> decide (``domain.deployments``) -> act through CodeDeploy -> ledger (with alerts)."""
+
+    def __init__(
+        self,
+        *,
+        function: str,
+        ledger: Ledger,
+        codedeploy: GuardedCodeDeploy,
+        cloudwatch: AlarmsAndMetrics,
+        policy: Callable[[], Policy],
+        clock: Clock,
+    ) -> None:
+        self.function = function
+        self.ledger = ledger
+        self.codedeploy = codedeploy
+        self.cloudwatch = cloudwatch
+        self.policy = policy
+        self.clock = clock
+        self._tickets: dict[str, str | None] = {}
+
+    # -- entry point ------------------------------------------------------------------------------
+    def handle(self, event: Any) -> Outcome:
+        if not isinstance(event, Mapping):
+            raise InvalidEventError("event is not a JSON object")
+        self._tickets.clear()  # tags and descriptions are read once per invocation
+        detail_type = event.get("detail-type")
+        if detail_type == DEPLOYMENT_STATE_CHANGE:
+            return self.on_deployment_state(_parse(DeploymentStateChangeEvent, event))
+        if detail_type == SCHEDULED_EVENT:
+            return self.sweep(_parse(ScheduledEvent, event))
+        if detail_type == ALARM_STATE_CHANGE or "alarmData" in event or "Records" in event:
+            return merge(self.function, [self.on_alarm(s) for s in alarm_signals(event)])
+        raise InvalidEventError(f"the deployment guard does not handle {detail_type or 'this'!r} events")
+
+    # -- alarms -----------------------------------------------------------------------------------
+    def on_alarm(self, alarm: AlarmSignal) -> Outcome:
+        if not alarm.firing:
+            return self._outcome(IGNORED, reasons=[f"alarm {alarm.alarm_name} went to {alarm.state}, not ALARM"])
+        # Re-read before acting: a late, repeated or replayed delivery of an alarm that has since
+        # recovered must not stop today's deployments.
+        current = self.cloudwatch.alarm_state(alarm.alarm_name)
+        if current != "ALARM":
+            return self._outcome(
+                IGNORED,
+                reasons=[f"alarm {alarm.alarm_name} is {current or 'deleted'} now: nothing to act on"],
+            )
+        policy = self.policy()
+        groups = self.watching_groups(alarm)
+        if not groups:
+            return self._outcome(NO_ACTION, reasons=[f"no deployment group watches alarm {alarm.alarm_name}"])
+        now = self.clock.now()
+        since = now - timedelta(minutes=policy.bake_minutes) - HISTORY
+        outcomes: list[Outcome] = []
+        for ref in groups:
+            known = {d.deployment_id: d for d in self.codedeploy.list_recent(ref.application, ref.group, since)}
+            known.update({d.deployment_id: d for d in self.codedeploy.list_in_flight(ref.application, ref.group)})
+            decisions = decide_on_alarm(alarm, list(known.values()), bake_minutes=policy.bake_minutes)
+            if not decisions:
+                outcomes.append(
+                    self._outcome(
+                        NO_ACTION,
+                        reasons=[
+                            f"{ref.key}: nothing in flight and nothing inside the {policy.bake_minutes} min bake window"
+                        ],
+                    )
+                )
+            for decision in decisions:
+                if decision.action is not GuardAction.SKIP:
+                    decision = decision.with_health(self.health_of(decision.deployment, policy, now))
+                outcomes.append(self.carry_out(decision, policy, alarm.account, alarm.region))
+        return merge(self.function, outcomes)
+
+    def watching_groups(self, alarm: AlarmSignal) -> list[GroupRef]:
+        """Groups whose alarm configuration lists the alarm, and those its group tag names."""
+        refs = {g.ref.key: g.ref for g in self.codedeploy.groups_watching(alarm.alarm_name)}
+        if alarm.alarm_arn:
+            for ref in groups_from_tag(self.cloudwatch.alarm_tags(alarm.alarm_arn).get(GROUP_TAG)):
+                refs.setdefault(ref.key, ref)
+        return list(refs.values())
+
+    # -- health -----------------------------------------------------------------------------------
+    def health_of(self, deployment: Deployment, policy: Policy, now: datetime) -> HealthReport | None:
+        criteria = policy.health_criteria.get(deployment.ref.key)
+        started = deployment.started_at
+        if criteria is None or started is None:
+            return None
+        return self.evaluate(criteria, started, now)
+
+    def evaluate(self, criteria: HealthCriteria, started: datetime, now: datetime) -> HealthReport | None:
+        plan = health_plan(criteria, started, now)
+        if plan is None:
+            return None
+        current = self.cloudwatch.metric_values(plan.current_queries, plan.current)
+        baseline = self.cloudwatch.metric_values(plan.baseline_queries, plan.baseline) if plan.baseline else {}
+        return evaluate_health(criteria, plan, current, baseline)
+
+    def sweep(self, event: ScheduledEvent) -> Outcome:
+        """Check each in-flight deployment of a group with criteria once, ``delay_minutes`` after its start."""
+        policy = self.policy()
+        now = self.clock.now()
+        outcomes: list[Outcome] = []
+        for key, criteria in sorted(policy.health_criteria.items()):
+            ref = GroupRef.parse(key)
+            for deployment in self.codedeploy.list_in_flight(ref.application, ref.group):
+                started = deployment.started_at
+                if is_rollback(deployment) or started is None:
+                    continue
+                if now < started + timedelta(minutes=criteria.delay_minutes):
+                    continue
+                if any(e.entry == "HEALTH" for e in self.ledger.entries_for(deployment.change_id)):
+                    continue
+                outcomes.append(self.check(deployment, criteria, policy, now, event.account, event.region))
+        if not outcomes:
+            return self._outcome(None, actions=["no deployment due for a health check"])
+        return merge(self.function, outcomes)
+
+    def check(
+        self, deployment: Deployment, criteria: HealthCriteria, policy: Policy, now: datetime, account: str, region: str
+    ) -> Outcome:
+        started = deployment.started_at or now
+        report = self.evaluate(criteria, started, now) or HealthReport()
+        entry = LedgerEntry(
+            change_id=deployment.change_id,
+            entry="HEALTH",
+            kind=EntryKind.DEPLOYMENT,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            verdict=HEALTHY if report.healthy else UNHEALTHY,
+            ticket_id=self.ticket_of(deployment, policy, account, region),
+            account=account,
+            region=region,
+            body={
+                "deployment_id": deployment.deployment_id,
+                "check": f"{criteria.delay_minutes} min after start",
+                "healthy": report.healthy,
+                "evaluated": report.evaluated,
+                "findings": [f.model_dump(mode="json") for f in report.findings],
+                "values": report.values,
+                "application": deployment.application,
+                "deployment_group": deployment.group,
+            },
+        )
+        decision = decide_on_health(deployment, report, criteria.delay_minutes)
+        if decision is None:
+            new = self.ledger.append([entry])
+            verdict = HEALTHY if report.evaluated else NO_ACTION
+            detail = "; ".join(f.detail for f in report.findings) or "no health criteria could be evaluated"
+            return self._outcome(
+                verdict,
+                change_id=deployment.change_id,
+                actions=[f"health check of {deployment.deployment_id}: {'healthy' if report.healthy else 'unhealthy'}"],
+                reasons=[detail],
+                duplicate=not new,
+            )
+        return self.carry_out(decision, policy, account, region, extra=[entry])
+
+    # -- CodeDeploy state changes -----------------------------------------------------------------
+    def on_deployment_state(self, event: DeploymentStateChangeEvent) -> Outcome:
+        detail = event.detail
+        policy = self.policy()
+        deployment = self.codedeploy.get_deployment(detail.deploymentId)
+        now = self.clock.now()
+        change_id = change_id_of(detail.deploymentId)
+        rollback = rollback_reason(deployment) if deployment else None
+        ticket = self.ticket_of(deployment, policy, event.account, event.region) if deployment else None
+        failed = detail.state in ("FAILURE", "STOP")
+        # The field names are what the KPI reports read (domain/kpis.py): one deployment's facts
+        # are grouped by ``deployment_id``; ``rollback_of`` marks a rollback, which is not counted.
+        body: dict[str, Any] = {
+            "deployment_id": detail.deploymentId,
+            "state": detail.state,
+            "application": detail.application,
+            "deployment_group": detail.deploymentGroup,
+            "deployment_found": deployment is not None,
+            "rollback": rollback,
+            "failed_change": failed,
+        }
+        if deployment is not None:
+            started = deployment.started_at
+            body.update(
+                {
+                    "status": deployment.status,
+                    "creator": deployment.creator,
+                    "description": deployment.description,
+                    "revision": deployment.revision,
+                    "rollback_of": rollback_of(deployment),
+                    "rolled_back": bool(deployment.rollback_deployment_id),
+                    "rollback_deployment_id": deployment.rollback_deployment_id,
+                    "started_at": started.isoformat() if started else None,
+                    "finished_at": deployment.complete_time.isoformat()
+                    if deployment.complete_time and detail.state != "START"
+                    else None,
+                }
+            )
+            if detail.state == "SUCCESS" and deployment.complete_time:
+                bake_end = deployment.complete_time + timedelta(minutes=policy.bake_minutes)
+                body["bake_window_ends"] = bake_end.isoformat()
+        entries = [
+            LedgerEntry(
+                change_id=change_id,
+                entry=f"DEPLOYMENT#{detail.state}",
+                kind=EntryKind.DEPLOYMENT,
+                function=self.function,
+                event_time=utc(event.time),
+                recorded_at=now,
+                verdict=FAILED_CHANGE if failed else None,
+                ticket_id=ticket,
+                account=event.account,
+                region=event.region,
+                body=body,
+            )
+        ]
+        alert_ids: list[str] = []
+        if detail.state == "FAILURE" and rollback:
+            alert = Alert(
+                alert_id=Alert.make_id(change_id, self.function, "rollback-failed"),
+                kind="rollback-failed",
+                function=self.function,
+                severity=Severity.CRITICAL,
+                verdict=FAILED_CHANGE,
+                subject=f"Rollback deployment {detail.deploymentId} FAILED ({detail.application}/{detail.deploymentGroup})",
+                summary=(
+                    f"Rollback deployment {detail.deploymentId} of {detail.application}/{detail.deploymentGroup}"
+                    f" failed: {rollback}. The group may be running a bad revision."
+                ),
+                change_id=change_id,
+                event_time=event.time,
+                account=event.account,
+                region=event.region,
+                resource_type="codedeploy:deploymentgroup",
+                resources=(self._group_arn(detail.application, detail.deploymentGroup, event.account, event.region),),
+                ticket_id=ticket,
+                reasons=(f"CodeDeploy reported FAILURE for {detail.deploymentId}",),
+                actions=("recorded the failure in the change ledger",),
+                remediation="Redeploy a known good revision by hand and investigate why the rollback failed.",
+                details={"deployment_id": detail.deploymentId, "application": detail.application},
+            )
+            entries.append(alert_entry(alert, event.time, now))
+            alert_ids.append(alert.alert_id)
+        new = self.ledger.append(entries)
+        what = f"{detail.state} of {detail.deploymentId} ({detail.application}/{detail.deploymentGroup})"
+        return self._outcome(
+            RECORDED,
+            change_id=change_id,
+            actions=[f"recorded {what}" + (f", ticket {ticket}" if ticket else "")]
+            if new
+            else ["duplicate delivery: already recorded"],
+            reasons=[f"a rollback: {rollback}"] if rollback else [],
+            duplicate=not new,
+            alert_ids=alert_ids if new else [],
+        )
+
+    # -- carrying out a decision ------------------------------------------------------------------
+    def carry_out(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        account: str,
+        region: str,
+        extra: Sequence[LedgerEntry] = (),
+    ) -> Outcome:
+        d = decision.deployment
+        if decision.action is GuardAction.SKIP:
+            return self._outcome(
+                NO_ACTION,
+                change_id=d.change_id,
+                actions=[
+                    f"left {d.deployment_id} alone: {decision.reasons[0]}"
+                    if decision.reasons
+                    else f"left {d.deployment_id} alone"
+                ],
+                reasons=list(decision.reasons),
+            )
+        if decision.action is GuardAction.REDEPLOY and decision.revision is None:
+            return self._no_rollback(decision, policy, account, region, extra)
+        stop = decision.action is GuardAction.STOP
+        if not policy.enforcing:
+            intent = "WOULD_STOP" if stop else "WOULD_ROLL_BACK"
+        else:
+            intent = "STOP" if stop else "ROLLBACK"
+        entries = self.ledger.entries_for(d.change_id)
+        if any(e.entry == intent for e in entries):
+            return self._resume(decision, policy, intent, entries, account, region)
+        for _ in range(_CAP_ATTEMPTS):
+            cap = self._cap(d.application, policy)
+            if not cap.allowed:
+                return self._capped(decision, policy, cap, account, region, extra)
+            appended = self.ledger.append(
+                [
+                    *extra,
+                    self._intent_entry(decision, policy, intent, cap, account, region),
+                    self._slot_entry(decision, policy, cap),
+                    alert_entry(
+                        self._alert(decision, policy, intent, cap, account, region), self.clock.now(), self.clock.now()
+                    ),
+                ]
+            )
+            if appended:
+                return self._act(decision, policy, intent, cap, account, region, duplicate=False)
+            entries = self.ledger.entries_for(d.change_id)
+            if any(e.entry == intent for e in entries):  # a concurrent delivery wrote it first
+                return self._resume(decision, policy, intent, entries, account, region)
+        raise StopCapContentionError(f"could not take a stop slot for {d.application}")
+
+    def _act(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        intent: str,
+        cap: CapCheck | None,
+        account: str,
+        region: str,
+        *,
+        duplicate: bool,
+    ) -> Outcome:
+        d = decision.deployment
+        verdict = {"STOP": STOPPED, "ROLLBACK": ROLLED_BACK, "WOULD_STOP": WOULD_STOP}.get(intent, WOULD_ROLL_BACK)
+        alert_ids = [] if duplicate else [Alert.make_id(d.change_id, self.function, _alert_kind(intent))]
+        reasons = list(decision.reasons) + ([cap.describe(d.application)] if cap else [])
+        if intent == "WOULD_STOP":
+            actions = [f"would have stopped {d.deployment_id} ({d.ref.key}) with automatic rollback (observe mode)"]
+        elif intent == "WOULD_ROLL_BACK":
+            actions = [
+                f"would have redeployed the last known good revision of {d.ref.key} over {d.deployment_id} (observe mode)"
+            ]
+        elif intent == "STOP":
+            actions = [self._stop(decision)]
+        else:
+            actions = [self._redeploy(decision, policy, account, region)]
+        return self._outcome(
+            verdict,
+            change_id=d.change_id,
+            severity=Severity.HIGH.value if policy.enforcing else Severity.MEDIUM.value,
+            actions=actions,
+            reasons=reasons,
+            duplicate=duplicate,
+            alert_ids=alert_ids,
+        )
+
+    def _resume(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        intent: str,
+        entries: Sequence[LedgerEntry],
+        account: str,
+        region: str,
+    ) -> Outcome:
+        """The intent is already ledgered (a repeated alarm, a redelivery, or a retry after a crash)."""
+        d = decision.deployment
+        done = [e for e in entries if e.entry.startswith(f"{intent}#")]
+        if done or intent.startswith("WOULD_"):
+            what = done[0].body.get("result", "done") if done else "reported"
+            return self._outcome(
+                {"STOP": STOPPED, "ROLLBACK": ROLLED_BACK, "WOULD_STOP": WOULD_STOP}.get(intent, WOULD_ROLL_BACK),
+                change_id=d.change_id,
+                actions=[f"duplicate: {d.deployment_id} already handled ({what})"],
+                reasons=list(decision.reasons),
+                duplicate=True,
+            )
+        # Intent without result. A concurrent delivery wrote it and may be acting right now: acting
+        # too would be a second StopDeployment/CreateDeployment (issue 8). Once the writer's timeout
+        # has passed, it stopped short of acting (a crash, retried by Lambda a minute later): finish it.
+        written = max((e.recorded_at for e in entries if e.entry == intent), default=None)
+        if written is not None and self.clock.now() - written < ATTEMPT_TIMEOUT:
+            return self._outcome(
+                {"STOP": STOPPED, "ROLLBACK": ROLLED_BACK}.get(intent, NO_ACTION),
+                change_id=d.change_id,
+                actions=[f"duplicate: {d.deployment_id} is being handled by a concurrent delivery"],
+                reasons=list(decision.reasons),
+                duplicate=True,
+            )
+        return self._act(decision, policy, intent, None, account, region, duplicate=True)
+
+    def _stop(self, decision: GuardDecision) -> str:
+        d = decision.deployment
+        result = self.codedeploy.stop(d.deployment_id, auto_rollback=True)
+        after = self.codedeploy.get_deployment(d.deployment_id)
+        rollback_id = after.rollback_deployment_id if after else None
+        if result.already_completed:
+            text = f"{d.deployment_id} had already finished ({after.status if after else 'unknown'}): nothing to stop"
+        else:
+            text = f"stopped {d.deployment_id} ({d.ref.key}) with automatic rollback: {result.describe()}"
+            text += (
+                f"; rollback deployment {rollback_id}" if rollback_id else "; CodeDeploy created no rollback deployment"
+            )
+        now = self.clock.now()
+        self.ledger.append(
+            [
+                LedgerEntry(
+                    change_id=d.change_id,
+                    entry=f"STOP#{rollback_id or 'no-rollback'}",
+                    kind=EntryKind.ROLLBACK if rollback_id else EntryKind.STOP,
+                    function=self.function,
+                    event_time=now,
+                    recorded_at=now,
+                    body={
+                        "result": text,
+                        "stop_status": result.status,
+                        "already_completed": result.already_completed,
+                        "rollback_deployment_id": rollback_id,
+                        "status_after": after.status if after else None,
+                    },
+                )
+            ]
+        )
+        return text
+
+    def _redeploy(self, decision: GuardDecision, policy: Policy, account: str, region: str) -> str:
+        d = decision.deployment
+        assert decision.revision is not None
+        ticket = self.ticket_of(d, policy, account, region)
+        description = redeploy_description(d, ticket)
+        now = self.clock.now()
+        # A retry after a crash may find the redeploy already created: reuse it, never create two.
+        existing = [
+            r
+            for r in self.codedeploy.list_recent(d.application, d.group, now - _RECOVERY_LOOKBACK)
+            if rollback_of(r) == d.deployment_id and (r.description or "").startswith(REDEPLOY_MARKER)
+        ]
+        new_id = (
+            existing[0].deployment_id
+            if existing
+            else self.codedeploy.redeploy(d.application, d.group, decision.revision, description)
+        )
+        text = f"redeployed the last known good revision of {d.ref.key} over {d.deployment_id}: deployment {new_id}"
+        self.ledger.append(
+            [
+                LedgerEntry(
+                    change_id=d.change_id,
+                    entry=f"ROLLBACK#{new_id}",
+                    kind=EntryKind.ROLLBACK,
+                    function=self.function,
+                    event_time=now,
+                    recorded_at=now,
+                    ticket_id=ticket,
+                    body={"result": text, "redeploy_id": new_id, "revision": decision.revision},
+                ),
+            ]
+        )
+        # The change-calendar gate keys deployments by their bare id and never stops one the suite
+        # marked as a rollback there: mark the redeploy so a closed window does not stop it.
+        self.ledger.append(
+            [
+                LedgerEntry(
+                    change_id=new_id,
+                    entry=f"ROLLBACK#{self.function}",
+                    kind=EntryKind.ROLLBACK,
+                    function=self.function,
+                    event_time=now,
+                    recorded_at=now,
+                    ticket_id=ticket,
+                    body={"rollback_of": d.deployment_id, "ledger_change_id": d.change_id},
+                )
+            ]
+        )
+        return text
+
+    def _capped(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        cap: CapCheck,
+        account: str,
+        region: str,
+        extra: Sequence[LedgerEntry],
+    ) -> Outcome:
+        d = decision.deployment
+        intent = "STOP_CAPPED" if decision.action is GuardAction.STOP else "ROLLBACK_CAPPED"
+        now = self.clock.now()
+        alert = self._alert(decision, policy, intent, cap, account, region)
+        new = self.ledger.append(
+            [*extra, self._intent_entry(decision, policy, intent, cap, account, region), alert_entry(alert, now, now)]
+        )
+        return self._outcome(
+            CAPPED,
+            change_id=d.change_id,
+            severity=Severity.CRITICAL.value,
+            actions=[
+                f"did NOT {'stop' if intent == 'STOP_CAPPED' else 'roll back'} {d.deployment_id}: stop cap reached"
+            ],
+            reasons=[*decision.reasons, cap.describe(d.application)],
+            duplicate=not new,
+            alert_ids=[alert.alert_id] if new else [],
+        )
+
+    def _no_rollback(
+        self, decision: GuardDecision, policy: Policy, account: str, region: str, extra: Sequence[LedgerEntry]
+    ) -> Outcome:
+        d = decision.deployment
+        now = self.clock.now()
+        alert = self._alert(decision, policy, "NO_ROLLBACK", None, account, region)
+        new = self.ledger.append(
+            [
+                *extra,
+                self._intent_entry(decision, policy, "NO_ROLLBACK", None, account, region),
+                alert_entry(alert, now, now),
+            ]
+        )
+        return self._outcome(
+            NO_ROLLBACK,
+            change_id=d.change_id,
+            severity=Severity.HIGH.value,
+            actions=[f"could not roll back {d.deployment_id}: no known good revision"],
+            reasons=list(decision.reasons),
+            duplicate=not new,
+            alert_ids=[alert.alert_id] if new else [],
+        )
+
+    # -- the cap ----------------------------------------------------------------------------------
+    @staticmethod
+    def _cap_key(application: str, policy: Policy) -> str:
+        # Observe mode counts its "would have" stops apart: switching to enforce starts afresh.
+        return f"guard:stops:{application}" + ("" if policy.enforcing else ":observe")
+
+    def _cap(self, application: str, policy: Policy) -> CapCheck:
+        slots: dict[int, datetime] = {}
+        for e in self.ledger.entries_for(self._cap_key(application, policy)):
+            if e.entry.startswith("SLOT#"):
+                slots[int(e.entry.split("#", 1)[1])] = e.event_time
+        return stop_cap(slots, self.clock.now(), policy.max_stops_per_app_hour)
+
+    def _slot_entry(self, decision: GuardDecision, policy: Policy, cap: CapCheck) -> LedgerEntry:
+        now = self.clock.now()
+        return LedgerEntry(
+            change_id=self._cap_key(decision.deployment.application, policy),
+            entry=f"SLOT#{cap.slot:06d}",
+            kind=EntryKind.STOP if decision.action is GuardAction.STOP else EntryKind.ROLLBACK,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            # ``for_deployment``, not ``deployment_id``: a slot is bookkeeping, not the stop itself.
+            body={
+                "for_deployment": decision.deployment.deployment_id,
+                "action": decision.action.value,
+                "mode": policy.enforcement_mode.value,
+            },
+        )
+
+    # -- ledger and alert shapes ------------------------------------------------------------------
+    def ticket_of(self, deployment: Deployment, policy: Policy, account: str | None, region: str | None) -> str | None:
+        """The change ticket from the description, the revision, then the group's and application's tags."""
+        if deployment.deployment_id in self._tickets:
+            return self._tickets[deployment.deployment_id]
+        found = find_ticket(deployment, policy.ticket_pattern)
+        if found is None and account and region:
+            tags = (
+                self.codedeploy.tags_of(self._group_arn(deployment.application, deployment.group, account, region)),
+                self.codedeploy.tags_of(f"arn:aws:codedeploy:{region}:{account}:application:{deployment.application}"),
+            )
+            found = find_ticket(deployment, policy.ticket_pattern, tags=tags, tag_key=policy.ticket_tag_key)
+        ticket = found[0] if found else None
+        if account and region:
+            self._tickets[deployment.deployment_id] = ticket
+        return ticket
+
+    @staticmethod
+    def _group_arn(application: str, group: str, account: str, region: str) -> str:
+        return f"arn:aws:codedeploy:{region}:{account}:deploymentgroup:{application}/{group}"
+
+    def _intent_entry(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        intent: str,
+        cap: CapCheck | None,
+        account: str,
+        region: str,
+    ) -> LedgerEntry:
+        d = decision.deployment
+        now = self.clock.now()
+        enforced = intent in ("STOP", "ROLLBACK")
+        # Only a stop or rollback that happens is a STOP/ROLLBACK fact; "would have", capped and
+        # impossible ones are decisions about the deployment (and never count as failed changes).
+        kind = EntryKind.DEPLOYMENT
+        if enforced:
+            kind = EntryKind.STOP if decision.action is GuardAction.STOP else EntryKind.ROLLBACK
+        return LedgerEntry(
+            change_id=d.change_id,
+            entry=intent,
+            kind=kind,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            verdict=FAILED_CHANGE if enforced else intent,
+            severity=(Severity.CRITICAL if "CAPPED" in intent else Severity.HIGH).value,
+            ticket_id=self.ticket_of(d, policy, account, region),
+            account=account,
+            region=region,
+            body={
+                "action": decision.action.value,
+                "mode": policy.enforcement_mode.value,
+                "enforced": enforced,
+                "failed_change": enforced,
+                "deployment_id": d.deployment_id,
+                "application": d.application,
+                "deployment_group": d.group,
+                "status": d.status,
+                "trigger": decision.trigger,
+                "reasons": list(decision.reasons),
+                "evidence": decision.evidence,
+                "revision": decision.revision,
+                "cap": cap.model_dump(mode="json") if cap else None,
+                "health": decision.health.model_dump(mode="json") if decision.health else None,
+            },
+        )
+
+    def _alert(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        intent: str,
+        cap: CapCheck | None,
+        account: str,
+        region: str,
+    ) -> Alert:
+        d = decision.deployment
+        where = f"{d.application}/{d.group}"
+        subject, summary, actions, severity = {
+            "STOP": (
+                f"Stopping deployment {d.deployment_id} ({where}): {decision.trigger}",
+                f"ChangeGuard is stopping deployment {d.deployment_id} of {where} with automatic rollback.",
+                ("StopDeployment with autoRollbackEnabled=true: CodeDeploy redeploys the last good revision",),
+                Severity.HIGH,
+            ),
+            "WOULD_STOP": (
+                f"Would have stopped deployment {d.deployment_id} ({where}): {decision.trigger}",
+                f"Observe mode: ChangeGuard would have stopped deployment {d.deployment_id} of {where}.",
+                ("nothing (observe mode): would have stopped the deployment with automatic rollback",),
+                Severity.MEDIUM,
+            ),
+            "ROLLBACK": (
+                f"Rolling back {d.deployment_id} ({where}): regression in the bake window",
+                f"ChangeGuard is redeploying the last known good revision of {where} over {d.deployment_id}.",
+                ("CreateDeployment of the last known good revision (the deployment cannot be stopped: it finished)",),
+                Severity.HIGH,
+            ),
+            "WOULD_ROLL_BACK": (
+                f"Would have rolled back {d.deployment_id} ({where}): regression in the bake window",
+                f"Observe mode: ChangeGuard would have redeployed the last known good revision over {d.deployment_id}.",
+                ("nothing (observe mode): would have redeployed the last known good revision",),
+                Severity.MEDIUM,
+            ),
+            "STOP_CAPPED": (
+                f"Stop cap reached for {d.application}: {d.deployment_id} NOT stopped",
+                f"Deployment {d.deployment_id} of {where} should be stopped, but the stop cap is reached.",
+                ("nothing: the stop cap protects releases from a broken alarm",),
+                Severity.CRITICAL,
+            ),
+            "ROLLBACK_CAPPED": (
+                f"Stop cap reached for {d.application}: {d.deployment_id} NOT rolled back",
+                f"Deployment {d.deployment_id} of {where} should be rolled back, but the stop cap is reached.",
+                ("nothing: the stop cap protects releases from a broken alarm",),
+                Severity.CRITICAL,
+            ),
+            "NO_ROLLBACK": (
+                f"Regression after {d.deployment_id} ({where}): nothing to roll back to",
+                f"{d.deployment_id} regressed inside the bake window and no earlier successful revision is known.",
+                ("nothing: no known good revision",),
+                Severity.HIGH,
+            ),
+        }[intent]
+        remediation = {
+            "STOP_CAPPED": "Check the alarm and the deployment; stop it by hand if it is unhealthy. Raise"
+            " max-stops-per-app-hour only if the stops were right.",
+            "ROLLBACK_CAPPED": "Check the alarm; roll back by hand if the release is bad.",
+            "NO_ROLLBACK": "Roll forward with a fix, or deploy a known good revision by hand.",
+        }.get(intent, "Fix the release under its change ticket; the ledger records this as a failed change.")
+        details: dict[str, str | int | float | bool | None] = {
+            "deployment_id": d.deployment_id,
+            "application": d.application,
+            "deployment_group": d.group,
+            "trigger": decision.trigger,
+            "reason": decision.reasons[0] if decision.reasons else None,
+            "mode": policy.enforcement_mode.value,
+            **decision.evidence,
+        }
+        if cap:
+            details.update({"cap.used": cap.used, "cap.limit": cap.limit})
+        ticket = self.ticket_of(d, policy, account, region)
+        return Alert(
+            alert_id=Alert.make_id(d.change_id, self.function, _alert_kind(intent)),
+            kind=_alert_kind(intent),
+            function=self.function,
+            severity=severity,
+            verdict=FAILED_CHANGE if intent in ("STOP", "ROLLBACK") else intent,
+            subject=subject,
+            summary=summary + (f" Change ticket {ticket}." if ticket else " No change ticket found."),
+            change_id=d.change_id,
+            event_time=self.clock.now(),
+            account=account,
+            region=region,
+            resource_type="codedeploy:deploymentgroup",
+            resources=(self._group_arn(d.application, d.group, account, region),),
+            ticket_id=ticket,
+            reasons=decision.reasons + ((cap.describe(d.application),) if cap else ()),
+            actions=actions,
+            remediation=remediation,
+            details=details,
+        )
+
+    def _outcome(
+        self,
+        verdict: str | None,
+        *,
+        change_id: str | None = None,
+        severity: str | None = None,
+        actions: Sequence[str] = (),
+        reasons: Sequence[str] = (),
+        duplicate: bool = False,
+        alert_ids: Sequence[str] = (),
+    ) -> Outcome:
+        return Outcome(
+            function=self.function,
+            change_id=change_id,
+            verdict=verdict,
+            severity=severity,
+            actions=list(actions),
+            reasons=list(reasons),
+            duplicate=duplicate,
+            alert_ids=list(alert_ids),
+        )
+
+
+def _alert_kind(intent: str) -> str:
+    """One alert per deployment and kind: the alert id's last part."""
+    return intent.lower().replace("_", "-")

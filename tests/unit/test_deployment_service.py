@@ -1,0 +1,559 @@
+"""The deployment guard service with in-memory fakes: what it records, alerts and does, and what it never does twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from changeguard.domain.deployments import (
+    REDEPLOY_MARKER,
+    Deployment,
+    DeploymentGroup,
+    ErrorRateCriterion,
+    HealthCriteria,
+    LatencyCriterion,
+    MetricSpec,
+    StopCapContentionError,
+)
+from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.policy import Policy
+from changeguard.services.deployment_guard import DeploymentGuardService
+from fakes import FakeClock, InMemoryLedger
+from sample_events import load_event
+
+ALARM_AT = datetime(2026, 11, 24, 10, 4, 10, tzinfo=UTC)
+NOW = datetime(2026, 11, 24, 10, 4, 30, tzinfo=UTC)
+START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+V15 = {"revisionType": "String", "string": {"content": "v15"}}
+V16 = {"revisionType": "String", "string": {"content": "v16"}}
+ALARM = "checkout-api-errors"
+TAGGED = {"changeguard:deployment-group": "checkout/checkout-prod"}
+ALARM_ARN = f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{ALARM}"
+CRITERIA = HealthCriteria(
+    error_rate=ErrorRateCriterion(
+        errors=MetricSpec(namespace="AWS/Lambda", name="Errors"),
+        requests=MetricSpec(namespace="AWS/Lambda", name="Invocations"),
+    ),
+    latency=LatencyCriterion(metric=MetricSpec(namespace="AWS/Lambda", name="Duration")),
+)
+HEALTHY = {"errors": [2.0], "requests": [1000.0], "latency": [130.0], "latency_baseline": [130.0]}
+SICK = {"errors": [48.0], "requests": [1000.0], "latency": [400.0], "latency_baseline": [130.0]}
+
+
+def dep(deployment_id: str, status: str = "InProgress", group: str = "checkout-prod", **kw: Any) -> Deployment:
+    base: dict[str, Any] = {
+        "deployment_id": deployment_id,
+        "application": "checkout",
+        "group": group,
+        "status": status,
+        "creator": "user",
+        "description": "checkout-api v16 (CHG-2002)",
+        "revision": V16,
+        "create_time": START,
+        "start_time": START,
+    }
+    base.update(kw)
+    return Deployment(**base)
+
+
+@dataclass
+class Stopped:
+    status: str
+    already_completed: bool = False
+
+    def describe(self) -> str:
+        return "already completed" if self.already_completed else f"StopDeployment {self.status}"
+
+
+class FakeCodeDeploy:
+    def __init__(self, *deployments: Deployment, groups: list[DeploymentGroup] | None = None) -> None:
+        self.deployments = {d.deployment_id: d for d in deployments}
+        self.groups = groups or []
+        self.tags: dict[str, dict[str, str]] = {}
+        self.stops: list[str] = []
+        self.redeploys: list[tuple[str, dict[str, Any], str]] = []
+
+    def get_deployment(self, deployment_id: str) -> Deployment | None:
+        return self.deployments.get(deployment_id)
+
+    def list_in_flight(self, application: str, group: str) -> list[Deployment]:
+        return [
+            d for d in self.deployments.values() if (d.application, d.group) == (application, group) and d.in_flight
+        ]
+
+    def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment]:
+        return [
+            d
+            for d in self.deployments.values()
+            if (d.application, d.group) == (application, group) and (d.create_time or since) >= since
+        ]
+
+    def groups_watching(self, alarm_name: str) -> list[DeploymentGroup]:
+        return [g for g in self.groups if alarm_name in g.alarms]
+
+    def tags_of(self, arn: str) -> dict[str, str]:
+        return self.tags.get(arn, {})
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> Stopped:
+        self.stops.append(deployment_id)
+        d = self.deployments[deployment_id]
+        if not d.in_flight:
+            return Stopped("AlreadyCompleted", already_completed=True)
+        rollback = f"d-RB{len(self.stops):07d}"
+        self.deployments[deployment_id] = d.model_copy(update={"status": "Stopped", "rollback_deployment_id": rollback})
+        self.deployments[rollback] = dep(
+            rollback, creator="codeDeployRollback", rolled_back_from=deployment_id, revision=V15, description=None
+        )
+        return Stopped("Succeeded")
+
+    def redeploy(self, application: str, group: str, revision: dict[str, Any], description: str) -> str:
+        new = f"d-RD{len(self.redeploys) + 1:07d}"
+        self.redeploys.append((new, revision, description))
+        self.deployments[new] = dep(
+            new, application=application, group=group, revision=revision, description=description, create_time=NOW
+        )
+        return new
+
+
+class FakeCloudWatch:
+    def __init__(self, states: dict[str, str] | None = None, metrics: dict[str, list[float]] | None = None) -> None:
+        self.states = states if states is not None else {ALARM: "ALARM"}
+        self.tags = {ALARM_ARN: dict(TAGGED)}
+        self.metrics = metrics or {}
+        self.windows: list[tuple[datetime, datetime]] = []
+
+    def metric_values(self, queries: Any, window: Any) -> dict[str, list[float]]:
+        self.windows.append((window.start, window.end))
+        return {q.id: list(self.metrics.get(q.id, [])) for q in queries}
+
+    def alarm_state(self, alarm_name: str) -> str | None:
+        return self.states.get(alarm_name)
+
+    def alarm_tags(self, alarm_arn: str) -> dict[str, str]:
+        return self.tags.get(alarm_arn, {})
+
+
+class Guard:
+    """The service, its fakes, and the policy it reads (changeable per test)."""
+
+    def __init__(self, *deployments: Deployment, mode: str = "enforce", **policy: Any) -> None:
+        self.codedeploy = FakeCodeDeploy(*deployments)
+        self.cloudwatch = FakeCloudWatch(metrics=HEALTHY)
+        self.ledger = InMemoryLedger()
+        self.clock = FakeClock(NOW)
+        self.policy = Policy(enforcement_mode=mode, health_criteria={"checkout/checkout-prod": CRITERIA}, **policy)
+        self.service = DeploymentGuardService(
+            function="guard_deployment",
+            ledger=self.ledger,
+            codedeploy=self.codedeploy,
+            cloudwatch=self.cloudwatch,
+            policy=lambda: self.policy,
+            clock=self.clock,
+        )
+
+    def alarm(self, sample: str = "alarm-state-change.json", **changes: Any) -> Any:
+        event = load_event(f"guard_deployment/{sample}")
+        event.update(changes)
+        return self.service.handle(event)
+
+    def entries(self, change_id: str) -> dict[str, LedgerEntry]:
+        return {e.entry: e for e in self.ledger.entries_for(change_id)}
+
+    def alerts(self) -> list[LedgerEntry]:
+        return self.ledger.kinds("ALERT")
+
+
+# -- alarm -> stop ---------------------------------------------------------------------------------------
+def test_enforce_stops_the_in_flight_deployment_records_intent_alert_and_result():
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.cloudwatch.metrics = SICK
+    outcome = guard.alarm()
+    assert outcome.verdict == "STOPPED"
+    assert guard.codedeploy.stops == ["d-CHK0000U1"]
+    entries = guard.entries("codedeploy:d-CHK0000U1")
+    stop = entries["STOP"]
+    assert stop.kind is EntryKind.STOP and stop.verdict == "FAILED_CHANGE" and stop.ticket_id == "CHG-2002"
+    assert stop.body["failed_change"] is True and stop.body["deployment_id"] == "d-CHK0000U1"
+    assert stop.body["evidence"]["metric.error_rate_percent"] == 4.8
+    result = entries["STOP#d-RB0000001"]
+    assert result.kind is EntryKind.ROLLBACK and result.body["rollback_deployment_id"] == "d-RB0000001"
+    (alert_entry,) = guard.alerts()
+    alert = alert_entry.body["alert"]
+    assert alert["kind"] == "stop" and alert["severity"] == "high"
+    assert alert["details"]["deployment_id"] == "d-CHK0000U1"
+    assert alert["details"]["application"] == "checkout" and alert["details"]["deployment_group"] == "checkout-prod"
+    assert alert["details"]["alarm.threshold"] == 10.0
+    assert alert["details"]["metric.latency_ratio"] == pytest.approx(3.0769, rel=1e-3)
+    assert any(r.startswith("alarm checkout-api-errors is in ALARM") for r in alert["reasons"])
+    assert any(r.startswith("error rate 4.80% > 1%") for r in alert["reasons"])
+
+
+def test_repeated_alarms_give_one_stop_and_one_alert():
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.alarm()
+    again = guard.alarm(id="another-delivery")
+    guard.alarm("alarm-lambda-action.json")
+    guard.alarm("alarm-sns.json")
+    assert guard.codedeploy.stops == ["d-CHK0000U1"]
+    assert len(guard.alerts()) == 1
+    assert again.verdict == "NO_ACTION"
+    assert "never stops a rollback" in again.actions[0]
+
+
+def test_a_concurrent_delivery_that_already_stopped_it_is_not_repeated():
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.alarm()
+    # A second invocation read the deployment while it was still in flight.
+    guard.codedeploy.deployments["d-CHK0000U1"] = dep("d-CHK0000U1")
+    outcome = guard.alarm()
+    assert outcome.duplicate
+    assert guard.codedeploy.stops == ["d-CHK0000U1"]
+    assert len(guard.alerts()) == 1
+
+
+def test_a_retry_after_a_crash_between_intent_and_stop_finishes_the_stop():
+    guard = Guard(dep("d-CHK0000U1"))
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("Lambda timed out")
+
+    real_stop, guard.codedeploy.stop = guard.codedeploy.stop, crash  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        guard.alarm()
+    assert "STOP" in guard.entries("codedeploy:d-CHK0000U1")
+    guard.codedeploy.stop = real_stop  # type: ignore[method-assign]
+    guard.clock.at += timedelta(minutes=1)  # Lambda retries a failed invocation a minute later (issue 8)
+    outcome = guard.alarm()
+    assert outcome.verdict == "STOPPED"
+    assert guard.codedeploy.stops == ["d-CHK0000U1"]
+    assert "STOP#d-RB0000001" in guard.entries("codedeploy:d-CHK0000U1")
+    assert len(guard.alerts()) == 1
+
+
+def test_observe_mode_reports_would_have_stopped_and_calls_nothing():
+    guard = Guard(dep("d-CHK0000U1"), mode="observe")
+    outcome = guard.alarm()
+    assert outcome.verdict == "WOULD_STOP"
+    assert "would have stopped d-CHK0000U1" in outcome.actions[0]
+    assert guard.codedeploy.stops == [] and guard.codedeploy.redeploys == []
+    entry = guard.entries("codedeploy:d-CHK0000U1")["WOULD_STOP"]
+    assert entry.kind is EntryKind.DEPLOYMENT  # not a stop: the KPIs must not count it as one
+    assert entry.verdict == "WOULD_STOP" and entry.body["failed_change"] is False
+    (alert,) = guard.alerts()
+    assert alert.body["alert"]["kind"] == "would-stop"
+    assert alert.body["alert"]["subject"].startswith("Would have stopped deployment d-CHK0000U1")
+
+
+def test_an_alarm_that_recovered_or_was_deleted_is_not_acted_on():
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.cloudwatch.states[ALARM] = "OK"
+    assert guard.alarm().verdict == "IGNORED"
+    del guard.cloudwatch.states[ALARM]
+    outcome = guard.alarm()
+    assert outcome.verdict == "IGNORED" and "deleted" in outcome.reasons[0]
+    assert guard.codedeploy.stops == [] and guard.ledger.items == {}
+
+
+def test_a_transition_to_ok_is_ignored_without_reading_anything():
+    guard = Guard(dep("d-CHK0000U1"))
+    event = load_event("guard_deployment/alarm-lambda-action.json")
+    event["alarmData"]["state"]["value"] = "OK"
+    assert guard.service.handle(event).verdict == "IGNORED"
+    assert guard.ledger.items == {}
+
+
+def test_groups_come_from_the_alarm_configuration_as_well_as_the_tag():
+    guard = Guard(dep("d-PAY0000B1", group="payments-prod"), dep("d-CHK0000U1"))
+    guard.cloudwatch.tags = {}
+    guard.codedeploy.groups = [DeploymentGroup(application="checkout", group="payments-prod", alarms=(ALARM,))]
+    guard.alarm()
+    assert guard.codedeploy.stops == ["d-PAY0000B1"]
+    guard2 = Guard(dep("d-CHK0000U1"))
+    guard2.cloudwatch.tags = {}
+    assert guard2.alarm().verdict == "NO_ACTION"
+
+
+# -- the cap -----------------------------------------------------------------------------------------------
+def test_the_cap_stops_acting_and_alerts_critically():
+    guard = Guard(dep("d-CHK00000A1", group="g1"), dep("d-CHK00000B1", group="g2"), max_stops_per_app_hour=1)
+    guard.cloudwatch.tags = {ALARM_ARN: {"changeguard:deployment-group": "checkout/g1 checkout/g2"}}
+    outcome = guard.alarm()
+    assert outcome.verdict == "STOPPED"
+    assert guard.codedeploy.stops == ["d-CHK00000A1"]
+    capped = guard.entries("codedeploy:d-CHK00000B1")["STOP_CAPPED"]
+    assert capped.kind is EntryKind.DEPLOYMENT and capped.severity == "critical"
+    kinds = sorted(a.body["alert"]["kind"] for a in guard.alerts())
+    assert kinds == ["stop", "stop-capped"]
+    cap_alert = next(a.body["alert"] for a in guard.alerts() if a.body["alert"]["kind"] == "stop-capped")
+    assert cap_alert["severity"] == "critical"
+    assert "1 of 1 stops/rollbacks for checkout in the last hour: the cap is reached" in cap_alert["reasons"]
+    # An hour later the slot is free again.
+    guard.clock.at = NOW + timedelta(hours=1, minutes=1)
+    guard.alarm()
+    assert guard.codedeploy.stops == ["d-CHK00000A1", "d-CHK00000B1"]
+
+
+def test_a_slot_taken_concurrently_is_retried_with_the_next_one():
+    guard = Guard(dep("d-CHK0000U1"))
+    real_append = guard.ledger.append
+    raced = []
+
+    def racing_append(entries: Any) -> bool:
+        if not raced and any(e.entry.startswith("SLOT#") for e in entries):
+            raced.append(True)  # another stop of the same application takes slot 1 first
+            slot = next(e for e in entries if e.entry.startswith("SLOT#"))
+            real_append([slot.model_copy(update={"body": {"for_deployment": "d-OTHER"}})])
+        return real_append(entries)
+
+    guard.ledger.append = racing_append  # type: ignore[method-assign]
+    assert guard.alarm().verdict == "STOPPED"
+    slots = guard.entries("guard:stops:checkout")
+    assert sorted(slots) == ["SLOT#000001", "SLOT#000002"]
+    assert slots["SLOT#000002"].body["for_deployment"] == "d-CHK0000U1"
+
+
+def test_endless_contention_for_the_cap_raises_for_a_retry():
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.ledger.append = lambda entries: False  # type: ignore[method-assign]
+    with pytest.raises(StopCapContentionError):
+        guard.alarm()
+
+
+# -- the bake window --------------------------------------------------------------------------------------------
+def baked_payments() -> list[Deployment]:
+    done = ALARM_AT - timedelta(minutes=11)
+    return [
+        dep(
+            "d-PAY0000B1",
+            status="Succeeded",
+            group="payments-prod",
+            application="payments",
+            description="payments v42",
+            complete_time=done,
+            create_time=done - timedelta(minutes=9),
+            previous_revision=V15,
+        ),
+    ]
+
+
+def payments_guard(mode: str = "enforce", **policy: Any) -> Guard:
+    guard = Guard(*baked_payments(), mode=mode, **policy)
+    guard.codedeploy.groups = [DeploymentGroup(application="payments", group="payments-prod", alarms=(ALARM,))]
+    guard.codedeploy.tags = {
+        "arn:aws:codedeploy:us-east-1:123456789012:deploymentgroup:payments/payments-prod": {"ChangeTicket": "CHG-2003"}
+    }
+    guard.cloudwatch.tags = {}
+    return guard
+
+
+def test_a_regression_inside_the_bake_window_redeploys_the_previous_revision_once():
+    guard = payments_guard()
+    outcome = guard.alarm()
+    assert outcome.verdict == "ROLLED_BACK"
+    ((new, revision, description),) = guard.codedeploy.redeploys
+    assert revision == V15
+    assert description.startswith(f"{REDEPLOY_MARKER}d-PAY0000B1 (CHG-2003)")
+    entries = guard.entries("codedeploy:d-PAY0000B1")
+    assert entries["ROLLBACK"].verdict == "FAILED_CHANGE" and entries["ROLLBACK"].ticket_id == "CHG-2003"
+    assert entries[f"ROLLBACK#{new}"].body["redeploy_id"] == new
+    # The change-calendar gate finds the redeploy marked as the suite's rollback under its bare id.
+    assert [e.kind for e in guard.ledger.entries_for(new)] == [EntryKind.ROLLBACK]
+    # Again (another shape of the same alarm): nothing twice, and the redeploy itself is never stopped.
+    again = guard.alarm("alarm-sns.json")
+    assert len(guard.codedeploy.redeploys) == 1 and guard.codedeploy.stops == []
+    assert len(guard.alerts()) == 1
+    assert again.duplicate
+    assert any(a.startswith("duplicate: d-PAY0000B1 already handled") for a in again.actions)
+
+
+def test_a_retry_after_a_crash_reuses_the_redeploy_it_already_created():
+    guard = payments_guard()
+    real = guard.ledger.append
+    calls = []
+
+    def lose_the_result(entries: Any) -> bool:
+        calls.append([e.entry for e in entries])
+        if any(e.entry.startswith("ROLLBACK#d-RD") for e in entries) and len(calls) < 4:
+            raise TimeoutError("crashed before recording the redeploy")
+        return real(entries)
+
+    guard.ledger.append = lose_the_result  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        guard.alarm()
+    guard.ledger.append = real  # type: ignore[method-assign]
+    guard.clock.at += timedelta(minutes=1)  # Lambda retries a failed invocation a minute later (issue 8)
+    # The redeploy is in flight now: the retry must find it, not create a second one.
+    outcome = guard.alarm()
+    assert len(guard.codedeploy.redeploys) == 1
+    assert outcome.duplicate
+    assert "ROLLBACK#d-RD0000001" in guard.entries("codedeploy:d-PAY0000B1")
+
+
+def test_outside_the_bake_window_an_alarm_rolls_nothing_back():
+    guard = payments_guard(bake_minutes=10)
+    outcome = guard.alarm()
+    assert outcome.verdict == "NO_ACTION" and guard.codedeploy.redeploys == []
+    assert "bake window" in outcome.reasons[0]
+
+
+def test_without_a_known_good_revision_the_guard_alerts_instead():
+    guard = payments_guard()
+    guard.codedeploy.deployments["d-PAY0000B1"] = guard.codedeploy.deployments["d-PAY0000B1"].model_copy(
+        update={"previous_revision": None}
+    )
+    outcome = guard.alarm()
+    assert outcome.verdict == "NO_ROLLBACK" and guard.codedeploy.redeploys == []
+    (alert,) = guard.alerts()
+    assert alert.body["alert"]["kind"] == "no-rollback"
+
+
+def test_observe_mode_would_roll_back():
+    guard = payments_guard(mode="observe")
+    assert guard.alarm().verdict == "WOULD_ROLL_BACK"
+    assert guard.codedeploy.redeploys == []
+
+
+# -- the health sweep ------------------------------------------------------------------------------------------
+SWEEP = {
+    "version": "0",
+    "id": "5c6d7e8f-0000-4000-8000-000000000001",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": "2026-11-24T10:06:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:events:us-east-1:123456789012:rule/HealthSweep"],
+    "detail": {},
+}
+
+
+def test_the_sweep_waits_for_the_delay_then_checks_once():
+    guard = Guard(dep("d-CHK0000H1"))
+    guard.clock.at = START + timedelta(minutes=4)
+    assert guard.service.handle(SWEEP).actions == ["no deployment due for a health check"]
+    guard.clock.at = START + timedelta(minutes=5, seconds=30)
+    outcome = guard.service.handle(SWEEP)
+    assert outcome.verdict == "HEALTHY"
+    health = guard.entries("codedeploy:d-CHK0000H1")["HEALTH"]
+    assert health.body["healthy"] is True and health.body["values"]["error_rate_percent"] == pytest.approx(0.2)
+    assert guard.cloudwatch.windows == [
+        (START, START + timedelta(minutes=5)),
+        (START - timedelta(hours=1), START),
+    ]
+    guard.clock.at = START + timedelta(minutes=6)
+    assert guard.service.handle(SWEEP).verdict is None  # already checked
+    assert guard.codedeploy.stops == []
+
+
+def test_an_unhealthy_check_stops_the_deployment_in_the_same_append():
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.cloudwatch.metrics = SICK
+    guard.clock.at = START + timedelta(minutes=5)
+    outcome = guard.service.handle(SWEEP)
+    assert outcome.verdict == "STOPPED"
+    assert guard.codedeploy.stops == ["d-CHK0000U1"]
+    entries = guard.entries("codedeploy:d-CHK0000U1")
+    assert entries["HEALTH"].verdict == "UNHEALTHY"
+    assert entries["STOP"].body["trigger"] == "health check 5 min after start"
+    alert = guard.alerts()[0].body["alert"]
+    assert (
+        alert["subject"] == "Stopping deployment d-CHK0000U1 (checkout/checkout-prod): health check 5 min after start"
+    )
+    assert alert["details"]["metric.latency_p99"] == 400.0
+
+
+def test_the_sweep_never_checks_rollbacks_or_groups_without_criteria():
+    guard = Guard(
+        dep("d-RB0000009", creator="codeDeployRollback", rolled_back_from="d-X"),
+        dep("d-OTHER0001", group="no-criteria"),
+    )
+    guard.cloudwatch.metrics = SICK
+    guard.clock.at = START + timedelta(minutes=30)
+    assert guard.service.handle(SWEEP).verdict is None
+    assert guard.codedeploy.stops == []
+
+
+# -- CodeDeploy state changes ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("sample", "state", "failed"),
+    [
+        ("deployment-start.json", "START", False),
+        ("deployment-success.json", "SUCCESS", False),
+        ("deployment-failure.json", "FAILURE", True),
+        ("deployment-stop.json", "STOP", True),
+    ],
+)
+def test_each_state_is_recorded_with_what_the_kpis_read(sample, state, failed):
+    event = load_event(f"guard_deployment/{sample}")
+    deployment_id = event["detail"]["deploymentId"]
+    finished = None if state == "START" else START + timedelta(minutes=9)
+    guard = Guard(
+        dep(
+            deployment_id,
+            status={"START": "InProgress", "SUCCESS": "Succeeded", "FAILURE": "Failed", "STOP": "Stopped"}[state],
+            complete_time=finished,
+            rollback_deployment_id="d-RB0000001" if state == "STOP" else None,
+        )
+    )
+    outcome = guard.service.handle(event)
+    assert outcome.verdict == "RECORDED" and not outcome.duplicate
+    entry = guard.entries(f"codedeploy:{deployment_id}")[f"DEPLOYMENT#{state}"]
+    assert entry.kind is EntryKind.DEPLOYMENT
+    assert entry.verdict == ("FAILED_CHANGE" if failed else None)
+    body = entry.body
+    assert (body["deployment_id"], body["state"], body["application"]) == (deployment_id, state, "checkout")
+    assert body["started_at"] == START.isoformat()
+    assert body["finished_at"] == (finished.isoformat() if finished else None)
+    assert body["rolled_back"] is (state == "STOP")
+    assert entry.ticket_id == "CHG-2002"
+    assert guard.service.handle(event).duplicate
+
+
+def test_a_failed_rollback_is_a_critical_alert_and_marked_as_a_rollback():
+    event = load_event("guard_deployment/deployment-failure.json")
+    guard = Guard(dep("d-CHK0000F1", status="Failed", creator="codeDeployRollback", rolled_back_from="d-CHK0000U1"))
+    guard.service.handle(event)
+    entry = guard.entries("codedeploy:d-CHK0000F1")["DEPLOYMENT#FAILURE"]
+    assert entry.body["rollback_of"] == "d-CHK0000U1"
+    (alert,) = guard.alerts()
+    assert alert.body["alert"]["kind"] == "rollback-failed" and alert.body["alert"]["severity"] == "critical"
+
+
+def test_a_success_records_when_its_bake_window_ends():
+    guard = Guard(dep("d-CHK0000H1", status="Succeeded", complete_time=START + timedelta(minutes=12)), bake_minutes=30)
+    guard.service.handle(load_event("guard_deployment/deployment-success.json"))
+    body = guard.entries("codedeploy:d-CHK0000H1")["DEPLOYMENT#SUCCESS"].body
+    assert body["bake_window_ends"] == (START + timedelta(minutes=42)).isoformat()
+
+
+def test_the_ticket_comes_from_group_tags_when_the_description_has_none():
+    guard = Guard(dep("d-CHK0000H1", description="checkout-api v15"))
+    guard.codedeploy.tags["arn:aws:codedeploy:us-east-1:123456789012:deploymentgroup:checkout/checkout-prod"] = {
+        "ChangeTicket": "CHG-7777"
+    }
+    guard.service.handle(load_event("guard_deployment/deployment-start.json"))
+    assert guard.entries("codedeploy:d-CHK0000H1")["DEPLOYMENT#START"].ticket_id == "CHG-7777"
+
+
+def test_an_event_for_an_unknown_deployment_is_still_recorded():
+    guard = Guard()
+    guard.service.handle(load_event("guard_deployment/deployment-start.json"))
+    assert guard.entries("codedeploy:d-CHK0000H1")["DEPLOYMENT#START"].body["deployment_found"] is False
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        [],
+        {"detail-type": "Something Else", "detail": {}},
+        {"detail-type": "CodeDeploy Deployment State-change Notification"},
+    ],
+)
+def test_bad_input_is_a_typed_error_with_no_side_effects(event):
+    guard = Guard(dep("d-CHK0000U1"))
+    with pytest.raises(InvalidEventError):
+        guard.service.handle(event)
+    assert guard.ledger.items == {} and guard.codedeploy.stops == []
