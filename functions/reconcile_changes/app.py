@@ -1,0 +1,67 @@
+"""Every hour, judge the write calls CloudTrail recorded that the correlator never received."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from changeguard import factory
+from changeguard.adapters.cloudtrail import CloudTrailLookup
+from changeguard.adapters.tagging import AwsTagReader
+from changeguard.domain.clock import SystemClock
+from changeguard.handlers import rejects_poison
+from changeguard.services.correlate import CorrelateService
+from changeguard.services.reconcile import ReconcileService
+from changeguard.settings import Wiring, load_policy
+
+FUNCTION = "reconcile_changes"
+logger = Logger()
+metrics = Metrics()
+
+
+@cache
+def build_service() -> ReconcileService:
+    wiring = Wiring.from_env()
+    clock = SystemClock()
+    prefixes = (wiring.suite_role_prefix,) if wiring.suite_role_prefix else ()
+    ledger = factory.ledger(wiring)
+    correlate = CorrelateService(
+        function=FUNCTION,
+        ledger=ledger,
+        tickets=factory.ticket_source(wiring),
+        tags=AwsTagReader(),
+        policy=lambda: load_policy(wiring.parameter_path),
+        clock=clock,
+        suite_role_prefixes=prefixes,
+        calendar=factory.calendar_reader,
+        suite=factory.suite_resources(wiring),
+    )
+    return ReconcileService(
+        function=FUNCTION,
+        correlate=correlate,
+        trail=CloudTrailLookup(),
+        keys=ledger,
+        policy=lambda: load_policy(wiring.parameter_path),
+        clock=clock,
+        event_sources=[s.strip() for s in (wiring.correlated_event_sources or "").split(",") if s.strip()],
+        suite_role_prefixes=prefixes,
+    )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+@rejects_poison(FUNCTION)
+def lambda_handler(event: dict[str, Any], context: Any, service: ReconcileService | None = None) -> dict[str, Any]:
+    """Judge the missed write calls of the look-back window and ledger their verdicts."""
+    svc = service or build_service()
+    outcome = svc.handle(event)
+    logger.info("reconciled", extra={"missed": svc.last_missed, "alerts": len(outcome.alert_ids)})
+    metrics.add_metric(name="MissedChanges", unit=MetricUnit.Count, value=svc.last_missed)
+    result: dict[str, Any] = outcome.model_dump(mode="json")
+    return result
+
+
+# What arrives without an EventBridge rule pattern (a Schedule): the contract tests validate samples against it.
+INPUT_MODEL = "aws_lambda_powertools.utilities.parser.models.EventBridgeModel"

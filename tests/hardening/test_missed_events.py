@@ -1,0 +1,175 @@
+"""Missed events: the hourly reconciliation sweep judges every write call EventBridge never delivered.
+
+CloudTrail delivers to EventBridge best effort. Here real calls are made against the embedded AWS as
+several identities (IAM users, assumed roles with and without a source identity, the default user,
+and the suite's own role), the embedded CloudTrail records them, and their events are replayed
+through the template's rules with 5 % of them dropped. The sweep (``reconcile_changes``) reads
+``LookupEvents``, which the embedded AWS answers from the calls it actually served, and must leave
+exactly one verdict for every write call the correlator's rule passes, no more; a second sweep
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from changeguard.domain.reconcile import is_correlated_write
+from changeguard.models.cloudtrail import CloudTrailRecord
+from changeguard_tools.harness import Harness
+from changeguard_tools.replay import wrap_record
+from hardening.conftest import (
+    CORRELATE,
+    FunctionClients,
+    all_ledger_entries,
+    calls_by,
+    make_harness,
+    rule_matcher,
+    scaled,
+    trail_since,
+)
+from sample_events import EVENTS
+
+RECONCILE = "ReconcileChangesFunction"
+CALLS = scaled(400)
+DROP_RATE = 0.05
+
+
+class Actors:
+    """Clients of several identities, each a principal the trail names differently."""
+
+    def __init__(self, aws: Any, h: Harness) -> None:
+        iam = aws.client("iam")
+        sts = aws.client("sts")
+        self.clients: list[tuple[str, Callable[[str], Any]]] = [("moto (default user)", lambda s: aws.client(s))]
+        for user in ("alice", "bob"):
+            iam.create_user(UserName=user)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            self.clients.append((f"IAM user {user}", _signed(aws, key["AccessKeyId"], key["SecretAccessKey"])))
+        role = iam.create_role(RoleName="ops-admin", Path="/ops/", AssumeRolePolicyDocument=json.dumps({}))["Role"]
+        for session, source_identity in (("CHG-1001", None), ("erin@example.com", "erin@example.com")):
+            args = {"RoleArn": role["Arn"], "RoleSessionName": session}
+            if source_identity:
+                args["SourceIdentity"] = source_identity
+            creds = sts.assume_role(**args)["Credentials"]
+            self.clients.append(
+                (
+                    f"role ops-admin as {session}",
+                    _signed(aws, creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]),
+                )
+            )
+        suite = FunctionClients(h, CORRELATE)
+        self.suite: Callable[[str], Any] = suite
+
+
+def _signed(aws: Any, key: str, secret: str, token: str | None = None) -> Callable[[str], Any]:
+    return lambda service: aws.client(
+        service, aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token
+    )
+
+
+WRITES: list[Callable[[Callable[[str], Any], int], Any]] = [
+    lambda c, i: c("ec2").create_security_group(GroupName=f"sg-{i}", Description="test"),
+    lambda c, i: c("s3").create_bucket(Bucket=f"bucket-{i}"),
+    lambda c, i: c("sns").create_topic(Name=f"topic-{i}"),
+    lambda c, i: c("sqs").create_queue(QueueName=f"queue-{i}"),
+    lambda c, i: c("ssm").put_parameter(Name=f"/app/setting-{i}", Value="v", Type="String"),
+    lambda c, i: c("events").put_rule(Name=f"rule-{i}", ScheduleExpression="rate(1 day)"),
+    lambda c, i: c("iam").create_role(RoleName=f"app-role-{i}", AssumeRolePolicyDocument="{}"),
+]
+
+
+def make_changes(aws: Any, h: Harness, calls: int) -> None:
+    """``calls`` write calls spread over the identities, plus calls no verdict may come from."""
+    actors = Actors(aws, h)
+    for i in range(calls):
+        _, client = actors.clients[i % len(actors.clients)]
+        WRITES[i % len(WRITES)](client, i)
+        if i % 10 == 0:
+            client("ec2").describe_security_groups()  # read-only: not recorded, nothing to judge
+            with pytest.raises(Exception):  # noqa: B017 - a failed call (errorCode): not a change
+                client("ec2").delete_security_group(GroupId="sg-0000000000000dead")
+            actors.suite("sns").create_topic(Name=f"suite-topic-{i}")  # the suite's own call: never judged
+
+
+def replay_dropping(h: Harness, records: list[dict[str, Any]], rate: float, seed: int = 8) -> list[dict[str, Any]]:
+    """Deliver every record through the rules except ``rate`` of them (chosen at random); the dropped."""
+    rng = random.Random(seed)
+    dropped_at = set(rng.sample(range(len(records)), k=max(1, round(len(records) * rate))))
+    for i, record in enumerate(records):
+        if i in dropped_at:
+            continue
+        result = h.process(wrap_record(record))
+        assert result["error"] is None, result["error"]
+    return [records[i] for i in sorted(dropped_at)]
+
+
+def verdict_ids(h: Harness) -> set[str]:
+    return {e.change_id for e in all_ledger_entries(h) if e.entry == "VERDICT"}
+
+
+def test_the_reconciliation_sweep_judges_every_write_call_whose_event_was_dropped_and_nothing_else(aws):
+    h = make_harness(aws)
+    mark = len(aws.trail.records())
+    make_changes(aws, h, CALLS)
+    recorded = trail_since(aws, mark)
+    rule = rule_matcher(h, CORRELATE, "CloudTrailWriteCalls")
+
+    dropped = replay_dropping(h, recorded, DROP_RATE)
+    assert any(rule(wrap_record(r)) for r in dropped)  # some write calls really went missing
+    # Every management write call the correlator's rule passes, from the start of the trail (the
+    # stack's provisioning included): what the ledger must hold once the sweep has run.
+    expected = {r["eventID"] for r in aws.trail.records() if r.get("managementEvent", True) and rule(wrap_record(r))}
+    missing = expected - verdict_ids(h)
+    assert {r["eventID"] for r in dropped if rule(wrap_record(r))} <= missing
+
+    swept = h.run_schedule(RECONCILE)
+
+    assert swept["error"] is None, swept["error"]
+    assert verdict_ids(h) == expected  # every write call judged once, nothing judged that the rule drops
+    [outcome] = swept["outcomes"]
+    assert outcome["actions"][0].startswith(f"judged {len(missing)} missed change(s) of {len(expected)} write call(s)")
+
+    entries = len(all_ledger_entries(h))
+    mark = len(aws.trail.records())
+    again = h.run_schedule(RECONCILE)
+    assert again["error"] is None
+    assert again["outcomes"][0]["actions"][0].startswith("judged 0 missed change(s)")
+    assert len(all_ledger_entries(h)) == entries
+    assert calls_by(trail_since(aws, mark), RECONCILE, "PutItem", "TransactWriteItems") == []
+
+
+def test_the_sweeps_filter_passes_exactly_what_the_correlators_rule_passes(aws):
+    """domain/reconcile.py repeats the CloudTrailWriteCalls pattern in code: the two must agree."""
+    h = make_harness(aws)
+    rule = rule_matcher(h, CORRELATE, "CloudTrailWriteCalls")
+    env = h.functions[RECONCILE].environment
+    sources = str(env["CORRELATED_EVENT_SOURCES"]).split(",")
+    prefixes = (str(env["SUITE_ROLE_PREFIX"]),)
+    suite_role = f"{prefixes[0]}changeguard-local-CorrelateChangeFunctionRole"
+    details = [json.loads(p.read_text())["detail"] for p in sorted((EVENTS / "correlate_change").glob("*.json"))]
+    details = [d for d in details if "eventSource" in d]
+    variants: list[dict[str, Any]] = []
+    for d in details:
+        variants.append(d)
+        variants.append({**d, "readOnly": True})
+        variants.append({**d, "errorCode": "AccessDenied"})
+        variants.append({**d, "eventSource": "athena.amazonaws.com"})
+        variants.append({k: v for k, v in d.items() if k != "readOnly"})  # an old schema
+        variants.append({**d, "eventType": "AwsConsoleSignIn"})
+        user = dict(d.get("userIdentity") or {})
+        user["sessionContext"] = {"sessionIssuer": {"type": "Role", "arn": suite_role}}
+        variants.append({**d, "userIdentity": user})
+    agree = [
+        (
+            v["eventName"],
+            rule(wrap_record(v)),
+            is_correlated_write(CloudTrailRecord.model_validate(v), sources, prefixes),
+        )
+        for v in variants
+    ]
+    assert [a for a in agree if a[1] != a[2]] == []
+    assert {a[1] for a in agree} == {True, False}
