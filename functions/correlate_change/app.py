@@ -31,6 +31,8 @@ def build_service() -> CorrelateService:
         clock=SystemClock(),
         suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
         calendar=factory.calendar_reader,
+        suite=factory.suite_resources(wiring),  # issue 8: changes to the suite are tampering
+        heartbeat_parameter=wiring.heartbeat_parameter_name,  # issue 8: the heartbeat's canaries
     )
 
 

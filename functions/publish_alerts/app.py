@@ -11,6 +11,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from changeguard.adapters.sns import SnsAlertPublisher
 from changeguard.domain.alerts import Alert
+from changeguard.domain.errors import InvalidEventError
+from changeguard.handlers import dead_letter, rejects_poison
 from changeguard.services.publish import PublishService
 from changeguard.settings import Wiring
 
@@ -58,14 +60,32 @@ def build_service() -> PublishService:
 
 
 def record_handler(record: DynamoDBRecord) -> str:
-    image = record.dynamodb.new_image if record.dynamodb else None
-    return str(build_service().handle_image(dict(image or {})))
+    try:
+        try:
+            image = dict(record.dynamodb.new_image or {}) if record.dynamodb else {}
+        except (TypeError, ValueError, LookupError, AttributeError) as exc:
+            raise InvalidEventError(f"unreadable stream record: {exc}") from exc
+        return str(build_service().handle_image(image))
+    except InvalidEventError as exc:
+        # issue 8: a malformed alert item never becomes valid. Dead-letter it now rather than
+        # report it failed, which would make the stream retry it (and hold its shard) 100 times.
+        logger.warning("rejected stream record", extra={"error": str(exc), "function": FUNCTION})
+        count("ProcessingErrors", "Function", FUNCTION)
+        return f"rejected: {dead_letter(record.raw_event, exc, FUNCTION)}"
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@rejects_poison(FUNCTION)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Publish each new ALERT item of the batch once; report only the failed records for retry."""
+    if not (
+        isinstance(event, dict)
+        and isinstance(event.get("Records"), list)
+        and event["Records"]
+        and all(isinstance(r, dict) for r in event["Records"])
+    ):
+        raise InvalidEventError("not a DynamoDB stream batch")  # issue 8: a poison event, not a retry
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

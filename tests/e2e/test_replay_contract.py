@@ -92,7 +92,7 @@ def replay(tmp_path_factory):
     (folder / "b-bare-list.json").write_text(json.dumps([VERSIONED, INVOKED_BY, {"hello": "world"}]))
     (folder / "c-broken.json").write_text("not json {")
     (folder / "d-envelope.json").write_text((ROOT / "events/correlate_change/02-console-no-ticket.json").read_text())
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "changeguard_tools.cli", "replay", "--json", str(folder)],
         capture_output=True,
         text=True,
@@ -100,7 +100,6 @@ def replay(tmp_path_factory):
         cwd=ROOT,
         check=False,
     )
-    return proc
 
 
 def test_exit_status_zero_and_no_traceback(replay):

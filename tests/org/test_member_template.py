@@ -137,13 +137,18 @@ def sample(path: str) -> dict[str, Any]:
     return json.loads((ROOT / "events" / path).read_text())
 
 
+#: Rules for events only the central stack makes, in its own account (issue 8: the heartbeat's canary,
+#: a write by the central heartbeat role): no member ever sees one, so none forwards one.
+CENTRAL_ONLY_RULES = {("CorrelateChangeFunction", "HeartbeatCanary")}
+
+
 def central_samples() -> list[tuple[str, dict[str, Any]]]:
     """Every sample event that a central rule matches (the events the suite exists to see)."""
     out = []
     for spec in CENTRAL_FUNCTIONS.values():
         for path in sorted((ROOT / "events" / spec.code_uri.name).glob("*.json")):
             event = json.loads(path.read_text())
-            if is_eventbridge_event(event) and central_routes(event):
+            if is_eventbridge_event(event) and central_routes(event) - CENTRAL_ONLY_RULES:
                 out.append((f"{spec.code_uri.name}/{path.name}", event))
     return out
 

@@ -35,7 +35,7 @@ def embedded_endpoint(url: str | None) -> Iterator[str]:
         aws.stop()
 
 
-def _harness(endpoint: str, args: argparse.Namespace, log_stream: TextIO) -> Any:
+def _harness(endpoint: str | None, args: argparse.Namespace, log_stream: TextIO) -> Any:
     from changeguard_tools.harness import FixedClock, Harness
 
     clock = FixedClock(_parse_time(args.now)) if getattr(args, "now", None) else None
@@ -214,12 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("ticket_id")
     tsub.add_parser("list")
     tickets.set_defaults(func=cmd_tickets)
+
+    from changeguard_tools.reports_cli import add_commands  # issue 7: `report` and `evidence`
+
+    add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from changeguard_tools.fixtures import FixtureError
+
+    try:
+        return int(args.func(args))
+    except (FixtureError, FileNotFoundError, IsADirectoryError, json.JSONDecodeError) as exc:
+        # An operator's mistake (a missing file, a malformed fixtures file): say so, no traceback.
+        parser.exit(2, f"changeguard: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -125,6 +125,7 @@ def run_demo(out_dir: Path, out: TextIO | None = None) -> int:
     results: list[dict[str, Any]] = []
     start = datetime.fromisoformat(str(seed.pop("now", "2026-11-21T00:00:00Z")).replace("Z", "+00:00"))
     with log_path.open("w") as log, EmbeddedAWS() as aws:
+        aws.reset()  # moto's state is per process: start from nothing even after other runs in it
         harness = Harness(aws.endpoint_url, log_stream=log, clock=FixedClock(start))
         harness.provision()
         fixtures.seed(harness, seed)
@@ -153,6 +154,10 @@ def run_demo(out_dir: Path, out: TextIO | None = None) -> int:
                     out.write(f"    ERROR    {result['error']}\n")
             out.write("\n")
         (out_dir / "replay.json").write_text(json.dumps(results, indent=2, default=str))
+        # issue 7: end with the scenario's KPI table and its evidence pack (the ledger lives in `aws`).
+        from changeguard_tools.reports_cli import demo_evidence
+
+        demo_evidence(harness, out_dir, out)
     summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
     out.write(
         f"Summary: {len(steps)} steps, {len(results)} events; verdicts: {summary};"

@@ -34,6 +34,22 @@ REGION = "us-east-1"
 _CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
+class _LiveStdout(io.TextIOBase):
+    """A stdout that forwards every write to the current ``sys.stdout``."""
+
+    def write(self, text: str) -> int:
+        target = sys.stdout if sys.stdout is not self else sys.__stdout__
+        return target.write(text) if target is not None else len(text)
+
+    def flush(self) -> None:
+        target = sys.stdout if sys.stdout is not self else sys.__stdout__
+        if target is not None:
+            target.flush()
+
+
+LIVE_STDOUT = _LiveStdout()
+
+
 class FixedClock:
     """A clock that stands still (``--now``) until the scenario moves it (``set``/``advance``)."""
 
@@ -188,6 +204,9 @@ class Harness:
             os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
         os.environ["AWS_LAMBDA_FUNCTION_NAME"] = f"{self.ctx.stack_name}-{spec.logical_id}"
         clients._clients = self._client_caches.setdefault(spec.logical_id, {})
+        # botocore caches resolved credentials on the session: without a fresh one, a client created
+        # for this function would sign as whichever function created the first client (issue 5).
+        clients._session.cache_clear()
         try:
             with contextlib.redirect_stdout(self.log_stream):
                 yield
@@ -221,7 +240,11 @@ class Harness:
             raise ImportError(f"cannot load {path}")
         module = importlib.util.module_from_spec(loader_spec)
         with self._as_function(spec):
-            loader_spec.loader.exec_module(module)
+            # Powertools' Logger binds the stream it sees at construction (module import), and
+            # loggers of one service name share their handler across harnesses in a process: give
+            # it a stream that writes to whatever stdout is at write time.
+            with contextlib.redirect_stdout(LIVE_STDOUT):
+                loader_spec.loader.exec_module(module)
             if self.clock is not None and hasattr(module, "build_service"):
                 with contextlib.suppress(Exception):
                     service = module.build_service()

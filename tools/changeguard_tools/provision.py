@@ -118,6 +118,18 @@ def _document(clients: ClientFactory, ctx: Context, logical_id: str, props: dict
     ctx.refs[logical_id] = name
 
 
+def _bucket(clients: ClientFactory, ctx: Context, logical_id: str, props: dict[str, Any]) -> None:
+    """An S3 bucket (issue 7: the evidence bucket), versioned and object-locked as the template says."""
+    name = props.get("BucketName") or _name(ctx, logical_id).lower()
+    s3 = clients("s3")
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bool(props.get("ObjectLockEnabled")))
+    if (props.get("VersioningConfiguration") or {}).get("Status") == "Enabled":
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    ctx.refs[logical_id] = name
+    ctx.attrs[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
+    ctx.attrs[(logical_id, "DomainName")] = f"{name}.s3.amazonaws.com"
+
+
 _CREATORS: dict[str, Callable[[ClientFactory, Context, str, dict[str, Any]], None]] = {
     "AWS::DynamoDB::Table": _table,
     "AWS::SNS::Topic": _topic,
@@ -126,6 +138,7 @@ _CREATORS: dict[str, Callable[[ClientFactory, Context, str, dict[str, Any]], Non
     "AWS::SSM::Document": _document,
     "AWS::KMS::Key": _key,
     "AWS::IAM::Role": _role,
+    "AWS::S3::Bucket": _bucket,
 }
 
 

@@ -222,6 +222,8 @@ class FunctionSpec:
     schedules: list[str]
     policies: list[dict[str, Any]]
     properties: dict[str, Any]
+    #: Logical ids of the SNS topics the function subscribes to (SAM ``SNS`` events) - issue 5.
+    topics: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -272,12 +274,17 @@ class Template:
             rules: list[RuleSpec] = []
             streams: list[StreamSpec] = []
             schedules: list[str] = []
+            topics: list[str] = []
             for event_name, event in props.get("Events", {}).items():
                 eprops = event.get("Properties", {})
                 if event.get("Type") in ("EventBridgeRule", "CloudWatchEvent"):
                     rules.append(RuleSpec(logical_id, event_name, resolve(eprops["Pattern"], ctx)))
                 elif event.get("Type") in ("Schedule", "ScheduleV2"):
                     schedules.append(event_name)
+                elif event.get("Type") == "SNS":  # issue 5: a topic subscription (``Topic: !Ref X``)
+                    topic = eprops.get("Topic")
+                    if isinstance(topic, dict) and "Ref" in topic:
+                        topics.append(str(topic["Ref"]))
                 elif event.get("Type") == "DynamoDB":
                     stream = eprops["Stream"]
                     table = stream["Fn::GetAtt"][0] if isinstance(stream, dict) and "Fn::GetAtt" in stream else ""
@@ -296,6 +303,7 @@ class Template:
                 schedules=schedules,
                 policies=list(props.get("Policies", [])),
                 properties=merged,
+                topics=topics,
             )
         return out
 

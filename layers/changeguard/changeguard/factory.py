@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from changeguard.adapters.dynamodb import DynamoDBLedger, DynamoDBTicketSource
 from changeguard.domain.errors import ConfigurationError
 from changeguard.domain.policy import Policy
-from changeguard.ports import CalendarReader, TicketSource
+from changeguard.ports import CalendarGateReader, CalendarReader, TicketSource
 from changeguard.settings import Wiring
+
+if TYPE_CHECKING:
+    from changeguard.domain.self_protection import SuiteResources
 
 
 def ledger(wiring: Wiring) -> DynamoDBLedger:
@@ -42,3 +47,23 @@ def calendar_reader(policy: Policy) -> CalendarReader | None:
         found = SsmChangeCalendar(names)
         _calendars[names] = found
     return found
+
+
+# -- change-calendar gate (issue 4) ---------------------------------------------------------------
+def calendar_gate_reader(policy: Policy) -> CalendarGateReader | None:
+    """The same cached Change Calendar reader, as the gate reads it (state, next transition)."""
+    from changeguard.adapters.ssm import SsmChangeCalendar
+
+    found = calendar_reader(policy)
+    return found if isinstance(found, SsmChangeCalendar) else None
+
+
+# -- hardening (issue 8) --------------------------------------------------------------------------
+def suite_resources(wiring: Wiring) -> SuiteResources:
+    """The suite's own resources (self-protection), from the names the template gives them."""
+    from changeguard.domain.self_protection import SuiteResources
+
+    prefixes = [p for p in (wiring.suite_resource_prefixes or "").split(",") if p.strip()]
+    if wiring.stack_name:
+        prefixes.append(f"{wiring.stack_name}-")
+    return SuiteResources.from_names(name_prefixes=prefixes, stack_name=wiring.stack_name)

@@ -45,6 +45,11 @@ def _dead_letter(event: Any, error: InvalidEventError, function: str) -> str | N
     return str(resp.get("MessageId"))
 
 
+def dead_letter(item: Any, error: InvalidEventError, function: str) -> str | None:
+    """Dead-letter one rejected item that is not a whole event (a stream record of a batch), issue 8."""
+    return _dead_letter(item, error, function)
+
+
 def rejects_poison(function: str) -> Callable[[F], F]:
     """Turn ``InvalidEventError`` into a typed rejection result plus a dead-lettered event."""
 

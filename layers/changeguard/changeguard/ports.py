@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from changeguard.domain.alerts import Alert
+from changeguard.domain.calendar import CalendarReading, DeploymentFacts, PipelineFacts, StackFacts
 from changeguard.domain.ledger import LedgerEntry
 from changeguard.domain.tickets import Ticket
+from changeguard.models.cloudtrail import CloudTrailRecord
 
 
 class Clock(Protocol):
@@ -49,3 +51,62 @@ class CalendarReader(Protocol):
     def is_closed(self, at: datetime) -> bool | None:
         """True when CLOSED at ``at``, False when OPEN, None when no calendar is configured."""
         ...
+
+
+# -- change-calendar gate (issue 4) ---------------------------------------------------------------
+class CalendarGateReader(Protocol):
+    """The combined state of the configured change calendars at a moment; UNKNOWN when unreadable."""
+
+    names: tuple[str, ...]
+
+    def reading_at(self, at: datetime) -> CalendarReading: ...
+
+
+class DeploymentControl(Protocol):
+    """CodeDeploy as the gate uses it (``adapters.codedeploy.CodeDeployDeployments``)."""
+
+    def get(self, deployment_id: str) -> DeploymentFacts | None: ...
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> StopOutcome: ...
+
+    def put_hook_status(self, deployment_id: str, execution_id: str, status: str) -> bool: ...
+
+
+class StopOutcome(Protocol):
+    @property
+    def already_completed(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
+class PipelineControl(Protocol):
+    def get(self, pipeline: str, execution_id: str) -> PipelineFacts | None: ...
+
+    def stop(self, pipeline: str, execution_id: str, reason: str) -> str: ...
+
+
+class StackControl(Protocol):
+    def get(self, stack: str) -> StackFacts | None: ...
+
+    def stack_of_change_set(self, change_set: str, stack: str | None = None) -> str | None: ...
+
+    def cancel_update(self, stack: str) -> str: ...
+
+
+# -- hardening (issue 8) --------------------------------------------------------------------------
+class TrailReader(Protocol):
+    """CloudTrail's durable record of write calls (``adapters.cloudtrail.CloudTrailLookup``)."""
+
+    def write_events(self, start: datetime, end: datetime | None = None) -> Iterator[CloudTrailRecord]: ...
+
+
+class LedgerKeys(Protocol):
+    """Which ledger keys exist, many at a time (``adapters.dynamodb.DynamoDBLedger.existing``)."""
+
+    def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]: ...
+
+
+class ParameterWriter(Protocol):
+    """Writes one String parameter (``adapters.ssm.SsmParameterWriter``): the heartbeat's canary."""
+
+    def put(self, name: str, value: str, description: str) -> None: ...

@@ -27,10 +27,21 @@ class Wiring(BaseModel):
     ticket_source: Literal["dynamodb", "jira", "servicenow"] = "dynamodb"
     ticket_base_url: str | None = None
     ticket_secret_arn: str | None = None
+    # JSON: field ids and type names of the Jira/ServiceNow ticket source (adapters/jira.py, servicenow.py).
+    ticket_source_options: str | None = None
     alert_topic_arn: str | None = None
     alert_format: Literal["standard", "chatbot"] = "standard"
     idempotency_table_name: str | None = None
+    # The stack's own name (issue 6: quarantine never acts on the stack's own resources).
+    stack_name: str | None = None
     environment: Literal["dev", "staging", "prod"] = "dev"
+    # -- hardening (issue 8) -------------------------------------------------------------------
+    # Comma-separated name prefixes of the suite's resources (self-protection: domain/self_protection.py).
+    suite_resource_prefixes: str | None = None
+    # Comma-separated CloudTrail event sources the correlator's rule passes (the reconciliation sweep).
+    correlated_event_sources: str | None = None
+    # The parameter the heartbeat writes as its canary (domain/heartbeat.py).
+    heartbeat_parameter_name: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Wiring:

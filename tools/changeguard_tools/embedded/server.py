@@ -23,6 +23,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from changeguard_tools.embedded import extensions
 from changeguard_tools.embedded.cloudtrail import TRAIL, CloudTrailRecorder, Trail
+from changeguard_tools.embedded.faults import FaultInjector
 
 __all__ = ["EmbeddedAWS", "EmbeddedAWSError"]
 
@@ -69,6 +70,8 @@ class EmbeddedAWS:
         self._endpoint_url: str | None = None
         self._lock = threading.Lock()
         self._session: boto3.session.Session | None = None
+        # Outermost middleware (issue 8): throttling, 5xx and lost responses, on request.
+        self._faults = FaultInjector()
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -83,7 +86,8 @@ class EmbeddedAWS:
                 self._trail,
                 record_read_only=self._record_read_only_default,
             )
-            server = make_server("127.0.0.1", 0, recorder, threaded=True, request_handler=_QuietRequestHandler)
+            self._faults.app = recorder
+            server = make_server("127.0.0.1", 0, self._faults, threaded=True, request_handler=_QuietRequestHandler)
             # A short poll interval makes stop() quick; shutdown() waits for the next poll.
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="embedded-aws", daemon=True
@@ -117,8 +121,10 @@ class EmbeddedAWS:
     def reset(self) -> None:
         """Empty moto's state (its reset API), our extensions' state and the trail.
 
-        Also turns ``record_read_only`` back to its constructor value and clears :attr:`errors`.
+        Also turns ``record_read_only`` back to its constructor value, clears :attr:`errors` and
+        removes every fault (:attr:`faults`).
         """
+        self._faults.clear()
         url = f"{self.endpoint_url}/moto-api/reset"  # always our own http://127.0.0.1 endpoint
         request = urllib.request.Request(url, method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -143,6 +149,11 @@ class EmbeddedAWS:
     def running(self) -> bool:
         """Whether it is serving."""
         return self._endpoint_url is not None
+
+    @property
+    def faults(self) -> FaultInjector:
+        """The HTTP-layer fault injector in front of every service (see :mod:`.faults`)."""
+        return self._faults
 
     @property
     def trail(self) -> Trail:

@@ -8,11 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from changeguard.adapters.clients import client
-from changeguard.domain.errors import TicketSourceUnavailableError
+from changeguard.domain.errors import LedgerUnavailableError, TicketSourceUnavailableError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
 
 BY_DAY_INDEX = "ByDay"
+TICKET_CACHE_SECONDS = 5.0
+_BATCH_GET_MAX = 100  # BatchGetItem's limit per request
+_BATCH_GET_ROUNDS = 8  # unprocessed keys (throttling) are asked again, then it is an error
 _NOT_EXISTS = "attribute_not_exists(change_id)"
 
 
@@ -93,8 +96,8 @@ class DynamoDBLedger:
                     Item=entry_to_item(entries[0]),
                     ConditionExpression=_NOT_EXISTS,
                 )
-            except self.ddb.exceptions.ConditionalCheckFailedException:
-                return False
+            except self.ddb.exceptions.ConditionalCheckFailedException as exc:
+                return self._ours_after_retry(exc, entries)
             return True
         try:
             self.ddb.transact_write_items(
@@ -114,9 +117,71 @@ class DynamoDBLedger:
             if "ConditionalCheckFailed" in codes:
                 # Already written: by a duplicate delivery, or by our own earlier attempt whose
                 # response was lost. Either way the facts are recorded.
-                return False
+                return self._ours_after_retry(exc, entries)
             raise
         return True
+
+    def _ours_after_retry(self, exc: Any, entries: Sequence[LedgerEntry]) -> bool:
+        """Whether a write that met its condition on a *retry* found our own first attempt (issue 8).
+
+        The first attempt can commit and lose its response; botocore then retries, and the retry
+        meets the item it wrote. That is this call's success, not a duplicate delivery: the caller
+        must go on as the writer (open the outage it found, report the alert it wrote). It is ours
+        when botocore retried and every stored item has exactly our content (same ``recorded_at``:
+        a redelivery is judged at another moment). Any doubt answers False: the facts are recorded.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not exc.response.get("ResponseMetadata", {}).get("RetryAttempts"):
+            return False
+        stored: dict[tuple[str, str], str | None] = {}
+        try:
+            for change_id in dict.fromkeys(e.change_id for e in entries):
+                pages = self.ddb.get_paginator("query").paginate(
+                    TableName=self.table_name,
+                    KeyConditionExpression="change_id = :c",
+                    ExpressionAttributeValues={":c": {"S": change_id}},
+                    ProjectionExpression="#e, content_hash",
+                    ExpressionAttributeNames={"#e": "entry"},
+                    ConsistentRead=True,
+                )
+                stored.update({(change_id, i["entry"]["S"]): stored_hash(i) for p in pages for i in p.get("Items", [])})
+        except (ClientError, BotoCoreError):
+            return False  # cannot tell (no read permission, say): a duplicate, as before
+        return all(stored.get((e.change_id, e.entry)) == e.content_hash() for e in entries)
+
+    def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which ``(change_id, entry)`` keys are in the ledger (BatchGetItem, 100 keys a request).
+
+        The reconciliation sweep asks this of every write call of the look-back window (issue 8):
+        one request per hundred calls instead of one query per call.
+        """
+        found: set[tuple[str, str]] = set()
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _BATCH_GET_MAX):
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [
+                        {"change_id": {"S": c}, "entry": {"S": e}} for c, e in unique[start : start + _BATCH_GET_MAX]
+                    ],
+                    "ProjectionExpression": "change_id, #e",
+                    "ExpressionAttributeNames": {"#e": "entry"},
+                    "ConsistentRead": True,
+                }
+            }
+            for _ in range(_BATCH_GET_ROUNDS):
+                resp = self.ddb.batch_get_item(RequestItems=request)
+                found.update(
+                    (i["change_id"]["S"], i["entry"]["S"]) for i in resp.get("Responses", {}).get(self.table_name, [])
+                )
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise LedgerUnavailableError(
+                    f"{self.table_name}: keys still unprocessed after {_BATCH_GET_ROUNDS} rounds"
+                )
+        return found
 
     def entries_for(self, change_id: str) -> list[LedgerEntry]:
         pages = self.ddb.get_paginator("query").paginate(
@@ -169,7 +234,9 @@ class DynamoDBTicketSource:
     def __init__(self, table_name: str, ddb: Any | None = None) -> None:
         self.table_name = table_name
         self._ddb = ddb
-        self._cache: dict[str, Ticket | None] = {}
+        # Lookups are cached for a few seconds (one invocation, give or take): approvals recorded
+        # after that are seen by the next change, never hidden by a warm container.
+        self._cache: dict[str, tuple[float, Ticket | None]] = {}
 
     @property
     def ddb(self) -> Any:
@@ -181,8 +248,11 @@ class DynamoDBTicketSource:
         self._cache.clear()
 
     def get(self, ticket_id: str) -> Ticket | None:
-        if ticket_id in self._cache:
-            return self._cache[ticket_id]
+        import time
+
+        cached = self._cache.get(ticket_id)
+        if cached is not None and time.monotonic() - cached[0] < TICKET_CACHE_SECONDS:
+            return cached[1]
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -195,7 +265,7 @@ class DynamoDBTicketSource:
         except (ClientError, BotoCoreError) as exc:
             raise TicketSourceUnavailableError(f"ticket table {self.table_name}: {exc}") from exc
         ticket = ticket_from_items(resp.get("Items", []))
-        self._cache[ticket_id] = ticket
+        self._cache[ticket_id] = (time.monotonic(), ticket)
         return ticket
 
 

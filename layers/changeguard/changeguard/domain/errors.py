@@ -19,3 +19,7 @@ class ConfigurationError(ChangeGuardError):
 
 class CalendarUnavailableError(ChangeGuardError):
     """The change calendar could not be read (missing document, SSM error)."""
+
+
+class LedgerUnavailableError(ChangeGuardError):
+    """The ledger did not answer in full (throttled past the retries): retry the whole invocation."""

@@ -24,6 +24,7 @@ class EntryKind(StrEnum):
     CALENDAR = "CALENDAR"
     OUTAGE = "OUTAGE"
     DIGEST = "DIGEST"
+    HEARTBEAT = "HEARTBEAT"  # issue 8: canaries sent and arrived, heartbeat outages
 
 
 class LedgerEntry(BaseModel):

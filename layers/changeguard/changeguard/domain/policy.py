@@ -11,7 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from changeguard.domain.deployments import HealthCriteria, parse_health_criteria  # issue 5
 from changeguard.domain.errors import ConfigurationError
+from changeguard.domain.kpi_targets import parse_kpi_targets  # issue 7
 from changeguard.domain.tickets import DEFAULT_REF_ORDER, TicketRefSource
 
 
@@ -51,6 +53,23 @@ class Policy(BaseModel):
     calendar_fail_closed: bool = True
     bake_minutes: int = Field(default=30, ge=0)
     max_stops_per_app_hour: int = Field(default=3, ge=1)
+    # -- emergency follow-up (issue 3) -------------------------------------------------------
+    # Days of the ledger's by-day index the follow-up re-checks for EMERGENCY/UNVERIFIED changes.
+    follow_up_lookback_days: int = Field(default=7, ge=1, le=90)
+    # -- tag enforcement and quarantine (issue 6) --------------------------------------------
+    # Roles the quarantine bucket policy must never lock out (ARNs, wildcards allowed).
+    break_glass_role_arns: tuple[str, ...] = ()
+    # -- deployment guard (issue 5) ----------------------------------------------------------
+    # application/group -> health criteria, JSON in Parameter Store (see domain/deployments.py).
+    health_criteria: dict[str, HealthCriteria] = Field(default_factory=dict)
+    # -- KPI report targets (issue 7) ---------------------------------------------------------
+    # KPI name -> target, JSON in Parameter Store; names are checked (see domain/kpi_targets.py).
+    kpi_targets: dict[str, float] = Field(default_factory=dict)
+    # -- hardening (issue 8) ------------------------------------------------------------------
+    # Hours of CloudTrail (LookupEvents, at most 90 days) the reconciliation sweep re-reads each run.
+    reconcile_lookback_hours: int = Field(default=24, ge=1, le=2160)
+    # Minutes after which a heartbeat canary that has not arrived opens a heartbeat outage.
+    heartbeat_grace_minutes: int = Field(default=30, ge=5, le=1440)
 
     _lists = field_validator(
         "required_tag_keys",
@@ -59,6 +78,9 @@ class Policy(BaseModel):
         "change_calendar_names",
         mode="before",
     )(_csv)
+    _break_glass = field_validator("break_glass_role_arns", mode="before")(_csv)  # issue 6
+    _health = field_validator("health_criteria", mode="before")(parse_health_criteria)  # issue 5
+    _kpi_targets = field_validator("kpi_targets", mode="before")(parse_kpi_targets)  # issue 7
 
     @field_validator("identity_map", mode="before")
     @classmethod

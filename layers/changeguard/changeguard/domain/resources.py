@@ -26,6 +26,14 @@ _STACK = "arn:aws:cloudformation:{region}:{account}:stack/{v}"
 _KMS = "arn:aws:kms:{region}:{account}:key/{v}"
 _DDB = "arn:aws:dynamodb:{region}:{account}:table/{v}"
 _AS_IS = "{v}"
+# issue 8 (self-protection): rules, parameters, documents, layers, topics and queues.
+_EVENTS_RULE = "arn:aws:events:{region}:{account}:rule/{v}"
+_SSM_DOCUMENT = "arn:aws:ssm:{region}:{account}:document/{v}"
+_LAMBDA_LAYER = "arn:aws:lambda:{region}:{account}:layer:{v}"
+_SSM_PARAMETER = "ssm-parameter"  # names start with "/" or not: arn ...:parameter/name either way
+_SQS_URL = "sqs-url"  # https://sqs.<region>.amazonaws.com/<account>/<name>
+_SSM_PARAMETER_EVENTS = ("PutParameter", "DeleteParameter", "LabelParameterVersion", "UnlabelParameterVersion")
+_SSM_DOCUMENT_EVENTS = ("CreateDocument", "UpdateDocument", "DeleteDocument", "UpdateDocumentDefaultVersion")
 
 RESOURCE_PATHS: Mapping[str, Mapping[str, tuple[PathSpec, ...]]] = {
     "ec2.amazonaws.com": {
@@ -54,6 +62,7 @@ RESOURCE_PATHS: Mapping[str, Mapping[str, tuple[PathSpec, ...]]] = {
         "*": (
             ("responseElements.functionArn", _AS_IS),
             ("requestParameters.functionName", _LAMBDA),
+            ("requestParameters.layerName", _LAMBDA_LAYER),
         ),
     },
     "rds.amazonaws.com": {
@@ -76,8 +85,26 @@ RESOURCE_PATHS: Mapping[str, Mapping[str, tuple[PathSpec, ...]]] = {
         "*": (
             ("responseElements.tableDescription.tableArn", _AS_IS),
             ("requestParameters.tableName", _DDB),
+            ("requestParameters.resourceArn", _AS_IS),
         ),
     },
+    "events.amazonaws.com": {
+        "PutRule": (("responseElements.ruleArn", _AS_IS),),
+        "*": (
+            ("requestParameters.name", _EVENTS_RULE),
+            ("requestParameters.rule", _EVENTS_RULE),
+        ),
+    },
+    "ssm.amazonaws.com": {
+        **{name: (("requestParameters.name", _SSM_PARAMETER),) for name in _SSM_PARAMETER_EVENTS},
+        "DeleteParameters": (("requestParameters.names[]", _SSM_PARAMETER),),
+        **{name: (("requestParameters.name", _SSM_DOCUMENT),) for name in _SSM_DOCUMENT_EVENTS},
+    },
+    "sns.amazonaws.com": {
+        "CreateTopic": (("responseElements.topicArn", _AS_IS),),
+        "*": (("requestParameters.topicArn", _AS_IS),),
+    },
+    "sqs.amazonaws.com": {"*": (("requestParameters.queueUrl", _SQS_URL),)},
 }
 
 # EC2 ids carry their type in their prefix; CreateTags/DeleteTags name any of them.
@@ -125,6 +152,17 @@ def _ec2_arn(value: str, region: str, account: str) -> str | None:
 
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:")
+_SQS_URL_RE = re.compile(r"^[a-z]+://(?P<host>[^/]+)/(?P<account>\d{12})/(?P<name>[^/?]+)")
+_SQS_HOST_REGION = re.compile(r"^(?:sqs\.)?(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.(?:queue\.)?amazonaws\.com")
+
+
+def _sqs_arn(url: str, region: str) -> str | None:
+    """``https://sqs.us-east-1.amazonaws.com/123456789012/q`` -> ``arn:aws:sqs:us-east-1:123456789012:q``."""
+    match = _SQS_URL_RE.match(url)
+    if match is None:
+        return None
+    host = _SQS_HOST_REGION.match(match.group("host"))
+    return f"arn:aws:sqs:{host.group('region') if host else region}:{match.group('account')}:{match.group('name')}"
 
 
 def resource_arns(
@@ -150,6 +188,12 @@ def resource_arns(
                 found[value] = None
             elif template == "ec2-id":
                 arn = _ec2_arn(value, region, account)
+                if arn:
+                    found[arn] = None
+            elif template == _SSM_PARAMETER:
+                found[f"arn:aws:ssm:{region}:{account}:parameter/{value.lstrip('/')}"] = None
+            elif template == _SQS_URL:
+                arn = _sqs_arn(value, region)
                 if arn:
                     found[arn] = None
             else:

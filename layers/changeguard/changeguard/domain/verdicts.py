@@ -10,8 +10,9 @@ from fnmatch import fnmatchcase
 from pydantic import BaseModel, ConfigDict
 
 from changeguard.domain.change import ActorKind, Change
-from changeguard.domain.identity import is_self_approved, person_of
+from changeguard.domain.identity import independent_approvers, is_self_approved
 from changeguard.domain.policy import Policy
+from changeguard.domain.self_protection import SuiteResources
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketStatus
 
 
@@ -154,14 +155,17 @@ def judge(
     *,
     suite_role_prefixes: Iterable[str] = (),
     calendar_closed: bool | None = None,
+    suite: SuiteResources | None = None,
 ) -> Judgement:
     """Every reason that applies to ``change``, and the winning verdict by ``PRECEDENCE``.
 
     Judged at the change's own time: the ticket window and the calendar are checked
-    against ``change.event_time``, never against the clock at processing.
+    against ``change.event_time``, never against the clock at processing. A change to the
+    suite's own resources (``suite``) is control tampering, whoever makes it (issue 8).
     """
     reasons: list[Reason] = []
-    tampering = (change.service, change.action) in CONTROL_TAMPERING
+    altered = suite.altered_by(change) if suite is not None else ()
+    tampering = (change.service, change.action) in CONTROL_TAMPERING or bool(altered)
     exempt = is_exempt(change, policy, suite_role_prefixes)
     if exempt:
         reasons.append(Reason(verdict=Verdict.EXEMPT, detail=exempt))
@@ -180,16 +184,15 @@ def judge(
         )
     else:
         mapping = policy.identity_map
-        approvers = [a.approver for a in ticket.approvals]
-        if is_self_approved(change.actor, approvers, mapping):
+        if is_self_approved(change.actor, ticket.approvals, mapping):
             reasons.append(
                 Reason(
                     verdict=Verdict.SELF_APPROVED,
                     detail=f"{change.actor.display} approved their own change {ticket.ticket_id}",
                 )
             )
-        actor_people = {person_of(p, mapping) for p in (change.actor.arn, change.actor.user_name) if p}
-        independent = {person_of(a, mapping) for a in approvers} - actor_people
+        # Every identity of every approver (vendor aliases included) is compared with the actor.
+        independent = independent_approvers(change.actor, ticket.approvals, mapping)
         if ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
             reasons.append(Reason(verdict=Verdict.NOT_APPROVED, detail=f"{ticket.ticket_id} is {ticket.status}"))
         elif not ticket.is_emergency and len(independent) < policy.required_approvals:
@@ -262,7 +265,14 @@ def judge(
                 detail=f"{ticket.ticket_id if ticket else ''} approved and in scope",
             )
         )
-    if tampering:
+    if altered:
+        reasons.append(
+            Reason(
+                verdict=verdict,
+                detail=f"{change.service}:{change.action} changes ChangeGuard itself ({', '.join(altered)})",
+            )
+        )
+    elif tampering:
         reasons.append(
             Reason(verdict=verdict, detail=f"{change.service}:{change.action} switches off a security control")
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +67,20 @@ def _json_object(value: Any) -> dict[str, Any] | None:
     return {"value": value}
 
 
+# issue 8: a region is used to build clients (quarantine acts in the resource's region); anything
+# that is not one is bad input, rejected at parse time rather than by botocore mid-action.
+REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+def region_or_none(value: Any) -> str | None:
+    """``None`` or a well-formed AWS region name; anything else is invalid."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not REGION_RE.fullmatch(value):
+        raise ValueError("not an AWS region")
+    return value
+
+
 class CloudTrailRecord(_AwsOwned):
     """One CloudTrail record (the ``detail`` of an "AWS API Call via CloudTrail" event)."""
 
@@ -82,7 +97,9 @@ class CloudTrailRecord(_AwsOwned):
     errorCode: str | None = None
     errorMessage: str | None = None
     readOnly: bool | None = None
-    eventID: str | None = None  # always present in real trails; absent from some published samples
+    # Always present in real trails (a UUID); absent from some published samples. It keys the ledger,
+    # whose keys DynamoDB caps at 2 KB: anything longer is not an event id (issue 8).
+    eventID: str | None = Field(default=None, max_length=128)
     eventType: str | None = None
     recipientAccountId: str | None = None
     resources: list[TrailResource] | None = None
@@ -93,6 +110,7 @@ class CloudTrailRecord(_AwsOwned):
     _objects = field_validator("requestParameters", "responseElements", mode="before")(
         lambda value: _json_object(value)
     )
+    _region = field_validator("awsRegion", mode="before")(lambda value: region_or_none(value))
 
     @field_validator("sessionCredentialFromConsole", "readOnly", "managementEvent", mode="before")
     @classmethod

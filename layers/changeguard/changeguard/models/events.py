@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from changeguard.models.cloudtrail import CloudTrailRecord
+from changeguard.models.cloudtrail import CloudTrailRecord, region_or_none
 
 CLOUDTRAIL_API_CALL = "AWS API Call via CloudTrail"
 CONFIG_ITEM_CHANGE = "Config Configuration Item Change"
@@ -28,8 +28,9 @@ class CloudTrailEvent(EventBridgeModel):
 class ConfigurationItem(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    resourceId: str | None = None
-    resourceType: str | None = None
+    # Both go into the ledger key of an item without relatedEvents (DynamoDB caps keys at 2 KB), issue 8.
+    resourceId: str | None = Field(default=None, max_length=400)
+    resourceType: str | None = Field(default=None, max_length=128)
     resourceName: str | None = None
     ARN: str | None = None
     awsAccountId: str | None = None
@@ -47,10 +48,15 @@ class ConfigurationItem(BaseModel):
             return {}
         return {str(k): str(v) for k, v in value.items() if v is not None}
 
+    _region = field_validator("awsRegion", mode="before")(lambda value: region_or_none(value))  # issue 8
+
     @field_validator("relatedEvents", mode="before")
     @classmethod
     def _related(cls, value: Any) -> list[str]:
-        return [str(v) for v in value] if isinstance(value, list) else []
+        related = [str(v) for v in value] if isinstance(value, list) else []
+        if any(len(v) > 128 for v in related):  # CloudTrail event ids key the ledger (issue 8)
+            raise ValueError("relatedEvents holds something that is not a CloudTrail event id")
+        return related
 
 
 class ConfigItemChangeDetail(BaseModel):
@@ -61,6 +67,13 @@ class ConfigItemChangeDetail(BaseModel):
     configurationItemSummary: dict[str, Any] | None = None
     notificationCreationTime: datetime | None = None
     recordVersion: str | None = None
+    # What changed (``changedProperties``: ``Tags.<key>``, ``Configuration.<path>``, ...), issue 8.
+    configurationItemDiff: dict[str, Any] | None = None
+
+    @field_validator("configurationItemDiff", mode="before")
+    @classmethod
+    def _diff(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else None  # informational: never a reason to reject
 
     @field_validator("configurationItem", "configurationItemSummary", mode="before")
     @classmethod

@@ -595,6 +595,9 @@ class LifecycleHookService(_GateBase):
         now = self.clock.now()
         entry = f"HOOK#{hook.LifecycleEventHookExecutionId}"
         facts = self.deployments.get(hook.DeploymentId)
+        if facts is None:
+            # issue 8: CodeDeploy invokes hooks of its own deployments only; nobody waits on this one.
+            raise InvalidEventError(f"the hook names a deployment CodeDeploy does not know: {hook.DeploymentId!r}")
         arn = (function_arn or "").split(":")
         change = GatedChange(
             change_id=hook.DeploymentId,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,11 +15,14 @@ from changeguard.domain.errors import (
     InvalidEventError,
     TicketSourceUnavailableError,
 )
+from changeguard.domain.heartbeat import ARRIVED, HEARTBEAT_KEY, canary_of
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
+from changeguard.domain.self_protection import SuiteResources
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, find_ref
 from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Severity, Verdict, is_exempt, judge
+from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
 from changeguard.ports import CalendarReader, Clock, Ledger, TagReader, TicketSource
 from changeguard.services.outcome import Outcome
@@ -60,6 +63,8 @@ class CorrelateService:
         clock: Clock,
         suite_role_prefixes: tuple[str, ...] = (),
         calendar: Callable[[Policy], CalendarReader | None] | None = None,
+        suite: SuiteResources | None = None,
+        heartbeat_parameter: str | None = None,
     ) -> None:
         self.function = function
         self.ledger = ledger
@@ -69,6 +74,9 @@ class CorrelateService:
         self.clock = clock
         self.suite_role_prefixes = suite_role_prefixes
         self.calendar = calendar
+        # issue 8: changes to the suite itself are tampering; the heartbeat's canaries are recorded.
+        self.suite = suite
+        self.heartbeat_parameter = heartbeat_parameter
 
     # -- entry points -------------------------------------------------------------------------
     def handle(self, event: Mapping[str, Any]) -> Outcome:
@@ -80,6 +88,9 @@ class CorrelateService:
                 change = self.change_from_config(ConfigItemChangeEvent.model_validate(event))
             else:
                 parsed = CloudTrailEvent.model_validate(event)
+                canary = self.canary_of(parsed.detail)
+                if canary is not None:
+                    return self.record_canary(canary, parsed.detail)
                 change = change_from_cloudtrail(parsed.detail, parsed.account, parsed.region)
         except ValidationError as exc:
             raise InvalidEventError(f"not a CloudTrail or Config change event: {_short(exc)}") from exc
@@ -91,6 +102,10 @@ class CorrelateService:
         """A Config item joins its CloudTrail call through ``relatedEvents``."""
         item = event.detail.configurationItem
         if item is None or (item.configurationItemStatus or "").startswith("ResourceNotRecorded"):
+            return None
+        if _only_suite_tags(event.detail.configurationItemDiff):
+            # issue 8 (no loops): the suite's own marks (changeguard:* tags) are not a change to
+            # judge. A person's tag call is still judged from its CloudTrail record.
             return None
         related = tuple(item.relatedEvents)
         change_id = (
@@ -139,7 +154,13 @@ class CorrelateService:
             except CalendarUnavailableError:
                 closed = None  # the calendar gate alerts on an unreadable calendar; the verdict stands
         judgement = judge(
-            change, ref, lookup, policy, suite_role_prefixes=self.suite_role_prefixes, calendar_closed=closed
+            change,
+            ref,
+            lookup,
+            policy,
+            suite_role_prefixes=self.suite_role_prefixes,
+            calendar_closed=closed,
+            suite=self.suite,
         )
         return self.record(change, judgement, policy)
 
@@ -198,7 +219,8 @@ class CorrelateService:
         )
         entries = [verdict_entry]
         alert_ids: list[str] = []
-        if judgement.alerts and judgement.verdict is not Verdict.UNVERIFIED:
+        # UNVERIFIED changes share the one degraded-mode alert, except tampering, which always alerts.
+        if judgement.alerts and (judgement.verdict is not Verdict.UNVERIFIED or judgement.control_tampering):
             alert = verdict_alert(change, judgement, self.function)
             entries.append(alert_entry(alert, change.event_time, now))
             alert_ids.append(alert.alert_id)
@@ -217,6 +239,34 @@ class CorrelateService:
             reasons=[r.detail for r in judgement.reasons],
             duplicate=not new,
             alert_ids=alert_ids if new else [],
+        )
+
+    # -- the heartbeat's canaries (issue 8) ---------------------------------------------------------
+    def canary_of(self, record: CloudTrailRecord) -> str | None:
+        if not self.heartbeat_parameter:
+            return None
+        return canary_of(record, self.heartbeat_parameter, self.suite_role_prefixes)
+
+    def record_canary(self, canary: str, record: CloudTrailRecord) -> Outcome:
+        """The heartbeat's canary made it through CloudTrail, EventBridge and this function."""
+        now = self.clock.now()
+        arrived = LedgerEntry(
+            change_id=HEARTBEAT_KEY,
+            entry=f"{ARRIVED}{canary}",
+            kind=EntryKind.HEARTBEAT,
+            function=self.function,
+            event_time=record.eventTime if record.eventTime.tzinfo else record.eventTime.replace(tzinfo=UTC),
+            recorded_at=now,
+            body={"canary": canary, "event_id": record.eventID},
+        )
+        new = self.ledger.append([arrived])
+        return Outcome(
+            function=self.function,
+            change_id=HEARTBEAT_KEY,
+            verdict=NOT_A_CHANGE,
+            actions=[f"heartbeat canary {canary} arrived" if new else "duplicate delivery: already recorded"],
+            reasons=["ChangeGuard's heartbeat canary"],
+            duplicate=not new,
         )
 
     def open_outage(self, change: Change, judgement: Judgement, now: datetime) -> str | None:
@@ -257,7 +307,12 @@ class CorrelateService:
             recorded_at=now,
             body={"first_change": change.change_id, "error": reason},
         )
-        return alert.alert_id if self.ledger.append([outage, alert_entry(alert, now, now)]) else None
+        # The generation is in the ALERT item's key too: once the follow-up closes an outage
+        # (CLOSED#n), the next outage's alert must not collide with this one's item.
+        item = alert_entry(alert, now, now).model_copy(
+            update={"entry": f"ALERT#{self.function}#degraded#{generation:06d}"}
+        )
+        return alert.alert_id if self.ledger.append([outage, item]) else None
 
 
 def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
@@ -305,6 +360,17 @@ def alert_entry(alert: Alert, event_time: datetime, now: datetime) -> LedgerEntr
         account=alert.account,
         region=alert.region,
         body={"alert": alert.model_dump(mode="json")},
+    )
+
+
+SUITE_TAG_PROPERTY = "Tags.changeguard:"
+
+
+def _only_suite_tags(diff: Mapping[str, Any] | None) -> bool:
+    """Whether a Config item's diff changes nothing but ``changeguard:*`` tags."""
+    changed = (diff or {}).get("changedProperties")
+    return (
+        isinstance(changed, Mapping) and bool(changed) and all(str(k).startswith(SUITE_TAG_PROPERTY) for k in changed)
     )
 
 

@@ -358,7 +358,14 @@ def request_of(event: Any) -> tuple[Cadence, Period]:
         if request.report in _PREVIOUS:
             raise InvalidEventError("an on-demand report needs 'period' or 'from' and 'to'")
         raise InvalidEventError("a custom report needs 'from' and 'to'")
-    except (ValidationError, PeriodError) as exc:
+    except ValidationError as exc:
+        # issue 8: never str(exc) - pydantic quotes the input, and the input may hold secrets.
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidEventError(
+            f"not a report request: {exc.error_count()} error(s), first at '{where}': {first['msg']}"
+        ) from exc
+    except PeriodError as exc:
         raise InvalidEventError(f"not a report request: {exc}") from exc
 
 
