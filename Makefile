@@ -68,10 +68,12 @@ audit: $(CHECKOVVENV)/.installed $(BIN)/.installed
 # The hardening properties at full size (1,000 duplicates, 10,000 bad events per function,
 # 10 loop generations); `make test` runs them at a tenth (CHANGEGUARD_SOAK_SCALE=0.1).
 soak: $(BIN)/.installed
-	CHANGEGUARD_SOAK_SCALE=1.0 $(BIN)/pytest tests/hardening -n 2 -q -rA --durations=0 \
-	  -o junit_suite_name=soak --junitxml=build/hardening/soak.xml
+	mkdir -p build/hardening
+	CHANGEGUARD_SOAK_SCALE=1.0 $(BIN)/pytest tests/hardening -n 2 -rfE --durations=25 \
+	  --junitxml=build/hardening/soak.xml; status=$$?; \
 	$(BIN)/python -c "import xml.etree.ElementTree as E; s=E.parse('build/hardening/soak.xml').getroot().find('testsuite'); \
-	  print(f\"soak at full size: {s.get('tests')} properties, {s.get('failures')} failed, {s.get('errors')} errors, {float(s.get('time')):.0f} s\")"
+	  print(f\"soak at full size: {s.get('tests')} properties, {s.get('failures')} failed, {s.get('errors')} errors, {s.get('skipped')} skipped, {float(s.get('time')):.0f} s\")"; \
+	exit $$status
 
 test: setup lint typecheck validate checkov audit unit
 

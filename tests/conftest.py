@@ -16,6 +16,9 @@ from collections.abc import Iterator
 import pytest
 from changeguard_tools.embedded import EmbeddedAWS
 
+# issue 8 (least privilege): record the AWS calls each function makes while the suite runs.
+pytest_plugins = ["hardening.callrecorder"]
+
 
 @pytest.fixture(scope="session")
 def embedded_aws() -> Iterator[EmbeddedAWS]:

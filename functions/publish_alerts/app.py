@@ -76,7 +76,7 @@ def record_handler(record: DynamoDBRecord) -> str:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
-@rejects_poison(FUNCTION)
+@rejects_poison(FUNCTION, max_bytes=6 * 1024 * 1024)  # a stream batch: Lambda's payload limit
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Publish each new ALERT item of the batch once; report only the failed records for retry."""
     if not (

@@ -13,6 +13,10 @@ from changeguard.domain.errors import InvalidEventError
 F = TypeVar("F", bound=Callable[..., Any])
 
 FAILURE_QUEUE_ENV = "FAILURE_QUEUE_URL"
+#: EventBridge delivers events of at most 256 KB; anything larger is a replay or a forgery (issue 8).
+MAX_EVENT_BYTES = 256 * 1024
+#: What fits in one SQS message, with room for the envelope and attributes.
+_MAX_DEAD_LETTER_BYTES = 240 * 1024
 
 
 def _dead_letter(event: Any, error: InvalidEventError, function: str) -> str | None:
@@ -26,14 +30,20 @@ def _dead_letter(event: Any, error: InvalidEventError, function: str) -> str | N
         return None
     from changeguard.adapters.clients import client
 
-    body = json.dumps(
-        {
-            "requestContext": {"condition": "RejectedEvent", "functionName": function},
-            "responseContext": {"errorType": type(error).__name__, "errorMessage": str(error)},
-            "requestPayload": event,
-        },
-        default=str,
-    )
+    def body_with(payload: Any) -> str:
+        return json.dumps(
+            {
+                "requestContext": {"condition": "RejectedEvent", "functionName": function},
+                "responseContext": {"errorType": type(error).__name__, "errorMessage": str(error)},
+                "requestPayload": payload,
+            },
+            default=str,
+        )
+
+    body = body_with(event)
+    if len(body.encode()) > _MAX_DEAD_LETTER_BYTES:  # SQS takes 256 KB: keep the start, say so
+        text = json.dumps(event, default=str)
+        body = body_with({"truncated": True, "bytes": len(text.encode()), "head": text[: 64 * 1024]})
     resp = client("sqs").send_message(
         QueueUrl=queue_url,
         MessageBody=body,
@@ -50,13 +60,20 @@ def dead_letter(item: Any, error: InvalidEventError, function: str) -> str | Non
     return _dead_letter(item, error, function)
 
 
-def rejects_poison(function: str) -> Callable[[F], F]:
-    """Turn ``InvalidEventError`` into a typed rejection result plus a dead-lettered event."""
+def rejects_poison(function: str, max_bytes: int = MAX_EVENT_BYTES) -> Callable[[F], F]:
+    """Turn ``InvalidEventError`` into a typed rejection result plus a dead-lettered event.
+
+    An event larger than ``max_bytes`` (EventBridge's limit unless the trigger allows more) is
+    rejected before the handler sees it: its fields would not fit a ledger item (issue 8).
+    """
 
     def wrap(handler: F) -> F:
         @functools.wraps(handler)
         def inner(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
             try:
+                size = len(json.dumps(event, default=str).encode())
+                if size > max_bytes:
+                    raise InvalidEventError(f"event of {size} bytes: larger than its trigger delivers ({max_bytes})")
                 return handler(event, context, *args, **kwargs)
             except InvalidEventError as exc:
                 from aws_lambda_powertools import Logger

@@ -1,0 +1,161 @@
+"""Encryption and logs (issue 8).
+
+* The template encrypts with KMS (the suite's customer-managed key): every SNS topic, SQS queue,
+  DynamoDB table, log group and function environment.
+* Nothing a function logs at INFO carries a secret, a credential or a whole event: every function
+  runs over its samples and schedules (and broken variants of them, whose rejection messages must
+  not echo the input) with canary values planted in ``requestParameters``, in an unknown field of
+  the event and in the places a validation error would quote; the function's own credentials are
+  in its environment. None of them may appear in what it logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import re
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from changeguard_tools.embedded import EmbeddedAWS
+from changeguard_tools.template import Template
+from hardening.drive import aws_environment, fresh, scenario_harness, triggers_of
+
+TEMPLATE = Template()
+KEY = "ChangeGuardKey"
+SECRET = "hardening-canary-secret-7f3a9c"
+UNKNOWN_FIELD = "hardening-canary-event-41d8e2"
+
+
+def _resources(kind: str) -> dict[str, Any]:
+    return {lid: r for lid, r in TEMPLATE.resources.items() if r.get("Type") == kind}
+
+
+def _refers_to_key(value: Any) -> bool:
+    return KEY in repr(value)
+
+
+@pytest.mark.parametrize("logical_id", sorted(_resources("AWS::SNS::Topic")))
+def test_encryption_sns_topics_use_the_suite_key(logical_id: str) -> None:
+    assert _refers_to_key(TEMPLATE.resources[logical_id]["Properties"].get("KmsMasterKeyId"))
+
+
+@pytest.mark.parametrize("logical_id", sorted(_resources("AWS::SQS::Queue")))
+def test_encryption_sqs_queues_use_the_suite_key(logical_id: str) -> None:
+    assert _refers_to_key(TEMPLATE.resources[logical_id]["Properties"].get("KmsMasterKeyId"))  # CKV_AWS_27
+
+
+@pytest.mark.parametrize("logical_id", sorted(_resources("AWS::DynamoDB::Table")))
+def test_encryption_dynamodb_tables_use_the_suite_key(logical_id: str) -> None:
+    sse = TEMPLATE.resources[logical_id]["Properties"].get("SSESpecification") or {}
+    assert sse.get("SSEEnabled") is True and sse.get("SSEType") == "KMS", sse
+    assert _refers_to_key(sse.get("KMSMasterKeyId")), sse
+
+
+@pytest.mark.parametrize("logical_id", sorted(_resources("AWS::Logs::LogGroup")))
+def test_encryption_log_groups_use_the_suite_key(logical_id: str) -> None:
+    assert _refers_to_key(TEMPLATE.resources[logical_id]["Properties"].get("KmsKeyId"))
+
+
+@pytest.mark.parametrize("logical_id", TEMPLATE.function_ids())
+def test_encryption_function_environments_use_the_suite_key(logical_id: str) -> None:
+    globals_ = TEMPLATE.raw.get("Globals", {}).get("Function", {})
+    props = TEMPLATE.resources[logical_id]["Properties"]
+    assert _refers_to_key(props.get("KmsKeyArn", globals_.get("KmsKeyArn")))
+
+
+def test_encryption_the_suite_key_rotates() -> None:
+    assert TEMPLATE.resources[KEY]["Properties"].get("EnableKeyRotation") is True
+
+
+def test_logs_powertools_never_logs_the_event_and_logs_at_info() -> None:
+    env = TEMPLATE.raw["Globals"]["Function"]["Environment"]["Variables"]
+    assert str(env.get("POWERTOOLS_LOGGER_LOG_EVENT")).lower() == "false"
+    assert env.get("POWERTOOLS_LOG_LEVEL") == "INFO"
+    for logical_id in TEMPLATE.function_ids():
+        variables = (TEMPLATE.resources[logical_id]["Properties"].get("Environment") or {}).get("Variables") or {}
+        assert str(variables.get("POWERTOOLS_LOGGER_LOG_EVENT", "false")).lower() == "false", logical_id
+        assert variables.get("POWERTOOLS_LOG_LEVEL", "INFO") == "INFO", logical_id
+
+
+def planted(event: Any) -> list[Any]:
+    """The event with the canaries planted, and broken variants whose errors could quote them."""
+    if not isinstance(event, dict):
+        return []
+    out: list[Any] = []
+    base = copy.deepcopy(event)
+    base[UNKNOWN_FIELD] = {"password": SECRET}
+    detail = base.get("detail")
+    if isinstance(detail, dict):
+        params = detail.get("requestParameters")
+        if isinstance(params, dict):
+            params["password"] = SECRET
+            params["authToken"] = {"value": SECRET}
+        detail.setdefault("additionalEventData", {})["secret"] = SECRET
+    out.append(base)
+    # Broken where a validation error would quote the input. (The envelope's routing labels,
+    # source and detail-type, may be named in a rejection: they are labels, never secrets.)
+    for key in ("time", "id", "account"):
+        broken = copy.deepcopy(base)
+        broken[key] = SECRET
+        out.append(broken)
+    if isinstance(detail, dict):
+        for key in ("eventTime", "eventSource", "userIdentity", "state", "deploymentId"):
+            broken = copy.deepcopy(base)
+            broken["detail"][key] = {"not": SECRET} if key == "eventTime" else [SECRET]
+            out.append(broken)
+    if isinstance(base.get("Records"), list):
+        broken = copy.deepcopy(base)
+        broken["Records"] = [{"eventName": SECRET, "dynamodb": SECRET}]
+        out.append(broken)
+    return out
+
+
+@pytest.fixture(scope="module")
+def logged(embedded_aws: EmbeddedAWS) -> Any:
+    """Everything every function logged while run over its planted events, and its credentials."""
+    stream = io.StringIO()
+    # Powertools' logger writes to the stream of the first harness in the process, which may be
+    # another test's: listen on the logger itself, formatted as Powertools formats it.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LambdaPowertoolsFormatter())
+    service_logger = logging.getLogger(
+        str(TEMPLATE.raw["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"])
+    )
+    service_logger.addHandler(handler)
+    try:
+        return _run_planted(embedded_aws, stream)
+    finally:
+        service_logger.removeHandler(handler)
+
+
+def _run_planted(embedded_aws: EmbeddedAWS, stream: io.StringIO) -> Any:
+    with aws_environment(embedded_aws) as aws:
+        harness, _ = scenario_harness(aws.endpoint_url, log_stream=stream)
+        harness.put_parameter("enforcement-mode", "enforce")
+        credentials: set[str] = set()
+        for logical_id in harness.functions:
+            env = harness.function_environment(logical_id)
+            credentials |= {env["AWS_SECRET_ACCESS_KEY"], env["AWS_SESSION_TOKEN"]}
+            for event in triggers_of(harness, logical_id):
+                for variant in planted(fresh(event)):
+                    harness.invoke(logical_id, variant)
+        harness.pump_streams()
+    return stream.getvalue(), credentials
+
+
+def test_logs_show_no_secret_no_credential_and_no_whole_event(logged: Any) -> None:
+    text, credentials = logged
+    assert text.count("\n") > 50, "the functions logged almost nothing: the test would prove nothing"
+    assert SECRET not in text, _around(text, SECRET)
+    assert UNKNOWN_FIELD not in text, "an event was logged whole:\n" + _around(text, UNKNOWN_FIELD)
+    for credential in credentials:
+        assert credential not in text, "a credential of a function's role is in its logs"
+    assert not re.search(r'"level":\s*"DEBUG"', text), "DEBUG records were emitted at INFO"
+
+
+def _around(text: str, needle: str) -> str:
+    at = text.find(needle)
+    return text[max(0, at - 600) : at + 200]

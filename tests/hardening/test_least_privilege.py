@@ -1,0 +1,209 @@
+"""Least privilege (issue 8): one role per function, with exactly the actions its code calls.
+
+The calls are not listed by hand: this module drives every function the template declares through
+the harness against the embedded AWS (the demo scenario, then every sample event and schedule in
+observe and in enforce mode, then a poison event), and the call recorder
+(``tests/hardening/callrecorder.py``, botocore's event hooks) records what each one really calls,
+Powertools' utilities included. Each call becomes the IAM requests it makes (``iam.py``), compared
+with the function's ``Policies:`` in both directions:
+
+* nothing missing: every request is allowed by the function's own role (action and resource);
+* nothing extra: every action the role allows is one the function called, except the actions AWS
+  itself uses with the function's role (:data:`USED_BY_AWS`, each with its reason) and the few the
+  drive cannot reach (``iam.REACHED_BY_OTHER_TESTS``: a complete run lists, at its end, those no
+  test of the suite reached).
+
+The same recorder runs for the whole test session, and the session fails if any test made a function
+call an action its role does not allow (``callrecorder.pytest_sessionfinish``).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from changeguard_tools.embedded import EmbeddedAWS
+from changeguard_tools.harness import Harness
+from changeguard_tools.template import Template, resolve
+from hardening.callrecorder import RECORDER, Call, install_fresh
+from hardening.drive import CREATE_UNTAGGED, aws_environment, drive_everything, quarantine_types, scenario_harness
+from hardening.iam import REACHED_BY_OTHER_TESTS, IamRequest, Statement, is_allowed, is_mutating, statements_of
+
+TEMPLATE = Template()
+FUNCTIONS = TEMPLATE.function_ids()
+
+#: Actions a role needs although the function's code never calls them: AWS calls them with the
+#: function's role. (action pattern, what the resource must be, why)
+USED_BY_AWS: tuple[tuple[str, str, str], ...] = (
+    (
+        "kms:Decrypt",
+        "key",
+        "SQS, SNS, DynamoDB and Lambda decrypt with the suite's key on the caller's behalf",
+    ),
+    (
+        "kms:GenerateDataKey",
+        "key",
+        "SQS and SNS generate a data key with the suite's key for each message the function sends",
+    ),
+    (
+        "kms:GenerateDataKey*",
+        "key",
+        "as kms:GenerateDataKey (SAM's KMSEncryptPolicy lacks it: serverless-application-model#1796)",
+    ),
+    ("dynamodb:DescribeStream", "stream", "the event source mapping reads the stream with the function's role"),
+    ("dynamodb:GetRecords", "stream", "the event source mapping reads the stream with the function's role"),
+    ("dynamodb:GetShardIterator", "stream", "the event source mapping reads the stream with the function's role"),
+    ("dynamodb:ListStreams", "stream", "the event source mapping reads the stream with the function's role"),
+    (
+        "sqs:SendMessage",
+        "failure-queue",
+        "Lambda's on-failure destination (and the stream's) sends with the function's role",
+    ),
+)
+
+#: Mutating actions that may be allowed on every resource, and why (the scoping test).
+UNSCOPED_MUTATIONS: dict[str, str] = {
+    # Documented: the Service Authorization Reference lists no resource type for these.
+}
+
+
+class _AnyAttribute(dict[tuple[str, str], str]):
+    def get(self, key: tuple[str, str], default: Any = None) -> str:  # type: ignore[override]
+        return f"<{key[0]}.{key[1]}>"
+
+
+def symbolic_policies(logical_id: str) -> list[Statement]:
+    """The function's statements without a stack: resources resolve to ``<LogicalId>`` placeholders."""
+    ctx = TEMPLATE.context()
+    ctx.refs.update({lid: f"<{lid}>" for lid in TEMPLATE.resources})
+    ctx.attrs = _AnyAttribute()
+    return statements_of(resolve(TEMPLATE.resources[logical_id]["Properties"]["Policies"], ctx))
+
+
+@dataclass
+class Driven:
+    harness: Harness
+    calls: dict[str, Counter[Call]]  # by function logical id
+
+    def statements(self, logical_id: str) -> list[Statement]:
+        spec = self.harness.functions[logical_id]
+        return statements_of(resolve(spec.policies, self.harness.ctx))
+
+    def requests(self, logical_id: str) -> set[IamRequest]:
+        return {r for call in self.calls.get(logical_id, Counter()) for r in call.requests}
+
+
+@pytest.fixture(scope="module")
+def driven(embedded_aws: EmbeddedAWS) -> Iterator[Driven]:
+    install_fresh()  # when the plugin is not registered (tests/conftest.py), the hook starts here
+    with aws_environment(embedded_aws) as aws:
+        harness, steps = scenario_harness(aws.endpoint_url, log_stream=io.StringIO())
+        with RECORDER.scope() as calls:
+            drive_everything(harness, aws, steps)
+        by_folder: dict[str, Counter[Call]] = defaultdict(Counter)
+        for call, n in calls.items():
+            by_folder[call.function][call] += n
+        yield Driven(
+            harness, {lid: by_folder.get(spec.code_uri.name, Counter()) for lid, spec in harness.functions.items()}
+        )
+
+
+def _used_by_aws(driven: Driven, logical_id: str, action: str, resources: tuple[str, ...]) -> bool:
+    ctx = driven.harness.ctx
+    spec = driven.harness.functions[logical_id]
+    failure_queue = str(spec.environment.get("FAILURE_QUEUE_URL", ""))
+    allowed = {
+        "key": {arn for (lid, attr), arn in ctx.attrs.items() if attr == "Arn" and ":key/" in arn},
+        "stream": {arn for (_, attr), arn in ctx.attrs.items() if attr == "StreamArn"},
+        "failure-queue": {
+            arn for (lid, attr), arn in ctx.attrs.items() if attr == "Arn" and ctx.refs.get(lid) == failure_queue
+        },
+    }
+    for pattern, kind, _why in USED_BY_AWS:
+        if pattern.lower() == action.lower() and resources and set(resources) <= allowed[kind]:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_least_privilege_each_function_has_a_role_of_its_own(logical_id: str) -> None:
+    props = TEMPLATE.resources[logical_id]["Properties"]
+    assert "Role" not in props, f"{logical_id} uses a role given to it, which others could share"
+    assert props.get("Policies"), f"{logical_id} has no policies of its own"
+    assert TEMPLATE.raw["Globals"]["Function"].get("RolePath") == "/changeguard/"
+    symbolic_policies(logical_id)  # inline statements only
+
+
+def missing(driven: Driven, logical_id: str) -> list[str]:
+    """Requests the function made that its role does not allow."""
+    statements = driven.statements(logical_id)
+    return sorted(str(r) for r in driven.requests(logical_id) if not is_allowed(statements, r))
+
+
+def extra(driven: Driven, logical_id: str) -> list[str]:
+    """Allowed actions the function never called (less those AWS uses, and those other tests reach)."""
+    requests = driven.requests(logical_id)
+    found: list[str] = []
+    for st in driven.statements(logical_id):
+        if st.effect != "Allow":
+            continue
+        for action in st.actions:
+            probe = Statement(st.sid, "Allow", (action,), st.resources)
+            if any(probe.matches(r) for r in requests):
+                continue
+            if _used_by_aws(driven, logical_id, action, st.resources):
+                continue
+            if action in REACHED_BY_OTHER_TESTS.get(driven.harness.functions[logical_id].code_uri.name, {}):
+                continue
+            found.append(f"{st.sid}: {action} on {', '.join(st.resources)}")
+    return found
+
+
+def test_least_privilege_nothing_missing_and_nothing_extra_for_every_function(driven: Driven) -> None:
+    """One test for every function (the drive is expensive: it runs once, on one worker)."""
+    problems: list[str] = []
+    for logical_id in FUNCTIONS:
+        if not driven.calls[logical_id]:
+            problems.append(f"{logical_id} made no AWS call while driven: nothing would be proven")
+        problems += [f"{logical_id} MISSING (called, not allowed): {m}" for m in missing(driven, logical_id)]
+        problems += [f"{logical_id} EXTRA (allowed, never called): {e}" for e in extra(driven, logical_id)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_least_privilege_mutating_actions_are_scoped_to_resources_or_conditions(logical_id: str) -> None:
+    unscoped: list[str] = []
+    for st in symbolic_policies(logical_id):
+        if st.effect != "Allow" or "*" not in st.resources or st.condition:
+            continue
+        for action in st.actions:
+            if is_mutating(action) and action not in UNSCOPED_MUTATIONS:
+                unscoped.append(f"{st.sid}: {action}")
+    assert not unscoped, f"{logical_id} allows mutating actions on every resource:\n" + "\n".join(unscoped)
+
+
+def test_least_privilege_every_quarantine_type_is_driven() -> None:
+    """The drive makes an untagged resource of every type the quarantine registry knows."""
+    assert quarantine_types() <= set(CREATE_UNTAGGED), sorted(quarantine_types() - set(CREATE_UNTAGGED))
+
+
+def test_least_privilege_the_session_wide_check_names_a_call_the_role_does_not_allow() -> None:
+    """What ``callrecorder`` does at the end of every session, on made-up recordings."""
+    from collections import Counter as _Counter
+
+    from hardening.callrecorder import unallowed_actions, unreached_listed
+
+    allowed = Call("correlate_change", "dynamodb", "PutItem", (IamRequest("dynamodb:PutItem", None),))
+    forbidden = Call("correlate_change", "sns", "Publish", (IamRequest("sns:Publish", None),))
+    assert unallowed_actions(_Counter([allowed]), TEMPLATE) == []
+    assert unallowed_actions(_Counter([allowed, forbidden]), TEMPLATE) == [
+        "correlate_change: sns:Publish (sns.Publish)"
+    ]
+    listed = {(folder, action) for folder, actions in REACHED_BY_OTHER_TESTS.items() for action in actions}
+    made = _Counter(Call(folder, "x", "y", (IamRequest(action),)) for folder, action in listed)
+    assert unreached_listed(made) == []
+    assert len(unreached_listed(_Counter())) == len(listed)
