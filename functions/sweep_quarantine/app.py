@@ -54,4 +54,4 @@ def lambda_handler(
 
 
 # What arrives without an EventBridge rule pattern (a Schedule): the contract tests validate samples against it.
-INPUT_MODEL = "changeguard.models.tag_events.SweepScheduledEvent"
+INPUT_MODEL = "changeguard.models.scheduled.ScheduledEvent"

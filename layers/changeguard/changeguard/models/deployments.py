@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, m
 
 ALARM_STATE_CHANGE = "CloudWatch Alarm State Change"
 DEPLOYMENT_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
-SCHEDULED_EVENT = "Scheduled Event"
 
 
 class _AwsOwned(BaseModel):
@@ -134,9 +133,3 @@ class DeploymentStateChangeEvent(EventBridgeModel):
     """EventBridge "CodeDeploy Deployment State-change Notification" (START, SUCCESS, FAILURE, STOP, READY)."""
 
     detail: DeploymentStateDetail  # type: ignore[assignment]
-
-
-class ScheduledEvent(EventBridgeModel):
-    """The "Scheduled Event" of the health-check sweep's schedule."""
-
-    detail: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]

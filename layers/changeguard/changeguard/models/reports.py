@@ -9,24 +9,18 @@ rule's ARN in ``resources`` and nothing else. An operator can also invoke the fu
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Literal
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEDULED_EVENT = "Scheduled Event"
+from changeguard.models.scheduled import ScheduledEvent as BaseScheduledEvent
+
 Cadence = Literal["weekly", "monthly", "quarterly", "custom"]
 CADENCES: tuple[Cadence, ...] = ("weekly", "monthly", "quarterly")
 
 
-class ScheduledEvent(EventBridgeModel):
-    """EventBridge's "Scheduled Event" (``source`` ``aws.events``, empty ``detail``)."""
-
-    detail: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]
-
-    @property
-    def rule_name(self) -> str:
-        return self.resources[0].rsplit("/", 1)[-1] if self.resources else ""
+class ScheduledEvent(BaseScheduledEvent):
+    """The digest's and the reports' schedules; the rule's name says which report is due."""
 
     def cadence(self) -> Cadence | None:
         """Which report the schedule is for, from the rule's name."""

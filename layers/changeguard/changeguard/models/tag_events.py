@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 CONFIG_COMPLIANCE_CHANGE = "Config Rules Compliance Change"
-SCHEDULED_EVENT = "Scheduled Event"
 
 
 class _AwsOwned(BaseModel):
@@ -54,14 +53,3 @@ class ComplianceChangeDetail(_AwsOwned):
 
 class ComplianceChangeEvent(EventBridgeModel):
     detail: ComplianceChangeDetail  # type: ignore[assignment]
-
-
-class SweepScheduledEvent(EventBridgeModel):
-    """EventBridge's "Scheduled Event" (``source`` ``aws.events``) that runs the quarantine sweep."""
-
-    @field_validator("detail_type")
-    @classmethod
-    def _scheduled(cls, value: str) -> str:
-        if value != SCHEDULED_EVENT:
-            raise ValueError(f"expected a {SCHEDULED_EVENT!r}, got {value!r}")
-        return value

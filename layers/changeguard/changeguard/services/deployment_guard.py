@@ -65,14 +65,13 @@ from changeguard.domain.verdicts import Severity
 from changeguard.models.deployments import (
     ALARM_STATE_CHANGE,
     DEPLOYMENT_STATE_CHANGE,
-    SCHEDULED_EVENT,
     AlarmActionPayload,
     AlarmStateChangeEvent,
     DeploymentStateChangeEvent,
-    ScheduledEvent,
     SnsAlarmMessage,
     SnsEvent,
 )
+from changeguard.models.scheduled import SCHEDULED_EVENT, ScheduledEvent
 from changeguard.ports import Clock, Ledger
 from changeguard.services.correlate import alert_entry
 from changeguard.services.outcome import Outcome

@@ -36,7 +36,8 @@ from changeguard.domain.digest import (
 from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.kpis import KpiTargets, Period, PeriodError, PeriodKind
 from changeguard.domain.verdicts import Severity
-from changeguard.models.reports import SCHEDULED_EVENT, Cadence, ReportRequest, ScheduledEvent
+from changeguard.models.reports import Cadence, ReportRequest, ScheduledEvent
+from changeguard.models.scheduled import SCHEDULED_EVENT
 from changeguard.ports import Clock, Ledger, TicketSource
 from changeguard.services.correlate import alert_entry
 from changeguard.services.outcome import Outcome

@@ -15,23 +15,19 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import ValidationError
-
 from changeguard.domain.alerts import Alert
-from changeguard.domain.errors import InvalidEventError, TicketSourceUnavailableError
+from changeguard.domain.errors import TicketSourceUnavailableError
 from changeguard.domain.follow_up import FOLLOWED, FollowUp, FollowUpResult, Tracked, decide, tracked_from
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
 from changeguard.domain.tickets import TicketLookup
 from changeguard.domain.verdicts import Severity, Verdict
+from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import Clock, Ledger, TicketSource
 from changeguard.services.correlate import REMEDIATION, alert_entry, verdict_alert
 from changeguard.services.outcome import Outcome
 
-SCHEDULED_EVENT = "Scheduled Event"
-SCHEDULE_SOURCES = frozenset({"aws.events", "aws.scheduler"})
 PROBE_TICKET = "CHANGEGUARD-PROBE-1"  # any well-formed id: the question is whether the source answers
 MAX_STEPS = 3  # UNVERIFIED -> re-judged EMERGENCY -> retro-approved/overdue, in one run
 
@@ -59,14 +55,7 @@ class FollowUpService:
     # -- entry point -----------------------------------------------------------------------------
     def handle(self, event: Mapping[str, Any]) -> Outcome:
         """Run on EventBridge's "Scheduled Event" (rule or Scheduler); anything else is rejected."""
-        if not isinstance(event, Mapping):
-            raise InvalidEventError("event is not a JSON object")
-        try:
-            parsed = EventBridgeModel.model_validate(event)
-        except ValidationError as exc:
-            raise InvalidEventError(f"not a scheduled event: {exc.error_count()} error(s)") from exc
-        if parsed.detail_type != SCHEDULED_EVENT or parsed.source not in SCHEDULE_SOURCES:
-            raise InvalidEventError(f"not a scheduled event: {parsed.source} / {parsed.detail_type}")
+        parse_scheduled(event)
         return self.run()
 
     def run(self) -> Outcome:

@@ -14,11 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import ValidationError
-
 from changeguard.domain.alerts import Alert
-from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.heartbeat import (
     ARRIVED,
     CANARY_DESCRIPTION,
@@ -34,12 +30,11 @@ from changeguard.domain.heartbeat import (
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.verdicts import Severity
+from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import Clock, Ledger, ParameterWriter
 from changeguard.services.correlate import alert_entry
 from changeguard.services.outcome import Outcome
 
-SCHEDULED_EVENT = "Scheduled Event"
-SCHEDULE_SOURCES = frozenset({"aws.events", "aws.scheduler"})
 REMEDIATION = (
     "Check that the CloudTrail trail is logging, that ChangeGuard's EventBridge rules are enabled and"
     " that correlate_change is not failing (its errors alarm and failure queue). The hourly"
@@ -69,14 +64,7 @@ class HeartbeatService:
 
     def handle(self, event: Mapping[str, Any]) -> Outcome:
         """Run on EventBridge's "Scheduled Event"; anything else is rejected."""
-        if not isinstance(event, Mapping):
-            raise InvalidEventError("event is not a JSON object")
-        try:
-            parsed = EventBridgeModel.model_validate(event)
-        except ValidationError as exc:
-            raise InvalidEventError(f"not a scheduled event: {exc.error_count()} error(s)") from exc
-        if parsed.detail_type != SCHEDULED_EVENT or parsed.source not in SCHEDULE_SOURCES:
-            raise InvalidEventError(f"not a scheduled event: {parsed.source} / {parsed.detail_type}")
+        parsed = parse_scheduled(event)
         return self.tick(parsed.time)
 
     def tick(self, at: datetime) -> Outcome:

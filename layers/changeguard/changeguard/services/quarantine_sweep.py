@@ -13,13 +13,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
-from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import Budget, ResourceRef, TagVerdict
 from changeguard.domain.tags import QUARANTINE_AFTER, TagEventKind, format_time, parse_time
-from changeguard.models.tag_events import SweepScheduledEvent
+from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import Clock
 from changeguard.quarantine import Registry
 from changeguard.services.outcome import Outcome
@@ -53,12 +50,7 @@ class QuarantineSweepService:
         self.clock = clock
 
     def handle(self, event: Mapping[str, Any]) -> Outcome:
-        if not isinstance(event, Mapping):
-            raise InvalidEventError("event is not a JSON object")
-        try:
-            scheduled = SweepScheduledEvent.model_validate(event)
-        except ValidationError as exc:
-            raise InvalidEventError(f"not a Scheduled Event: {exc.error_count()} error(s)") from exc
+        scheduled = parse_scheduled(event)
         policy = self.policy()
         now = self.clock.now()
         run = f"sweep:{format_time(now)}"

@@ -19,21 +19,16 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, timedelta
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import ValidationError
-
 from changeguard.domain.change import Change, change_from_cloudtrail
-from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.ledger import EntryKind
 from changeguard.domain.policy import Policy
 from changeguard.domain.reconcile import is_correlated_write
 from changeguard.models.cloudtrail import CloudTrailRecord
+from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import Clock, LedgerKeys, TrailReader
 from changeguard.services.correlate import CorrelateService
 from changeguard.services.outcome import Outcome
 
-SCHEDULED_EVENT = "Scheduled Event"
-SCHEDULE_SOURCES = frozenset({"aws.events", "aws.scheduler"})
 CHUNK = 100  # write calls checked against the ledger at a time
 MAX_LISTED = 50  # missed changes named in the outcome (the rest are counted)
 
@@ -75,14 +70,7 @@ class ReconcileService:
 
     def handle(self, event: Mapping[str, Any]) -> Outcome:
         """Run on EventBridge's "Scheduled Event"; anything else is rejected."""
-        if not isinstance(event, Mapping):
-            raise InvalidEventError("event is not a JSON object")
-        try:
-            parsed = EventBridgeModel.model_validate(event)
-        except ValidationError as exc:
-            raise InvalidEventError(f"not a scheduled event: {exc.error_count()} error(s)") from exc
-        if parsed.detail_type != SCHEDULED_EVENT or parsed.source not in SCHEDULE_SOURCES:
-            raise InvalidEventError(f"not a scheduled event: {parsed.source} / {parsed.detail_type}")
+        parse_scheduled(event)
         return self.run()
 
     def run(self) -> Outcome:
