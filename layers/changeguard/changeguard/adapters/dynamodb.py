@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from changeguard.adapters.cache import CachedTicketSource
 from changeguard.adapters.clients import client
 from changeguard.domain.errors import LedgerUnavailableError, TicketSourceUnavailableError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
@@ -222,21 +223,21 @@ def _str(item: dict[str, Any], name: str) -> str | None:
     return value.get("S") if value else None
 
 
-class DynamoDBTicketSource:
+class DynamoDBTicketSource(CachedTicketSource):
     """The default ticket source: one item per ticket plus one item per approval.
 
     Approval items carry ``approver`` (the approver's verified STS identity); the table's
-    resource policy lets only the approvers role write items with that attribute.
+    resource policy lets only the approvers role write items with that attribute. Lookups are
+    cached for a few seconds (one invocation, give or take): approvals recorded after that are
+    seen by the next change, never hidden by a warm container.
     """
 
     name = "dynamodb"
 
     def __init__(self, table_name: str, ddb: Any | None = None) -> None:
+        super().__init__(TICKET_CACHE_SECONDS)
         self.table_name = table_name
         self._ddb = ddb
-        # Lookups are cached for a few seconds (one invocation, give or take): approvals recorded
-        # after that are seen by the next change, never hidden by a warm container.
-        self._cache: dict[str, tuple[float, Ticket | None]] = {}
 
     @property
     def ddb(self) -> Any:
@@ -244,15 +245,7 @@ class DynamoDBTicketSource:
             self._ddb = client("dynamodb")
         return self._ddb
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
-    def get(self, ticket_id: str) -> Ticket | None:
-        import time
-
-        cached = self._cache.get(ticket_id)
-        if cached is not None and time.monotonic() - cached[0] < TICKET_CACHE_SECONDS:
-            return cached[1]
+    def _fetch(self, ticket_id: str) -> Ticket | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -264,9 +257,7 @@ class DynamoDBTicketSource:
             )
         except (ClientError, BotoCoreError) as exc:
             raise TicketSourceUnavailableError(f"ticket table {self.table_name}: {exc}") from exc
-        ticket = ticket_from_items(resp.get("Items", []))
-        self._cache[ticket_id] = (time.monotonic(), ticket)
-        return ticket
+        return ticket_from_items(resp.get("Items", []))
 
 
 def ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:

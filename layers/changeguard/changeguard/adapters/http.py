@@ -21,9 +21,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from changeguard.adapters.cache import CachedTicketSource
 from changeguard.domain.errors import ConfigurationError, TicketSourceUnavailableError
+
+if TYPE_CHECKING:
+    from changeguard.settings import Wiring
+
 
 DEFAULT_TIMEOUT = 2.0  # seconds per socket operation
 DEFAULT_DEADLINE = 5.0  # seconds per request, connect and read together
@@ -38,6 +45,17 @@ _AUTH_KINDS = ("username/password", "email/api_token", "token")
 # like ``CHG1^ORnumberISNOTEMPTY`` would match someone else's approved ticket): letters, digits,
 # ``-``, ``_`` and ``.`` only.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class HttpSourceOptions(BaseModel):
+    """What every HTTP ticket source's ``TICKET_SOURCE_OPTIONS`` has; vendors add their fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_seconds: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=DEFAULT_DEADLINE)
+
+
+OptionsT = TypeVar("OptionsT", bound=HttpSourceOptions)
 
 
 def is_safe_id(value: str) -> bool:
@@ -188,25 +206,36 @@ class JsonHttpClient:
             chunks.append(chunk)
 
 
-class TtlCache:
-    """Ticket lookups cached for a short time: one invocation, give or take.
+class HttpTicketSource(CachedTicketSource, Generic[OptionsT]):
+    """A ticket system behind HTTPS (Jira, ServiceNow): options from ``TICKET_SOURCE_OPTIONS``,
+    credentials from Secrets Manager, lookups cached, ids with anything but ticket-id characters
+    never sent (they would end up in URLs and queries)."""
 
-    Services built once per container live across warm invocations, so a plain dict would
-    keep a ticket's approvals frozen; ``clear()`` starts a fresh invocation explicitly.
-    """
+    label: ClassVar[str]
+    options_model: type[OptionsT]
 
-    def __init__(self, seconds: float = 60.0) -> None:
-        self.seconds = seconds
-        self._items: dict[str, tuple[float, Any]] = {}
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        options: OptionsT | None = None,
+        auth: Auth = no_auth,
+        cache_seconds: float = 60.0,
+    ) -> None:
+        super().__init__(cache_seconds)
+        self.options: OptionsT = options or self.options_model()
+        self.http = JsonHttpClient(
+            check_base_url(base_url, self.name), source=self.name, auth=auth, timeout=self.options.timeout_seconds
+        )
 
-    def get(self, key: str) -> tuple[bool, Any]:
-        found = self._items.get(key)
-        if found is None or time.monotonic() - found[0] > self.seconds:
-            return False, None
-        return True, found[1]
+    @classmethod
+    def from_wiring(cls, wiring: Wiring) -> Self:
+        try:
+            options = cls.options_model.model_validate_json(wiring.ticket_source_options or "{}")
+        except ValidationError as exc:
+            raise ConfigurationError(f"TICKET_SOURCE_OPTIONS is not valid for {cls.label}: {exc}") from exc
+        auth: Auth = SecretCredentials(wiring.ticket_secret_arn) if wiring.ticket_secret_arn else no_auth
+        return cls(check_base_url(wiring.ticket_base_url, cls.name), options=options, auth=auth)
 
-    def put(self, key: str, value: Any) -> None:
-        self._items[key] = (time.monotonic(), value)
-
-    def clear(self) -> None:
-        self._items.clear()
+    def _accepts(self, ticket_id: str) -> bool:
+        return is_safe_id(ticket_id)

@@ -15,27 +15,15 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from changeguard.adapters._ticket_fields import items_of, parse_time, text_of
-from changeguard.adapters.http import (
-    DEFAULT_DEADLINE,
-    Auth,
-    JsonHttpClient,
-    SecretCredentials,
-    TtlCache,
-    check_base_url,
-    is_safe_id,
-    no_auth,
-)
-from changeguard.domain.errors import ConfigurationError, TicketSourceUnavailableError
+from changeguard.adapters.http import HttpSourceOptions, HttpTicketSource
+from changeguard.domain.errors import TicketSourceUnavailableError
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
-from changeguard.settings import Wiring
 
 MAX_APPROVAL_PAGES = 10
 
 
-class JiraOptions(BaseModel):
+class JiraOptions(HttpSourceOptions):
     """``TICKET_SOURCE_OPTIONS`` for Jira (JSON). Values are Jira field ids, e.g.
     ``{"window_start": "customfield_10061", "window_end": "customfield_10062",
     "affected_resources": "customfield_10070", "test_evidence": "customfield_10071",
@@ -44,8 +32,6 @@ class JiraOptions(BaseModel):
     A field left unset is absent from every ticket: without test evidence and rollback plan
     fields every change is INCOMPLETE_TICKET, which is the point.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     api_version: Literal["2", "3"] = "3"
     window_start: str | None = None
@@ -59,7 +45,6 @@ class JiraOptions(BaseModel):
     emergency_issue_types: tuple[str, ...] = ("Emergency Change",)
     rejected_statuses: tuple[str, ...] = ("Declined", "Rejected")
     cancelled_statuses: tuple[str, ...] = ("Canceled", "Cancelled")
-    timeout_seconds: float = Field(default=2.0, gt=0, le=DEFAULT_DEADLINE)
 
     @property
     def custom_fields(self) -> tuple[str, ...]:
@@ -78,40 +63,12 @@ def _lower(values: tuple[str, ...]) -> set[str]:
     return {v.strip().lower() for v in values}
 
 
-class JiraTicketSource:
+class JiraTicketSource(HttpTicketSource[JiraOptions]):
     """Tickets are Jira issues (``CHG-1234``, ``OPS-77``); approvals come from JSM's approval API."""
 
     name = "jira"
-
-    def __init__(
-        self, base_url: str, *, options: JiraOptions | None = None, auth: Auth = no_auth, cache_seconds: float = 60.0
-    ) -> None:
-        self.options = options or JiraOptions()
-        self.http = JsonHttpClient(
-            check_base_url(base_url, self.name), source=self.name, auth=auth, timeout=self.options.timeout_seconds
-        )
-        self._cache = TtlCache(cache_seconds)
-
-    @classmethod
-    def from_wiring(cls, wiring: Wiring) -> JiraTicketSource:
-        try:
-            options = JiraOptions.model_validate_json(wiring.ticket_source_options or "{}")
-        except ValidationError as exc:
-            raise ConfigurationError(f"TICKET_SOURCE_OPTIONS is not valid for Jira: {exc}") from exc
-        auth: Auth = SecretCredentials(wiring.ticket_secret_arn) if wiring.ticket_secret_arn else no_auth
-        return cls(check_base_url(wiring.ticket_base_url, cls.name), options=options, auth=auth)
-
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
-    def get(self, ticket_id: str) -> Ticket | None:
-        """The ticket, ``None`` when Jira has no such issue, or ``TicketSourceUnavailableError``."""
-        hit, cached = self._cache.get(ticket_id)
-        if hit:
-            return cached if isinstance(cached, Ticket) else None
-        ticket = self._fetch(ticket_id) if is_safe_id(ticket_id) else None
-        self._cache.put(ticket_id, ticket)
-        return ticket
+    label = "Jira"
+    options_model = JiraOptions
 
     # -- the two calls ---------------------------------------------------------------------------
     def _fetch(self, key: str) -> Ticket | None:

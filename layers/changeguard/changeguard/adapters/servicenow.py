@@ -15,22 +15,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from changeguard.adapters._ticket_fields import items_of, parse_time, text_of
-from changeguard.adapters.http import (
-    DEFAULT_DEADLINE,
-    Auth,
-    JsonHttpClient,
-    SecretCredentials,
-    TtlCache,
-    check_base_url,
-    is_safe_id,
-    no_auth,
-)
-from changeguard.domain.errors import ConfigurationError, TicketSourceUnavailableError
+from changeguard.adapters.http import HttpSourceOptions, HttpTicketSource
+from changeguard.domain.errors import TicketSourceUnavailableError
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
-from changeguard.settings import Wiring
 
 _SYS_ID = re.compile(r"[0-9a-f]{32}")
 # change_request.state (Washington DC and later): -5 New, -4 Assess, -3 Authorize, -2 Scheduled,
@@ -40,14 +28,12 @@ _CANCELLED_STATES = frozenset({"4", "canceled", "cancelled"})
 APPROVER_FIELDS = "approver.user_name,approver.email,approver.name,state,sys_updated_on"
 
 
-class ServiceNowOptions(BaseModel):
+class ServiceNowOptions(HttpSourceOptions):
     """``TICKET_SOURCE_OPTIONS`` for ServiceNow (JSON): column names of ``change_request``.
 
     The defaults are the out-of-the-box columns; ``affected_resources`` names a column (often a
     custom ``u_...`` one) that lists resource ARNs, separated by commas or new lines.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     window_start: str = "start_date"
     window_end: str = "end_date"
@@ -56,7 +42,6 @@ class ServiceNowOptions(BaseModel):
     affected_resources: str | None = None
     emergency_types: tuple[str, ...] = ("emergency",)
     standard_types: tuple[str, ...] = ("standard",)
-    timeout_seconds: float = Field(default=2.0, gt=0, le=DEFAULT_DEADLINE)
 
     @property
     def change_fields(self) -> str:
@@ -80,46 +65,12 @@ class ServiceNowOptions(BaseModel):
         return ",".join(dict.fromkeys(names))
 
 
-class ServiceNowTicketSource:
+class ServiceNowTicketSource(HttpTicketSource[ServiceNowOptions]):
     """Tickets are change requests (``CHG0000001``); approvers are ``sysapproval_approver`` records."""
 
     name = "servicenow"
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        options: ServiceNowOptions | None = None,
-        auth: Auth = no_auth,
-        cache_seconds: float = 60.0,
-    ) -> None:
-        self.options = options or ServiceNowOptions()
-        self.http = JsonHttpClient(
-            check_base_url(base_url, self.name), source=self.name, auth=auth, timeout=self.options.timeout_seconds
-        )
-        self._cache = TtlCache(cache_seconds)
-
-    @classmethod
-    def from_wiring(cls, wiring: Wiring) -> ServiceNowTicketSource:
-        try:
-            options = ServiceNowOptions.model_validate_json(wiring.ticket_source_options or "{}")
-        except ValidationError as exc:
-            raise ConfigurationError(f"TICKET_SOURCE_OPTIONS is not valid for ServiceNow: {exc}") from exc
-        auth: Auth = SecretCredentials(wiring.ticket_secret_arn) if wiring.ticket_secret_arn else no_auth
-        return cls(check_base_url(wiring.ticket_base_url, cls.name), options=options, auth=auth)
-
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
-    def get(self, ticket_id: str) -> Ticket | None:
-        """The change request, ``None`` when there is none, or ``TicketSourceUnavailableError``."""
-        hit, cached = self._cache.get(ticket_id)
-        if hit:
-            return cached if isinstance(cached, Ticket) else None
-        # An id with query syntax in it is no ticket number; never let it into sysparm_query.
-        ticket = self._fetch(ticket_id) if is_safe_id(ticket_id) else None
-        self._cache.put(ticket_id, ticket)
-        return ticket
+    label = "ServiceNow"
+    options_model = ServiceNowOptions
 
     def _fetch(self, number: str) -> Ticket | None:
         body = self.http.get(

@@ -1,0 +1,105 @@
+"""The ticket lookup cache every source shares: short-lived, misses cached too, unsafe ids never sent."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from changeguard.adapters import cache as cache_module
+from changeguard.adapters.cache import CachedTicketSource, TtlCache
+from changeguard.adapters.dynamodb import TICKET_CACHE_SECONDS, DynamoDBTicketSource
+from changeguard.domain.tickets import Ticket
+from moto import mock_aws
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(cache_module.time, "monotonic", fake)
+    return fake
+
+
+class CountingSource(CachedTicketSource):
+    name = "counting"
+
+    def __init__(self, answers: dict[str, Ticket | None], seconds: float = 5.0) -> None:
+        super().__init__(seconds)
+        self.answers = answers
+        self.fetched: list[str] = []
+
+    def _fetch(self, ticket_id: str) -> Ticket | None:
+        self.fetched.append(ticket_id)
+        return self.answers.get(ticket_id)
+
+    def _accepts(self, ticket_id: str) -> bool:
+        return ticket_id.isalnum()
+
+
+def test_ttl_cache_tells_a_cached_none_from_a_miss_and_forgets_after_its_lifetime(clock: Clock) -> None:
+    cache = TtlCache(seconds=5)
+    assert cache.get("k") == (False, None)
+    cache.put("k", None)
+    assert cache.get("k") == (True, None)
+    clock.now += 5.5
+    assert cache.get("k") == (False, None)
+
+
+def test_a_ticket_is_read_once_while_cached_and_again_after_the_lifetime(clock: Clock) -> None:
+    source = CountingSource({"CHG1": Ticket(ticket_id="CHG1", source="counting")})
+    first = source.get("CHG1")
+    assert first is not None and first.ticket_id == "CHG1"
+    assert source.get("CHG1") == first
+    assert source.fetched == ["CHG1"]
+    clock.now += 6
+    source.get("CHG1")
+    assert source.fetched == ["CHG1", "CHG1"]
+
+
+def test_a_missing_ticket_is_cached_as_missing_and_clear_cache_forgets_it(clock: Clock) -> None:
+    source = CountingSource({})
+    assert source.get("CHG2") is None
+    assert source.get("CHG2") is None
+    assert source.fetched == ["CHG2"]
+    source.clear_cache()
+    source.get("CHG2")
+    assert source.fetched == ["CHG2", "CHG2"]
+
+
+def test_an_id_the_source_does_not_accept_is_not_found_without_a_call(clock: Clock) -> None:
+    source = CountingSource({"CHG1^OR": Ticket(ticket_id="CHG1^OR", source="counting")})
+    assert source.get("CHG1^OR") is None
+    assert source.fetched == []
+
+
+@mock_aws
+def test_dynamodb_tickets_see_an_approval_recorded_after_the_cache_lifetime(clock: Clock) -> None:
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.create_table(
+        TableName="tickets",
+        KeySchema=[{"AttributeName": "ticket_id", "KeyType": "HASH"}, {"AttributeName": "record", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "ticket_id", "AttributeType": "S"},
+            {"AttributeName": "record", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.put_item(TableName="tickets", Item={"ticket_id": {"S": "CHG9"}, "record": {"S": "TICKET"}})
+    source = DynamoDBTicketSource("tickets", ddb=ddb)
+    before = source.get("CHG9")
+    assert before is not None and before.approvals == ()
+    ddb.put_item(
+        TableName="tickets",
+        Item={"ticket_id": {"S": "CHG9"}, "record": {"S": "APPROVAL#1"}, "approver": {"S": "arn:aws:sts::1:x/alice"}},
+    )
+    cached = source.get("CHG9")
+    assert cached is not None and cached.approvals == ()
+    clock.now += TICKET_CACHE_SECONDS + 0.1
+    after = source.get("CHG9")
+    assert after is not None and [a.approver for a in after.approvals] == ["arn:aws:sts::1:x/alice"]
