@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.verdicts import Severity
 
 SCHEMA_VERSION: Final = "1"
@@ -169,3 +170,21 @@ class Alert(BaseModel):
 
 
 _EMOJI = {"critical": ":rotating_light: ", "high": ":warning: ", "medium": ":large_orange_diamond: "}
+
+
+def alert_entry(alert: Alert, event_time: datetime, now: datetime) -> LedgerEntry:
+    """The alert as a ledger fact; the publisher sends it from the table's stream (an outbox)."""
+    return LedgerEntry(
+        change_id=alert.change_id,
+        entry=f"ALERT#{alert.function}#{alert.kind}",
+        kind=EntryKind.ALERT,
+        function=alert.function,
+        event_time=event_time,
+        recorded_at=now,
+        verdict=alert.verdict,
+        severity=alert.severity.value,
+        ticket_id=alert.ticket_id,
+        account=alert.account,
+        region=alert.region,
+        body={"alert": alert.model_dump(mode="json")},
+    )

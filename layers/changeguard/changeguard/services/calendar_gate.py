@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from changeguard.domain.alerts import Alert
+from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.calendar import (
     CalendarReading,
     CalendarState,
@@ -59,7 +59,6 @@ from changeguard.ports import (
     StackControl,
     TicketSource,
 )
-from changeguard.services.correlate import alert_entry
 from changeguard.services.outcome import Outcome
 
 STACK_CALLS = frozenset({"CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack"})

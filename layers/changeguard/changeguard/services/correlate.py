@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from changeguard.domain.alerts import Alert
+from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change, ChangeSource, change_from_cloudtrail
 from changeguard.domain.errors import (
     CalendarUnavailableError,
@@ -17,11 +17,12 @@ from changeguard.domain.errors import (
 )
 from changeguard.domain.heartbeat import ARRIVED, HEARTBEAT_KEY, canary_of
 from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.outage import OutageState, opening, outage_key
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
 from changeguard.domain.self_protection import SuiteResources
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, find_ref
-from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Severity, Verdict, is_exempt, judge
+from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Verdict, is_exempt, judge
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
 from changeguard.ports import CalendarReader, Clock, Ledger, TagReader, TicketSource
@@ -271,48 +272,29 @@ class CorrelateService:
 
     def open_outage(self, change: Change, judgement: Judgement, now: datetime) -> str | None:
         """One degraded-mode alert per outage of the ticket source, not one per change."""
-        key = f"outage:{self.tickets.name}"
-        entries = self.ledger.entries_for(key)
-        opened = sum(1 for e in entries if e.entry.startswith("OPEN#"))
-        closed = sum(1 for e in entries if e.entry.startswith("CLOSED#"))
-        if opened > closed:
+        source = self.tickets.name
+        state = OutageState.of(outage_key(source), self.ledger.entries_for(outage_key(source)))
+        if state.is_open:
             return None
-        generation = opened + 1
         reason = next((r.detail for r in judgement.reasons if r.verdict is Verdict.UNVERIFIED), "unreachable")
-        alert = Alert(
-            alert_id=Alert.make_id(key, self.function, f"degraded-{generation}"),
-            kind="degraded",
+        alert, items = opening(
+            source,
+            state.opened + 1,
             function=self.function,
-            severity=Severity.HIGH,
-            verdict=Verdict.UNVERIFIED.value,
-            subject=f"ChangeGuard degraded: ticket source '{self.tickets.name}' unreachable",
+            now=now,
+            error=reason,
             summary=(
                 "Changes cannot be verified against tickets. Every change until recovery is recorded"
                 " as UNVERIFIED, never as authorized, and re-checked automatically."
             ),
-            change_id=key,
+            actions=("recorded changes as UNVERIFIED", "scheduled re-check"),
+            body={"first_change": change.change_id},
             event_time=change.event_time,
             account=change.account,
             region=change.region,
-            reasons=(reason,),
-            actions=("recorded changes as UNVERIFIED", "scheduled re-check"),
             remediation=REMEDIATION[Verdict.UNVERIFIED],
         )
-        outage = LedgerEntry(
-            change_id=key,
-            entry=f"OPEN#{generation:06d}",
-            kind=EntryKind.OUTAGE,
-            function=self.function,
-            event_time=now,
-            recorded_at=now,
-            body={"first_change": change.change_id, "error": reason},
-        )
-        # The generation is in the ALERT item's key too: once the follow-up closes an outage
-        # (CLOSED#n), the next outage's alert must not collide with this one's item.
-        item = alert_entry(alert, now, now).model_copy(
-            update={"entry": f"ALERT#{self.function}#degraded#{generation:06d}"}
-        )
-        return alert.alert_id if self.ledger.append([outage, item]) else None
+        return alert.alert_id if self.ledger.append(items) else None
 
 
 def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
@@ -342,24 +324,6 @@ def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
         reasons=tuple(r.detail for r in judgement.reasons),
         actions=("recorded the verdict in the change ledger",),
         remediation=REMEDIATION.get(judgement.verdict),
-    )
-
-
-def alert_entry(alert: Alert, event_time: datetime, now: datetime) -> LedgerEntry:
-    """The alert as a ledger fact; the publisher sends it from the table's stream (an outbox)."""
-    return LedgerEntry(
-        change_id=alert.change_id,
-        entry=f"ALERT#{alert.function}#{alert.kind}",
-        kind=EntryKind.ALERT,
-        function=alert.function,
-        event_time=event_time,
-        recorded_at=now,
-        verdict=alert.verdict,
-        severity=alert.severity.value,
-        ticket_id=alert.ticket_id,
-        account=alert.account,
-        region=alert.region,
-        body={"alert": alert.model_dump(mode="json")},
     )
 
 

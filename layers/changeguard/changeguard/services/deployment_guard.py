@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from changeguard.domain.alerts import Alert
+from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.deployments import (
     FAILED_CHANGE,
     GROUP_TAG,
@@ -73,7 +73,6 @@ from changeguard.models.deployments import (
 )
 from changeguard.models.scheduled import SCHEDULED_EVENT, ScheduledEvent
 from changeguard.ports import Clock, Ledger
-from changeguard.services.correlate import alert_entry
 from changeguard.services.outcome import Outcome
 
 #: How far back to look for a group's latest deployment when an alarm fires (beyond the bake window).

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from changeguard.domain.alerts import Alert
+from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.digest import (
     DailyDigest,
     DayStatus,
@@ -39,7 +39,6 @@ from changeguard.domain.verdicts import Severity
 from changeguard.models.reports import Cadence, ReportRequest, ScheduledEvent
 from changeguard.models.scheduled import SCHEDULED_EVENT
 from changeguard.ports import Clock, Ledger, TicketSource
-from changeguard.services.correlate import alert_entry
 from changeguard.services.outcome import Outcome
 from changeguard.services.report import (
     LedgerDays,

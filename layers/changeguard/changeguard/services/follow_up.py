@@ -15,17 +15,18 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from changeguard.domain.alerts import Alert
+from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.errors import TicketSourceUnavailableError
 from changeguard.domain.follow_up import FOLLOWED, FollowUp, FollowUpResult, Tracked, decide, tracked_from
 from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.outage import OutageState, closing, opening, outage_key
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
 from changeguard.domain.tickets import TicketLookup
-from changeguard.domain.verdicts import Severity, Verdict
+from changeguard.domain.verdicts import Verdict
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import Clock, Ledger, TicketSource
-from changeguard.services.correlate import REMEDIATION, alert_entry, verdict_alert
+from changeguard.services.correlate import REMEDIATION, verdict_alert
 from changeguard.services.outcome import Outcome
 
 PROBE_TICKET = "CHANGEGUARD-PROBE-1"  # any well-formed id: the question is whether the source answers
@@ -224,90 +225,36 @@ class _Run:
     def outage(self) -> None:
         """Close an open outage once the source answers; open one if it fails and none is open."""
         service = self.service
-        key = f"outage:{service.tickets.name}"
-        entries = service.ledger.entries_for(key)
-        opened = sum(1 for e in entries if e.entry.startswith("OPEN#"))
-        closed = sum(1 for e in entries if e.entry.startswith("CLOSED#"))
-        is_open = opened > closed
+        source = service.tickets.name
+        state = OutageState.of(outage_key(source), service.ledger.entries_for(outage_key(source)))
         if self.failed is not None:
-            if not is_open:
-                self._open(key, opened + 1, self.failed)
+            if not state.is_open:
+                opened = opening(
+                    source,
+                    state.opened + 1,
+                    function=service.function,
+                    now=self.now,
+                    error=self.failed,
+                    summary=(
+                        "The follow-up cannot read change tickets. Emergency approvals and UNVERIFIED changes"
+                        " wait until the source answers; new changes are recorded as UNVERIFIED meanwhile."
+                    ),
+                    actions=("postponed the follow-up of waiting changes",),
+                    body={"first_change": None, "noticed_by": service.function},
+                    remediation=REMEDIATION[Verdict.UNVERIFIED],
+                )
+                self._record(*opened, f"{state.key}: outage #{state.opened + 1} opened")
             return
-        if not is_open:
+        if not state.is_open:
             return
         if not self.answered:
             self.lookup(PROBE_TICKET)
             if self.failed is not None:
                 return
-        self._close(key, opened, entries)
+        closed = closing(state, source=source, function=service.function, now=self.now, rejudged=self.rejudged)
+        self._record(*closed, f"{state.key}: outage #{state.opened} closed")
 
-    def _open(self, key: str, generation: int, error: str) -> None:
-        service, now = self.service, self.now
-        alert = Alert(
-            alert_id=Alert.make_id(key, service.function, f"degraded-{generation}"),
-            kind="degraded",
-            function=service.function,
-            severity=Severity.HIGH,
-            verdict=Verdict.UNVERIFIED.value,
-            subject=f"ChangeGuard degraded: ticket source '{service.tickets.name}' unreachable",
-            summary=(
-                "The follow-up cannot read change tickets. Emergency approvals and UNVERIFIED changes"
-                " wait until the source answers; new changes are recorded as UNVERIFIED meanwhile."
-            ),
-            change_id=key,
-            event_time=now,
-            reasons=(error,),
-            actions=("postponed the follow-up of waiting changes",),
-            remediation=REMEDIATION[Verdict.UNVERIFIED],
-        )
-        outage = LedgerEntry(
-            change_id=key,
-            entry=f"OPEN#{generation:06d}",
-            kind=EntryKind.OUTAGE,
-            function=service.function,
-            event_time=now,
-            recorded_at=now,
-            body={"first_change": None, "error": error, "noticed_by": service.function},
-        )
-        item = alert_entry(alert, now, now).model_copy(
-            update={"entry": f"ALERT#{service.function}#degraded#{generation:06d}"}
-        )
-        if service.ledger.append([outage, item]):
-            self.actions.append(f"{key}: outage #{generation} opened")
-            self.alert_ids.append(alert.alert_id)
-
-    def _close(self, key: str, generation: int, entries: list[LedgerEntry]) -> None:
-        service, now = self.service, self.now
-        opened_at = next((e.event_time for e in entries if e.entry == f"OPEN#{generation:06d}"), None)
-        rejudged = self.rejudged
-        alert = Alert(
-            alert_id=Alert.make_id(key, service.function, f"recovered-{generation}"),
-            kind="recovered",
-            function=service.function,
-            severity=Severity.INFO,
-            subject=f"ChangeGuard recovered: ticket source '{service.tickets.name}' answers again",
-            summary=(
-                f"The ticket source is reachable again (outage #{generation}"
-                f"{' since ' + opened_at.isoformat() if opened_at else ''}). UNVERIFIED changes are"
-                " being judged again; each gets its own alert where its new verdict calls for one."
-            ),
-            change_id=key,
-            event_time=now,
-            actions=(f"re-judged {rejudged} UNVERIFIED change(s) in this run",),
-            details={"outage": generation, "rejudged": rejudged},
-        )
-        closing = LedgerEntry(
-            change_id=key,
-            entry=f"CLOSED#{generation:06d}",
-            kind=EntryKind.OUTAGE,
-            function=service.function,
-            event_time=now,
-            recorded_at=now,
-            body={"opened_at": opened_at.isoformat() if opened_at else None, "rejudged": rejudged},
-        )
-        item = alert_entry(alert, now, now).model_copy(
-            update={"entry": f"ALERT#{service.function}#recovered#{generation:06d}"}
-        )
-        if service.ledger.append([closing, item]):
-            self.actions.append(f"{key}: outage #{generation} closed")
+    def _record(self, alert: Alert, items: list[LedgerEntry], action: str) -> None:
+        if self.service.ledger.append(items):
+            self.actions.append(action)
             self.alert_ids.append(alert.alert_id)

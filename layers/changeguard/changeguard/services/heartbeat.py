@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from changeguard.domain.alerts import Alert
+from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.heartbeat import (
     ARRIVED,
     CANARY_DESCRIPTION,
@@ -32,7 +32,6 @@ from changeguard.domain.policy import Policy
 from changeguard.domain.verdicts import Severity
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import Clock, Ledger, ParameterWriter
-from changeguard.services.correlate import alert_entry
 from changeguard.services.outcome import Outcome
 
 REMEDIATION = (

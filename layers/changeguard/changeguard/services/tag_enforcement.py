@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from changeguard.domain.alerts import Alert
+from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import change_from_cloudtrail
 from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
@@ -66,7 +66,6 @@ from changeguard.models.events import CLOUDTRAIL_API_CALL, CloudTrailEvent
 from changeguard.models.tag_events import CONFIG_COMPLIANCE_CHANGE, ComplianceChangeEvent
 from changeguard.ports import Clock, Ledger, TagReader
 from changeguard.quarantine import QuarantineHandler, QuarantineSettings, Registry, ResourceState
-from changeguard.services.correlate import alert_entry
 from changeguard.services.outcome import Outcome
 
 REMEDIATION = (
