@@ -21,7 +21,7 @@ from changeguard.quarantine.base import (
     register,
 )
 
-_SUPPORT = frozenset({"base", "finder"})
+_SUPPORT = frozenset({"base", "ec2", "finder"})
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module not in _SUPPORT:

@@ -14,17 +14,16 @@ from typing import Any
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
 from changeguard.domain.tags import MANAGED
 from changeguard.quarantine.base import (
-    QuarantineHandler,
     QuarantineSettings,
     ReleaseOutcome,
     ResourceState,
     error_code,
     register,
 )
+from changeguard.quarantine.ec2 import TAG_PATHS, Ec2Resource
 
 ISOLATION_PREFIX = "changeguard-isolation-"
 _GONE_STATES = frozenset({"shutting-down", "terminated"})
-_TAG_PATHS = ("requestParameters.resourcesSet.items[].resourceId", "requestParameters.resources[]")
 
 
 def isolation_group_name(vpc_id: str) -> str:
@@ -32,11 +31,11 @@ def isolation_group_name(vpc_id: str) -> str:
 
 
 @register
-class Ec2InstanceQuarantine(QuarantineHandler):
+class Ec2InstanceQuarantine(Ec2Resource):
     type = "ec2:instance"
     config_type = "AWS::EC2::Instance"
-    event_source = "ec2.amazonaws.com"
-    service = "ec2"
+    arn_kind = "instance"
+    id_prefix = "i-"
     describes = "replace the security groups of every network interface with the VPC's isolation group"
     notes = (
         "Connections already open stay open until they close (security groups track them);"
@@ -59,22 +58,9 @@ class Ec2InstanceQuarantine(QuarantineHandler):
     )
     id_paths = {
         "RunInstances": ("responseElements.instancesSet.items[].instanceId",),
-        "CreateTags": _TAG_PATHS,
-        "DeleteTags": _TAG_PATHS,
+        "CreateTags": TAG_PATHS,
+        "DeleteTags": TAG_PATHS,
     }
-
-    # -- naming -------------------------------------------------------------------------------
-    def normalize_id(self, value: str) -> str | None:
-        if value.startswith("arn:"):
-            resource = value.split(":", 5)[-1]
-            value = resource.split("/", 1)[1] if resource.startswith("instance/") else ""
-        return value if value.startswith("i-") else None
-
-    def arn(self, resource_id: str, account: str, region: str) -> str:
-        return f"arn:aws:ec2:{region}:{account}:instance/{resource_id}"
-
-    def owns_arn(self, arn: str) -> bool:
-        return arn.startswith("arn:aws") and ":ec2:" in arn and ":instance/" in arn
 
     # -- state --------------------------------------------------------------------------------
     def read(self, ref: ResourceRef) -> ResourceState | None:
@@ -193,14 +179,6 @@ class Ec2InstanceQuarantine(QuarantineHandler):
             detail="original security groups restored",
             calls=tuple(calls),
         )
-
-    # -- tags ---------------------------------------------------------------------------------
-    def set_tags(self, ref: ResourceRef, tags: Mapping[str, str]) -> None:
-        self.api(ref).create_tags(Resources=[ref.resource_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-
-    def remove_tags(self, ref: ResourceRef, keys: list[str]) -> None:
-        if keys:
-            self.api(ref).delete_tags(Resources=[ref.resource_id], Tags=[{"Key": k} for k in keys])
 
 
 def _interfaces(instance: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -13,16 +13,15 @@ from typing import Any
 
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
 from changeguard.quarantine.base import (
-    QuarantineHandler,
     QuarantineSettings,
     ReleaseOutcome,
     ResourceState,
     register,
 )
+from changeguard.quarantine.ec2 import TAG_PATHS, Ec2Resource
 
 WORLD_V4 = "0.0.0.0/0"
 WORLD_V6 = "::/0"
-_TAG_PATHS = ("requestParameters.resourcesSet.items[].resourceId", "requestParameters.resources[]")
 _PORTS = ("IpProtocol", "FromPort", "ToPort")
 
 Rule = tuple[str, ...]
@@ -66,11 +65,11 @@ def _as_lists(rules: Iterable[Rule]) -> list[list[str]]:
 
 
 @register
-class SecurityGroupQuarantine(QuarantineHandler):
+class SecurityGroupQuarantine(Ec2Resource):
     type = "ec2:security-group"
     config_type = "AWS::EC2::SecurityGroup"
-    event_source = "ec2.amazonaws.com"
-    service = "ec2"
+    arn_kind = "security-group"
+    id_prefix = "sg-"
     describes = "revoke its inbound rules open to 0.0.0.0/0 or ::/0"
     notes = ("Outbound rules and rules open to narrower ranges are left as they are.",)
     permissions = (
@@ -84,22 +83,9 @@ class SecurityGroupQuarantine(QuarantineHandler):
     id_paths = {
         "CreateSecurityGroup": ("responseElements.groupId",),
         "AuthorizeSecurityGroupIngress": ("requestParameters.groupId",),
-        "CreateTags": _TAG_PATHS,
-        "DeleteTags": _TAG_PATHS,
+        "CreateTags": TAG_PATHS,
+        "DeleteTags": TAG_PATHS,
     }
-
-    # -- naming -------------------------------------------------------------------------------
-    def normalize_id(self, value: str) -> str | None:
-        if value.startswith("arn:"):
-            resource = value.split(":", 5)[-1]
-            value = resource.split("/", 1)[1] if resource.startswith("security-group/") else ""
-        return value if value.startswith("sg-") else None
-
-    def arn(self, resource_id: str, account: str, region: str) -> str:
-        return f"arn:aws:ec2:{region}:{account}:security-group/{resource_id}"
-
-    def owns_arn(self, arn: str) -> bool:
-        return arn.startswith("arn:aws") and ":ec2:" in arn and ":security-group/" in arn
 
     # -- state --------------------------------------------------------------------------------
     def read(self, ref: ResourceRef) -> ResourceState | None:
@@ -164,11 +150,3 @@ class SecurityGroupQuarantine(QuarantineHandler):
             detail=f"re-authorized {len(shown)} world-open inbound rule(s)",
             calls=tuple(shown),
         )
-
-    # -- tags ---------------------------------------------------------------------------------
-    def set_tags(self, ref: ResourceRef, tags: Mapping[str, str]) -> None:
-        self.api(ref).create_tags(Resources=[ref.resource_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-
-    def remove_tags(self, ref: ResourceRef, keys: list[str]) -> None:
-        if keys:
-            self.api(ref).delete_tags(Resources=[ref.resource_id], Tags=[{"Key": k} for k in keys])
