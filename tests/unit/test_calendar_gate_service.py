@@ -154,7 +154,8 @@ def test_a_deployment_started_outside_the_window_is_stopped_with_rollback_and_al
     assert parts["deployments"].stops == [("d-4UTS1DE01", True)]
     assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
     [entry] = [e for e in parts["ledger"].kinds("CALENDAR")]
-    assert entry.change_id == "d-4UTS1DE01" and entry.entry == "CALENDAR"
+    # The deployment guard records the same deployment under this id: one deployment, one change.
+    assert entry.change_id == "codedeploy:d-4UTS1DE01" and entry.entry == "CALENDAR"
     assert entry.body["mode"] == "enforce"
     [alert] = alerts(parts["ledger"])
     assert alert["subject"].startswith("Change window CLOSED: stopped deployment d-4UTS1DE01")

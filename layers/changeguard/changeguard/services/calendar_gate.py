@@ -35,6 +35,7 @@ from changeguard.domain.calendar import (
     is_valid_emergency,
 )
 from changeguard.domain.change import ActorKind, actor_from, canonical_action, request_tags, synthetic_event_id
+from changeguard.domain.deployments import change_id_of
 from changeguard.domain.errors import InvalidEventError, TicketSourceUnavailableError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
@@ -336,9 +337,9 @@ class CalendarGateService(_GateBase):
     def on_deployment(self, event: CodeDeployStateChangeEvent) -> Outcome:
         detail = event.detail
         if detail.state != "START":
-            return self._ignored(detail.deploymentId, f"deployment state {detail.state} is not START")
+            return self._ignored(change_id_of(detail.deploymentId), f"deployment state {detail.state} is not START")
         change = GatedChange(
-            change_id=detail.deploymentId,
+            change_id=change_id_of(detail.deploymentId),
             kind=GateKind.DEPLOYMENT,
             operation="START",
             target=detail.deploymentId,
@@ -599,7 +600,7 @@ class LifecycleHookService(_GateBase):
             raise InvalidEventError(f"the hook names a deployment CodeDeploy does not know: {hook.DeploymentId!r}")
         arn = (function_arn or "").split(":")
         change = GatedChange(
-            change_id=hook.DeploymentId,
+            change_id=change_id_of(hook.DeploymentId),
             kind=GateKind.DEPLOYMENT,
             operation="lifecycle hook",
             target=hook.DeploymentId,
@@ -617,7 +618,7 @@ class LifecycleHookService(_GateBase):
             )
             return Outcome(
                 function=self.function,
-                change_id=hook.DeploymentId,
+                change_id=change_id_of(hook.DeploymentId),
                 verdict=NO_CALENDAR,
                 actions=["reported Succeeded" if reported else "already reported"],
                 reasons=["no change calendar is configured (change-calendar-names)"],
