@@ -218,7 +218,10 @@ class MemoryBucket:
 def test_the_daily_function_chains_each_settled_day_once(ledger):
     bucket = MemoryBucket()
     service = DigestService(
-        function="write_digest", ledger=ShardedDayIndex(i for day_items in ledger.values() for i in day_items), store=DigestStore(bucket), clock=FakeClock(WRITTEN)
+        function="write_digest",
+        ledger=ShardedDayIndex(i for day_items in ledger.values() for i in day_items),
+        store=DigestStore(bucket),
+        clock=FakeClock(WRITTEN),
     )
     first = service.run(datetime(2026, 11, 22, 3, 15, tzinfo=UTC))  # D1 is due, D2 not yet
     assert first.actions[-1].startswith(f"digested {D1}: 2 item(s)")
