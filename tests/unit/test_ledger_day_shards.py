@@ -27,7 +27,7 @@ from changeguard.services.evidence import DigestService, DigestStore
 from changeguard.settings import Wiring
 from changeguard_tools.embedded import EmbeddedAWS
 from changeguard_tools.ledger_cli import backfill_day_shards
-from changeguard_tools.template import Template
+from changeguard_tools.template import Template, resolve
 from fakes import FakeClock, InMemoryLedger, ShardedDayIndex
 
 DAY = "2026-11-21"
@@ -106,11 +106,36 @@ def test_the_configured_counts_reach_the_adapter() -> None:
     )
 
 
+def ledger_table(parameters: dict[str, str]) -> dict[str, Any]:
+    """Its keys and indexes as CloudFormation would create them with these parameters."""
+    template = Template()
+    props = template.resources["ChangeLedgerTable"]["Properties"]
+    names = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes")
+    return resolve({name: props[name] for name in names}, template.context(parameters))
+
+
+@pytest.mark.parametrize("step", ["keep", "drop"])
+def test_an_older_stack_upgrades_one_index_per_update(step: str) -> None:
+    """CloudFormation adds or deletes one global secondary index per update, not both: from the
+    old ByDay index, "keep" only adds ByDayShard, and then "drop" only deletes ByDay."""
+    before = {"ByDay"}  # the ledger's only index until issue 9
+    props = ledger_table({"LedgerByDayIndex": step})
+    names = {i["IndexName"] for i in props["GlobalSecondaryIndexes"]}
+    previous = before if step == "keep" else {"ByDayShard", "ByDay"}
+    assert len(names ^ previous) == 1 and "ByDayShard" in names
+    # Every defined attribute is a key of the table or of an index, and every key is defined.
+    keys = {k["AttributeName"] for k in props["KeySchema"]} | {
+        k["AttributeName"] for i in props["GlobalSecondaryIndexes"] for k in i["KeySchema"]
+    }
+    assert {a["AttributeName"] for a in props["AttributeDefinitions"]} == keys
+    assert ledger_table({}) == ledger_table({"LedgerByDayIndex": "drop"})  # new stacks: sharded only
+
+
 # -- the adapter against the embedded AWS ----------------------------------------------------------
 @pytest.fixture
 def table(aws: EmbeddedAWS) -> tuple[Any, str]:
     """The ledger table exactly as template.yaml declares its keys and indexes."""
-    props = Template().resources["ChangeLedgerTable"]["Properties"]
+    props = ledger_table({})
     ddb = aws.client("dynamodb")
     ddb.create_table(
         TableName="ledger",

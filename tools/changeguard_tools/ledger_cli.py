@@ -2,8 +2,9 @@
 
 Issue 9 replaced the ledger's ``ByDay`` index (keyed by ``day``) with ``ByDayShard`` (keyed by
 ``day_shard``). Items written before carry no ``day_shard``, so the new index does not hold them and
-reports, digests and the follow-up would not see them. This operator command, run once after the
-stack update with the caller's own AWS credentials, gives each such item its ``day_shard`` with
+reports, digests and the follow-up would not see them. This operator command, run once the update
+with ``LedgerByDayIndex=keep`` has made ``ByDayShard`` ACTIVE (README, "Organization scale"), with the
+caller's own AWS credentials, gives each such item its ``day_shard`` with
 ``UpdateItem``. It adds only that attribute, under a condition (the item exists and has none yet),
 so it can be re-run and never touches what an item records: ``content_hash`` covers the entry, not
 where it is indexed. The stream filter of ``publish_alerts`` passes only ``INSERT`` records, so the

@@ -15,7 +15,7 @@ from changeguard.domain.ledger import DEFAULT_DAY_SHARDS, DayShards, EntryKind, 
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
 
 # issue 9: keyed by ``day_shard`` (``YYYY-MM-DD#NN``) + ``index_key``. A new name, because
-# CloudFormation cannot change an index's keys in place (the update adds this one, drops ``ByDay``).
+# CloudFormation cannot change an index's keys in place: an upgrade adds it, then drops ``ByDay``.
 BY_DAY_INDEX = "ByDayShard"
 _READ_WORKERS = 8  # shards queried at once: a small pool, all on the one cached client
 TICKET_CACHE_SECONDS = 5.0
