@@ -325,3 +325,20 @@ class MemoryBucket:
 
     def keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
+
+
+def test_the_backfill_command_reports_what_it_did_and_rejects_a_bad_count(table, capsys) -> None:
+    from changeguard_tools.cli import main
+
+    ddb, name = table
+    for n in range(3):
+        item = entry_to_item(entry(n))
+        del item["day_shard"]
+        ddb.put_item(TableName=name, Item=item)
+    assert main(["ledger", "backfill-day-shards", "--table", name, "--day-shards", "8,16"]) == 0
+    assert "3 item(s) without day_shard, indexed 3 over 8 shard(s)" in capsys.readouterr().out
+    assert len(DynamoDBLedger(name, ddb, DayShards.parse("8,16")).items_on(DAY)) == 3
+    with pytest.raises(SystemExit, match="day-shards"):
+        main(["ledger", "backfill-day-shards", "--table", name, "--day-shards", "0"])
+    with pytest.raises(SystemExit, match="day-shards"):
+        main(["report", "--from", DAY, "--to", DAY, "--table", name, "--day-shards", "x"])
