@@ -17,7 +17,9 @@ from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketTyp
 # issue 9: keyed by ``day_shard`` (``YYYY-MM-DD#NN``) + ``index_key``. A new name, because
 # CloudFormation cannot change an index's keys in place: an upgrade adds it, then drops ``ByDay``.
 BY_DAY_INDEX = "ByDayShard"
-_READ_WORKERS = 8  # shards queried at once: a small pool, all on the one cached client
+# Shards queried at once: a small pool, all on the one cached client, under botocore's default
+# of 10 pooled connections per client (more would wait for a connection, not go faster).
+_READ_WORKERS = 8
 TICKET_CACHE_SECONDS = 5.0
 _BATCH_GET_MAX = 100  # BatchGetItem's limit per request
 _BATCH_GET_ROUNDS = 8  # unprocessed keys (throttling) are asked again, then it is an error
