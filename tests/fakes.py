@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+import heapq
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from changeguard.domain.errors import TicketSourceUnavailableError
-from changeguard.domain.ledger import LedgerEntry
+from changeguard.domain.ledger import DayShards, LedgerEntry
 from changeguard.domain.tickets import Ticket
 
 
@@ -18,12 +21,48 @@ class FakeClock:
         return self.at
 
 
-class InMemoryLedger:
-    """Conditional-put semantics: a batch is written whole or not at all."""
+def _index_key(item: dict[str, Any]) -> str:
+    return str(item["index_key"]["S"])
 
-    def __init__(self) -> None:
+
+class ShardedDayIndex:
+    """The ledger's by-day index as DynamoDB keeps it (issue 9): one partition per ``day_shard``, each
+    sorted by ``index_key``. A day is read as ``DynamoDBLedger`` reads it: every shard key of the
+    configured counts, one partition at a time, merged in ``index_key`` order. An item is found only
+    through the shard its own ``day_shard`` names, as in the real index.
+    """
+
+    def __init__(self, items: Iterable[dict[str, Any]] = (), day_shards: DayShards | None = None) -> None:
+        self.day_shards = day_shards or DayShards()
+        self.partitions: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            self.put(item)
+
+    def put(self, item: dict[str, Any]) -> None:
+        partition = self.partitions.setdefault(item["day_shard"]["S"], [])
+        bisect.insort(partition, item, key=_index_key)
+
+    def items_on(self, day: str, verdict: str | None = None) -> list[dict[str, Any]]:
+        prefix = f"{verdict}#" if verdict else ""
+        shards = [
+            [i for i in self.partitions.get(key, []) if _index_key(i).startswith(prefix)]
+            for key in self.day_shards.keys(day)
+        ]
+        return list(heapq.merge(*shards, key=_index_key))
+
+
+class InMemoryLedger:
+    """Conditional-put semantics: a batch is written whole or not at all.
+
+    ``entries_on`` reads like the sharded by-day index: each entry is indexed under the shard of the
+    count it was written with, and a day is every shard of ``day_shards``, in ``index_key`` order.
+    """
+
+    def __init__(self, day_shards: DayShards | None = None) -> None:
         self.items: dict[tuple[str, str], LedgerEntry] = {}
         self.appends = 0
+        self.day_shards = day_shards or DayShards()
+        self.shard_of: dict[tuple[str, str], str] = {}
 
     def append(self, entries: Sequence[LedgerEntry]) -> bool:
         self.appends += 1
@@ -31,13 +70,20 @@ class InMemoryLedger:
             return False
         for e in entries:
             self.items[(e.change_id, e.entry)] = e
+            self.shard_of[(e.change_id, e.entry)] = e.day_shard(self.day_shards.write)
         return True
 
     def entries_for(self, change_id: str) -> list[LedgerEntry]:
         return [e for (c, _), e in sorted(self.items.items()) if c == change_id]
 
     def entries_on(self, day: str, verdict: str | None = None) -> list[LedgerEntry]:
-        return [e for e in self.items.values() if e.day == day and (verdict is None or e.verdict == verdict)]
+        keys = set(self.day_shards.keys(day))
+        found = [
+            e
+            for k, e in self.items.items()
+            if self.shard_of[k] in keys and (verdict is None or e.index_key.startswith(f"{verdict}#"))
+        ]
+        return sorted(found, key=lambda e: e.index_key)
 
     def kinds(self, kind: str) -> list[LedgerEntry]:
         return [e for e in self.items.values() if e.kind.value == kind]

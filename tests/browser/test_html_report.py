@@ -26,7 +26,7 @@ from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.verdicts import Judgement, Reason, Severity, Verdict
 from changeguard.services.evidence import DigestService, DigestStore, EvidenceService, LocalFolder
 from changeguard.services.report_html import TREND_COLORS, VERDICT_COLORS
-from fakes import FakeClock
+from fakes import FakeClock, ShardedDayIndex
 
 pytestmark = pytest.mark.browser
 
@@ -122,16 +122,6 @@ def _ledger() -> list[LedgerEntry]:
     return entries
 
 
-class _Days:
-    def __init__(self, entries: list[LedgerEntry]) -> None:
-        self.by_day: dict[str, list[dict]] = {}
-        for e in entries:
-            self.by_day.setdefault(e.day, []).append(entry_to_item(e))
-
-    def items_on(self, day: str, verdict: str | None = None) -> list[dict]:
-        return list(self.by_day.get(day, []))
-
-
 class _Bucket:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
@@ -151,7 +141,7 @@ class _Bucket:
 
 @pytest.fixture(scope="module")
 def pack_dir(tmp_path_factory) -> Path:
-    days = _Days(_ledger())
+    days = ShardedDayIndex(entry_to_item(e) for e in _ledger())
     store = DigestStore(_Bucket())
     digests = DigestService(
         function="write_digest", ledger=days, store=store, clock=FakeClock(datetime(2026, 7, 1, tzinfo=UTC))

@@ -22,7 +22,7 @@ from changeguard.domain.digest import (
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.services.evidence import DigestService, DigestStore, digest_key
 from changeguard.services.report import item_view
-from fakes import FakeClock
+from fakes import FakeClock, ShardedDayIndex
 
 D1 = date(2026, 11, 20)
 D2 = date(2026, 11, 21)
@@ -215,18 +215,13 @@ class MemoryBucket:
         return sorted(k for k in self.objects if k.startswith(prefix))
 
 
-class DayLedger:
-    def __init__(self, by_day: dict[date, list[dict]]) -> None:
-        self.by_day = by_day
-
-    def items_on(self, day: str, verdict: str | None = None) -> list[dict]:
-        return list(self.by_day.get(date.fromisoformat(day), []))
-
-
 def test_the_daily_function_chains_each_settled_day_once(ledger):
     bucket = MemoryBucket()
     service = DigestService(
-        function="write_digest", ledger=DayLedger(ledger), store=DigestStore(bucket), clock=FakeClock(WRITTEN)
+        function="write_digest",
+        ledger=ShardedDayIndex(i for day_items in ledger.values() for i in day_items),
+        store=DigestStore(bucket),
+        clock=FakeClock(WRITTEN),
     )
     first = service.run(datetime(2026, 11, 22, 3, 15, tzinfo=UTC))  # D1 is due, D2 not yet
     assert first.actions[-1].startswith(f"digested {D1}: 2 item(s)")

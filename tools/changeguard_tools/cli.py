@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     from changeguard_tools.reports_cli import add_commands  # issue 7: `report` and `evidence`
 
     add_commands(sub)
+    from changeguard_tools.ledger_cli import add_commands as add_ledger_commands  # issue 9
+
+    add_ledger_commands(sub)
     return parser
 
 

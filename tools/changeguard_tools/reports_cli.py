@@ -25,9 +25,11 @@ from changeguard.adapters.s3 import EvidenceBucket
 from changeguard.domain.digest import SETTLE
 from changeguard.domain.errors import ConfigurationError
 from changeguard.domain.kpis import KpiTargets, Period, PeriodError
-from changeguard.domain.ledger import utc
+from changeguard.domain.ledger import DayShards, utc
 from changeguard.services.evidence import DigestStore, EvidencePack, EvidenceService, LocalFolder
 from changeguard.services.report import kpi_table_text, kpis_json
+
+from changeguard_tools.ledger_cli import day_shards_arg
 
 
 class _Clock:
@@ -74,7 +76,7 @@ def _service(args: argparse.Namespace) -> EvidenceService:
     tickets = DynamoDBTicketSource(ticket_table, ddb=ddb) if ticket_table else None
     targets = _targets(args.targets)
     return EvidenceService(
-        ledger=DynamoDBLedger(table, ddb=ddb),
+        ledger=DynamoDBLedger(table, ddb=ddb, day_shards=day_shards_arg(args.day_shards)),
         digests=digests,
         tickets=tickets,
         targets=lambda: targets,
@@ -144,6 +146,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", help='KPI targets as JSON ({"change_success_rate": 97}) or @file.json')
     parser.add_argument("--endpoint-url", help="an AWS endpoint other than AWS's (an embedded AWS, LocalStack)")
     parser.add_argument("--now", help="verify the digests as of this time (ISO 8601; default: now)")
+    parser.add_argument(
+        "--day-shards", help="the stack's LedgerDayShards, e.g. 32,16 (default: $LEDGER_DAY_SHARDS, else 16)"
+    )
 
 
 def add_commands(sub: Any) -> None:
@@ -197,8 +202,9 @@ def demo_evidence(harness: Any, out_dir: Path, out: TextIO) -> Period | None:
     if digest["error"]:
         raise RuntimeError(f"the daily digest failed: {digest['error']}")
     bucket = EvidenceBucket(str(harness.ctx.refs["EvidenceBucket"]), harness.ctx.account, s3=harness.admin_client("s3"))
+    shards = DayShards.parse(str(harness.functions["WriteDigestFunction"].environment["LEDGER_DAY_SHARDS"]))
     service = EvidenceService(
-        ledger=DynamoDBLedger(table, ddb=ddb),
+        ledger=DynamoDBLedger(table, ddb=ddb, day_shards=shards),
         digests=DigestStore(bucket),
         tickets=DynamoDBTicketSource(str(harness.ctx.refs["TicketTable"]), ddb=ddb),
         targets=KpiTargets,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from changeguard.adapters.dynamodb import DynamoDBLedger, DynamoDBTicketSource
 from changeguard.domain.errors import ConfigurationError
+from changeguard.domain.ledger import DayShards
 from changeguard.domain.policy import Policy
 from changeguard.ports import CalendarGateReader, CalendarReader, TicketSource
 from changeguard.settings import Wiring
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def ledger(wiring: Wiring) -> DynamoDBLedger:
-    return DynamoDBLedger(wiring.ledger_table_name)
+    return DynamoDBLedger(wiring.ledger_table_name, day_shards=DayShards.parse(wiring.ledger_day_shards))
 
 
 def ticket_source(wiring: Wiring) -> TicketSource:

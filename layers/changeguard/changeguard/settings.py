@@ -22,6 +22,8 @@ class Wiring(BaseModel):
     function_name: str
     ledger_table_name: str
     parameter_path: str
+    # issue 9: shard counts of the ledger's by-day index, the one writers use first (domain.ledger.DayShards).
+    ledger_day_shards: str = "16"
     suite_role_prefix: str = ""
     ticket_table_name: str | None = None
     ticket_source: Literal["dynamodb", "jira", "servicenow"] = "dynamodb"

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from changeguard.adapters.cache import CachedTicketSource
 from changeguard.adapters.clients import client
 from changeguard.domain.errors import LedgerUnavailableError, TicketSourceUnavailableError
-from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.ledger import DEFAULT_DAY_SHARDS, DayShards, EntryKind, LedgerEntry
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
 
-BY_DAY_INDEX = "ByDay"
+# issue 9: keyed by ``day_shard`` (``YYYY-MM-DD#NN``) + ``index_key``. A new name, because
+# CloudFormation cannot change an index's keys in place: an upgrade adds it, then drops ``ByDay``.
+BY_DAY_INDEX = "ByDayShard"
+# Shards queried at once: a small pool, all on the one cached client, under botocore's default
+# of 10 pooled connections per client (more would wait for a connection, not go faster).
+_READ_WORKERS = 8
 TICKET_CACHE_SECONDS = 5.0
 _BATCH_GET_MAX = 100  # BatchGetItem's limit per request
 _BATCH_GET_ROUNDS = 8  # unprocessed keys (throttling) are asked again, then it is an error
@@ -24,7 +31,9 @@ def _s(value: str | None) -> dict[str, str] | None:
     return {"S": value} if value else None
 
 
-def entry_to_item(entry: LedgerEntry) -> dict[str, Any]:
+def entry_to_item(entry: LedgerEntry, day_shards: int = DEFAULT_DAY_SHARDS) -> dict[str, Any]:
+    """The stored item. ``day_shard`` is not part of the content hash: it says where the item is
+    indexed, not what it records."""
     item: dict[str, Any] = {
         "change_id": {"S": entry.change_id},
         "entry": {"S": entry.entry},
@@ -33,6 +42,7 @@ def entry_to_item(entry: LedgerEntry) -> dict[str, Any]:
         "event_time": {"S": entry.event_time.isoformat()},
         "recorded_at": {"S": entry.recorded_at.isoformat()},
         "day": {"S": entry.day},
+        "day_shard": {"S": entry.day_shard(day_shards)},
         "index_key": {"S": entry.index_key},
         "body": {"S": json.dumps(entry.body, sort_keys=True, separators=(",", ":"), default=str)},
         "content_hash": {"S": entry.content_hash()},
@@ -77,15 +87,19 @@ class DynamoDBLedger:
     exactly when the verdict does; the alert publisher reads them from the table's stream.
     """
 
-    def __init__(self, table_name: str, ddb: Any | None = None) -> None:
+    def __init__(self, table_name: str, ddb: Any | None = None, day_shards: DayShards | None = None) -> None:
         self.table_name = table_name
         self._ddb = ddb
+        self.day_shards = day_shards or DayShards()
 
     @property
     def ddb(self) -> Any:
         if self._ddb is None:
             self._ddb = client("dynamodb")
         return self._ddb
+
+    def _item(self, entry: LedgerEntry) -> dict[str, Any]:
+        return entry_to_item(entry, self.day_shards.write)
 
     def append(self, entries: Sequence[LedgerEntry]) -> bool:
         if not entries:
@@ -94,7 +108,7 @@ class DynamoDBLedger:
             try:
                 self.ddb.put_item(
                     TableName=self.table_name,
-                    Item=entry_to_item(entries[0]),
+                    Item=self._item(entries[0]),
                     ConditionExpression=_NOT_EXISTS,
                 )
             except self.ddb.exceptions.ConditionalCheckFailedException as exc:
@@ -106,7 +120,7 @@ class DynamoDBLedger:
                     {
                         "Put": {
                             "TableName": self.table_name,
-                            "Item": entry_to_item(e),
+                            "Item": self._item(e),
                             "ConditionExpression": _NOT_EXISTS,
                         }
                     }
@@ -197,20 +211,39 @@ class DynamoDBLedger:
         return [item_to_entry(i) for i in self.items_on(day, verdict)]
 
     def items_on(self, day: str, verdict: str | None = None) -> list[dict[str, Any]]:
-        """Raw items of one day (the by-day index), for reports and digests."""
-        expr = "#d = :d"
-        values: dict[str, Any] = {":d": {"S": day}}
+        """Raw items of one day, in ``index_key`` order, for reports and digests (issue 9).
+
+        The day is spread over shards (:class:`DayShards`): every shard of every shard count in use
+        is queried, each to its last page, and the sorted answers merged. The order is the index's
+        own, whatever order the shards answer in, so digests and reports are deterministic.
+        """
+        ddb = self.ddb  # the one cached client (thread-safe), created before any worker uses it
+        keys = self.day_shards.keys(day)
+        if len(keys) == 1:
+            shards = [self._shard_items(ddb, keys[0], verdict)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(_READ_WORKERS, len(keys))) as pool:
+                shards = list(pool.map(lambda key: self._shard_items(ddb, key, verdict), keys))
+        return list(heapq.merge(*shards, key=_index_key))
+
+    def _shard_items(self, ddb: Any, day_shard: str, verdict: str | None) -> list[dict[str, Any]]:
+        expr = "day_shard = :d"
+        values: dict[str, Any] = {":d": {"S": day_shard}}
         if verdict:
             expr += " AND begins_with(index_key, :v)"
             values[":v"] = {"S": f"{verdict}#"}
-        pages = self.ddb.get_paginator("query").paginate(
+        pages = ddb.get_paginator("query").paginate(
             TableName=self.table_name,
             IndexName=BY_DAY_INDEX,
             KeyConditionExpression=expr,
-            ExpressionAttributeNames={"#d": "day"},
             ExpressionAttributeValues=values,
         )
         return [i for page in pages for i in page.get("Items", [])]
+
+
+def _index_key(item: dict[str, Any]) -> str:
+    # DynamoDB orders string keys by their UTF-8 bytes, which is Python's code-point order.
+    return str(item["index_key"]["S"])
 
 
 def _dt(item: dict[str, Any], name: str) -> datetime | None:
