@@ -816,6 +816,32 @@ def test_the_sweep_releases_what_was_tagged_while_its_tag_event_went_missing(aws
         assert "changeguard:" not in json.dumps(described, default=str)  # the marks are gone
     for arn in (f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/{group}", f"arn:aws:s3:::{bucket}", function_arn):
         assert [e.body["result"] for e in w.ledger(f"resource:{arn}") if e.entry.startswith("RELEASE#")] == ["RESTORED"]
+    # The roles may tag and untag with the suite's own keys only (template.yaml, Mark* statements):
+    # every tag call the functions made names its keys, and each is one of those.
+    tag_calls = [
+        r
+        for r in w.calls_by(SWEEP) + w.calls_by(ENFORCE)
+        if r["eventName"] in ("CreateTags", "DeleteTags", "TagResource20170331v2", "UntagResource20170331v2")
+    ]
+    assert {r["eventName"] for r in tag_calls} == {
+        "CreateTags",
+        "DeleteTags",
+        "TagResource20170331v2",
+        "UntagResource20170331v2",
+    }
+    for r in tag_calls:
+        keys = _tag_keys(r["requestParameters"])
+        assert keys and all(k.startswith("changeguard:") for k in keys), (r["eventName"], keys)
     since = len(aws.trail.records())
     assert w.sweep()["outcomes"][0]["actions"] == ["no marked resources"]  # nothing left to do
     assert w.mutations_by(SWEEP, since) == []
+
+
+def _tag_keys(params: dict[str, Any]) -> list[str]:
+    """The tag keys a recorded EC2 or Lambda tag call named."""
+    tags = params.get("tags")
+    if isinstance(tags, dict):
+        return list(tags)
+    if isinstance(tags, list):
+        return [t["key"] for t in tags]
+    return list(params.get("tagKeys") or [])
