@@ -22,6 +22,7 @@ import pytest
 from changeguard_tools import fixtures
 from changeguard_tools.embedded.faults import FaultInjector, fast_retries
 from changeguard_tools.harness import Harness
+from hardening.callrecorder import RECORDER, install_fresh
 from hardening.conftest import (
     all_ledger_entries,
     ledger_entries,
@@ -350,11 +351,9 @@ def _publisher_calls(calls: Counter) -> Counter:
 
 def test_a_failed_publish_deletes_its_idempotency_record_so_the_retry_publishes_exactly_once(aws):
     """SNS down past botocore's retries: Powertools Idempotency deletes the record it locked (the alert
-    was not published), the record is reported failed, and the stream's retry publishes it once. A
-    third delivery meets the completed record and publishes nothing."""
-    from hardening.callrecorder import RECORDER, install_fresh
-
-    install_fresh()
+    was not published), the batch fails, and the stream's retry publishes it once. A third delivery
+    meets the completed record and publishes nothing."""
+    install_fresh()  # when the call-recorder plugin is not registered, the hook starts here
     h = scenario_harness(aws)
     batches = _publisher_batches(h)
     sns_down = aws.faults.fail("500", services=["sns"], operations=["Publish"])
