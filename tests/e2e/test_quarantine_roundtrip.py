@@ -750,3 +750,98 @@ def test_the_demo_scenario_isolates_the_untagged_instance_and_gives_its_groups_b
     assert [g["GroupId"] for g in groups] == [saved["web_sg"]]
     # The scenario hands the next one the demo's start: observe mode, at the start time.
     assert w.clock.now() == datetime(2026, 11, 21, tzinfo=UTC)
+
+
+# -- the tag event that never arrived: the sweep releases ---------------------------------------------------
+
+
+def test_the_sweep_releases_what_was_tagged_while_its_tag_event_went_missing(aws):
+    """CloudTrail delivers best effort: a resource tagged while quarantined whose tag event never reached
+    ``enforce_tags`` is released by the next sweep, and each comes back exactly as it was: the world-open
+    rules re-authorized, the bucket without a policy again (it had none), the function without reserved
+    concurrency again (it had none), and the suite's marks gone."""
+    w = World(aws)
+    group = _group_create(w)  # world-open ingress, ipv4 and ipv6, next to a narrower rule
+    bucket = "acme-unowned-scratch"
+    _, results = w.call(lambda: w.s3.create_bucket(Bucket=bucket))
+    assert outcome(results)["verdict"] == "NON_COMPLIANT"
+    role = w.h.admin_client("iam").create_role(RoleName="ingest", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    _, results = w.call(
+        lambda: w.lam.create_function(
+            FunctionName="ingest", Runtime="python3.12", Role=role, Handler="app.handler", Code={"ZipFile": _zip()}
+        )
+    )
+    assert outcome(results)["verdict"] == "NON_COMPLIANT"
+    before = {
+        "group": flow_tags_stripped(_group_describe(w, group)),
+        "bucket": flow_tags_stripped(_bucket_describe(w, bucket)),
+        "function": flow_tags_stripped(_function_describe(w, "ingest")),
+    }
+    assert before["bucket"]["policy"] == "NoSuchBucketPolicy"
+    assert "ReservedConcurrentExecutions" not in before["function"]["concurrency"]
+
+    w.at(T0 + timedelta(hours=25))
+    w.sweep()
+    assert _group_quarantined(w, group) and _bucket_quarantined(w, bucket) and _function_quarantined(w, "ingest")
+
+    # Tagged by their owners; the calls are made, their events never delivered.
+    _ec2_tag(w, group, REQUIRED)
+    _bucket_tag(w, bucket, REQUIRED)  # PutBucketTagging replaces the set: the owner keeps what is there
+    function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ingest"
+    w.lam.tag_resource(Resource=function_arn, Tags=REQUIRED)
+    assert _group_quarantined(w, group) and _bucket_quarantined(w, bucket) and _function_quarantined(w, "ingest")
+
+    w.at(T0 + timedelta(hours=25, minutes=15))
+    since = len(aws.trail.records())
+    swept = w.sweep()
+
+    actions = swept["outcomes"][0]["actions"]
+    for short in (f"ec2:security-group {group}", f"s3:bucket {bucket}", "lambda:function ingest"):
+        assert any(a.startswith(f"released {short}: RESTORED") for a in actions), actions
+    assert sorted(w.mutations_by(SWEEP, since)) == sorted(
+        [
+            "ec2:AuthorizeSecurityGroupIngress",  # the revoked world-open rules, exactly as they were
+            "ec2:DeleteTags",
+            "s3:DeletePublicAccessBlock",  # it had none
+            "s3:DeleteBucketPolicy",  # it had none
+            "s3:PutBucketTagging",  # the owner's tags stay, the suite's go
+            "lambda:DeleteFunctionConcurrency20171031",  # it had none (CloudTrail's versioned names)
+            "lambda:UntagResource20170331v2",
+        ]
+    )
+    assert flow_tags_stripped(_group_describe(w, group)) == before["group"]
+    assert flow_tags_stripped(_bucket_describe(w, bucket)) == before["bucket"]
+    assert flow_tags_stripped(_function_describe(w, "ingest")) == before["function"]
+    for described in (_group_describe(w, group), _bucket_describe(w, bucket), _function_describe(w, "ingest")):
+        assert "changeguard:" not in json.dumps(described, default=str)  # the marks are gone
+    for arn in (f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/{group}", f"arn:aws:s3:::{bucket}", function_arn):
+        assert [e.body["result"] for e in w.ledger(f"resource:{arn}") if e.entry.startswith("RELEASE#")] == ["RESTORED"]
+    # The roles may tag and untag with the suite's own keys only (template.yaml, Mark* statements):
+    # every tag call the functions made names its keys, and each is one of those.
+    tag_calls = [
+        r
+        for r in w.calls_by(SWEEP) + w.calls_by(ENFORCE)
+        if r["eventName"] in ("CreateTags", "DeleteTags", "TagResource20170331v2", "UntagResource20170331v2")
+    ]
+    assert {r["eventName"] for r in tag_calls} == {
+        "CreateTags",
+        "DeleteTags",
+        "TagResource20170331v2",
+        "UntagResource20170331v2",
+    }
+    for r in tag_calls:
+        keys = _tag_keys(r["requestParameters"])
+        assert keys and all(k.startswith("changeguard:") for k in keys), (r["eventName"], keys)
+    since = len(aws.trail.records())
+    assert w.sweep()["outcomes"][0]["actions"] == ["no marked resources"]  # nothing left to do
+    assert w.mutations_by(SWEEP, since) == []
+
+
+def _tag_keys(params: dict[str, Any]) -> list[str]:
+    """The tag keys a recorded EC2 or Lambda tag call named."""
+    tags = params.get("tags")
+    if isinstance(tags, dict):
+        return list(tags)
+    if isinstance(tags, list):
+        return [t["key"] for t in tags]
+    return list(params.get("tagKeys") or [])

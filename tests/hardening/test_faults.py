@@ -16,11 +16,13 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from changeguard_tools import fixtures
 from changeguard_tools.embedded.faults import FaultInjector, fast_retries
 from changeguard_tools.harness import Harness
+from hardening.callrecorder import RECORDER, install_fresh
 from hardening.conftest import (
     all_ledger_entries,
     ledger_entries,
@@ -314,3 +316,76 @@ def _view(service: str, operation: str):
     from changeguard_tools.embedded.faults import RequestView
 
     return RequestView(service, service, operation, "json", "AKIA", b"")
+
+
+# -- the alert publisher: a publish that fails for good, then the stream's retry -----------------------------
+PUBLISHER = "PublishAlertsFunction"
+
+
+def _publisher_batches(h: Harness) -> list[tuple[dict, Any]]:
+    """The stream batches the harness hands the publisher, with what it answered (kept, so the test can
+    deliver a batch again as the event source mapping does with the records it reported failed)."""
+    batches: list[tuple[dict, Any]] = []
+    invoke = h.invoke
+
+    def recording(function: str, event: object):
+        answer = invoke(function, event)
+        if function == PUBLISHER:
+            batches.append((json.loads(json.dumps(event)), answer))
+        return answer
+
+    h.invoke = recording  # type: ignore[method-assign]
+    return batches
+
+
+def _idempotency_records(h: Harness) -> list[dict]:
+    table = h.ctx.refs["IdempotencyTable"]
+    return h.admin_client("dynamodb").scan(TableName=table, ConsistentRead=True)["Items"]
+
+
+def _publisher_calls(calls: Counter) -> Counter:
+    return Counter(
+        f"{c.service}:{c.operation}" for c, n in calls.items() for _ in range(n) if c.function == "publish_alerts"
+    )
+
+
+def test_a_failed_publish_deletes_its_idempotency_record_so_the_retry_publishes_exactly_once(aws):
+    """SNS down past botocore's retries: Powertools Idempotency deletes the record it locked (the alert
+    was not published), the batch fails, and the stream's retry publishes it once. A third delivery
+    meets the completed record and publishes nothing."""
+    install_fresh()  # when the call-recorder plugin is not registered, the hook starts here
+    h = scenario_harness(aws)
+    batches = _publisher_batches(h)
+    sns_down = aws.faults.fail("500", services=["sns"], operations=["Publish"])
+    mark = len(aws.trail.records())
+    with RECORDER.scope() as failed_calls:
+        result = h.process(load_event("correlate_change/02-console-no-ticket.json"))
+    [(batch, answer)] = batches
+    [record] = batch["Records"]
+    alert_id = json.loads(record["dynamodb"]["NewImage"]["body"]["S"])["alert"]["alert_id"]
+    assert sns_down.injected >= 1
+    # Every record of the batch failed: Powertools fails the invocation, and the stream retries the batch.
+    assert answer.error is not None and answer.error.startswith("BatchProcessingError: All records failed")
+    assert result["error"] == f"{PUBLISHER}: {answer.error}"
+    assert [a for o in result["outcomes"] for a in o["alerts"]] == []
+    assert _idempotency_records(h) == []  # locked, then deleted when the publish failed
+    assert _publisher_calls(failed_calls)["dynamodb:DeleteItem"] == 1
+    assert published_alerts(trail_since(aws, mark)) == []
+
+    aws.faults.remove(sns_down)
+    retried = h.invoke(PUBLISHER, batch)  # the event source mapping delivers the failed record again
+    assert retried.error is None and retried.result == {"batchItemFailures": []}
+    [alert] = h.drain_alerts()
+    assert alert.alert_id == alert_id and alert.verdict == "NO_TICKET"
+    assert len(published_alerts(trail_since(aws, mark))) == 1
+    [completed] = _idempotency_records(h)
+    assert completed["status"]["S"] == "COMPLETED"
+
+    mark = len(aws.trail.records())
+    with RECORDER.scope() as duplicate_calls:
+        again = h.invoke(PUBLISHER, batch)  # a duplicate delivery of the same stream record
+    assert again.error is None and again.result == {"batchItemFailures": []}
+    assert h.drain_alerts() == [] and published_alerts(trail_since(aws, mark)) == []
+    # The conditional put that met the record got it back (ReturnValuesOnConditionCheckFailure=ALL_OLD,
+    # as DynamoDB answers): no GetItem is needed, and the role does not allow one.
+    assert _publisher_calls(duplicate_calls) == Counter({"dynamodb:PutItem": 1})

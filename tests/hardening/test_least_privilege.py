@@ -65,10 +65,31 @@ USED_BY_AWS: tuple[tuple[str, str, str], ...] = (
     ),
 )
 
-#: Mutating actions that may be allowed on every resource, and why (the scoping test).
+#: Mutating actions that may be allowed on every resource of their service without a condition, and
+#: why (the scoping test).
 UNSCOPED_MUTATIONS: dict[str, str] = {
-    # Documented: the Service Authorization Reference lists no resource type for these.
+    "codepipeline:StopPipelineExecution": (
+        "a pipeline's ARN is arn:...:codepipeline:<region>:<account>:<name>, with no resource-type part to"
+        " scope on, and the gate must stop whichever pipeline starts while the calendar is closed"
+    ),
 }
+
+#: Tagging actions whose tag keys IAM can limit (``aws:TagKeys``): the suite only ever adds and removes its
+#: own marks, so a role may tag with ``changeguard:*`` keys only. ``s3:PutBucketTagging`` cannot be
+#: limited so: it replaces a bucket's whole tag set, the owner's tags included (its statements are
+#: scoped to the account's own buckets instead).
+KEYED_TAGGING_ACTIONS = ("ec2:CreateTags", "ec2:DeleteTags", "lambda:TagResource", "lambda:UntagResource")
+SUITE_TAG_PREFIX = "changeguard:"
+
+
+def service_wide(resource: str) -> bool:
+    """Whether a resource pattern covers every resource of its service: ``*``, or an ARN whose resource
+    part is only ``*`` (``arn:aws:s3:::*``). A pattern that names a resource type (``...:function:*``,
+    ``...:deploymentgroup:*/*``) or a resource of the template (``<Logical.Arn>``) is scoped."""
+    if resource == "*":
+        return True
+    parts = resource.split(":", 5)
+    return len(parts) == 6 and parts[0] == "arn" and parts[5] == "*"
 
 
 class _AnyAttribute(dict[tuple[str, str], str]):
@@ -178,12 +199,50 @@ def test_least_privilege_nothing_missing_and_nothing_extra_for_every_function(dr
 def test_least_privilege_mutating_actions_are_scoped_to_resources_or_conditions(logical_id: str) -> None:
     unscoped: list[str] = []
     for st in symbolic_policies(logical_id):
-        if st.effect != "Allow" or "*" not in st.resources or st.condition:
+        if st.effect != "Allow" or not any(service_wide(r) for r in st.resources) or st.condition:
             continue
         for action in st.actions:
             if is_mutating(action) and action not in UNSCOPED_MUTATIONS:
-                unscoped.append(f"{st.sid}: {action}")
+                unscoped.append(f"{st.sid}: {action} on {', '.join(st.resources)}")
     assert not unscoped, f"{logical_id} allows mutating actions on every resource:\n" + "\n".join(unscoped)
+
+
+@pytest.mark.parametrize(
+    ("resource", "wide"),
+    [
+        ("*", True),
+        ("arn:aws:s3:::*", True),
+        ("arn:aws:codepipeline:us-east-1:123456789012:*", True),
+        ("arn:aws:s3:::*/*", False),  # objects: no bucket action matches it
+        ("arn:aws:lambda:us-east-1:123456789012:function:*", False),
+        ("arn:aws:codedeploy:us-east-1:123456789012:deploymentgroup:*/*", False),
+        ("arn:aws:ec2:us-east-1:123456789012:security-group/*", False),
+        ("<EvidenceBucket.Arn>/digests/*", False),
+    ],
+)
+def test_least_privilege_a_pattern_over_a_whole_service_counts_as_unscoped(resource: str, wide: bool) -> None:
+    assert service_wide(resource) is wide
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_least_privilege_tagging_is_limited_to_the_suites_own_tag_keys(logical_id: str) -> None:
+    """Tagging actions carry ``aws:TagKeys`` within ``changeguard:*`` and require keys to be named
+    (``Null`` false): DeleteTags without keys would delete every tag."""
+    from changeguard.domain import tags
+
+    assert all(k.startswith(SUITE_TAG_PREFIX) for k in (tags.QUARANTINE_AFTER, tags.QUARANTINE_REF, tags.MANAGED))
+    wanted = {
+        "ForAllValues:StringLike": {"aws:TagKeys": [f"{SUITE_TAG_PREFIX}*"]},
+        "Null": {"aws:TagKeys": "false"},
+    }
+    loose = [
+        f"{st.sid}: {action} (condition {st.condition})"
+        for st in symbolic_policies(logical_id)
+        if st.effect == "Allow"
+        for action in KEYED_TAGGING_ACTIONS
+        if st.matches_action(action) and st.condition != wanted
+    ]
+    assert not loose, f"{logical_id} may tag with keys that are not the suite's own:\n" + "\n".join(loose)
 
 
 def test_least_privilege_every_quarantine_type_is_driven() -> None:

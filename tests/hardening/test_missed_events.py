@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from changeguard.domain.reconcile import is_correlated_write
 from changeguard.models.cloudtrail import CloudTrailRecord
+from changeguard_tools import fixtures
 from changeguard_tools.harness import Harness
 from changeguard_tools.replay import wrap_record
 from hardening.conftest import (
@@ -26,12 +28,14 @@ from hardening.conftest import (
     FunctionClients,
     all_ledger_entries,
     calls_by,
+    ledger_entries,
+    load_scenario_file,
     make_harness,
     rule_matcher,
     scaled,
     trail_since,
 )
-from sample_events import EVENTS
+from sample_events import EVENTS, load_event
 
 RECONCILE = "ReconcileChangesFunction"
 CALLS = scaled(400)
@@ -173,3 +177,26 @@ def test_the_sweeps_filter_passes_exactly_what_the_correlators_rule_passes(aws):
     ]
     assert [a for a in agree if a[1] != a[2]] == []
     assert {a[1] for a in agree} == {True, False}
+
+
+def test_a_missed_change_cloudformation_made_is_judged_with_the_ticket_in_its_stacks_tags(aws):
+    """CloudFormation creates a bucket for stack checkout-service (tagged ChangeTicket=CHG-1001, an
+    approved ticket); the call's event never reaches the correlator. The sweep finds the call in
+    ``LookupEvents`` and finds its ticket where the correlator would: in the stack's tags."""
+    seed, _ = load_scenario_file("10-correlation.yaml")
+    seed.pop("parameters")  # pipeline-deployer is not exempt here: its change is judged on its ticket
+    h = make_harness(aws, at=datetime(2026, 11, 21, 15, 0, tzinfo=UTC))
+    fixtures.seed(h, seed)
+    record = load_event("correlate_change/09-invoked-by-cloudformation.json")["detail"]
+    assert record["userIdentity"]["invokedBy"] == "cloudformation.amazonaws.com"
+    # CloudFormation's own call, made on the stack's behalf: the trail records it, EventBridge lost it.
+    aws.trail.put(record)
+
+    swept = h.run_schedule(RECONCILE)
+
+    assert swept["error"] is None, swept["error"]
+    [verdict] = [e for e in ledger_entries(h, record["eventID"]) if e.entry == "VERDICT"]
+    assert verdict.function == "reconcile_changes"
+    assert verdict.verdict == "AUTHORIZED"
+    judgement = verdict.body["judgement"]
+    assert (judgement["ticket_id"], judgement["ticket_ref_source"]) == ("CHG-1001", "stack_tag")
