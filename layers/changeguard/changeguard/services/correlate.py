@@ -24,7 +24,8 @@ from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource,
 from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Severity, Verdict, is_exempt, judge
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
-from changeguard.ports import CalendarReader, Clock, Ledger, TagReader, TicketSource
+from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
+from changeguard.services.acting import acting_in
 from changeguard.services.outcome import Outcome
 
 CFN_AGENT = "cloudformation.amazonaws.com"
@@ -65,7 +66,10 @@ class CorrelateService:
         calendar: Callable[[Policy], CalendarReader | None] | None = None,
         suite: SuiteResources | None = None,
         heartbeat_parameter: str | None = None,
+        scope: ActingScope | None = None,
     ) -> None:
+        # issue 9: a resource's or stack's current tags are read in the change's account.
+        self.scope = scope
         self.function = function
         self.ledger = ledger
         self.tickets = tickets
@@ -142,7 +146,8 @@ class CorrelateService:
             )
         policy = self.policy()
         exempt = is_exempt(change, policy, self.suite_role_prefixes) is not None
-        ref = self.find_ticket_ref(change, policy)
+        with acting_in(self.scope, change.account, change.region, change.change_id):
+            ref = self.find_ticket_ref(change, policy)
         lookup: TicketLookup | None = None
         if ref and not exempt:
             lookup = self.lookup(ref)
