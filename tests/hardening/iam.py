@@ -291,6 +291,7 @@ def is_mutating(action: str) -> bool:
 #: permission the role can drop.
 REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
     "correlate_change": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "dynamodb:Query": "an outage of the ticket source opens one degraded alert (reads the outage's entries)",
         "cloudformation:DescribeStacks": "a change CloudFormation made, its ticket in the stack's tags",
     },
@@ -299,6 +300,7 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
         "dynamodb:DeleteItem": "Powertools Idempotency deletes its record when the publish fails",
     },
     "gate_change_window": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "codepipeline:StopPipelineExecution": "a pipeline execution started while the calendar is closed",
         "cloudformation:DescribeChangeSet": "a change set executed while the calendar is closed",
         "cloudformation:CancelUpdateStack": "a stack update started while the calendar is closed",
@@ -310,14 +312,17 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
         "codedeploy:PutLifecycleEventHookExecutionStatus": "a lifecycle hook of a deployment that exists is answered",
     },
     "guard_deployment": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "codedeploy:GetDeploymentGroup": "a deployment group's alarm configuration is read",
     },
     "enforce_tags": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "ec2:AuthorizeSecurityGroupIngress": "a quarantined security group is released when it is tagged",
         "s3:PutBucketPolicy": "a quarantined bucket is released when it is tagged (its policy put back)",
         "lambda:PutFunctionConcurrency": "a quarantined function is released when it is tagged",
     },
     "sweep_quarantine": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "ec2:RevokeSecurityGroupIngress": "a world-open security group is quarantined",
         "ec2:AuthorizeSecurityGroupIngress": "a quarantined security group is released",
         "ec2:DeleteTags": "a released resource loses its quarantine marks",

@@ -373,3 +373,145 @@ def test_a_refused_member_role_leaves_a_verdict_and_one_alert_and_touches_nothin
     alert = entries[0].body["alert"]
     assert alert["account"] == MEMBER and alert["severity"] == "high"
     assert "cannot act in account 222222222222" in alert["subject"]
+
+
+# -- quarantine: marked and contained in the resource's own account ---------------------------------
+def world_open_group(clients: Any) -> str:
+    ec2 = clients("ec2")
+    group = str(ec2.create_security_group(GroupName="web-open", Description="opened to the world")["GroupId"])
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
+        ],
+    )
+    return group
+
+
+def ingress_event(account: str, group: str) -> dict[str, Any]:
+    text = json.dumps(load_event("enforce_tags/05-authorize-ingress-world.json"))
+    text = text.replace("sg-0d9e8f7a6b5c4d3e2", group).replace("123456789012", account)
+    return dict(json.loads(text))
+
+
+def world_open(clients: Any, group: str) -> bool:
+    (found,) = clients("ec2").describe_security_groups(GroupIds=[group])["SecurityGroups"]
+    return any(r.get("CidrIp") == "0.0.0.0/0" for p in found["IpPermissions"] for r in p.get("IpRanges", []))
+
+
+def test_an_untagged_member_resource_is_marked_and_quarantined_in_its_own_account(aws):
+    h = make_harness(aws, at=T0, OrganizationId=ORG, MemberAccountIds=MEMBER)
+    h.put_parameter("enforcement-mode", "enforce")
+    h.put_parameter("quarantine-grace-hours", "0")
+    member = member_clients(aws.endpoint_url)
+    role = create_acting_role(member, "changeguard-quarantine")
+    group = world_open_group(member)
+    arn = f"arn:aws:ec2:us-east-1:{MEMBER}:security-group/{group}"
+    mark = len(aws.trail.records())
+
+    marked = h.invoke("EnforceTagsFunction", ingress_event(MEMBER, group))
+    swept = h.invoke("SweepQuarantineFunction", h.scheduled_event("SweepQuarantineFunction"))
+
+    assert marked.error is None and swept.error is None, (marked.error, swept.error)
+    assert marked.result["verdict"] == "NON_COMPLIANT", marked.result
+    assert not world_open(member, group)  # contained where it lives
+    tags = {t["Key"]: t["Value"] for t in member("ec2").describe_tags()["Tags"] if t["ResourceId"] == group}
+    assert "changeguard:quarantine-ref" in tags
+    with pytest.raises(Exception, match="InvalidGroup"):
+        boto3.client("ec2").describe_security_groups(GroupIds=[group])  # nothing of it at home
+    changed = [
+        r
+        for r in trail_since(aws, mark)
+        if r["eventName"] in ("CreateTags", "RevokeSecurityGroupIngress") and not r.get("errorCode")
+    ]
+    assert {r["recipientAccountId"] for r in changed} == {MEMBER}
+    sessions = {r["userIdentity"]["arn"].split("/", 2)[2].split("@")[0] for r in changed}
+    assert sessions == {"enforce_tags", "sweep_quarantine"}
+    assert {r["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] for r in changed} == {role}
+    quarantined = [e for e in ledger_entries(h, f"resource:{arn}") if e.entry.startswith("QUARANTINE#")]
+    assert quarantined and all(e.body["acted_as"]["account"] == MEMBER for e in quarantined)
+    assert quarantined[0].body["acted_as"]["role"] == role
+
+
+def test_a_refused_quarantine_role_skips_the_resource_and_alerts_once(aws):
+    h = make_harness(aws, at=T0, OrganizationId=ORG)
+    h.put_parameter("enforcement-mode", "enforce")
+    member = member_clients(aws.endpoint_url)
+    group = world_open_group(member)
+    aws.faults.fail("denied", operations=["AssumeRole"], body_contains="changeguard-quarantine")
+
+    inv = h.invoke("EnforceTagsFunction", ingress_event(MEMBER, group))
+
+    assert inv.error is None, inv.error
+    assert inv.result["verdict"] == "SKIPPED", inv.result
+    assert any("could not read, mark, quarantine or release" in r for r in inv.result["reasons"])
+    assert len(inv.result["alert_ids"]) == 1
+    assert world_open(member, group)  # untouched, and nothing done at home instead
+    assert [e.entry for e in ledger_entries(h, f"resource:arn:aws:ec2:us-east-1:{MEMBER}:security-group/{group}")] == []
+    day = h.clock.now().strftime("%Y-%m-%d")
+    assert "DENIED#enforce_tags" in [e.entry for e in ledger_entries(h, f"acting:{MEMBER}:{day}")]
+
+
+# -- the correlator: a ticket reference in a member resource's current tags ------------------------
+def test_the_correlator_reads_a_member_resources_tags_there(aws):
+    h = make_harness(aws, at=datetime(2026, 11, 21, 9, 45, tzinfo=UTC), OrganizationId=ORG)
+    member = member_clients(aws.endpoint_url)
+    create_acting_role(member, "changeguard-read-tags")
+    member("s3").create_bucket(Bucket="acme-reports-prod")
+    member("s3").put_bucket_tagging(
+        Bucket="acme-reports-prod", Tagging={"TagSet": [{"Key": "ChangeTicket", "Value": "CHG-7777"}]}
+    )
+    event = json.loads(json.dumps(load_event("correlate_change/02-console-no-ticket.json")).replace(CENTRAL, MEMBER))
+
+    inv = h.invoke("CorrelateChangeFunction", event)
+
+    assert inv.error is None, inv.error
+    # The bucket's tag names CHG-7777, which the ticket table does not hold: found in the member
+    # account (at home there is no such bucket, and the verdict would be NO_TICKET).
+    assert inv.result["verdict"] == "UNKNOWN_TICKET", inv.result
+    # The same call made at home (another event id) finds no bucket tag there.
+    home = load_event("correlate_change/02-console-no-ticket.json")
+    home["detail"]["eventID"] = "0b4a1f6e-3c2d-4e5f-8a9b-0000000000aa"
+    assert h.invoke("CorrelateChangeFunction", home).result["verdict"] == "NO_TICKET"
+
+
+# -- the change-calendar gate: a deployment started in a member account while the window is closed --
+def test_a_member_deployment_outside_the_change_window_is_stopped_in_its_account(aws):
+    from changeguard_tools import fixtures
+
+    now = datetime(2026, 11, 21, 9, 16, tzinfo=UTC)  # a Saturday, outside the 02:00-06:00 window
+    h = make_harness(aws, at=now, OrganizationId=ORG)
+    codedeploy_deployments.use_clock(h.clock.now)
+    calendar = {"name": "window", "type": "DEFAULT_CLOSED", "events": [{"summary": "weekly", "start": "2026-11-07T02:00:00Z", "end": "2026-11-07T06:00:00Z", "rrule": "FREQ=WEEKLY;BYDAY=SA"}]}  # fmt: skip
+    fixtures.seed(h, {"calendars": [calendar]})
+    h.put_parameter("change-calendar-names", "window")
+    h.put_parameter("enforcement-mode", "enforce")
+    member = member_clients(aws.endpoint_url)
+    role = create_acting_role(member, "changeguard-stop-deployments")
+    codedeploy = member("codedeploy")
+    codedeploy.create_application(applicationName="payments-api", computePlatform="Server")
+    codedeploy.create_deployment_group(
+        applicationName="payments-api",
+        deploymentGroupName="payments-prod",
+        serviceRoleArn=f"arn:aws:iam::{MEMBER}:role/codedeploy-service-role",
+    )
+    started = datetime(2026, 11, 21, 9, 15, tzinfo=UTC)
+    codedeploy_deployments.create_deployment(
+        "payments-api",
+        "payments-prod",
+        {"revisionType": "String", "string": {"content": "payments-api v7"}},
+        deployment_id="d-MEMB0GATE",
+        created=started,
+        timeline=[(started, "InProgress")],
+        account_id=MEMBER,
+    )
+    event = codedeploy_deployments.state_change_event("d-MEMB0GATE", "START", account_id=MEMBER, region="us-east-1")
+    assert event["account"] == MEMBER
+
+    inv = h.invoke("GateChangeWindowFunction", event)
+
+    assert inv.error is None, inv.error
+    assert inv.result["verdict"] == "OUTSIDE_CHANGE_WINDOW", inv.result
+    assert member("codedeploy").get_deployment(deploymentId="d-MEMB0GATE")["deploymentInfo"]["status"] == "Stopped"
+    (gate,) = [e for e in ledger_entries(h, "d-MEMB0GATE") if e.entry.startswith("CALENDAR")]
+    assert gate.body["acted_as"]["account"] == MEMBER and gate.body["acted_as"]["role"] == role
