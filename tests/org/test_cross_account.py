@@ -253,6 +253,8 @@ def test_without_a_configured_role_another_account_is_refused_never_acted_on_at_
     assert caught.value.code == "NotConfigured"
     with pytest.raises(InvalidEventError), accounts.acting_in("not-an-account", None, "e"):
         accounts.client("codedeploy")
+    with pytest.raises(InvalidEventError), accounts.acting_in(MEMBER, "../../evil", "e"):
+        accounts.client("codedeploy")
 
 
 def test_session_names_fit_sts_rules():

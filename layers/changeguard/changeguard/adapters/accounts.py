@@ -43,6 +43,7 @@ SESSION_SECONDS = 3600
 
 _SUITE_PREFIX = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role(?P<path>/(?:[^/]+/)*)$")
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _NOT_IN_SESSION_NAME = re.compile(r"[^\w+=,.@-]")
 
 
@@ -164,6 +165,8 @@ class AccountClients:
             # never turned into a role ARN.
             raise InvalidEventError("the event names an account that is not a 12-digit AWS account id")
         where = region or (scope.region if scope else None)
+        if where is not None and not _REGION.match(where):
+            raise InvalidEventError("the event names a region that is not an AWS region name")
         session = self._session(target, scope.reason if scope else "")
         key = (target, service, where)
         with self._lock:
