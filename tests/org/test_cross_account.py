@@ -517,3 +517,35 @@ def test_a_member_deployment_outside_the_change_window_is_stopped_in_its_account
     assert member("codedeploy").get_deployment(deploymentId="d-MEMB0GATE")["deploymentInfo"]["status"] == "Stopped"
     (gate,) = [e for e in ledger_entries(h, "d-MEMB0GATE") if e.entry.startswith("CALENDAR")]
     assert gate.body["acted_as"]["account"] == MEMBER and gate.body["acted_as"]["role"] == role
+
+
+def test_a_refused_stop_role_still_records_the_gates_verdict_and_says_what_was_not_done(aws):
+    from changeguard_tools import fixtures
+
+    now = datetime(2026, 11, 21, 9, 16, tzinfo=UTC)
+    h = make_harness(aws, at=now, OrganizationId=ORG)
+    codedeploy_deployments.use_clock(h.clock.now)
+    calendar = {"name": "window", "type": "DEFAULT_CLOSED", "events": [{"summary": "weekly", "start": "2026-11-07T02:00:00Z", "end": "2026-11-07T06:00:00Z", "rrule": "FREQ=WEEKLY;BYDAY=SA"}]}  # fmt: skip
+    fixtures.seed(h, {"calendars": [calendar]})
+    h.put_parameter("change-calendar-names", "window")
+    h.put_parameter("enforcement-mode", "enforce")
+    refuse_member_role(aws)
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    event = json.loads(json.dumps(event).replace(CENTRAL, MEMBER))
+    mark = len(aws.trail.records())
+
+    inv = h.invoke("GateChangeWindowFunction", event)
+
+    assert inv.error is None, inv.error
+    assert inv.result["verdict"] == "OUTSIDE_CHANGE_WINDOW", inv.result  # the verdict, all the same
+    assert inv.result["actions"][0].startswith(
+        f"could not stop deployment d-4UTS1DE01 (payments-api/payments-prod) in account {MEMBER}: AccessDenied"
+    )
+    assert len(inv.result["alert_ids"]) == 2  # the window alert, and the cross-account one
+    assert [r for r in trail_since(aws, mark) if r["eventName"] == "StopDeployment"] == []
+    (gate,) = [e for e in ledger_entries(h, "d-4UTS1DE01") if e.entry.startswith("CALENDAR")]
+    assert gate.body["acted_as"] == {
+        "account": MEMBER,
+        "role": f"arn:aws:iam::{MEMBER}:role/changeguard/changeguard-stop-deployments",
+        "error": "AccessDenied",
+    }

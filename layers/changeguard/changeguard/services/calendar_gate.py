@@ -528,7 +528,8 @@ class CalendarGateService(_GateBase):
                 # Nothing had to be done in that account (carry_out makes no call for such a decision):
                 # the verdict stands without the re-read.
                 return self.record(decision, policy, GATE_ENTRY, self.carry_out(decision))
-            what = f"{_doing(decision).replace('would have ', '')} {change.label}".strip()
+            verb = "cancel the update of" if decision.action is GateAction.CANCEL_STACK_UPDATE else "stop"
+            what = f"{verb} {change.label}"
             actions = [not_acted_reason(denied, what)]
             by = {"account": denied.account, "role": denied.role_arn or "none configured", "error": denied.code}
             outcome = self.record(decision, policy, GATE_ENTRY, actions, by)
