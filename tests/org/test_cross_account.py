@@ -549,3 +549,20 @@ def test_a_refused_stop_role_still_records_the_gates_verdict_and_says_what_was_n
         "role": f"arn:aws:iam::{MEMBER}:role/changeguard/changeguard-stop-deployments",
         "error": "AccessDenied",
     }
+
+
+def test_a_refused_read_tags_role_keeps_the_verdict_and_alerts_that_the_account_is_unread(aws):
+    h = make_harness(aws, at=datetime(2026, 11, 21, 9, 45, tzinfo=UTC), OrganizationId=ORG)
+    aws.faults.fail("denied", operations=["AssumeRole"], body_contains="changeguard-read-tags")
+    event = json.loads(json.dumps(load_event("correlate_change/02-console-no-ticket.json")).replace(CENTRAL, MEMBER))
+
+    inv = h.invoke("CorrelateChangeFunction", event)
+
+    assert inv.error is None, inv.error
+    assert inv.result["verdict"] == "NO_TICKET", inv.result  # judged on what could be read
+    assert any(
+        r.startswith(f"could not read resource and stack tags (ticket references) in account {MEMBER}")
+        for r in inv.result["reasons"]
+    )
+    kinds = sorted(a.rsplit("/", 1)[1] for a in inv.result["alert_ids"])
+    assert kinds == ["cross-account", "verdict"]

@@ -529,8 +529,13 @@ def test_forwarding_through_the_embedded_aws(aws):
 
 # -- forwarded events are judged by the central stack as its own ----------------------------------
 def test_forwarded_events_get_verdicts_in_the_central_ledger_with_their_own_account_and_region(aws):
+    # With the OrganizationId that lets the members' events onto the bus (and, issue 9, lets the
+    # correlator read their tags with the member role): without it no other account's event arrives.
     harness = Harness(
-        aws.endpoint_url, clock=FixedClock(datetime(2026, 11, 21, 18, 0, tzinfo=UTC)), log_stream=quiet_stream()
+        aws.endpoint_url,
+        clock=FixedClock(datetime(2026, 11, 21, 18, 0, tzinfo=UTC)),
+        log_stream=quiet_stream(),
+        parameters={"OrganizationId": ORG},
     )
     harness.provision()
     seed, _ = load_scenario()

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from changeguard.domain.alerts import Alert
 from changeguard.domain.calendar import CalendarReading, DeploymentFacts, PipelineFacts, StackFacts
+from changeguard.domain.errors import CrossAccountAccessError
 from changeguard.domain.ledger import LedgerEntry
 from changeguard.domain.tickets import Ticket
 from changeguard.models.cloudtrail import CloudTrailRecord
@@ -127,3 +128,7 @@ class ActingScope(Protocol):
     def acted_as(self, account: str | None) -> dict[str, str]: ...
 
     def current_account(self) -> str | None: ...
+
+    def refused(self, account: str | None) -> CrossAccountAccessError | None:
+        """The refusal of ``account``'s role, while it is remembered (None: not refused, or at home)."""
+        ...

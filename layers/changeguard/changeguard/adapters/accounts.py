@@ -151,6 +151,13 @@ class AccountClients:
             out["session"] = found.assumed_role_arn
         return out
 
+    def refused(self, account: str | None) -> CrossAccountAccessError | None:
+        """``account``'s refused role, while the refusal is remembered (``FAILURE_BACKOFF``)."""
+        if not account or self.is_own(account):
+            return None
+        found = self._failures.get(account)
+        return found[1] if found is not None and self._clock() < found[0] else None
+
     # -- clients ------------------------------------------------------------------------------
     def client(self, service: str, *, account: str | None = None, region: str | None = None) -> Any:
         """The client for ``service`` in ``account`` (else the scope's), ``region`` (else the scope's)."""

@@ -25,7 +25,7 @@ from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Severity, Verdi
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
 from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
-from changeguard.services.acting import acting_in
+from changeguard.services.acting import acting_in, not_acted_reason, report_denied
 from changeguard.services.outcome import Outcome
 
 CFN_AGENT = "cloudformation.amazonaws.com"
@@ -148,6 +148,9 @@ class CorrelateService:
         exempt = is_exempt(change, policy, self.suite_role_prefixes) is not None
         with acting_in(self.scope, change.account, change.region, change.change_id):
             ref = self.find_ticket_ref(change, policy)
+        # issue 9: the member account's tags could not be read (its read-tags role refused): the
+        # verdict stands on what could be read, and the team hears that the account is blind.
+        refused = self.scope.refused(change.account) if self.scope is not None else None
         lookup: TicketLookup | None = None
         if ref and not exempt:
             lookup = self.lookup(ref)
@@ -167,7 +170,21 @@ class CorrelateService:
             calendar_closed=closed,
             suite=self.suite,
         )
-        return self.record(change, judgement, policy)
+        outcome = self.record(change, judgement, policy)
+        if refused is not None and not outcome.duplicate:
+            what = "read resource and stack tags (ticket references)"
+            outcome.reasons.append(not_acted_reason(refused, what))
+            outcome.alert_ids += report_denied(
+                self.ledger,
+                self.function,
+                refused,
+                what=what,
+                cause=change.change_id,
+                event_time=change.event_time,
+                now=self.clock.now(),
+                region=change.region,
+            )
+        return outcome
 
     def find_ticket_ref(self, change: Change, policy: Policy) -> TicketRef | None:
         """First hit wins, in the configured order."""
