@@ -750,7 +750,12 @@ class DeploymentGuardService:
                     event_time=now,
                     recorded_at=now,
                     ticket_id=ticket,
-                    body={"result": text, "redeploy_id": new_id, "revision": decision.revision},
+                    body={
+                        "result": text,
+                        "redeploy_id": new_id,
+                        "revision": decision.revision,
+                        "acted_as": acted_as(self.scope),  # issue 9: where, and as whom
+                    },
                 ),
             ]
         )
