@@ -22,17 +22,19 @@ metrics = Metrics()
 @cache
 def build_service() -> CorrelateService:
     wiring = Wiring.from_env()
+    accounts = factory.account_clients(wiring)  # issue 9: tags are read in the change's account
     return CorrelateService(
         function=FUNCTION,
         ledger=factory.ledger(wiring),
         tickets=factory.ticket_source(wiring),
-        tags=AwsTagReader(),
+        tags=AwsTagReader(accounts=accounts),
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
         suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
         calendar=factory.calendar_reader,
         suite=factory.suite_resources(wiring),  # issue 8: changes to the suite are tampering
         heartbeat_parameter=wiring.heartbeat_parameter_name,  # issue 8: the heartbeat's canaries
+        scope=accounts,
     )
 
 

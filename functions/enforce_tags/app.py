@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -23,6 +23,7 @@ metrics = Metrics()
 @cache
 def build_service() -> TagEnforcementService:
     wiring = Wiring.from_env()
+    accounts = factory.account_clients(wiring)  # issue 9: each resource in its own account
     return TagEnforcementService(
         function=FUNCTION,
         enforcer=Enforcer(
@@ -30,12 +31,14 @@ def build_service() -> TagEnforcementService:
             ledger=factory.ledger(wiring),
             suite_role_prefix=wiring.suite_role_prefix,
             stack_name=wiring.stack_name,
+            scope=accounts,
         ),
-        registry=Registry(),
-        tags=AwsTagReader,  # a fresh reader per event: its cache must not outlive the event
+        registry=Registry(accounts=accounts),
+        tags=partial(AwsTagReader, accounts=accounts),  # a fresh reader per event: its cache must not outlive it
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
         suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
+        scope=accounts,
     )
 
 

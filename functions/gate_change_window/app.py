@@ -24,6 +24,7 @@ metrics = Metrics()
 @cache
 def build_service() -> CalendarGateService:
     wiring = Wiring.from_env()
+    accounts = factory.account_clients(wiring)  # issue 9: act in the change's account
     return CalendarGateService(
         function=FUNCTION,
         ledger=factory.ledger(wiring),
@@ -31,10 +32,11 @@ def build_service() -> CalendarGateService:
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
         calendar=factory.calendar_gate_reader,
-        deployments=CodeDeployDeployments(),
-        pipelines=CodePipelineExecutions(),
-        stacks=CloudFormationStacks(),
+        deployments=CodeDeployDeployments(accounts=accounts),
+        pipelines=CodePipelineExecutions(accounts=accounts),
+        stacks=CloudFormationStacks(accounts=accounts),
         suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
+        scope=accounts,
     )
 
 

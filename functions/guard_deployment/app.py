@@ -26,13 +26,15 @@ metrics = Metrics()
 @cache
 def build_service() -> DeploymentGuardService:
     wiring = Wiring.from_env()
+    accounts = factory.account_clients(wiring)  # issue 9: act in the alarm's or deployment's account
     return DeploymentGuardService(
         function=FUNCTION,
         ledger=factory.ledger(wiring),
-        codedeploy=CodeDeployGuard(),
-        cloudwatch=CloudWatchReader(),
+        codedeploy=CodeDeployGuard(accounts=accounts),
+        cloudwatch=CloudWatchReader(accounts=accounts),
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
+        scope=accounts,
     )
 
 

@@ -24,6 +24,7 @@ metrics = Metrics()
 @cache
 def build_service() -> QuarantineSweepService:
     wiring = Wiring.from_env()
+    accounts = factory.account_clients(wiring)  # issue 9: each resource in its own account
     return QuarantineSweepService(
         function=FUNCTION,
         enforcer=Enforcer(
@@ -31,11 +32,14 @@ def build_service() -> QuarantineSweepService:
             ledger=factory.ledger(wiring),
             suite_role_prefix=wiring.suite_role_prefix,
             stack_name=wiring.stack_name,
+            scope=accounts,
         ),
-        registry=Registry(),
-        finder=MarkedResourceFinder(),
+        registry=Registry(accounts=accounts),
+        finder=MarkedResourceFinder(accounts=accounts),
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
+        scope=accounts,
+        member_accounts=tuple(a.strip() for a in (wiring.member_account_ids or "").split(",") if a.strip()),
     )
 
 

@@ -90,7 +90,9 @@ def _received(harness: Harness, url: str) -> list[tuple[Alert, dict[str, str], s
 def test_each_subscription_receives_exactly_the_alerts_its_filter_policy_asks_for(aws, alert_format):
     harness = Harness(
         aws.endpoint_url,
-        parameters={"AlertFormat": alert_format},
+        # One event comes from another account: only an organization's events reach the bus (and
+        # issue 9: the correlator reads that account's tags with its member role).
+        parameters={"AlertFormat": alert_format, "OrganizationId": "o-a1b2c3d4e5"},
         clock=FixedClock(datetime(2026, 11, 21, 18, 0, tzinfo=UTC)),
         log_stream=quiet_stream(),
     )

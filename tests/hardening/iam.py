@@ -291,6 +291,7 @@ def is_mutating(action: str) -> bool:
 #: permission the role can drop.
 REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
     "correlate_change": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "dynamodb:Query": "an outage of the ticket source opens one degraded alert (reads the outage's entries)",
         "cloudformation:DescribeStacks": "a change CloudFormation made, its ticket in the stack's tags",
     },
@@ -298,6 +299,7 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
         "dynamodb:DeleteItem": "Powertools Idempotency deletes its record when the publish fails",
     },
     "gate_change_window": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "codepipeline:StopPipelineExecution": "a pipeline execution started while the calendar is closed",
         "cloudformation:DescribeChangeSet": "a change set executed while the calendar is closed",
         "cloudformation:CancelUpdateStack": "a stack update started while the calendar is closed",
@@ -308,12 +310,17 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
         "ssm:GetCalendarState": "a lifecycle hook of a deployment that exists reads the calendar",
         "codedeploy:PutLifecycleEventHookExecutionStatus": "a lifecycle hook of a deployment that exists is answered",
     },
+    "guard_deployment": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
+    },
     "enforce_tags": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "ec2:AuthorizeSecurityGroupIngress": "a quarantined security group is released when it is tagged",
         "s3:PutBucketPolicy": "a quarantined bucket is released when it is tagged (its policy put back)",
         "lambda:PutFunctionConcurrency": "a quarantined function is released when it is tagged",
     },
     "sweep_quarantine": {
+        "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "ec2:RevokeSecurityGroupIngress": "a world-open security group is quarantined",
         # Releases are the sweep's when the tag event never arrived (enforce_tags releases on the
         # event): tests/e2e/test_quarantine_roundtrip.py, ...tag_event_went_missing.

@@ -529,8 +529,13 @@ def test_forwarding_through_the_embedded_aws(aws):
 
 # -- forwarded events are judged by the central stack as its own ----------------------------------
 def test_forwarded_events_get_verdicts_in_the_central_ledger_with_their_own_account_and_region(aws):
+    # With the OrganizationId that lets the members' events onto the bus (and, issue 9, lets the
+    # correlator read their tags with the member role): without it no other account's event arrives.
     harness = Harness(
-        aws.endpoint_url, clock=FixedClock(datetime(2026, 11, 21, 18, 0, tzinfo=UTC)), log_stream=quiet_stream()
+        aws.endpoint_url,
+        clock=FixedClock(datetime(2026, 11, 21, 18, 0, tzinfo=UTC)),
+        log_stream=quiet_stream(),
+        parameters={"OrganizationId": ORG},
     )
     harness.provision()
     seed, _ = load_scenario()
@@ -556,3 +561,60 @@ def test_forwarded_events_get_verdicts_in_the_central_ledger_with_their_own_acco
             Key={"change_id": {"S": forwarded["detail"]["eventID"]}, "entry": {"S": "VERDICT"}},
         )["Item"]
         assert (item["verdict"]["S"], item["account"]["S"], item["region"]["S"]) == (verdict, account, region)
+
+
+# -- the central functions assume exactly these roles (issue 9: cross-account acting) ---------------
+ACTING_FUNCTIONS = {
+    "CorrelateChangeFunction": "ReadTagsRole",
+    "GateChangeWindowFunction": "StopDeploymentsRole",
+    "GuardDeploymentFunction": "StopDeploymentsRole",
+    "EnforceTagsFunction": "QuarantineRole",
+    "SweepQuarantineFunction": "QuarantineRole",
+}
+
+
+class _AnyAttribute(dict[tuple[str, str], str]):
+    def get(self, key: tuple[str, str], default: Any = None) -> str:  # type: ignore[override]
+        return f"<{key[0]}.{key[1]}>"
+
+
+def _function_props(logical_id: str, **params: Any) -> dict[str, Any]:
+    ctx = central_context(**params)
+    ctx.attrs = _AnyAttribute()
+    props = CENTRAL_TEMPLATE.resources[logical_id]["Properties"]
+    return {"Policies": resolve(props["Policies"], ctx), "Variables": resolve(props["Environment"]["Variables"], ctx)}
+
+
+def _assume_statements(props: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for policy in props["Policies"]:
+        for st in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            if any(a.lower().startswith("sts:") for a in actions):
+                found.append(st)
+    return found
+
+
+@pytest.mark.parametrize(("logical_id", "member_role"), sorted(ACTING_FUNCTIONS.items()))
+def test_each_acting_function_may_assume_its_member_role_in_the_organization_only(logical_id, member_role):
+    role = member_stack(ACCOUNT_B, CENTRAL_REGION).resources[member_role]["Properties"]
+    props = _function_props(logical_id, OrganizationId=ORG)
+    (statement,) = _assume_statements(props)
+    assert statement["Action"] == ["sts:AssumeRole"]
+    assert statement["Resource"] == f"arn:aws:iam::*:role{role['Path']}{role['RoleName']}"
+    assert statement["Condition"] == {"StringEquals": {"aws:ResourceOrgID": ORG}}
+    assert props["Variables"]["ACTING_ROLE_NAME"] == role["RoleName"]
+    # The member role's trust policy admits this function's role (directly under the suite's path).
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert _allows(trust["Condition"], f"arn:aws:iam::{CENTRAL}:role/changeguard/{logical_id}Role-AB12", ORG, None)
+
+    single = _function_props(logical_id)  # no OrganizationId: a single-account deployment
+    assert _assume_statements(single) == []
+    assert single["Variables"]["ACTING_ROLE_NAME"] == ""
+
+
+def test_no_other_function_may_assume_a_role():
+    others = [lid for lid in CENTRAL_TEMPLATE.function_ids() if lid not in ACTING_FUNCTIONS]
+    assert others
+    for logical_id in others:
+        assert _assume_statements(_function_props(logical_id, OrganizationId=ORG)) == [], logical_id

@@ -12,6 +12,7 @@ from changeguard.ports import CalendarGateReader, CalendarReader, TicketSource
 from changeguard.settings import Wiring
 
 if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
     from changeguard.domain.self_protection import SuiteResources
 
 
@@ -68,3 +69,15 @@ def suite_resources(wiring: Wiring) -> SuiteResources:
     if wiring.stack_name:
         prefixes.append(f"{wiring.stack_name}-")
     return SuiteResources.from_names(name_prefixes=prefixes, stack_name=wiring.stack_name)
+
+
+# -- cross-account acting roles (issue 9) ---------------------------------------------------------
+def account_clients(wiring: Wiring) -> AccountClients:
+    """Clients in the account an event came from: own credentials at home, the acting role elsewhere."""
+    from changeguard.adapters.accounts import AccountClients, ActingRole
+
+    if wiring.acting_role_name is None and not wiring.suite_role_prefix:
+        # No wiring to tell the own account from others (local tools): every call stays at home.
+        return AccountClients(function=wiring.function_name, role=None)
+    role = ActingRole.from_wiring(wiring.suite_role_prefix, wiring.acting_role_name, wiring.acting_external_id)
+    return AccountClients(function=wiring.function_name, role=role)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
 from changeguard.domain.alerts import Alert
 from changeguard.domain.calendar import CalendarReading, DeploymentFacts, PipelineFacts, StackFacts
+from changeguard.domain.errors import CrossAccountAccessError
 from changeguard.domain.ledger import LedgerEntry
 from changeguard.domain.tickets import Ticket
 from changeguard.models.cloudtrail import CloudTrailRecord
@@ -110,3 +112,23 @@ class ParameterWriter(Protocol):
     """Writes one String parameter (``adapters.ssm.SsmParameterWriter``): the heartbeat's canary."""
 
     def put(self, name: str, value: str, description: str) -> None: ...
+
+
+# -- cross-account acting roles (issue 9) ---------------------------------------------------------
+class ActingScope(Protocol):
+    """Where the acting adapters' calls go (``adapters.accounts.AccountClients``).
+
+    Inside ``acting_in(account, region, reason)`` the account-aware adapters call AWS in that account
+    (the function's own credentials for its own account, the member role otherwise); ``acted_as``
+    says, for the ledger, which identity that was.
+    """
+
+    def acting_in(self, account: str | None, region: str | None, reason: str) -> AbstractContextManager[None]: ...
+
+    def acted_as(self, account: str | None) -> dict[str, str]: ...
+
+    def current_account(self) -> str | None: ...
+
+    def refused(self, account: str | None) -> CrossAccountAccessError | None:
+        """The refusal of ``account``'s role, while it is remembered (None: not refused, or at home)."""
+        ...

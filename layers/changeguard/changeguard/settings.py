@@ -44,6 +44,14 @@ class Wiring(BaseModel):
     correlated_event_sources: str | None = None
     # The parameter the heartbeat writes as its canary (domain/heartbeat.py).
     heartbeat_parameter_name: str | None = None
+    # -- cross-account acting roles (issue 9) ------------------------------------------------
+    # The member-account role this function assumes to act where an event came from (adapters/
+    # accounts.py); unset: a single-account deployment, which acts in no other account.
+    acting_role_name: str | None = None
+    # The member roles' sts:ExternalId, when the member stacks set one.
+    acting_external_id: str | None = None
+    # Comma-separated member accounts whose marked resources the quarantine sweep also visits.
+    member_account_ids: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Wiring:

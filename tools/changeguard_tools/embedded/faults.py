@@ -52,8 +52,10 @@ __all__ = [
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-#: The faults a rule can inject before the service: throttling, an internal error, unavailability.
-KINDS = ("throttle", "500", "503")
+#: The faults a rule can inject before the service: throttling, an internal error, unavailability,
+#: and ``denied``: IAM refusing the call (403 ``AccessDenied``, which botocore does not retry), as AWS
+#: answers an ``sts:AssumeRole`` the role's trust policy does not admit or of a role that does not exist.
+KINDS = ("throttle", "500", "503", "denied")
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,13 @@ _SERVER: dict[str, dict[str, tuple[str, str]]] = {
         "smithy-rpc-v2-cbor": ("ServiceUnavailable", "Service is unavailable."),
     },
 }
-_REASONS = {400: "BAD REQUEST", 429: "TOO MANY REQUESTS", 500: "INTERNAL SERVER ERROR", 503: "SERVICE UNAVAILABLE"}
+_REASONS = {
+    400: "BAD REQUEST",
+    403: "FORBIDDEN",
+    429: "TOO MANY REQUESTS",
+    500: "INTERNAL SERVER ERROR",
+    503: "SERVICE UNAVAILABLE",
+}
 
 
 def error_response(kind: str, protocol: str, service: str) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -381,6 +389,9 @@ def error_response(kind: str, protocol: str, service: str) -> tuple[str, list[tu
     family = "dynamodb" if service in ("dynamodb", "dynamodbstreams") and protocol == "json" else protocol
     if kind == "throttle":
         status, code, message = _THROTTLE.get(family, (503, "ServiceUnavailable", "Service is unavailable."))
+    elif kind == "denied":
+        status, code = 403, "AccessDeniedException" if family in ("json", "rest-json") else "AccessDenied"
+        message = "User is not authorized to perform this operation (injected: the policy does not allow it)"
     else:
         status = int(kind)
         code, message = _SERVER[kind].get(family, ("ServiceUnavailable", "Service is unavailable."))

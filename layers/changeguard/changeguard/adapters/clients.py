@@ -56,3 +56,8 @@ def reset() -> None:
         _clients.clear()
     _session.cache_clear()
     _config.cache_clear()
+
+
+def new_client(service: str, region: str | None, credentials: dict[str, str]) -> Any:
+    """A client with other credentials (a member account's role session): not shared, not cached here."""
+    return _session().client(service, region_name=region, config=_config(), **credentials)

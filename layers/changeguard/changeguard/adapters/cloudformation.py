@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.clients import client
 from changeguard.domain.calendar import StackFacts
+
+if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
 
 UPDATE_IN_PROGRESS = "UPDATE_IN_PROGRESS"
 
 
 class CloudFormationStacks:
-    def __init__(self, cloudformation: Any | None = None) -> None:
+    def __init__(self, cloudformation: Any | None = None, accounts: AccountClients | None = None) -> None:
         self._cfn = cloudformation
+        # issue 9: without an injected client, calls go to the account the service is acting in.
+        self._accounts = accounts
 
     @property
     def cloudformation(self) -> Any:
-        return self._cfn or client("cloudformation")
+        return self._cfn or (self._accounts.client("cloudformation") if self._accounts else client("cloudformation"))
 
     def get(self, stack: str) -> StackFacts | None:
         """The stack as it is now (``DescribeStacks`` by name or id), or None when it does not exist."""

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.clients import client
 from changeguard.domain.deployments import MetricQuery, TimeWindow
+
+if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
 
 
 class CloudWatchReader:
     """Reads only: the guard decides, CodeDeploy acts."""
 
-    def __init__(self, cloudwatch: Any | None = None) -> None:
+    def __init__(self, cloudwatch: Any | None = None, accounts: AccountClients | None = None) -> None:
         self._cloudwatch = cloudwatch
+        # issue 9: without an injected client, calls go to the account the service is acting in.
+        self._accounts = accounts
 
     @property
     def cloudwatch(self) -> Any:
-        return self._cloudwatch or client("cloudwatch")
+        return self._cloudwatch or (self._accounts.client("cloudwatch") if self._accounts else client("cloudwatch"))
 
     def metric_values(self, queries: Sequence[MetricQuery], window: TimeWindow) -> dict[str, list[float]]:
         """Per-period values of each query over ``window``, oldest first (one GetMetricData, paginated).

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime  # issue 5
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.clients import client
 from changeguard.domain.calendar import DeploymentFacts
 from changeguard.domain.deployments import IN_FLIGHT, Deployment, DeploymentGroup  # issue 5
+
+if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
 
 
 @dataclass  # not frozen: the services' protocols declare plain (writable) attributes
@@ -28,12 +31,14 @@ class StopResult:
 class CodeDeployDeployments:
     """Deployments as the gate sees them. Stopping a finished deployment counts as done."""
 
-    def __init__(self, codedeploy: Any | None = None) -> None:
+    def __init__(self, codedeploy: Any | None = None, accounts: AccountClients | None = None) -> None:
         self._codedeploy = codedeploy
+        # issue 9: without an injected client, calls go to the account the service is acting in.
+        self._accounts = accounts
 
     @property
     def codedeploy(self) -> Any:
-        return self._codedeploy or client("codedeploy")
+        return self._codedeploy or (self._accounts.client("codedeploy") if self._accounts else client("codedeploy"))
 
     def get(self, deployment_id: str) -> DeploymentFacts | None:
         """The deployment as it is now (``GetDeployment``), or None when it does not exist."""

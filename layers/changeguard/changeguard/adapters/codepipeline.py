@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.clients import client
 from changeguard.domain.calendar import PipelineFacts
+
+if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
 
 REASON_MAX = 200  # StopPipelineExecution rejects longer reasons
 
 
 class CodePipelineExecutions:
-    def __init__(self, codepipeline: Any | None = None) -> None:
+    def __init__(self, codepipeline: Any | None = None, accounts: AccountClients | None = None) -> None:
         self._codepipeline = codepipeline
+        # issue 9: without an injected client, calls go to the account the service is acting in.
+        self._accounts = accounts
 
     @property
     def codepipeline(self) -> Any:
-        return self._codepipeline or client("codepipeline")
+        return self._codepipeline or (
+            self._accounts.client("codepipeline") if self._accounts else client("codepipeline")
+        )
 
     def get(self, pipeline: str, execution_id: str) -> PipelineFacts | None:
         """The execution as it is now (``GetPipelineExecution``), or None when it does not exist."""

@@ -1,46 +1,84 @@
-"""Current tags of resources (Resource Groups Tagging API) and of CloudFormation stacks."""
+"""Current tags of resources (Resource Groups Tagging API) and of CloudFormation stacks.
+
+Tags are read in the account the event came from (``adapters.accounts``: the read-tags role in a
+member account) and cached for a short while per (account, ARN): a warm container must not keep a
+resource's tags frozen, nor answer for one account with another's.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from changeguard.adapters.cache import TtlCache
 from changeguard.adapters.clients import client
+from changeguard.domain.errors import CrossAccountAccessError
+
+if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
+
+#: How long a resource's tags are reused: about one invocation, never a container's lifetime.
+TAGS_MAX_AGE_SECONDS = 60.0
 
 
 class AwsTagReader:
-    def __init__(self, tagging: Any | None = None, cloudformation: Any | None = None) -> None:
+    def __init__(
+        self,
+        tagging: Any | None = None,
+        cloudformation: Any | None = None,
+        accounts: AccountClients | None = None,
+        max_age: float = TAGS_MAX_AGE_SECONDS,
+    ) -> None:
         self._tagging = tagging
         self._cfn = cloudformation
-        self._cache: dict[str, dict[str, str] | None] = {}
+        self._accounts = accounts
+        self._cache = TtlCache(max_age)
+        #: The last account whose tags could not be read for want of its role (the services report it).
+        self.denied: CrossAccountAccessError | None = None
+
+    def _client(self, service: str) -> Any:
+        return self._accounts.client(service) if self._accounts else client(service)
+
+    def _key(self, name: str) -> str:
+        account = self._accounts.current_account() if self._accounts else None
+        return f"{account or '-'}|{name}"
 
     def tags_of(self, arn: str) -> dict[str, str] | None:
-        if arn in self._cache:
-            return self._cache[arn]
+        key = self._key(arn)
+        hit, value = self._cache.get(key)
+        if hit:
+            return value  # type: ignore[no-any-return]
         from botocore.exceptions import ClientError
 
-        tagging = self._tagging or client("resourcegroupstaggingapi")
         try:
+            tagging = self._tagging or self._client("resourcegroupstaggingapi")
             resp = tagging.get_resources(ResourceARNList=[arn])
+        except CrossAccountAccessError as exc:
+            self.denied = exc
+            return None
         except ClientError:
             return None
         tags: dict[str, str] = {}
         for mapping in resp.get("ResourceTagMappingList", []):
             if mapping.get("ResourceARN") == arn:
                 tags = {t["Key"]: t.get("Value", "") for t in mapping.get("Tags", [])}
-        self._cache[arn] = tags
+        self._cache.put(key, tags)
         return tags
 
     def stack_tags(self, stack: str) -> dict[str, str] | None:
-        key = f"stack:{stack}"
-        if key in self._cache:
-            return self._cache[key]
+        key = self._key(f"stack:{stack}")
+        hit, value = self._cache.get(key)
+        if hit:
+            return value  # type: ignore[no-any-return]
         from botocore.exceptions import ClientError
 
-        cfn = self._cfn or client("cloudformation")
         try:
+            cfn = self._cfn or self._client("cloudformation")
             stacks = cfn.describe_stacks(StackName=stack).get("Stacks", [])
+        except CrossAccountAccessError as exc:
+            self.denied = exc
+            return None
         except ClientError:
             return None
         tags = {t["Key"]: t.get("Value", "") for t in (stacks[0].get("Tags", []) if stacks else [])}
-        self._cache[key] = tags
+        self._cache.put(key, tags)
         return tags

@@ -23,3 +23,18 @@ class CalendarUnavailableError(ChangeGuardError):
 
 class LedgerUnavailableError(ChangeGuardError):
     """The ledger did not answer in full (throttled past the retries): retry the whole invocation."""
+
+
+class CrossAccountAccessError(ChangeGuardError):
+    """The function could not act in another account: its role there could not be assumed.
+
+    Carries the account, the role and AWS's error code (``AccessDenied``, ``NoSuchEntity``, ...), so
+    the services can ledger and alert "not done in that account" instead of acting in the wrong one.
+    """
+
+    def __init__(self, account: str, role_arn: str | None, code: str, detail: str = "") -> None:
+        self.account = account
+        self.role_arn = role_arn
+        self.code = code
+        where = f"role {role_arn}" if role_arn else "no acting role is configured"
+        super().__init__(f"cannot act in account {account}: {where} ({code}){': ' + detail if detail else ''}")

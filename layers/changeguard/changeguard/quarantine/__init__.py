@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changeguard.quarantine.base import (
     REGISTRY,
@@ -20,6 +20,9 @@ from changeguard.quarantine.base import (
     ResourceState,
     register,
 )
+
+if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
 
 _SUPPORT = frozenset({"base", "ec2", "finder"})
 
@@ -31,10 +34,10 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 class Registry:
     """The registered classes, instantiated once (with injected clients when given)."""
 
-    def __init__(self, clients: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, clients: Mapping[str, Any] | None = None, accounts: AccountClients | None = None) -> None:
         clients = clients or {}
         self.handlers: dict[str, QuarantineHandler] = {
-            name: cls(clients.get(cls.service)) for name, cls in sorted(REGISTRY.items())
+            name: cls(clients.get(cls.service), accounts) for name, cls in sorted(REGISTRY.items())
         }
 
     def get(self, type_name: str) -> QuarantineHandler | None:

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from changeguard.adapters.clients import client
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
 from changeguard.domain.resources import walk
+
+if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
 
 
 class ResourceState(BaseModel):
@@ -73,14 +76,19 @@ class QuarantineHandler(ABC):
     #: What the alert must tell people about this type's quarantine.
     notes: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, api: Any | None = None) -> None:
+    def __init__(self, api: Any | None = None, accounts: AccountClients | None = None) -> None:
         self._api = api
+        self._accounts = accounts
 
     def api(self, ref: ResourceRef | None = None) -> Any:
-        """The injected client, else the shared one (in the resource's region when it has one)."""
+        """The injected client, else the one for the resource's account and region (issue 9: a member
+        account's resource through the function's acting role there, never the central account's)."""
         if self._api is not None:
             return self._api
-        return client(self.service, ref.region or None) if ref is not None and ref.region else client(self.service)
+        region = ref.region or None if ref is not None else None
+        if self._accounts is not None:
+            return self._accounts.client(self.service, account=ref.account if ref else None, region=region)
+        return client(self.service, region) if region else client(self.service)
 
     # -- naming -------------------------------------------------------------------------------
     @abstractmethod

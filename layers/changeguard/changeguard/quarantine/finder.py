@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.clients import client
 from changeguard.domain.tags import QUARANTINE_AFTER
+
+if TYPE_CHECKING:
+    from changeguard.adapters.accounts import AccountClients
 
 PERMISSIONS = ("tag:GetResources",)
 
 
 class MarkedResourceFinder:
-    """Every resource carrying ``changeguard:quarantine-after`` (any value), with its tags."""
+    """Every resource carrying ``changeguard:quarantine-after`` (any value), with its tags, in the
+    account the sweep is acting in (issue 9: a member account's, through its quarantine role)."""
 
-    def __init__(self, tagging: Any | None = None) -> None:
+    def __init__(self, tagging: Any | None = None, accounts: AccountClients | None = None) -> None:
         self._tagging = tagging
+        self._accounts = accounts
 
     def marked(self) -> list[tuple[str, dict[str, str]]]:
-        tagging = self._tagging or client("resourcegroupstaggingapi")
+        tagging = self._tagging or (
+            self._accounts.client("resourcegroupstaggingapi") if self._accounts else client("resourcegroupstaggingapi")
+        )
         pages = tagging.get_paginator("get_resources").paginate(
             TagFilters=[{"Key": QUARANTINE_AFTER}], ResourcesPerPage=100
         )

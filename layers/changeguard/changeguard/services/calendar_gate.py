@@ -36,7 +36,7 @@ from changeguard.domain.calendar import (
 )
 from changeguard.domain.change import ActorKind, actor_from, canonical_action, request_tags, synthetic_event_id
 from changeguard.domain.deployments import change_id_of
-from changeguard.domain.errors import InvalidEventError, TicketSourceUnavailableError
+from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError, TicketSourceUnavailableError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Ticket, find_ref
@@ -52,6 +52,7 @@ from changeguard.models.change_events import (
 )
 from changeguard.models.events import CLOUDTRAIL_API_CALL, CloudTrailEvent
 from changeguard.ports import (
+    ActingScope,
     CalendarGateReader,
     Clock,
     DeploymentControl,
@@ -60,6 +61,7 @@ from changeguard.ports import (
     StackControl,
     TicketSource,
 )
+from changeguard.services.acting import NOT_ACTED, acted_as, acting_in, not_acted_reason, report_denied
 from changeguard.services.outcome import Outcome
 
 STACK_CALLS = frozenset({"CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack"})
@@ -126,8 +128,23 @@ class _GateBase:
         return ticket, None
 
     # -- ledger ----------------------------------------------------------------------------------
-    def gate_entry(self, decision: GateDecision, entry: str, actions: list[str], now: datetime) -> LedgerEntry:
+    def gate_entry(
+        self,
+        decision: GateDecision,
+        entry: str,
+        actions: list[str],
+        now: datetime,
+        acted_as: dict[str, str] | None = None,
+    ) -> LedgerEntry:
         change = decision.change
+        body: dict[str, Any] = {
+            "decision": decision.model_dump(mode="json"),
+            "summary": decision.summary,
+            "actions": actions,
+            "mode": "enforce" if decision.enforce else "observe",
+        }
+        if acted_as is not None:
+            body["acted_as"] = acted_as  # issue 9: where the gate acted, and as whom
         return LedgerEntry(
             change_id=change.change_id,
             entry=entry,
@@ -140,12 +157,7 @@ class _GateBase:
             ticket_id=decision.ticket_id,
             account=change.account,
             region=change.region,
-            body={
-                "decision": decision.model_dump(mode="json"),
-                "summary": decision.summary,
-                "actions": actions,
-                "mode": "enforce" if decision.enforce else "observe",
-            },
+            body=body,
         )
 
     def gate_alert(self, decision: GateDecision, actions: list[str]) -> Alert:
@@ -243,9 +255,16 @@ class _GateBase:
             body=body,
         )
 
-    def record(self, decision: GateDecision, policy: Policy, entry: str, actions: list[str]) -> Outcome:
+    def record(
+        self,
+        decision: GateDecision,
+        policy: Policy,
+        entry: str,
+        actions: list[str],
+        acted_as: dict[str, str] | None = None,
+    ) -> Outcome:
         now = self.clock.now()
-        entries = [self.gate_entry(decision, entry, actions, now)]
+        entries = [self.gate_entry(decision, entry, actions, now, acted_as)]
         alert_ids: list[str] = []
         if decision.alerts:
             alert = self.gate_alert(decision, actions)
@@ -306,6 +325,7 @@ class CalendarGateService(_GateBase):
         pipelines: PipelineControl,
         stacks: StackControl,
         suite_role_prefixes: tuple[str, ...] = (),
+        scope: ActingScope | None = None,
     ) -> None:
         self.function = function
         self.ledger = ledger
@@ -317,6 +337,9 @@ class CalendarGateService(_GateBase):
         self.pipelines = pipelines
         self.stacks = stacks
         self.suite_role_prefixes = suite_role_prefixes
+        # issue 9: deployments, pipeline runs and stacks are read and stopped in the account (and
+        # region) of the change, through the member role there.
+        self.scope = scope
 
     def handle(self, event: Mapping[str, Any]) -> Outcome:
         """Route by detail-type; reject what is not ours."""
@@ -403,7 +426,23 @@ class CalendarGateService(_GateBase):
         params = record.requestParameters or {}
         stack_ref = (record.responseElements or {}).get("stackId") or params.get("stackName")
         if not stack_ref and action == "ExecuteChangeSet" and params.get("changeSetName"):
-            stack_ref = self.stacks.stack_of_change_set(str(params["changeSetName"]))
+            account, region = record.recipientAccountId or event.account, record.awsRegion or event.region
+            try:
+                with acting_in(self.scope, account, region, change_id):
+                    stack_ref = self.stacks.stack_of_change_set(str(params["changeSetName"]))
+            except CrossAccountAccessError as exc:
+                now = self.clock.now()
+                what = f"find the stack of change set {params['changeSetName']}"
+                ids = report_denied(
+                    self.ledger, self.function, exc, what=what, cause=change_id, event_time=now, now=now, region=region
+                )
+                return Outcome(
+                    function=self.function,
+                    change_id=change_id,
+                    verdict=NOT_ACTED,
+                    reasons=[not_acted_reason(exc, what)],
+                    alert_ids=ids,
+                )
         if not stack_ref:
             raise InvalidEventError(f"{action} record {change_id} names no stack")
         stack_ref = str(stack_ref)
@@ -465,12 +504,48 @@ class CalendarGateService(_GateBase):
         reading = self.reading(policy, change.event_time)
         if reading is None:
             return self._ignored(change.change_id, "no change calendar is configured (change-calendar-names)")
-        target, texts = read()  # re-read right before deciding and acting
+        denied: CrossAccountAccessError | None = None
+        try:
+            with acting_in(self.scope, change.account, change.region, change.change_id):
+                target, texts = read()  # re-read right before deciding and acting
+        except CrossAccountAccessError as exc:
+            # The change is judged all the same; unread, it counts as still running (fail closed).
+            denied = exc
+            target, texts = TargetFacts(exists=True, in_progress=True, status="unreadable"), []
         ticket, note = (None, None)
         if reading.state is not CalendarState.OPEN and not target.rollback:
             ticket, note = self.emergency_ticket(texts, policy)
         decision = decide(change, reading, target, policy, ticket=ticket, ticket_note=note)
-        return self.record(decision, policy, GATE_ENTRY, self.carry_out(decision))
+        if denied is None:
+            try:
+                with acting_in(self.scope, change.account, change.region, change.change_id):
+                    actions = self.carry_out(decision)
+                    by = acted_as(self.scope) if decision.mutates else None
+            except CrossAccountAccessError as exc:
+                denied = exc
+        if denied is not None:
+            if not decision.mutates:
+                # Nothing had to be done in that account (carry_out makes no call for such a decision):
+                # the verdict stands without the re-read.
+                return self.record(decision, policy, GATE_ENTRY, self.carry_out(decision))
+            verb = "cancel the update of" if decision.action is GateAction.CANCEL_STACK_UPDATE else "stop"
+            what = f"{verb} {change.label}"
+            actions = [not_acted_reason(denied, what)]
+            by = {"account": denied.account, "role": denied.role_arn or "none configured", "error": denied.code}
+            outcome = self.record(decision, policy, GATE_ENTRY, actions, by)
+            now = self.clock.now()
+            outcome.alert_ids += report_denied(
+                self.ledger,
+                self.function,
+                denied,
+                what=what,
+                cause=change.change_id,
+                event_time=change.event_time,
+                now=now,
+                region=change.region,
+            )
+            return outcome
+        return self.record(decision, policy, GATE_ENTRY, actions, by)
 
     def carry_out(self, decision: GateDecision) -> list[str]:
         """The decision's mutating call, only in enforce mode; observe mode makes none."""

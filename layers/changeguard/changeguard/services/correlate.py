@@ -25,7 +25,8 @@ from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource,
 from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Verdict, is_exempt, judge
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
-from changeguard.ports import CalendarReader, Clock, Ledger, TagReader, TicketSource
+from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
+from changeguard.services.acting import acting_in, not_acted_reason, report_denied
 from changeguard.services.outcome import Outcome
 
 CFN_AGENT = "cloudformation.amazonaws.com"
@@ -66,7 +67,10 @@ class CorrelateService:
         calendar: Callable[[Policy], CalendarReader | None] | None = None,
         suite: SuiteResources | None = None,
         heartbeat_parameter: str | None = None,
+        scope: ActingScope | None = None,
     ) -> None:
+        # issue 9: a resource's or stack's current tags are read in the change's account.
+        self.scope = scope
         self.function = function
         self.ledger = ledger
         self.tickets = tickets
@@ -143,7 +147,11 @@ class CorrelateService:
             )
         policy = self.policy()
         exempt = is_exempt(change, policy, self.suite_role_prefixes) is not None
-        ref = self.find_ticket_ref(change, policy)
+        with acting_in(self.scope, change.account, change.region, change.change_id):
+            ref = self.find_ticket_ref(change, policy)
+        # issue 9: the member account's tags could not be read (its read-tags role refused): the
+        # verdict stands on what could be read, and the team hears that the account is blind.
+        refused = self.scope.refused(change.account) if self.scope is not None else None
         lookup: TicketLookup | None = None
         if ref and not exempt:
             lookup = self.lookup(ref)
@@ -163,7 +171,21 @@ class CorrelateService:
             calendar_closed=closed,
             suite=self.suite,
         )
-        return self.record(change, judgement, policy)
+        outcome = self.record(change, judgement, policy)
+        if refused is not None and not outcome.duplicate:
+            what = "read resource and stack tags (ticket references)"
+            outcome.reasons.append(not_acted_reason(refused, what))
+            outcome.alert_ids += report_denied(
+                self.ledger,
+                self.function,
+                refused,
+                what=what,
+                cause=change.change_id,
+                event_time=change.event_time,
+                now=self.clock.now(),
+                region=change.region,
+            )
+        return outcome
 
     def find_ticket_ref(self, change: Change, policy: Policy) -> TicketRef | None:
         """First hit wins, in the configured order."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -58,7 +59,7 @@ from changeguard.domain.deployments import (
     rollback_reason,
     stop_cap,
 )
-from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry, utc
 from changeguard.domain.policy import Policy
 from changeguard.domain.verdicts import Severity
@@ -72,7 +73,8 @@ from changeguard.models.deployments import (
     SnsEvent,
 )
 from changeguard.models.scheduled import SCHEDULED_EVENT, ScheduledEvent
-from changeguard.ports import Clock, Ledger
+from changeguard.ports import ActingScope, Clock, Ledger
+from changeguard.services.acting import NOT_ACTED, acted_as, acting_in, not_acted_reason, report_denied
 from changeguard.services.outcome import Outcome
 
 #: How far back to look for a group's latest deployment when an alarm fires (beyond the bake window).
@@ -100,6 +102,7 @@ _PRECEDENCE = (
     ROLLED_BACK,
     CAPPED,
     NO_ROLLBACK,
+    NOT_ACTED,
     WOULD_STOP,
     WOULD_ROLL_BACK,
     UNHEALTHY,
@@ -283,6 +286,7 @@ class DeploymentGuardService:
         cloudwatch: AlarmsAndMetrics,
         policy: Callable[[], Policy],
         clock: Clock,
+        scope: ActingScope | None = None,
     ) -> None:
         self.function = function
         self.ledger = ledger
@@ -290,6 +294,9 @@ class DeploymentGuardService:
         self.cloudwatch = cloudwatch
         self.policy = policy
         self.clock = clock
+        # issue 9: CodeDeploy and CloudWatch calls go to the account (and region) the alarm or the
+        # deployment is in, through the member role there; the sweep stays in the function's own.
+        self.scope = scope
         self._tickets: dict[str, str | None] = {}
 
     # -- entry point ------------------------------------------------------------------------------
@@ -299,12 +306,43 @@ class DeploymentGuardService:
         self._tickets.clear()  # tags and descriptions are read once per invocation
         detail_type = event.get("detail-type")
         if detail_type == DEPLOYMENT_STATE_CHANGE:
-            return self.on_deployment_state(_parse(DeploymentStateChangeEvent, event))
+            change = _parse(DeploymentStateChangeEvent, event)
+            return self.in_account(
+                change.account,
+                change.region,
+                change.detail.deploymentId,
+                "read deployment " + change.detail.deploymentId,
+                lambda: self.on_deployment_state(change),
+            )
         if detail_type == SCHEDULED_EVENT:
             return self.sweep(_parse(ScheduledEvent, event))
         if detail_type == ALARM_STATE_CHANGE or "alarmData" in event or "Records" in event:
-            return merge(self.function, [self.on_alarm(s) for s in alarm_signals(event)])
+            return merge(
+                self.function,
+                [
+                    self.in_account(
+                        s.account,
+                        s.region,
+                        s.alarm_name,
+                        f"check alarm {s.alarm_name} and stop the deployments it watches",
+                        partial(self.on_alarm, s),
+                    )
+                    for s in alarm_signals(event)
+                ],
+            )
         raise InvalidEventError(f"the deployment guard does not handle {detail_type or 'this'!r} events")
+
+    def in_account(self, account: str, region: str, reason: str, what: str, act: Callable[[], Outcome]) -> Outcome:
+        """``act`` with CodeDeploy and CloudWatch in ``account``; a refused acting role is reported, not raised."""
+        try:
+            with acting_in(self.scope, account, region, reason):
+                return act()
+        except CrossAccountAccessError as exc:
+            now = self.clock.now()
+            alert_ids = report_denied(
+                self.ledger, self.function, exc, what=what, cause=reason, event_time=now, now=now, region=region
+            )
+            return self._outcome(NOT_ACTED, reasons=[not_acted_reason(exc, what)], alert_ids=alert_ids)
 
     # -- alarms -----------------------------------------------------------------------------------
     def on_alarm(self, alarm: AlarmSignal) -> Outcome:
@@ -675,6 +713,8 @@ class DeploymentGuardService:
                         "already_completed": result.already_completed,
                         "rollback_deployment_id": rollback_id,
                         "status_after": after.status if after else None,
+                        # issue 9: where the stop was made, and as whom (audit evidence).
+                        "acted_as": acted_as(self.scope),
                     },
                 )
             ]
@@ -709,7 +749,12 @@ class DeploymentGuardService:
                     event_time=now,
                     recorded_at=now,
                     ticket_id=ticket,
-                    body={"result": text, "redeploy_id": new_id, "revision": decision.revision},
+                    body={
+                        "result": text,
+                        "redeploy_id": new_id,
+                        "revision": decision.revision,
+                        "acted_as": acted_as(self.scope),  # issue 9: where, and as whom
+                    },
                 ),
             ]
         )

@@ -13,12 +13,14 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from changeguard.domain.errors import CrossAccountAccessError
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import Budget, ResourceRef, TagVerdict
 from changeguard.domain.tags import QUARANTINE_AFTER, TagEventKind, format_time, parse_time
 from changeguard.models.scheduled import parse_scheduled
-from changeguard.ports import Clock
+from changeguard.ports import ActingScope, Clock
 from changeguard.quarantine import Registry
+from changeguard.services.acting import acting_in, not_acted_reason, report_denied
 from changeguard.services.outcome import Outcome
 from changeguard.services.tag_enforcement import Enforcer, ResourceResult, Trigger, outcome_of
 
@@ -41,7 +43,13 @@ class QuarantineSweepService:
         finder: MarkedResources,
         policy: Callable[[], Policy],
         clock: Clock,
+        scope: ActingScope | None = None,
+        member_accounts: tuple[str, ...] = (),
     ) -> None:
+        # issue 9: the member accounts whose marked resources it also sweeps (through the quarantine
+        # role there), besides the function's own account.
+        self.scope = scope
+        self.member_accounts = tuple(a for a in member_accounts if a)
         self.function = function
         self.enforcer = enforcer
         self.registry = registry
@@ -56,25 +64,46 @@ class QuarantineSweepService:
         run = f"sweep:{format_time(now)}"
         trigger = Trigger(key=run, kind=TagEventKind.SWEEP, event_time=now, source="scheduled sweep")
         budget = Budget(policy.quarantine_max_resources)
-        marked = sorted(self.finder.marked(), key=lambda item: parse_time(item[1].get(QUARANTINE_AFTER)) or _NEVER)
-        results: list[ResourceResult] = []
         extra: list[str] = []
-        for arn, _tags in marked:
+        alert_ids: list[str] = []
+        found: list[tuple[str, str, dict[str, str]]] = []  # (account, ARN, tags)
+        # Its own account first (whatever account the schedule's envelope names), then each member's.
+        for account in (None, *self.member_accounts):
+            try:
+                with acting_in(self.scope, account, scheduled.region, run):
+                    found += [(account or scheduled.account, arn, tags) for arn, tags in self.finder.marked()]
+            except CrossAccountAccessError as exc:
+                what = "find marked resources"
+                extra.append(not_acted_reason(exc, what))
+                alert_ids += report_denied(
+                    self.enforcer.ledger,
+                    self.function,
+                    exc,
+                    what=what,
+                    cause=run,
+                    event_time=now,
+                    now=now,
+                    region=scheduled.region,
+                )
+        marked = sorted(found, key=lambda item: parse_time(item[2].get(QUARANTINE_AFTER)) or _NEVER)
+        results: list[ResourceResult] = []
+        for account, arn, _tags in marked:
             handler = self.registry.for_arn(arn)
-            ref = handler.ref_from_arn(arn, scheduled.account, scheduled.region) if handler else None
+            # An S3 ARN names no account: the resource is in the account it was found in.
+            ref = handler.ref_from_arn(arn, account, scheduled.region) if handler else None
             if handler is None or ref is None:
                 results.append(
                     ResourceResult(
-                        _unknown(arn, scheduled.account, scheduled.region),
+                        _unknown(arn, account, scheduled.region),
                         TagVerdict.SKIPPED,
                         reasons=["no quarantine is registered for it"],
                     )
                 )
                 continue
             results.append(self.enforcer.converge(handler, ref, policy=policy, now=now, trigger=trigger, budget=budget))
-        alert_ids: list[str] = []
         if budget.hit:
-            action, alert_ids = self.enforcer.cap_hit(budget, now=now, trigger=trigger, policy=policy)
+            action, cap_ids = self.enforcer.cap_hit(budget, now=now, trigger=trigger, policy=policy)
+            alert_ids += cap_ids
             extra.append(action)
         if not marked:
             extra.append("no marked resources")

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import change_from_cloudtrail
-from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import (
@@ -64,8 +64,9 @@ from changeguard.domain.tags import (
 from changeguard.domain.verdicts import NOT_A_CHANGE, Severity
 from changeguard.models.events import CLOUDTRAIL_API_CALL, CloudTrailEvent
 from changeguard.models.tag_events import CONFIG_COMPLIANCE_CHANGE, ComplianceChangeEvent
-from changeguard.ports import Clock, Ledger, TagReader
+from changeguard.ports import ActingScope, Clock, Ledger, TagReader
 from changeguard.quarantine import QuarantineHandler, QuarantineSettings, Registry, ResourceState
+from changeguard.services.acting import acting_in, not_acted_reason, report_denied
 from changeguard.services.outcome import Outcome
 
 REMEDIATION = (
@@ -110,11 +111,14 @@ class Enforcer:
         ledger: Ledger,
         suite_role_prefix: str = "",
         stack_name: str | None = None,
+        scope: ActingScope | None = None,
     ) -> None:
         self.function = function
         self.ledger = ledger
         self.suite_role_prefix = suite_role_prefix
         self.stack_name = stack_name
+        # issue 9: the quarantine classes act in each resource's own account; this says as whom.
+        self.scope = scope
 
     def settings(self, policy: Policy) -> QuarantineSettings:
         return QuarantineSettings(
@@ -133,6 +137,34 @@ class Enforcer:
         budget: Budget | None,
     ) -> ResourceResult:
         """The next step for one resource. ``budget`` None: this caller never quarantines."""
+        try:
+            return self._converge(handler, ref, policy=policy, now=now, trigger=trigger, budget=budget)
+        except CrossAccountAccessError as exc:
+            # Its account's role cannot be assumed: nothing is done to it (and nothing elsewhere).
+            what = f"read, mark, quarantine or release {ref.short}"
+            ids = report_denied(
+                self.ledger,
+                self.function,
+                exc,
+                what=what,
+                cause=trigger.key,
+                event_time=trigger.event_time,
+                now=now,
+                region=ref.region,
+                resources=(ref.arn,),
+            )
+            return ResourceResult(ref, TagVerdict.SKIPPED, reasons=[not_acted_reason(exc, what)], alert_ids=ids)
+
+    def _converge(
+        self,
+        handler: QuarantineHandler,
+        ref: ResourceRef,
+        *,
+        policy: Policy,
+        now: datetime,
+        trigger: Trigger,
+        budget: Budget | None,
+    ) -> ResourceResult:
         state = handler.read(ref)
         if state is None:
             return ResourceResult(ref, TagVerdict.SKIPPED, reasons=[f"{ref.short} cannot be read: left alone"])
@@ -445,6 +477,8 @@ class _Step:
         *,
         verdict: str | None = None,
     ) -> LedgerEntry:
+        if self.e.scope is not None:
+            body = {**body, "acted_as": self.e.scope.acted_as(self.ref.account)}  # issue 9: audit evidence
         return build_fact(self.e.function, self.policy, self.trigger, self.now, kind, key, decision, body, verdict)
 
     def alert(
@@ -578,7 +612,9 @@ class TagEnforcementService:
         policy: Callable[[], Policy],
         clock: Clock,
         suite_role_prefixes: tuple[str, ...] = (),
+        scope: ActingScope | None = None,
     ) -> None:
+        self.scope = scope  # issue 9: tags of unregistered types are read in the resource's account
         self.function = function
         self.enforcer = enforcer
         self.registry = registry
@@ -667,7 +703,8 @@ class TagEnforcementService:
             account=account,
             region=region,
         )
-        current = self.tags().tags_of(arn)
+        with acting_in(self.scope, account, region, trigger.key):
+            current = self.tags().tags_of(arn)
         if current is None:
             return ResourceResult(ref, TagVerdict.SKIPPED, reasons=[f"{ref.short} cannot be read: left alone"])
         own = suite_owned(arn, None, current, stack_name=self.enforcer.stack_name)
