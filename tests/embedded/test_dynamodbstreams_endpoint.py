@@ -1,0 +1,38 @@
+"""DynamoDB Streams under ``mock_aws``: botocore sends calls that name a stream to the account-based
+endpoint (``<account>.streams-ddb.<region>.amazonaws.com``), which moto alone does not route."""
+
+from __future__ import annotations
+
+import re
+
+import boto3
+from changeguard_tools.embedded import install
+from changeguard_tools.embedded.dynamodbstreams_endpoint import ACCOUNT_ENDPOINT
+from moto import mock_aws
+
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+def test_stream_calls_reach_moto_through_the_account_based_endpoint():
+    install()
+    hosts: list[str] = []
+    with mock_aws():
+        ddb = boto3.client("dynamodb", **CREDENTIALS)
+        streams = boto3.client("dynamodbstreams", **CREDENTIALS)
+        streams.meta.events.register("before-send", lambda request, **_: hosts.append(request.url))
+        arn = ddb.create_table(
+            TableName="ledger",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )["TableDescription"]["LatestStreamArn"]
+        ddb.put_item(TableName="ledger", Item={"pk": {"S": "change-1"}})
+
+        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+        records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in records] == ["change-1"]
+    assert "streams-ddb" in hosts[0], hosts[0]  # the endpoint the patch exists for
+    assert all(re.match(ACCOUNT_ENDPOINT, url) for url in hosts[:2])
