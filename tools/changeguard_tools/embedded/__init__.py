@@ -17,6 +17,6 @@ Development and operator tooling only: none of it ships to Lambda.
 
 from changeguard_tools.embedded.cloudtrail import TRAIL, Trail
 from changeguard_tools.embedded.extensions import install
-from changeguard_tools.embedded.server import EmbeddedAWS, EmbeddedAWSError
+from changeguard_tools.embedded.server import EmbeddedAWS, EmbeddedAWSError, in_process_aws
 
-__all__ = ["TRAIL", "EmbeddedAWS", "EmbeddedAWSError", "Trail", "install"]
+__all__ = ["TRAIL", "EmbeddedAWS", "EmbeddedAWSError", "Trail", "in_process_aws", "install"]
