@@ -10,7 +10,7 @@ from changeguard_tools import bench
 def test_bench_produces_every_figure_at_small_size(tmp_path):
     out = tmp_path / "results.json"
     assert (
-        bench.main(["--runs", "1", "--warm-runs", "3", "--replay-records", "60", "--skip-build", "--out", str(out)])
+        bench.main(["--runs", "1", "--warm-runs", "3", "--replay-records", "1000", "--skip-build", "--out", str(out)])
         == 0
     )
     report = json.loads(out.read_text())
@@ -28,9 +28,19 @@ def test_bench_produces_every_figure_at_small_size(tmp_path):
     assert report["correlator_paths"]["authorized (ticket in request tags)"]["calls"] >= 1
     assert report["correlator_evaluation"]["events_per_s"] > 0
     replay = report["load_replay"]
-    assert replay["lines"] == replay["records"] == 60
+    assert replay["lines"] == replay["records"] == 1000
     assert replay["errors"] == 0
+    assert replay["exit_status"] == 0
     assert replay["reached_a_function"] == replay["expected_to_reach"]
+    assert replay["by_rule"]["CorrelateChangeFunction.CloudTrailWriteCalls"] == replay["expected_to_reach"]
+    assert replay["events_per_s"] > 0
+    # Checked against the generator's own labels, record by record: the violations (about 5 %) are
+    # judged violations, and nothing else is judged other than as labelled.
+    assert replay["misaligned"] == 0
+    assert 30 <= replay["violations_labelled"] <= 70
+    assert replay["violations_judged_violations"] == replay["violations_labelled"]
+    assert replay["unexpected"] == {}
+    assert sum(replay["labelled"].values()) == 1000
 
 
 def test_api_calls_are_counted_through_botocore_hooks():

@@ -99,3 +99,25 @@ def test_replay_rejects_a_malformed_fixtures_file_clearly(tmp_path):
     assert proc.returncode != 0
     assert "unknown sections" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_replay_summary_is_one_report_of_counters(tmp_path):
+    from changeguard_tools.loadgen import FIXTURES, write_records
+
+    trail = tmp_path / "trail"
+    trail.mkdir()
+    total, expected = write_records(trail, 40, per_file=20)
+    (tmp_path / "fixtures.json").write_text(json.dumps(FIXTURES))
+    report_file = tmp_path / "report.json"
+    proc = run_cli(
+        "replay", "--summary", "--json", "--quiet", "--fixtures", str(tmp_path / "fixtures.json"),
+        "--report", str(report_file), str(trail),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [line] = proc.stdout.splitlines()  # no line per event: the report only
+    report = json.loads(line)
+    assert report["events"] == total and report["reached_a_function"] == expected
+    assert report["by_rule"]["CorrelateChangeFunction.CloudTrailWriteCalls"] == expected
+    assert sum(n for k, n in report["verdicts"].items() if k.startswith("CorrelateChangeFunction")) == expected
+    assert report["errors"] == 0 and report["events_per_s"] > 0
+    assert json.loads(report_file.read_text())["events"] == total

@@ -336,39 +336,87 @@ def cost_per_million(warm_ms: float, calls: dict[str, int]) -> dict[str, float]:
 
 
 def load_replay(records: int) -> dict[str, Any]:
-    """Generate CloudTrail records (mixed services and identities, 5 % violations) and replay them."""
-    from changeguard_tools.loadgen import write_records
+    """Generate CloudTrail records (mixed services and identities, 5 % violations) and replay them.
 
-    with tempfile.TemporaryDirectory() as folder:
-        total, expected_routed = write_records(Path(folder), records)
+    ``changeguard replay`` runs in a child process, seeded with the generator's fixtures; its
+    per-event lines are read as they come, next to the generator's labels (same order), so every
+    record is checked against what it is: dropped at the bus or not, and the correlator's verdict
+    for the labels that have one (violations must be judged ``NO_TICKET``). Nothing is kept per
+    event on either side.
+    """
+    from changeguard_tools.loadgen import DROPPED_AT_THE_BUS, EXPECTED_VERDICT, FIXTURES, read_labels, write_records
+    from changeguard_tools.replay import envelope_id
+
+    with tempfile.TemporaryDirectory() as work:
+        folder, fixtures_file, report_file = (
+            Path(work) / "trail",
+            Path(work) / "fixtures.json",
+            Path(work) / "report.json",
+        )
+        folder.mkdir()
+        fixtures_file.write_text(json.dumps(FIXTURES))
+        total, expected_routed = write_records(folder, records)
         started = time.perf_counter()
+        command = [sys.executable, "-m", "changeguard_tools.cli", "replay", "--json", "--quiet"]
+        command += ["--fixtures", str(fixtures_file), "--report", str(report_file), str(folder)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "changeguard_tools.cli", "replay", "--json", folder],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
             cwd=REPO_ROOT,
         )
-        lines = errors = routed = 0
+        lines = errors = routed = misaligned = 0
+        labelled: Counter[str] = Counter()
+        as_expected: Counter[str] = Counter()
+        unexpected: Counter[str] = Counter()
+        labels = read_labels(folder)
         assert proc.stdout is not None
         for line in proc.stdout:
             obj = json.loads(line)
             lines += 1
             errors += obj["error"] is not None
             routed += bool(obj["routed_to"])
-        _, status, usage = os.wait4(proc.pid, 0)
+            event_id, label = next(labels, ("", "missing"))
+            if obj["event_id"] != envelope_id(event_id):
+                misaligned += 1
+                continue
+            labelled[label] += 1
+            verdict = next((o["verdict"] for o in obj["outcomes"] if o["function"] == "CorrelateChangeFunction"), None)
+            if label in DROPPED_AT_THE_BUS:
+                ok = not obj["routed_to"]
+                outcome = "reached a function" if not ok else ""
+            else:
+                ok = verdict == EXPECTED_VERDICT[label]
+                outcome = f"judged {verdict}"
+            if ok:
+                as_expected[label] += 1
+            else:
+                unexpected[f"{label}: {outcome}"] += 1
+        exit_status = proc.wait()
         elapsed = time.perf_counter() - started
-        # ru_maxrss of a child includes the forked parent's high-water mark: report it as an
-        # upper bound only; the cold-start rows read VmHWM inside the process.
+        report = json.loads(report_file.read_text()) if report_file.exists() else {}
     return {
         "records": total,
         "lines": lines,
         "errors": errors,
         "reached_a_function": routed,
         "expected_to_reach": expected_routed,
-        "events_per_s": round(lines / elapsed, 1) if elapsed else 0.0,
-        "exit_status": os.waitstatus_to_exitcode(status),
-        "peak_rss_mb_upper_bound": round(usage.ru_maxrss / 1024, 1),
+        "events_per_s": report.get("events_per_s", 0.0),
+        "events_per_s_with_start_up": round(lines / elapsed, 1) if elapsed else 0.0,
+        "events_per_cpu_s": report.get("events_per_cpu_s", 0.0),
+        "by_rule": report.get("by_rule", {}),
+        "verdicts": report.get("verdicts", {}),
+        "alerts_by_severity": report.get("alerts_by_severity", {}),
+        "error_samples": report.get("error_samples", []),
+        "labelled": dict(labelled),
+        "as_expected": dict(as_expected),
+        "unexpected": dict(unexpected),
+        "misaligned": misaligned,
+        "violations_labelled": labelled["violation"],
+        "violations_judged_violations": as_expected["violation"],
+        "exit_status": exit_status,
+        "peak_rss_mb": report.get("peak_rss_mb"),
     }
 
 
@@ -418,11 +466,30 @@ def render(report: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v['mb']} MB" for k, v in report["artifacts"].items() if isinstance(v, dict))
     )
     if "load_replay" in report:
-        lr = report["load_replay"]
+        lines.append(render_replay(report["load_replay"]))
+    return "\n".join(lines)
+
+
+def render_replay(lr: dict[str, Any]) -> str:
+    """The load replay's figures, as ``make bench`` prints them."""
+    lines = []
+    if lr:
         lines.append(
-            f"Load replay: {lr['lines']}/{lr['records']} records, {lr['errors']} errors, {lr['events_per_s']} events/s;"
-            f" {lr['reached_a_function']} of {lr['lines']} reached a function (filtered at the bus)"
+            f"Load replay: {lr['lines']}/{lr['records']} records, {lr['errors']} errors, {lr['events_per_s']} events/s"
+            f" ({lr['events_per_cpu_s']} per CPU second; {lr['events_per_s_with_start_up']} with start-up), peak RSS"
+            f" {lr['peak_rss_mb']} MB; {lr['reached_a_function']} of {lr['lines']} reached a function (filtered at"
+            f" the bus; {lr['expected_to_reach']} expected)"
         )
+        for rule, count in lr["by_rule"].items():
+            lines.append(f"  rule {rule}: {count} of {lr['lines']}")
+        for verdict, count in lr["verdicts"].items():
+            lines.append(f"  verdict {verdict}: {count}")
+        lines.append(
+            f"  violations (generator's labels): {lr['violations_judged_violations']} of {lr['violations_labelled']}"
+            f" judged violations; records not as labelled: {sum(lr['unexpected'].values())} {lr['unexpected'] or ''}"
+        )
+        for sample in lr["error_samples"]:
+            lines.append(f"  error: {sample}")
     return "\n".join(lines)
 
 
@@ -435,7 +502,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-records", type=int, default=100_000)
     parser.add_argument("--skip-build", action="store_true", help="report sizes of an existing sam build")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results.json"))
+    parser.add_argument("--replay-only", action="store_true", help="only the load replay (no cold/warm runs, no build)")
     args = parser.parse_args(argv)
+    if args.replay_only:
+        replay_report = load_replay(args.replay_records)
+        print(render_replay(replay_report))
+        return 0 if replay_report["errors"] == 0 and replay_report["exit_status"] == 0 else 1
     report = run(args.runs, args.warm_runs, args.replay_records, not args.skip_build, Path(args.out))
     print(render(report))
     return 0

@@ -45,50 +45,49 @@ def _harness(endpoint: str | None, args: argparse.Namespace, log_stream: TextIO)
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from changeguard_tools import fixtures
-    from changeguard_tools.replay import read_items
+    from changeguard_tools.embedded.server import in_process_aws
+    from changeguard_tools.replay import ReplayReport, read_items, replay
 
     out = sys.stdout
     sys.stdout = sys.stderr  # handlers' logs and metrics never reach the JSON stream
     try:
-        with embedded_endpoint(None) as endpoint:
-            harness = _harness(endpoint, args, sys.stderr)
+        # In-process: every call the handlers make is a real boto3 call answered by moto in this
+        # thread, without the embedded server's HTTP round trip (most of a call's cost).
+        with in_process_aws():
+            harness = _harness(None, args, _log_stream(args))
             harness.provision()
             if args.fixtures:
                 fixtures.seed(harness, fixtures.load(args.fixtures))
             if args.mode:
                 harness.put_parameter("enforcement-mode", args.mode)
-            count = 0
-            for item in read_items(args.paths):
-                count += 1
-                if item.event is None:
-                    result: dict[str, Any] = {
-                        "event_id": None,
-                        "detail_type": None,
-                        "routed_to": [],
-                        "outcomes": [],
-                        "error": item.error,
-                    }
-                else:
-                    try:
-                        result = harness.process(item.event)
-                    except Exception as exc:  # noqa: BLE001 - one line per event, whatever happens
-                        result = {
-                            "event_id": item.event.get("id"),
-                            "detail_type": item.event.get("detail-type"),
-                            "routed_to": [],
-                            "outcomes": [],
-                            "error": f"{type(exc).__name__}: {exc}",
-                        }
-                line = {"source_file": item.source_file, **result}
+            report = ReplayReport()  # the clock starts once the stack is up
+            for line, rules in replay(harness, read_items(args.paths)):
+                report.add(line, rules)
+                if args.summary:
+                    continue
                 if args.json:
                     out.write(json.dumps(line) + "\n")
                     out.flush()
                 else:
                     _print_human(line, out)
-            print(f"replayed {count} event(s)", file=sys.stderr)
+        if args.report:
+            Path(args.report).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        if args.summary and args.json:
+            out.write(json.dumps(report.to_json()) + "\n")
+        elif args.summary:
+            report.write_text(out)
+        else:
+            report.write_text(sys.stderr)
     finally:
         sys.stdout = out
     return 0
+
+
+def _log_stream(args: argparse.Namespace) -> TextIO:
+    """Where handler logs go: stderr, or nowhere with ``--quiet`` (a load replay's logs are noise)."""
+    if getattr(args, "quiet", False):
+        return open(os.devnull, "w")
+    return sys.stderr
 
 
 def _print_human(line: dict[str, Any], out: TextIO) -> None:
@@ -195,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--fixtures", help="YAML/JSON fixtures to seed the embedded AWS with")
     replay.add_argument("--mode", choices=["observe", "enforce"], help="override the enforcement mode")
     replay.add_argument("--now", help="fix the clock (ISO 8601)")
+    replay.add_argument(
+        "--summary", action="store_true", help="no line per event: one report of counters at the end (JSON with --json)"
+    )
+    replay.add_argument("--report", help="also write the report of counters (JSON) to this file")
+    replay.add_argument("--quiet", action="store_true", help="discard the handlers' logs (default: stderr)")
     replay.set_defaults(func=cmd_replay)
 
     tickets = sub.add_parser("tickets", help="manage the DynamoDB ticket table")

@@ -123,7 +123,7 @@ class Harness:
         self._client_caches: dict[str, dict[Any, Any]] = {}
         self._stream_iterators: dict[str, list[str]] = {}
         self._lock = threading.RLock()
-        self._matchers: list[tuple[str, Any]] = []
+        self._matchers: list[tuple[str, str, Any]] = []  # (function, rule, matcher), template order
         self._admin_clients: dict[str, Any] = {}
 
     # -- set-up ---------------------------------------------------------------------------
@@ -149,7 +149,9 @@ class Harness:
         self.stack = provision(self.template, self.ctx, self.admin_client)
         self.functions = self.template.functions(self.ctx)
         self._matchers = [
-            (spec.logical_id, compile_pattern(rule.pattern)) for spec in self.functions.values() for rule in spec.rules
+            (spec.logical_id, rule.name, compile_pattern(rule.pattern))
+            for spec in self.functions.values()
+            for rule in spec.rules
         ]
         return self.stack
 
@@ -169,10 +171,14 @@ class Harness:
     def route(self, event: Mapping[str, Any]) -> list[str]:
         """The functions whose rules match ``event`` (each function once, template order)."""
         routed: list[str] = []
-        for function, matcher in self._matchers:
+        for function, _, matcher in self._matchers:
             if function not in routed and matcher(event):
                 routed.append(function)
         return routed
+
+    def matching_rules(self, event: Mapping[str, Any]) -> list[str]:
+        """Every rule that matches ``event``, as ``<function>.<rule>`` (template order)."""
+        return [f"{function}.{rule}" for function, rule, matcher in self._matchers if matcher(event)]
 
     # -- invocation -----------------------------------------------------------------------
     def _identity(self, function: str) -> dict[str, str]:

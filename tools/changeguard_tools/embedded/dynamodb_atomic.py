@@ -22,6 +22,8 @@ from typing import Any
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 
+# Imported first so that its journaled TransactWriteItems replaces moto's before the lock wraps it.
+from changeguard_tools.embedded import dynamodb_transactions  # noqa: F401
 from changeguard_tools.embedded.extensions import installer, is_wrapped, unwrap_method, wrap_method
 
 __all__ = ["LOCK", "is_patched", "patch", "patched_methods", "unpatch"]

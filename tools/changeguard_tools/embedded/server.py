@@ -10,8 +10,11 @@ trail). :meth:`EmbeddedAWS.reset` empties it between tests, which is much cheape
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import urllib.request
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -25,7 +28,7 @@ from changeguard_tools.embedded import extensions
 from changeguard_tools.embedded.cloudtrail import TRAIL, CloudTrailRecorder, Trail
 from changeguard_tools.embedded.faults import FaultInjector
 
-__all__ = ["EmbeddedAWS", "EmbeddedAWSError"]
+__all__ = ["EmbeddedAWS", "EmbeddedAWSError", "in_process_aws"]
 
 #: The credentials every client of the embedded AWS signs with unless told otherwise.
 DUMMY_ACCESS_KEY_ID = "testing"
@@ -212,3 +215,25 @@ class EmbeddedAWS:
         if self._recorder is None:
             raise EmbeddedAWSError("the embedded AWS was never started")
         return self._recorder
+
+
+@contextlib.contextmanager
+def in_process_aws() -> Iterator[None]:
+    """The embedded AWS without its HTTP server: moto's ``mock_aws`` with our extensions installed.
+
+    Inside, every boto3 client of the process (Powertools' own included) is answered by moto in
+    the calling thread, with the same extensions (atomic conditional writes, journaled transactions,
+    the operations moto lacks) as the server, but without the HTTP round trip per call, which is most
+    of a call's cost. What lives in the server's HTTP layer is absent: the CloudTrail recorder (so
+    ``LookupEvents`` sees nothing) and fault injection. Endpoint overrides in the environment are
+    suspended so that no call leaves the process. moto's state is discarded on exit.
+    """
+    from moto import mock_aws
+
+    extensions.install()
+    overrides = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_ENDPOINT_URL")}
+    try:
+        with mock_aws():
+            yield
+    finally:
+        os.environ.update(overrides)
