@@ -45,7 +45,7 @@ class JiraOptions(BaseModel):
     fields every change is INCOMPLETE_TICKET, which is the point.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     api_version: Literal["2", "3"] = "3"
     window_start: str | None = None

@@ -47,7 +47,7 @@ class ServiceNowOptions(BaseModel):
     custom ``u_...`` one) that lists resource ARNs, separated by commas or new lines.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     window_start: str = "start_date"
     window_end: str = "end_date"
