@@ -45,7 +45,10 @@ def build_service() -> PublishService:
 
         raise ConfigurationError("ALERT_TOPIC_ARN and IDEMPOTENCY_TABLE_NAME are required")
     publisher = SnsAlertPublisher(wiring.alert_topic_arn, chatbot_format=wiring.alert_format == "chatbot")
-    persistence = DynamoDBPersistenceLayer(table_name=wiring.idempotency_table_name)
+    from changeguard.adapters.clients import client
+
+    # The shared client: Powertools' own would build a second boto3 session on the cold start (issue 9).
+    persistence = DynamoDBPersistenceLayer(table_name=wiring.idempotency_table_name, boto3_client=client("dynamodb"))
     config = IdempotencyConfig(event_key_jmespath="alert_id", expires_after_seconds=IDEMPOTENCY_SECONDS)
 
     @idempotent_function(data_keyword_argument="alert", persistence_store=persistence, config=config)

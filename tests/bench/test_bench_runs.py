@@ -25,6 +25,16 @@ def test_bench_produces_every_figure_at_small_size(tmp_path):
     ):
         assert correlator[key] is not None, key
     assert correlator["errors"] == 0
+    # issue 9: CPU time next to wall time, the ratio judged on CPU, every cold start succeeded.
+    for fid, entry in report["functions"].items():
+        assert entry["cold_errors"] == 0, (fid, entry.get("cold_error_tail"))
+        assert entry["cold_cpu_median_ms"] > 0 and entry["floor_cpu_median_ms"] > 0, fid
+        assert entry["cpu_ratio_to_floor"] == round(entry["cold_cpu_median_ms"] / entry["floor_cpu_median_ms"], 2)
+        assert entry["meets_target"] == (entry["cpu_ratio_to_floor"] <= bench.TARGET_RATIO)
+    # The floor creates the clients of the cold path, first event included: the correlator reads
+    # its policy (SSM) on a cold start only, so a warm invocation would not show it.
+    assert set(correlator["floor_services"].split(",")) >= {"dynamodb", "ssm"}
+    assert "CPU ratio" in bench.render(report)
     assert report["correlator_paths"]["authorized (ticket in request tags)"]["calls"] >= 1
     assert report["correlator_evaluation"]["events_per_s"] > 0
     replay = report["load_replay"]
@@ -52,3 +62,32 @@ def test_api_calls_are_counted_through_botocore_hooks():
         client.create_queue(QueueName="q")
         client.list_queues()
     assert calls == {"sqs:CreateQueue": 1, "sqs:ListQueues": 1}
+
+
+def test_child_cpu_time_is_the_childs_own_not_wall_time():
+    import sys
+
+    spin = bench.run_child(
+        [sys.executable, "-c", "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"],
+        env={},
+    )
+    sleep = bench.run_child([sys.executable, "-c", "import time; time.sleep(0.3)"], env={})
+    assert spin.exit_code == sleep.exit_code == 0
+    assert spin.cpu_ms >= 290
+    assert sleep.wall_ms >= 300 and sleep.cpu_ms < 200
+
+
+def _run(cpu_ms: float, ok: bool = True) -> bench.ChildRun:
+    out = json.dumps({"import_ms": 1, "first_event_ms": 2, "import_cpu_ms": 1, "first_event_cpu_ms": 2, "rss_mb": 50})
+    return bench.ChildRun(wall_ms=2 * cpu_ms, cpu_ms=cpu_ms, exit_code=0 if ok else 1, stdout=out, stderr="")
+
+
+def test_the_target_is_judged_on_the_cpu_time_medians_of_successful_runs():
+    floors = [_run(100), _run(100), _run(400)]
+    met = bench.judge_cold([_run(130), _run(120), _run(900, ok=False)], floors)
+    assert met["cpu_ratio_to_floor"] == 1.25 and met["meets_target"] is True
+    assert met["cold_errors"] == 1 and met["cold_runs"] == 3
+    missed = bench.judge_cold([_run(131), _run(131)], floors)
+    assert missed["cpu_ratio_to_floor"] == 1.31 and missed["meets_target"] is False
+    failed = bench.judge_cold([_run(100, ok=False)], floors)
+    assert failed["cpu_ratio_to_floor"] is None and failed["meets_target"] is False

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from changeguard.domain.alerts import Alert
-from changeguard.domain.calendar import CalendarReading, DeploymentFacts, PipelineFacts, StackFacts
-from changeguard.domain.errors import CrossAccountAccessError
-from changeguard.domain.ledger import LedgerEntry
-from changeguard.domain.tickets import Ticket
-from changeguard.models.cloudtrail import CloudTrailRecord
+if TYPE_CHECKING:  # annotations only: importing the ports builds no models on a cold start (issue 9)
+    from changeguard.domain.alerts import Alert
+    from changeguard.domain.calendar import CalendarReading, DeploymentFacts, PipelineFacts, StackFacts
+    from changeguard.domain.errors import CrossAccountAccessError
+    from changeguard.domain.ledger import LedgerEntry
+    from changeguard.domain.tickets import Ticket
+    from changeguard.models.cloudtrail import CloudTrailRecord
 
 
 class Clock(Protocol):

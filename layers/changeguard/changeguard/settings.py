@@ -17,7 +17,7 @@ POLICY_MAX_AGE_SECONDS = 60
 class Wiring(BaseModel):
     """What the template wires in with ``!Ref``/``!GetAtt``. Read once, when the service is built."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     function_name: str
     ledger_table_name: str
@@ -66,8 +66,17 @@ class Wiring(BaseModel):
 
 
 def load_policy(parameter_path: str) -> Policy:
-    """Tunable policy from Parameter Store (one GetParametersByPath, cached while warm)."""
-    from aws_lambda_powertools.utilities import parameters
+    """Tunable policy from Parameter Store (one GetParametersByPath, cached while warm).
 
-    values = parameters.get_parameters(parameter_path, max_age=POLICY_MAX_AGE_SECONDS)
+    Powertools' SSM provider gets the suite's shared client: left alone it builds a second boto3
+    session of its own, which loads botocore's data files again on every cold start (issue 9).
+    """
+    from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
+    from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider, get_parameters
+
+    if "ssm" not in DEFAULT_PROVIDERS:
+        from changeguard.adapters.clients import client
+
+        DEFAULT_PROVIDERS["ssm"] = SSMProvider(boto3_client=client("ssm"))
+    values = get_parameters(parameter_path, max_age=POLICY_MAX_AGE_SECONDS)
     return Policy.from_parameters({str(k): str(v) for k, v in values.items()})

@@ -50,7 +50,7 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 class HttpSourceOptions(BaseModel):
     """What every HTTP ticket source's ``TICKET_SOURCE_OPTIONS`` has; vendors add their fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=DEFAULT_DEADLINE)
 

@@ -40,7 +40,7 @@ class Alert(BaseModel):
     """What a person needs to act: what changed, who, when, which ticket, the verdict and why,
     what the suite did, and how to fix or release. At most one per change, function and kind."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     schema_version: Literal["1"] = SCHEMA_VERSION
     alert_id: str

@@ -21,7 +21,7 @@ from changeguard.domain.verdicts import Severity
 
 
 class _Own(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class CalendarState(StrEnum):

@@ -16,7 +16,7 @@ from changeguard.models.cloudtrail import CloudTrailRecord
 class _Own(BaseModel):
     """Our own models: strict about unknown fields, immutable once built."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class ActorKind(StrEnum):

@@ -50,7 +50,7 @@ class StopCapContentionError(ChangeGuardError):  # type: ignore[misc]  # mypy se
 
 
 class _Own(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 Scalar = str | int | float | bool | None

@@ -35,7 +35,7 @@ INITIAL_DAYS = 7
 
 
 class _Own(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 def item_key(change_id: str, entry: str) -> str:

@@ -37,7 +37,7 @@ class FollowUpResult(StrEnum):
 
 
 class _Own(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class Tracked(_Own):

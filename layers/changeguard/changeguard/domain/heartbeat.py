@@ -66,7 +66,7 @@ class Finding(StrEnum):
 class Assessment(BaseModel):
     """What the heartbeat concludes from its ledger entries at ``now``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     finding: Finding
     canary: str | None = None  # the canary due (missing, or the one that arrived)

@@ -25,7 +25,7 @@ class KpiTargets(BaseModel):
     < 30 min, tag compliance 100 %.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     change_success_rate: float = Field(default=95.0, ge=0, le=100)
     emergency_changes_pct: float = Field(default=2.0, ge=0, le=100)

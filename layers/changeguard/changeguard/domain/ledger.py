@@ -38,7 +38,7 @@ class EntryKind(StrEnum):
 class LedgerEntry(BaseModel):
     """One fact. ``(change_id, entry)`` is the key; a second write of the same key is a no-op."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     change_id: str
     entry: str

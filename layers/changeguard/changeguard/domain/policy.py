@@ -36,7 +36,7 @@ def _csv(value: Any) -> Any:
 class Policy(BaseModel):
     """Every tunable setting, with the documented defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     enforcement_mode: EnforcementMode = EnforcementMode.OBSERVE
     ticket_id_pattern: str = r"CHG-\d{4,}"

@@ -27,7 +27,7 @@ from changeguard.domain.tags import TagEvaluation, format_time, parse_time
 
 
 class _Own(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class Action(StrEnum):

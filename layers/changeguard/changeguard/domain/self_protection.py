@@ -88,7 +88,7 @@ BUCKET_ARN_FORMAT = "arn:*:s3:::{name}"
 class SuiteResources(BaseModel):
     """The suite's own resources, as ARN patterns (``fnmatch``, case-sensitive)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     patterns: tuple[str, ...]
 

@@ -33,7 +33,7 @@ _FALSE = frozenset({"false", "no", "0", "off"})
 
 
 class _Own(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class TagEventKind(StrEnum):

@@ -48,7 +48,7 @@ _SEVERITY_ORDER = list(Severity)
 
 
 class Reason(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     verdict: Verdict
     detail: str
@@ -57,7 +57,7 @@ class Reason(BaseModel):
 class Judgement(BaseModel):
     """The decision for one change: what the ledger records and the alert explains."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     verdict: Verdict
     reasons: tuple[Reason, ...]

@@ -16,7 +16,7 @@ CALENDAR_STATE_CHANGE = "Calendar State Change"
 
 
 class _AwsOwned(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
 
 
 class CodeDeployStateChangeDetail(_AwsOwned):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class _AwsOwned(BaseModel):
     """AWS adds fields over time: unknown keys are ignored, never rejected."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
 
 
 class SessionIssuer(_AwsOwned):

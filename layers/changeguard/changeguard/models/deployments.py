@@ -28,7 +28,7 @@ DEPLOYMENT_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
 
 
 class _AwsOwned(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
 
 
 class AlarmState(_AwsOwned):

@@ -26,7 +26,7 @@ class CloudTrailEvent(EventBridgeModel):
 
 
 class ConfigurationItem(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
 
     # Both go into the ledger key of an item without relatedEvents (DynamoDB caps keys at 2 KB), issue 8.
     resourceId: str | None = Field(default=None, max_length=400)
@@ -60,7 +60,7 @@ class ConfigurationItem(BaseModel):
 
 
 class ConfigItemChangeDetail(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
 
     messageType: str | None = None
     configurationItem: ConfigurationItem | None = None

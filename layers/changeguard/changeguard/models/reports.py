@@ -31,7 +31,7 @@ class ScheduledEvent(BaseScheduledEvent):
 class ReportRequest(BaseModel):
     """An on-demand report: a period label (``2026-Q3``, ``2026-11``, ``2026-W47``) or ``from``/``to`` days."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, populate_by_name=True)
 
     report: Cadence
     period: str | None = None

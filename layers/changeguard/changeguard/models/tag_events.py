@@ -11,7 +11,7 @@ CONFIG_COMPLIANCE_CHANGE = "Config Rules Compliance Change"
 
 
 class _AwsOwned(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
 
 
 class EvaluationResultQualifier(_AwsOwned):

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 class ResourceState(BaseModel):
     """What ``read()`` saw: the resource's tags and the configuration quarantine changes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     ref: ResourceRef
     name: str | None = None
@@ -45,7 +45,7 @@ class ResourceState(BaseModel):
 
 
 class ReleaseOutcome(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     result: ReleaseResult
     detail: str
@@ -55,7 +55,7 @@ class ReleaseOutcome(BaseModel):
 class QuarantineSettings(BaseModel):
     """What quarantine needs beyond the resource: who must never be locked out."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     suite_role_prefix: str = ""  # arn:aws:iam::<account>:role/changeguard/
     break_glass_role_arns: tuple[str, ...] = ()
