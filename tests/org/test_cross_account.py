@@ -515,7 +515,7 @@ def test_a_member_deployment_outside_the_change_window_is_stopped_in_its_account
     assert inv.error is None, inv.error
     assert inv.result["verdict"] == "OUTSIDE_CHANGE_WINDOW", inv.result
     assert member("codedeploy").get_deployment(deploymentId="d-MEMB0GATE")["deploymentInfo"]["status"] == "Stopped"
-    (gate,) = [e for e in ledger_entries(h, "d-MEMB0GATE") if e.entry.startswith("CALENDAR")]
+    (gate,) = [e for e in ledger_entries(h, "codedeploy:d-MEMB0GATE") if e.entry.startswith("CALENDAR")]
     assert gate.body["acted_as"]["account"] == MEMBER and gate.body["acted_as"]["role"] == role
 
 
@@ -543,7 +543,7 @@ def test_a_refused_stop_role_still_records_the_gates_verdict_and_says_what_was_n
     )
     assert len(inv.result["alert_ids"]) == 2  # the window alert, and the cross-account one
     assert [r for r in trail_since(aws, mark) if r["eventName"] == "StopDeployment"] == []
-    (gate,) = [e for e in ledger_entries(h, "d-4UTS1DE01") if e.entry.startswith("CALENDAR")]
+    (gate,) = [e for e in ledger_entries(h, "codedeploy:d-4UTS1DE01") if e.entry.startswith("CALENDAR")]
     assert gate.body["acted_as"] == {
         "account": MEMBER,
         "role": f"arn:aws:iam::{MEMBER}:role/changeguard/changeguard-stop-deployments",
