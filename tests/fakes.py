@@ -127,3 +127,25 @@ class FakeCalendar:
     def is_closed(self, at: datetime) -> bool | None:
         self.asked.append(at)
         return self.closed
+
+
+class MemoryBucket:
+    """The evidence bucket's port (digests, reports) in memory; ``put_if_absent`` never overwrites."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, key: str, body: bytes, content_type: str) -> None:
+        self.objects[key] = body
+
+    def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
+        if key in self.objects:
+            return False
+        self.objects[key] = body
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))

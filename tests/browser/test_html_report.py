@@ -26,7 +26,7 @@ from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.verdicts import Judgement, Reason, Severity, Verdict
 from changeguard.services.evidence import DigestService, DigestStore, EvidenceService, LocalFolder
 from changeguard.services.report_html import TREND_COLORS, VERDICT_COLORS
-from fakes import FakeClock, ShardedDayIndex
+from fakes import FakeClock, MemoryBucket, ShardedDayIndex
 
 pytestmark = pytest.mark.browser
 
@@ -122,27 +122,10 @@ def _ledger() -> list[LedgerEntry]:
     return entries
 
 
-class _Bucket:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, body: bytes, content_type: str) -> None:
-        self.objects[key] = body
-
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
-        return self.objects.setdefault(key, body) is body
-
-    def get(self, key: str) -> bytes | None:
-        return self.objects.get(key)
-
-    def keys(self, prefix: str) -> list[str]:
-        return sorted(k for k in self.objects if k.startswith(prefix))
-
-
 @pytest.fixture(scope="module")
 def pack_dir(tmp_path_factory) -> Path:
     days = ShardedDayIndex(entry_to_item(e) for e in _ledger())
-    store = DigestStore(_Bucket())
+    store = DigestStore(MemoryBucket())
     digests = DigestService(
         function="write_digest", ledger=days, store=store, clock=FakeClock(datetime(2026, 7, 1, tzinfo=UTC))
     )

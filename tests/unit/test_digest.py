@@ -22,7 +22,7 @@ from changeguard.domain.digest import (
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.services.evidence import DigestService, DigestStore, digest_key
 from changeguard.services.report import item_view
-from fakes import FakeClock, ShardedDayIndex
+from fakes import FakeClock, MemoryBucket, ShardedDayIndex
 
 D1 = date(2026, 11, 20)
 D2 = date(2026, 11, 21)
@@ -195,26 +195,6 @@ def test_due_days():
 
 
 # -- the daily function's service, with in-memory fakes -----------------------------------------
-class MemoryBucket:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, body: bytes, content_type: str) -> None:
-        self.objects[key] = body
-
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
-        if key in self.objects:
-            return False
-        self.objects[key] = body
-        return True
-
-    def get(self, key: str) -> bytes | None:
-        return self.objects.get(key)
-
-    def keys(self, prefix: str) -> list[str]:
-        return sorted(k for k in self.objects if k.startswith(prefix))
-
-
 def test_the_daily_function_chains_each_settled_day_once(ledger):
     bucket = MemoryBucket()
     service = DigestService(

@@ -28,7 +28,7 @@ from changeguard.settings import Wiring
 from changeguard_tools.embedded import EmbeddedAWS
 from changeguard_tools.ledger_cli import backfill_day_shards
 from changeguard_tools.template import Template, resolve
-from fakes import FakeClock, InMemoryLedger, ShardedDayIndex
+from fakes import FakeClock, InMemoryLedger, MemoryBucket, ShardedDayIndex
 
 DAY = "2026-11-21"
 AT = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
@@ -308,23 +308,6 @@ def test_the_in_memory_ledger_reads_a_day_like_the_index() -> None:
     assert fake.entries_on(DAY) == sorted(entries[:40], key=lambda e: e.index_key)
     fake.day_shards = DayShards.parse("4")
     assert len(fake.entries_on(DAY)) < 40
-
-
-class MemoryBucket:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, body: bytes, content_type: str) -> None:
-        self.objects[key] = body
-
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
-        return self.objects.setdefault(key, body) is body
-
-    def get(self, key: str) -> bytes | None:
-        return self.objects.get(key)
-
-    def keys(self, prefix: str) -> list[str]:
-        return sorted(k for k in self.objects if k.startswith(prefix))
 
 
 def test_the_backfill_command_reports_what_it_did_and_rejects_a_bad_count(table, capsys) -> None:
