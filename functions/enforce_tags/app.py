@@ -12,7 +12,7 @@ from changeguard.adapters.tagging import AwsTagReader
 from changeguard.domain.clock import SystemClock
 from changeguard.handlers import rejects_poison
 from changeguard.quarantine import Registry
-from changeguard.services.tag_enforcement import Enforcer, TagEnforcementService
+from changeguard.services.tag_enforcement import TagEnforcementService
 from changeguard.settings import Wiring, load_policy
 
 FUNCTION = "enforce_tags"
@@ -26,13 +26,7 @@ def build_service() -> TagEnforcementService:
     accounts = factory.account_clients(wiring)  # issue 9: each resource in its own account
     return TagEnforcementService(
         function=FUNCTION,
-        enforcer=Enforcer(
-            function=FUNCTION,
-            ledger=factory.ledger(wiring),
-            suite_role_prefix=wiring.suite_role_prefix,
-            stack_name=wiring.stack_name,
-            scope=accounts,
-        ),
+        enforcer=factory.enforcer(wiring, FUNCTION, accounts),
         registry=Registry(accounts=accounts),
         tags=partial(AwsTagReader, accounts=accounts),  # a fresh reader per event: its cache must not outlive it
         policy=lambda: load_policy(wiring.parameter_path),

@@ -13,7 +13,6 @@ from changeguard.handlers import rejects_poison
 from changeguard.quarantine import Registry
 from changeguard.quarantine.finder import MarkedResourceFinder
 from changeguard.services.quarantine_sweep import QuarantineSweepService
-from changeguard.services.tag_enforcement import Enforcer
 from changeguard.settings import Wiring, load_policy
 
 FUNCTION = "sweep_quarantine"
@@ -27,13 +26,7 @@ def build_service() -> QuarantineSweepService:
     accounts = factory.account_clients(wiring)  # issue 9: each resource in its own account
     return QuarantineSweepService(
         function=FUNCTION,
-        enforcer=Enforcer(
-            function=FUNCTION,
-            ledger=factory.ledger(wiring),
-            suite_role_prefix=wiring.suite_role_prefix,
-            stack_name=wiring.stack_name,
-            scope=accounts,
-        ),
+        enforcer=factory.enforcer(wiring, FUNCTION, accounts),
         registry=Registry(accounts=accounts),
         finder=MarkedResourceFinder(accounts=accounts),
         policy=lambda: load_policy(wiring.parameter_path),

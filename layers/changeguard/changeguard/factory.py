@@ -14,6 +14,7 @@ from changeguard.settings import Wiring
 if TYPE_CHECKING:
     from changeguard.adapters.accounts import AccountClients
     from changeguard.domain.self_protection import SuiteResources
+    from changeguard.services.tag_enforcement import Enforcer
 
 
 def ledger(wiring: Wiring) -> DynamoDBLedger:
@@ -81,3 +82,17 @@ def account_clients(wiring: Wiring) -> AccountClients:
         return AccountClients(function=wiring.function_name, role=None)
     role = ActingRole.from_wiring(wiring.suite_role_prefix, wiring.acting_role_name, wiring.acting_external_id)
     return AccountClients(function=wiring.function_name, role=role)
+
+
+# -- tag enforcement and quarantine (issue 6) -----------------------------------------------------
+def enforcer(wiring: Wiring, function: str, accounts: AccountClients) -> Enforcer:
+    """What carries out a tag decision, the same for the event function and the sweep."""
+    from changeguard.services.tag_enforcement import Enforcer
+
+    return Enforcer(
+        function=function,
+        ledger=ledger(wiring),
+        suite_role_prefix=wiring.suite_role_prefix,
+        stack_name=wiring.stack_name,
+        scope=accounts,
+    )
