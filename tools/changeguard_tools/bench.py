@@ -185,7 +185,10 @@ def judge_cold(colds: list[ChildRun], floors: list[ChildRun]) -> dict[str, Any]:
     good = [run for run in colds if run.report() is not None]
     floor_ok = [run for run in floors if run.exit_code == 0]
     cold_wall, floor_wall = _median([r.wall_ms for r in good]), _median([r.wall_ms for r in floor_ok])
-    cold_cpu, floor_cpu = _median([r.cpu_ms for r in good]), _median([r.cpu_ms for r in floor_ok])
+    # The ratios come from the medians as reported (0.1 ms), so the report agrees with itself.
+    cold_wall, floor_wall = round(cold_wall, 1), round(floor_wall, 1)
+    cold_cpu = round(_median([r.cpu_ms for r in good]), 1)
+    floor_cpu = round(_median([r.cpu_ms for r in floor_ok]), 1)
     cpu_ratio = round(cold_cpu / floor_cpu, 2) if good and floor_cpu else None
     details = [d for d in (r.report() for r in good) if d is not None]
     rss = [d["rss_mb"] for d in details]
