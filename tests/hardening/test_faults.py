@@ -182,6 +182,40 @@ def test_every_third_aws_call_failing_loses_no_ledger_record_and_doubles_no_aler
     assert len(published_alerts(trail_since(aws, mark))) == len(expected_alerts)  # one Publish each
 
 
+def test_duplicates_spending_the_ledgers_retry_quota_leave_ticket_reads_their_own_retries(aws):
+    """botocore's standard mode keeps one retry quota per client (500 units; a retry after a 5xx costs 14,
+    refunded only when it succeeds) and fails at the first error once the quota is spent. A duplicate
+    delivery whose conditional put is retried ends in ``ConditionalCheckFailed``, so its units are never
+    refunded: duplicates under faults spend the ledger client's quota. The ticket table's reads have a
+    client, and a quota, of their own, so that spending it cannot turn the next change UNVERIFIED."""
+    h = scenario_harness(aws)
+    ledger, tickets = h.ctx.refs["ChangeLedgerTable"], h.ctx.refs["TicketTable"]
+    approved = load_event("correlate_change/01-approved-run-instances.json")
+    assert h.invoke("CorrelateChangeFunction", approved).result["verdict"] == "AUTHORIZED"
+
+    # Every second ledger put fails once; each retried duplicate then costs the quota 14 units.
+    aws.faults.every_nth(2, kinds=["500"], operations=["PutItem"], body_contains=ledger)
+    failed_fast = []
+    for k in range(60):
+        duplicate = dict(approved, id=f"{approved['id'][:-6]}{k:06d}")
+        invocation = h.invoke("CorrelateChangeFunction", duplicate)
+        if invocation.error:
+            failed_fast.append(invocation.error)
+    aws.faults.clear()
+    assert failed_fast, "the ledger client's retry quota was never spent: the premise does not hold"
+    assert all("InternalServerError" in e for e in failed_fast)  # failed at the first fault, not retried
+
+    reads = aws.faults.fail("503", operations=["Query"], body_contains=tickets, times=1)
+    unapproved = load_event("correlate_change/03-unapproved-ticket.json")
+    result = h.invoke("CorrelateChangeFunction", unapproved).result
+
+    assert reads.injected == 1
+    assert result["verdict"] == "NOT_APPROVED"  # the read was retried; not UNVERIFIED
+    assert [e.verdict for e in ledger_entries(h, unapproved["detail"]["eventID"]) if e.entry == "VERDICT"] == [
+        "NOT_APPROVED"
+    ]
+
+
 def test_powertools_parameters_and_idempotency_clients_retry_too(aws):
     """Their clients are built by Powertools, configured by the template's AWS_RETRY_MODE/AWS_MAX_ATTEMPTS."""
     h = scenario_harness(aws)

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, str | None], Any] = {}
+_clients: dict[tuple[str, str | None, str], Any] = {}
 
 
 @cache
@@ -36,9 +36,18 @@ def _session() -> Any:
     return boto3.session.Session()
 
 
-def client(service: str, region: str | None = None) -> Any:
-    """The shared client for ``service`` (and ``region``, for cross-region calls)."""
-    key = (service, region)
+def client(service: str, region: str | None = None, *, purpose: str = "shared") -> Any:
+    """The shared client for ``service`` (and ``region``, for cross-region calls).
+
+    ``purpose`` gives a caller a client of its own, and with it a retry quota of its own. botocore's
+    standard mode keeps one quota per client: a retry costs units (14 after a 5xx, 5 after
+    throttling), refunded only when the retry succeeds, and once the quota is spent the client stops
+    retrying and fails at the first error. The ledger's conditional puts spend it on every duplicate
+    delivery whose first attempt failed (the retry ends in ``ConditionalCheckFailed``, never refunded);
+    a ticket read sharing that quota would then fail at its first throttle, and the change would be
+    recorded UNVERIFIED with a degraded-mode alert because of duplicates on another table.
+    """
+    key = (service, region, purpose)
     found = _clients.get(key)
     if found is not None:
         return found

@@ -274,8 +274,8 @@ class DynamoDBTicketSource(CachedTicketSource):
 
     @property
     def ddb(self) -> Any:
-        if self._ddb is None:
-            self._ddb = client("dynamodb")
+        if self._ddb is None:  # its own retry quota: see adapters.clients.client
+            self._ddb = client("dynamodb", purpose="tickets")
         return self._ddb
 
     def _fetch(self, ticket_id: str) -> Ticket | None:
