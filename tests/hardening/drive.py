@@ -108,15 +108,19 @@ def _clear_parameter_cache() -> None:
 
 
 def scenario_harness(
-    endpoint_url: str | None, log_stream: TextIO | None = None, without: tuple[str, ...] = ()
+    endpoint_url: str | None,
+    log_stream: TextIO | None = None,
+    without: tuple[str, ...] = (),
+    parameters: dict[str, str] | None = None,
 ) -> tuple[Harness, list[dict[str, Any]]]:
-    """A provisioned stack seeded with the demo scenario's fixtures (less the ``without`` sections:
-    the metric series take seconds to seed), and the scenario's steps."""
+    """A provisioned stack (with these template ``parameters``) seeded with the demo scenario's
+    fixtures (less the ``without`` sections: the metric series take seconds to seed), and the
+    scenario's steps."""
     seed, steps = load_scenario()
     for section in without:
         seed.pop(section, None)
     start = datetime.fromisoformat(str(seed.pop("now", "2026-11-21T00:00:00Z")).replace("Z", "+00:00"))
-    harness = Harness(endpoint_url, clock=FixedClock(start), log_stream=log_stream or DISCARD)
+    harness = Harness(endpoint_url, parameters=parameters, clock=FixedClock(start), log_stream=log_stream or DISCARD)
     harness.provision()
     _clear_parameter_cache()
     fixtures.seed(harness, seed)

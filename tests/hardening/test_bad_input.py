@@ -39,6 +39,11 @@ from hardening.mutations import bad_events
 from hypothesis import HealthCheck, given, settings
 
 TEMPLATE = Template()
+# Two ledger day shards, not the default sixteen: the readers of a period (follow-up, evidence) query
+# every shard of every day, so sixteen make each valid scheduled example ~8x slower and prove nothing
+# more about bad input. Two still take the sharded paths; the shard logic itself has its own tests
+# (tests/unit/test_ledger_day_shards.py).
+STACK = {"LedgerDayShards": "2"}
 FUNCTIONS = TEMPLATE.function_ids()
 REJECTION = "InvalidEventError"
 PROPERTY = settings(
@@ -145,7 +150,7 @@ def in_process() -> Iterator[Harness]:
         mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
         parameters.DEFAULT_PROVIDERS.clear()  # their clients may point at an embedded AWS endpoint
         with mock_aws():
-            harness, _ = scenario_harness(None, without=("metrics",))
+            harness, _ = scenario_harness(None, without=("metrics",), parameters=STACK)
             harness.put_parameter("enforcement-mode", "enforce")
             yield harness
         parameters.DEFAULT_PROVIDERS.clear()
@@ -184,7 +189,7 @@ def test_bad_input_gives_a_typed_rejection_or_an_outcome_never_a_failure(in_proc
 
 def test_bad_input_through_the_embedded_aws(aws: EmbeddedAWS) -> None:
     """A slice through the real handlers and the embedded AWS over HTTP; side effects from its trail."""
-    harness, _ = scenario_harness(aws.endpoint_url)
+    harness, _ = scenario_harness(aws.endpoint_url, parameters=STACK)
     harness.put_parameter("enforcement-mode", "enforce")
     assert harness.stack is not None
     for logical_id in FUNCTIONS:
@@ -222,7 +227,7 @@ def through_http(harness: Harness, aws: EmbeddedAWS, logical_id: str) -> Any:
 @pytest.mark.parametrize("logical_id", FUNCTIONS)
 def test_a_rejected_event_ends_in_the_failure_queue_without_lambda_retries(aws: EmbeddedAWS, logical_id: str) -> None:
     """The handler returns (Lambda retries only raised errors) and the event is in FAILURE_QUEUE_URL."""
-    harness, _ = scenario_harness(aws.endpoint_url)
+    harness, _ = scenario_harness(aws.endpoint_url, parameters=STACK)
     poison = {"detail-type": ["not", "an", "event"], "marker": logical_id}
     inv = harness.invoke(logical_id, poison)
     assert isinstance(inv.result, dict), f"{logical_id} raised instead of rejecting: {inv.error}"
@@ -306,7 +311,7 @@ def _judged(harness: Harness, logical_id: str, event: Any) -> tuple[Any, ...]:
 def stack(embedded_aws: EmbeddedAWS) -> Iterator[Harness]:
     """One stack for the variant tests: each judged event gets new ids."""
     with aws_environment(embedded_aws) as aws:
-        harness, _ = scenario_harness(aws.endpoint_url)
+        harness, _ = scenario_harness(aws.endpoint_url, parameters=STACK)
         yield harness
 
 
