@@ -63,7 +63,7 @@ audit: $(CHECKOVVENV)/.installed $(BIN)/.installed
 	mkdir -p build/hardening
 	$(CHECKOVVENV)/bin/pip-audit -r layers/changeguard/requirements.txt --no-deps --disable-pip \
 	  --progress-spinner off -f json -o build/hardening/pip-audit.json 2>/dev/null || true
-	$(BIN)/python -m changeguard_tools.audit build/hardening/pip-audit.json
+	$(BIN)/python -m changeguard_tools.audit build/hardening/pip-audit.json layers/changeguard/requirements.txt
 
 # The hardening properties at full size (1,000 duplicates, 10,000 bad events per function,
 # 10 loop generations); `make test` runs them at a tenth (CHANGEGUARD_SOAK_SCALE=0.1).
