@@ -436,6 +436,44 @@ def test_acting_roles_are_least_privilege(logical_id):
                 assert statement["Condition"] == {"StringEquals": {"aws:ResourceAccount": ACCOUNT_B}}
 
 
+def _grants(statements: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in statements
+        if s.get("Effect") == "Allow" and action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    ]
+
+
+def _resources(statement: dict[str, Any]) -> list[str]:
+    found = statement["Resource"]
+    return found if isinstance(found, list) else [found]
+
+
+@pytest.mark.parametrize("action", ["ec2:CreateTags", "ec2:DeleteTags", "lambda:TagResource", "lambda:UntagResource"])
+def test_acting_roles_write_and_remove_only_the_suites_own_tag_keys(action):
+    """As the central roles: tag writes are limited to changeguard:* keys, and a call naming no keys
+    (which would remove every tag) is refused."""
+    stack = member_stack(ACCOUNT_B, CENTRAL_REGION)
+    grants = [s for lid in ACTING_ROLES for s in _grants(_statements(stack.resources[lid]), action)]
+    assert grants, f"no acting role grants {action}"
+    for statement in grants:
+        condition = statement.get("Condition") or {}
+        assert condition.get("ForAllValues:StringLike") == {"aws:TagKeys": ["changeguard:*"]}, statement["Sid"]
+        assert condition.get("Null") == {"aws:TagKeys": "false"}, statement["Sid"]
+
+
+def test_acting_roles_create_a_security_group_only_as_the_suites_tagged_isolation_group():
+    stack = member_stack(ACCOUNT_B, CENTRAL_REGION)
+    grants = _grants(_statements(stack.resources["QuarantineRole"]), "ec2:CreateSecurityGroup")
+    assert grants
+    for statement in grants:
+        for resource in _resources(statement):
+            if ":security-group/" in resource:
+                assert statement["Condition"] == {"StringEquals": {"aws:RequestTag/changeguard:managed": "true"}}
+            else:
+                assert ":vpc/" in resource, resource
+
+
 def test_acting_roles_grant_what_the_central_functions_do():
     stack = member_stack(ACCOUNT_B, CENTRAL_REGION)
     granted = {lid: _actions(_statements(stack.resources[lid])) for lid in ACTING_ROLES}
