@@ -11,25 +11,28 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-# (path, arn template). ``{v}`` is the value, ``{region}`` and ``{account}`` come from the record.
+from changeguard.domain.partition import partition_of
+
+# (path, arn template). ``{v}`` is the value, ``{region}`` and ``{account}`` come from the record,
+# ``{partition}`` from the region (``domain.partition``).
 PathSpec = tuple[str, str]
 
-_EC2_INSTANCE = "arn:aws:ec2:{region}:{account}:instance/{v}"
-_EC2_SG = "arn:aws:ec2:{region}:{account}:security-group/{v}"
-_S3 = "arn:aws:s3:::{v}"
-_IAM_USER = "arn:aws:iam::{account}:user/{v}"
-_IAM_ROLE = "arn:aws:iam::{account}:role/{v}"
-_IAM_GROUP = "arn:aws:iam::{account}:group/{v}"
-_LAMBDA = "arn:aws:lambda:{region}:{account}:function:{v}"
-_RDS = "arn:aws:rds:{region}:{account}:db:{v}"
-_STACK = "arn:aws:cloudformation:{region}:{account}:stack/{v}"
-_KMS = "arn:aws:kms:{region}:{account}:key/{v}"
-_DDB = "arn:aws:dynamodb:{region}:{account}:table/{v}"
+_EC2_INSTANCE = "arn:{partition}:ec2:{region}:{account}:instance/{v}"
+_EC2_SG = "arn:{partition}:ec2:{region}:{account}:security-group/{v}"
+_S3 = "arn:{partition}:s3:::{v}"
+_IAM_USER = "arn:{partition}:iam::{account}:user/{v}"
+_IAM_ROLE = "arn:{partition}:iam::{account}:role/{v}"
+_IAM_GROUP = "arn:{partition}:iam::{account}:group/{v}"
+_LAMBDA = "arn:{partition}:lambda:{region}:{account}:function:{v}"
+_RDS = "arn:{partition}:rds:{region}:{account}:db:{v}"
+_STACK = "arn:{partition}:cloudformation:{region}:{account}:stack/{v}"
+_KMS = "arn:{partition}:kms:{region}:{account}:key/{v}"
+_DDB = "arn:{partition}:dynamodb:{region}:{account}:table/{v}"
 _AS_IS = "{v}"
 # issue 8 (self-protection): rules, parameters, documents, layers, topics and queues.
-_EVENTS_RULE = "arn:aws:events:{region}:{account}:rule/{v}"
-_SSM_DOCUMENT = "arn:aws:ssm:{region}:{account}:document/{v}"
-_LAMBDA_LAYER = "arn:aws:lambda:{region}:{account}:layer:{v}"
+_EVENTS_RULE = "arn:{partition}:events:{region}:{account}:rule/{v}"
+_SSM_DOCUMENT = "arn:{partition}:ssm:{region}:{account}:document/{v}"
+_LAMBDA_LAYER = "arn:{partition}:lambda:{region}:{account}:layer:{v}"
 _SSM_PARAMETER = "ssm-parameter"  # names start with "/" or not: arn ...:parameter/name either way
 _SQS_URL = "sqs-url"  # https://sqs.<region>.amazonaws.com/<account>/<name>
 _SSM_PARAMETER_EVENTS = ("PutParameter", "DeleteParameter", "LabelParameterVersion", "UnlabelParameterVersion")
@@ -147,7 +150,7 @@ def walk(document: Any, path: str) -> Iterator[Any]:
 def _ec2_arn(value: str, region: str, account: str) -> str | None:
     for prefix, kind in _EC2_PREFIXES.items():
         if value.startswith(prefix):
-            return f"arn:aws:ec2:{region}:{account}:{kind}/{value}"
+            return f"arn:{partition_of(region)}:ec2:{region}:{account}:{kind}/{value}"
     return None
 
 
@@ -162,7 +165,8 @@ def _sqs_arn(url: str, region: str) -> str | None:
     if match is None:
         return None
     host = _SQS_HOST_REGION.match(match.group("host"))
-    return f"arn:aws:sqs:{host.group('region') if host else region}:{match.group('account')}:{match.group('name')}"
+    queue_region = host.group("region") if host else region
+    return f"arn:{partition_of(queue_region)}:sqs:{queue_region}:{match.group('account')}:{match.group('name')}"
 
 
 def resource_arns(
@@ -191,13 +195,13 @@ def resource_arns(
                 if arn:
                     found[arn] = None
             elif template == _SSM_PARAMETER:
-                found[f"arn:aws:ssm:{region}:{account}:parameter/{value.lstrip('/')}"] = None
+                found[f"arn:{partition_of(region)}:ssm:{region}:{account}:parameter/{value.lstrip('/')}"] = None
             elif template == _SQS_URL:
                 arn = _sqs_arn(value, region)
                 if arn:
                     found[arn] = None
             else:
-                found[template.format(v=value, region=region, account=account)] = None
+                found[template.format(v=value, region=region, account=account, partition=partition_of(region))] = None
     return list(found)
 
 

@@ -1,4 +1,4 @@
-"""What the EC2 resource types share: prefixed ids, ``arn:aws:ec2:<region>:<account>:<kind>/<id>``
+"""What the EC2 resource types share: prefixed ids, ``arn:<partition>:ec2:<region>:<account>:<kind>/<id>``
 ARNs, the CloudTrail paths of tagged ids, and tags through CreateTags and DeleteTags."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from changeguard.domain.partition import partition_of
 from changeguard.domain.quarantine import ResourceRef
 from changeguard.quarantine.base import QuarantineHandler
 
@@ -31,7 +32,7 @@ class Ec2Resource(QuarantineHandler):
         return value if value.startswith(self.id_prefix) else None
 
     def arn(self, resource_id: str, account: str, region: str) -> str:
-        return f"arn:aws:ec2:{region}:{account}:{self.arn_kind}/{resource_id}"
+        return f"arn:{partition_of(region)}:ec2:{region}:{account}:{self.arn_kind}/{resource_id}"
 
     def owns_arn(self, arn: str) -> bool:
         return arn.startswith("arn:aws") and ":ec2:" in arn and f":{self.arn_kind}/" in arn

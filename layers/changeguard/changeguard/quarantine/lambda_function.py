@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from changeguard.domain.partition import partition_of
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
 from changeguard.quarantine.base import (
     QuarantineHandler,
@@ -58,7 +59,7 @@ class LambdaFunctionQuarantine(QuarantineHandler):
         return value if value and ":" not in value and "/" not in value else None
 
     def arn(self, resource_id: str, account: str, region: str) -> str:
-        return f"arn:aws:lambda:{region}:{account}:function:{resource_id}"
+        return f"arn:{partition_of(region)}:lambda:{region}:{account}:function:{resource_id}"
 
     def owns_arn(self, arn: str) -> bool:
         return arn.startswith("arn:aws") and ":lambda:" in arn and _FUNCTION_ARN in arn

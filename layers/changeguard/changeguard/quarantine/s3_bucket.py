@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from changeguard.domain.partition import partition_of
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
 from changeguard.quarantine.base import (
     QuarantineHandler,
@@ -35,14 +36,14 @@ _NO_POLICY = "NoSuchBucketPolicy"
 _NO_TAGS = "NoSuchTagSet"
 
 
-def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings) -> str:
+def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings, partition: str = "aws") -> str:
     """The deny-all bucket policy: nobody but the break-glass roles and the suite may use the bucket.
 
     ``aws:PrincipalArn`` is the role ARN for assumed-role sessions, so role ARNs (with wildcards)
     are what the exception lists. The account root can still delete a policy that locks
     everyone out: that is the way back if this one is ever wrong.
     """
-    prefix = settings.suite_role_prefix or f"arn:aws:iam::{account}:role/changeguard/"
+    prefix = settings.suite_role_prefix or f"arn:{partition}:iam::{account}:role/changeguard/"
     spared = [prefix.rstrip("*") + "*"]
     spared += [arn for arn in settings.break_glass_role_arns if arn not in spared]
     document = {
@@ -53,7 +54,7 @@ def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings) -
                 "Effect": "Deny",
                 "Principal": "*",
                 "Action": "s3:*",
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                "Resource": [f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*"],
                 "Condition": {"ArnNotLike": {"aws:PrincipalArn": spared}},
             }
         ],
@@ -106,7 +107,7 @@ class S3BucketQuarantine(QuarantineHandler):
         return value if value and "/" not in value else None
 
     def arn(self, resource_id: str, account: str, region: str) -> str:
-        return f"arn:aws:s3:::{resource_id}"
+        return f"arn:{partition_of(region)}:s3:::{resource_id}"
 
     def owns_arn(self, arn: str) -> bool:
         return arn.startswith("arn:aws") and ":s3:::" in arn and "/" not in arn.split(":::", 1)[1]
@@ -151,7 +152,7 @@ class S3BucketQuarantine(QuarantineHandler):
         return {
             "public_access_block": state.config["public_access_block"],
             "policy": state.config["policy"],
-            "quarantine_policy": quarantine_policy(ref.resource_id, ref.account, settings),
+            "quarantine_policy": quarantine_policy(ref.resource_id, ref.account, settings, partition_of(ref.region)),
         }
 
     # -- quarantine ---------------------------------------------------------------------------

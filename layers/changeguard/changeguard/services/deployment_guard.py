@@ -61,6 +61,7 @@ from changeguard.domain.deployments import (
 )
 from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry, utc
+from changeguard.domain.partition import partition_of
 from changeguard.domain.policy import Policy
 from changeguard.domain.verdicts import Severity
 from changeguard.models.deployments import (
@@ -866,7 +867,9 @@ class DeploymentGuardService:
         if found is None and account and region:
             tags = (
                 self.codedeploy.tags_of(self._group_arn(deployment.application, deployment.group, account, region)),
-                self.codedeploy.tags_of(f"arn:aws:codedeploy:{region}:{account}:application:{deployment.application}"),
+                self.codedeploy.tags_of(
+                    f"arn:{partition_of(region)}:codedeploy:{region}:{account}:application:{deployment.application}"
+                ),
             )
             found = find_ticket(deployment, policy.ticket_pattern, tags=tags, tag_key=policy.ticket_tag_key)
         ticket = found[0] if found else None
@@ -876,7 +879,7 @@ class DeploymentGuardService:
 
     @staticmethod
     def _group_arn(application: str, group: str, account: str, region: str) -> str:
-        return f"arn:aws:codedeploy:{region}:{account}:deploymentgroup:{application}/{group}"
+        return f"arn:{partition_of(region)}:codedeploy:{region}:{account}:deploymentgroup:{application}/{group}"
 
     def _intent_entry(
         self,
