@@ -31,6 +31,9 @@ def test_bench_produces_every_figure_at_small_size(tmp_path):
         assert entry["cold_cpu_median_ms"] > 0 and entry["floor_cpu_median_ms"] > 0, fid
         assert entry["cpu_ratio_to_floor"] == round(entry["cold_cpu_median_ms"] / entry["floor_cpu_median_ms"], 2)
         assert entry["meets_target"] == (entry["cpu_ratio_to_floor"] <= bench.TARGET_RATIO)
+        # The Parser reference: measured in the same run, as a ratio to the same floor.
+        ratio = round(entry["parser_floor_cpu_median_ms"] / entry["floor_cpu_median_ms"], 2)
+        assert entry["parser_floor_cpu_ratio_to_floor"] == ratio, fid
     # The floor creates the clients of the cold path, first event included: the correlator reads
     # its policy (SSM) on a cold start only, so a warm invocation would not show it.
     assert set(correlator["floor_services"].split(",")) >= {"dynamodb", "ssm"}
@@ -91,3 +94,13 @@ def test_the_target_is_judged_on_the_cpu_time_medians_of_successful_runs():
     assert missed["cpu_ratio_to_floor"] == 1.31 and missed["meets_target"] is False
     failed = bench.judge_cold([_run(100, ok=False)], floors)
     assert failed["cpu_ratio_to_floor"] is None and failed["meets_target"] is False
+
+
+def test_the_parser_floor_is_reported_against_the_same_floor_and_never_judged():
+    floors = [_run(100), _run(100), _run(400)]
+    parser = [_run(140), _run(130), _run(500, ok=False)]
+    judged = bench.judge_cold([_run(120)], floors, parser)
+    assert judged["parser_floor_cpu_median_ms"] == 135.0  # the failed run left out
+    assert judged["parser_floor_cpu_ratio_to_floor"] == 1.35
+    assert judged["meets_target"] is True  # 1.2x: the reference does not move the verdict
+    assert "parser_floor_cpu_median_ms" not in bench.judge_cold([_run(120)], floors)

@@ -108,6 +108,25 @@ t1 = time.perf_counter()
 sys.stdout.write(json.dumps({"floor_ms": (t1 - t0) * 1000}))
 """
 
+# The floor plus the least any function of ours does with Powertools' Parser: import it and validate
+# one EventBridge envelope (pydantic and its first validator). Reported next to the floor, so the
+# report shows, from the same run, how much of the target the mandated Parser spends by itself.
+_PARSER_FLOOR_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import boto3
+clients = [boto3.client(name) for name in sys.argv[1].split(",") if name]
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+parse(model=EventBridgeModel, event={
+    "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": "Scheduled Event",
+    "source": "aws.events", "account": "123456789012", "time": "2026-11-21T00:00:00Z",
+    "region": "us-east-1", "resources": [], "detail": {},
+})
+t1 = time.perf_counter()
+sys.stdout.write(json.dumps({"floor_ms": (t1 - t0) * 1000}))
+"""
+
 #: Issue 9: a cold start costs at most this many times the floor (judged on CPU time).
 TARGET_RATIO = 1.3
 
@@ -180,8 +199,13 @@ def callgrind_instructions(args: list[str], env: dict[str, str], timeout: float 
     return int(found.group(1)) if proc.returncode == 0 and found else None
 
 
-def judge_cold(colds: list[ChildRun], floors: list[ChildRun]) -> dict[str, Any]:
-    """Medians of the successful cold runs and of the floor, their ratios, and the verdict on CPU time."""
+def judge_cold(
+    colds: list[ChildRun], floors: list[ChildRun], parser_floors: list[ChildRun] | None = None
+) -> dict[str, Any]:
+    """Medians of the successful cold runs and of the floor, their ratios, and the verdict on CPU time.
+
+    ``parser_floors`` (the floor plus Parser validating one envelope) are reported, never judged.
+    """
     good = [run for run in colds if run.report() is not None]
     floor_ok = [run for run in floors if run.exit_code == 0]
     cold_wall, floor_wall = _median([r.wall_ms for r in good]), _median([r.wall_ms for r in floor_ok])
@@ -209,6 +233,18 @@ def judge_cold(colds: list[ChildRun], floors: list[ChildRun]) -> dict[str, Any]:
         "import_cpu_median_ms": round(_median([d["import_cpu_ms"] for d in details]), 1),
         "first_event_cpu_median_ms": round(_median([d["first_event_cpu_ms"] for d in details]), 1),
         "peak_rss_mb": round(max(rss), 1) if rss else None,
+        **_parser_floor(parser_floors or [], floor_cpu),
+    }
+
+
+def _parser_floor(runs: list[ChildRun], floor_cpu: float) -> dict[str, Any]:
+    ok = [run for run in runs if run.exit_code == 0]
+    if not ok:
+        return {}
+    cpu = round(_median([r.cpu_ms for r in ok]), 1)
+    return {
+        "parser_floor_cpu_median_ms": cpu,
+        "parser_floor_cpu_ratio_to_floor": round(cpu / floor_cpu, 2) if floor_cpu else None,
     }
 
 
@@ -430,10 +466,14 @@ def cold_start(app: Path, event: Any, env: dict[str, str], runs: int, instructio
         found = run_child(cold_args(999), {**env, "CHANGEGUARD_BENCH_RECORD_SERVICES": "1"}).report()
         services = ",".join(found["services"]) if found else ""
         floor_args = [sys.executable, "-S", "-c", _FLOOR_CHILD, services]
+        parser_args = [sys.executable, "-S", "-c", _PARSER_FLOOR_CHILD, services]
         run_child(floor_args, env)
+        run_child(parser_args, env)
+        parser_floors: list[ChildRun] = []
         for i in range(runs):
             colds.append(run_child(cold_args(1000 + i), env))
             floors.append(run_child(floor_args, env))
+            parser_floors.append(run_child(parser_args, env))
         counted: dict[str, Any] = {}
         if instructions:
             cold_count = callgrind_instructions(cold_args(2000), env)
@@ -444,7 +484,7 @@ def cold_start(app: Path, event: Any, env: dict[str, str], runs: int, instructio
                 "floor_instructions": floor_count,
                 "instruction_ratio_to_floor": ratio,
             }
-    result = {**judge_cold(colds, floors), **counted, "floor_services": services}
+    result = {**judge_cold(colds, floors, parser_floors), **counted, "floor_services": services}
     failed = next((run for run in colds if run.report() is None), None)
     if failed is not None:
         result["cold_error_tail"] = failed.stderr[-2000:]
@@ -601,8 +641,10 @@ def run(
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"Cold start: median of each, floor = boto3 + the clients the path calls; target <= {TARGET_RATIO}x on CPU",
+        "(+Parser: the floor plus Powertools' Parser validating one EventBridge envelope, as a ratio to the floor)",
         f"{'function':32} {'cold ms':>8} {'floor ms':>8} {'ratio':>6} {'cold CPU':>9} {'floor CPU':>9}"
-        f" {'CPU ratio':>9} {'<=' + str(TARGET_RATIO) + 'x':>6} {'import CPU':>10} {'event CPU':>9} {'runs':>5}",
+        f" {'CPU ratio':>9} {'<=' + str(TARGET_RATIO) + 'x':>6} {'import CPU':>10} {'event CPU':>9} {'runs':>5}"
+        f" {'+Parser':>8}",
     ]
     for fid, r in report["functions"].items():
         if "cpu_ratio_to_floor" not in r:
@@ -613,6 +655,7 @@ def render(report: dict[str, Any]) -> str:
             f"{fid:32} {r['cold_median_ms']:>8} {r['floor_median_ms']:>8} {r['ratio_to_floor'] or 0:>6}"
             f" {r['cold_cpu_median_ms']:>9} {r['floor_cpu_median_ms']:>9} {r['cpu_ratio_to_floor'] or 0:>9}"
             f" {verdict:>6} {r['import_cpu_median_ms']:>10} {r['first_event_cpu_median_ms']:>9} {runs:>5}"
+            f" {r.get('parser_floor_cpu_ratio_to_floor') or '-':>8}"
         )
         if r.get("instruction_ratio_to_floor") is not None:
             lines.append(
