@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from changeguard.domain.errors import TicketSourceUnavailableError
+from changeguard.domain.errors import CalendarUnavailableError, TicketSourceUnavailableError
 from changeguard.domain.ledger import DayShards, LedgerEntry
 from changeguard.domain.tickets import Ticket
 
@@ -120,13 +120,19 @@ class FakeTagReader:
 
 
 class FakeCalendar:
-    def __init__(self, closed: bool | None) -> None:
+    """``closed`` at every time asked (or ``closed_at(at)`` when given); raises while ``down``."""
+
+    def __init__(self, closed: bool | None, closed_at: Callable[[datetime], bool] | None = None) -> None:
         self.closed = closed
+        self.closed_at = closed_at
+        self.down = False
         self.asked: list[datetime] = []
 
     def is_closed(self, at: datetime) -> bool | None:
         self.asked.append(at)
-        return self.closed
+        if self.down:
+            raise CalendarUnavailableError("change calendar demo-window: AccessDeniedException")
+        return self.closed_at(at) if self.closed_at else self.closed
 
 
 class MemoryBucket:

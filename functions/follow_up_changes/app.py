@@ -28,6 +28,7 @@ def build_service() -> FollowUpService:
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
         suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
+        calendar=factory.calendar_reader,
     )
 
 

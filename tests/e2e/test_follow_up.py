@@ -155,3 +155,56 @@ def test_the_follow_up_scenario_alerts_once_when_the_emergency_change_is_overdue
                 followed.append([a["subject"] for a in alerts(result)])
     assert followed == [[], ["OVERDUE: retroactive approval of CHG-1004 for rds:ModifyDBInstance on orders-db"], []]
     assert h.clock.now() == datetime(2026, 11, 21, tzinfo=UTC)  # type: ignore[union-attr]
+
+
+def _fixtures(name: str) -> dict:
+    import yaml
+    from changeguard_tools.demo import SCENARIO
+
+    return yaml.safe_load((SCENARIO / name).read_text())["fixtures"]
+
+
+def test_an_unreadable_calendar_leaves_changes_unverified_until_the_follow_up_reads_it_at_their_time(aws):
+    """The calendar of the demo: closed except Saturdays 02:00-06:00 UTC (2026-11-21 is a Saturday)."""
+    from changeguard_tools import fixtures
+    from changeguard_tools.embedded.faults import fast_retries
+
+    h = harness(aws)
+    ticket = next(t for t in _fixtures("10-correlation.yaml")["tickets"] if t["id"] == "CHG-1001")
+    calendars = _fixtures("20-calendar.yaml")["calendars"]
+    fixtures.seed(
+        h, {"tickets": [ticket], "calendars": calendars, "parameters": {"change-calendar-names": calendars[0]["name"]}}
+    )
+    inside = load_event("correlate_change/01-approved-run-instances.json")  # 03:10, in the window
+    outside = json.loads(json.dumps(inside))
+    outside["detail"]["eventID"] = outside["detail"]["eventID"][:-6] + "0000ff"
+    outside["id"] = outside["id"][:-6] + "0000ff"
+    outside["time"] = outside["detail"]["eventTime"] = "2026-11-21T09:10:00Z"  # the window has closed
+
+    with fast_retries():
+        down = aws.faults.fail("503", operations=["GetCalendarState"])
+        judged = [h.process(inside), h.process(outside)]
+        assert [r["outcomes"][0]["verdict"] for r in judged] == ["UNVERIFIED", "UNVERIFIED"]
+        assert [a["subject"] for r in judged for a in alerts(r)] == [
+            "ChangeGuard degraded: change calendar unreachable"
+        ]
+        waiting = schedule(h, datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
+        assert alerts(waiting) == []
+        aws.faults.clear()
+        assert down.injected > 0
+
+    recovered = schedule(h, datetime(2026, 11, 21, 10, 15, tzinfo=UTC))
+    subjects = sorted(a["subject"] for a in alerts(recovered))
+    assert subjects[0] == "ChangeGuard recovered: change calendar answers again"
+    assert subjects[1].startswith("OUTSIDE_CHANGE_WINDOW: ec2:RunInstances on instance/i-")
+    assert len(subjects) == 2  # the change inside the window is authorized: no alert
+    verdicts = {
+        change_id: [e.verdict for e in ledger(h, change_id) if e.entry.startswith("RECHECK#")]
+        for change_id in (inside["detail"]["eventID"], outside["detail"]["eventID"])
+    }
+    assert verdicts == {
+        inside["detail"]["eventID"]: ["AUTHORIZED"],
+        outside["detail"]["eventID"]: ["OUTSIDE_CHANGE_WINDOW"],
+    }
+    # Both were re-judged at 10:15, when the calendar is CLOSED: the one made at 03:10 came out
+    # AUTHORIZED only because the follow-up asked the calendar about the change's own time.

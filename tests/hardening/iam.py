@@ -298,6 +298,12 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
     "publish_alerts": {
         "dynamodb:DeleteItem": "Powertools Idempotency deletes its record when the publish fails",
     },
+    "follow_up_changes": {
+        "ssm:GetCalendarState": (
+            "a change judged while the change calendar was unreadable is judged again at its own time"
+            " (tests/e2e/test_follow_up.py)"
+        ),
+    },
     "gate_change_window": {
         "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "codepipeline:StopPipelineExecution": "a pipeline execution started while the calendar is closed",

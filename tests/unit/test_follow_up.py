@@ -11,7 +11,7 @@ from changeguard.domain.follow_up import FollowUpResult, tracked_from
 from changeguard.domain.ledger import EntryKind
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
-from changeguard.domain.verdicts import Verdict
+from changeguard.domain.verdicts import WINDOW_UNVERIFIED, Verdict
 from changeguard.services.correlate import CorrelateService
 from changeguard.services.follow_up import FollowUpService
 from fakes import FakeCalendar, FakeClock, FakeTagReader, FakeTicketSource, InMemoryLedger
@@ -79,7 +79,7 @@ class World:
         self.tickets = FakeTicketSource(*tickets)
         self.clock = FakeClock(EVENT_TIME + timedelta(minutes=1))
         self.policy = policy or Policy()
-        calendar = FakeCalendar(calendar_closed)
+        self.calendar = calendar = FakeCalendar(calendar_closed)
         self.correlator = CorrelateService(
             function="correlate_change",
             ledger=self.ledger,
@@ -95,6 +95,7 @@ class World:
             tickets=self.tickets,
             policy=lambda: self.policy,
             clock=self.clock,
+            calendar=(lambda _p: calendar) if calendar_closed is not None else None,
         )
 
     def correlate(self, c: Change | None = None):
@@ -355,3 +356,76 @@ def test_a_source_that_fails_is_asked_once_per_run_not_once_per_ticket():
     outcome = world.run(DUE + timedelta(hours=1))
     assert world.tickets.calls == calls + 1
     assert len([r for r in outcome.reasons if "not checked" in r]) == 5
+
+
+# -- an unreadable change calendar ------------------------------------------------------------------
+def _window_reasons(outcome) -> list[str]:
+    return [r for r in outcome.reasons if r.startswith(WINDOW_UNVERIFIED)]
+
+
+def test_an_unreadable_calendar_leaves_what_would_be_authorized_unverified_with_one_degraded_alert():
+    world = World(normal(BOB, CAROL), calendar_closed=False)
+    world.calendar.down = True
+    first, second = world.correlate(), world.correlate(change("evt-2"))
+
+    assert first.verdict == second.verdict == Verdict.UNVERIFIED  # not "open": the window is unknown
+    assert _window_reasons(first) and "AccessDeniedException" in _window_reasons(first)[0]
+    [degraded] = world.alerts("correlate_change")
+    assert degraded.body["alert"]["subject"] == "ChangeGuard degraded: change calendar unreachable"
+    assert degraded.change_id == "outage:change-calendar"
+    assert world.ledger.entries_for("outage:dynamodb") == []  # the tickets answered
+
+
+def test_a_violation_is_not_held_back_by_an_unreadable_calendar():
+    world = World(normal(BOB), calendar_closed=False)  # one approval of the two required
+    world.calendar.down = True
+    outcome = world.correlate()
+
+    assert outcome.verdict == Verdict.NOT_APPROVED and not _window_reasons(outcome)
+    alerts = sorted(a.entry for a in world.alerts("correlate_change"))
+    assert alerts == ["ALERT#correlate_change#degraded#000001", "ALERT#correlate_change#verdict"]
+
+
+def test_an_emergency_change_needs_no_window_and_is_not_held_back():
+    world = World(emergency(), calendar_closed=True)
+    world.calendar.down = True
+    assert world.correlate().verdict == Verdict.EMERGENCY
+
+
+@pytest.mark.parametrize(
+    ("closed", "verdict", "alerted"), [(True, "OUTSIDE_CHANGE_WINDOW", 1), (False, "AUTHORIZED", 0)]
+)
+def test_the_follow_up_judges_the_window_at_the_changes_own_time_once_the_calendar_answers(closed, verdict, alerted):
+    world = World(normal(BOB, CAROL), calendar_closed=closed)
+    world.calendar.down = True
+    world.correlate()
+    waiting = world.run(EVENT_TIME + timedelta(minutes=15))
+    assert world.rechecks() == [] and any("change window not checked" in r for r in waiting.reasons)
+
+    world.calendar.down = False
+    world.calendar.asked.clear()
+    later = EVENT_TIME + timedelta(hours=3)
+    world.run(later)
+
+    [recheck] = world.rechecks()
+    assert recheck.verdict == verdict and recheck.body["previous_verdict"] == "UNVERIFIED"
+    assert "change calendar answered" in recheck.body["detail"]
+    assert world.calendar.asked[0] == EVENT_TIME  # the change's time, not the run's
+    rejudged = [a for a in world.alerts() if a.body["alert"]["kind"] == "verdict"]
+    assert len(rejudged) == alerted
+    [recovered] = [a for a in world.alerts() if a.body["alert"]["kind"] == "recovered"]
+    assert recovered.body["alert"]["subject"] == "ChangeGuard recovered: change calendar answers again"
+    outage = [e.entry for e in world.ledger.entries_for("outage:change-calendar") if not e.entry.startswith("ALERT")]
+    assert outage == ["CLOSED#000001", "OPEN#000001"]
+    items = dict(world.ledger.items)
+    world.run(later + timedelta(minutes=15))
+    assert world.ledger.items == items  # nothing new: judged once, closed once
+
+
+def test_a_calendar_that_answers_with_no_change_waiting_still_closes_its_outage():
+    world = World(normal(BOB), calendar_closed=False)
+    world.calendar.down = True
+    world.correlate()  # NOT_APPROVED: nothing to re-judge, but the outage is open
+    world.calendar.down = False
+    outcome = world.run(EVENT_TIME + timedelta(minutes=15))
+    assert "outage:change-calendar: outage #1 closed" in outcome.actions

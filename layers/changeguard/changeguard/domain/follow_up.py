@@ -25,7 +25,7 @@ from changeguard.domain.identity import independent_approvers
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, TicketStatus
-from changeguard.domain.verdicts import Judgement, Severity, Verdict, judge
+from changeguard.domain.verdicts import Judgement, Severity, Verdict, judge, window_unverified
 
 FOLLOWED = (Verdict.EMERGENCY, Verdict.UNVERIFIED)
 
@@ -147,24 +147,35 @@ def decide(
     now: datetime,
     *,
     suite_role_prefixes: Sequence[str] = (),
+    calendar_closed: bool | None = None,
 ) -> FollowUp | None:
     """The next fact to record about ``tracked``, or None (nothing new, or the source did not answer).
 
     Deadlines run from the change's event time against ``now``, the clock at evaluation.
+    ``calendar_closed`` is the calendar's state at the change's time, read now, for a change first
+    judged without it (``window_unverified``); the caller reads it, and skips the change while the
+    calendar still does not answer.
     """
     if tracked.done or lookup.unavailable:
         return None
     if tracked.verdict is Verdict.UNVERIFIED:
-        return _rejudge(tracked, lookup, policy, suite_role_prefixes)
+        return _rejudge(tracked, lookup, policy, suite_role_prefixes, calendar_closed)
     return _emergency(tracked, lookup, policy, now)
 
 
-def _rejudge(tracked: Tracked, lookup: TicketLookup, policy: Policy, prefixes: Sequence[str]) -> FollowUp | None:
+def _rejudge(
+    tracked: Tracked, lookup: TicketLookup, policy: Policy, prefixes: Sequence[str], calendar_closed: bool | None
+) -> FollowUp | None:
     ref = tracked.ref
     if ref is None:
         return None
-    # The calendar was read when the change was first judged; its answer stands.
-    closed = any(r.verdict is Verdict.OUTSIDE_CHANGE_WINDOW for r in tracked.original.reasons)
+    if window_unverified(tracked.original):
+        closed = bool(calendar_closed)  # read now, at the change's own time
+        answered = "the change calendar answered"
+    else:
+        # The calendar was read when the change was first judged; its answer stands.
+        closed = any(r.verdict is Verdict.OUTSIDE_CHANGE_WINDOW for r in tracked.original.reasons)
+        answered = "the ticket source answered"
     judgement = judge(tracked.change, ref, lookup, policy, suite_role_prefixes=prefixes, calendar_closed=closed)
     return FollowUp(
         change_id=tracked.change.change_id,
@@ -172,7 +183,7 @@ def _rejudge(tracked: Tracked, lookup: TicketLookup, policy: Policy, prefixes: S
         previous=tracked.verdict,
         verdict=judgement.verdict,
         severity=judgement.severity,
-        detail=f"re-judged once the ticket source answered: {judgement.verdict.value}",
+        detail=f"re-judged once {answered}: {judgement.verdict.value}",
         judgement=judgement,
         alert=judgement.alerts,
     )

@@ -18,6 +18,9 @@ from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.verdicts import Severity, Verdict
 
+#: The change calendar's outages (``outage:change-calendar``), beside each ticket source's.
+CALENDAR_SOURCE = "change-calendar"
+
 
 def outage_key(source: str) -> str:
     return f"outage:{source}"
@@ -79,8 +82,12 @@ def opening(
     account: str | None = None,
     region: str | None = None,
     remediation: str,
+    label: str | None = None,
 ) -> tuple[Alert, list[LedgerEntry]]:
-    """The degraded-mode alert of outage ``generation`` and the ledger items that record it."""
+    """The degraded-mode alert of outage ``generation`` and the ledger items that record it.
+
+    ``label`` names what is unreachable in the subject (default: ``ticket source '<source>'``).
+    """
     key = outage_key(source)
     alert = Alert(
         alert_id=Alert.make_id(key, function, f"degraded-{generation}"),
@@ -88,7 +95,7 @@ def opening(
         function=function,
         severity=Severity.HIGH,
         verdict=Verdict.UNVERIFIED.value,
-        subject=f"ChangeGuard degraded: ticket source '{source}' unreachable",
+        subject=f"ChangeGuard degraded: {label or f'ticket source {source!r}'} unreachable",
         summary=summary,
         change_id=key,
         event_time=event_time or now,
@@ -102,19 +109,20 @@ def opening(
 
 
 def closing(
-    state: OutageState, *, source: str, function: str, now: datetime, rejudged: int
+    state: OutageState, *, source: str, function: str, now: datetime, rejudged: int, label: str | None = None
 ) -> tuple[Alert, list[LedgerEntry]]:
     """The recovery alert closing the source's open outage, and the ledger items that record it."""
     generation = state.opened
     opened_at = state.opened_at(generation)
+    what = label or f"ticket source {source!r}"
     alert = Alert(
         alert_id=Alert.make_id(state.key, function, f"recovered-{generation}"),
         kind="recovered",
         function=function,
         severity=Severity.INFO,
-        subject=f"ChangeGuard recovered: ticket source '{source}' answers again",
+        subject=f"ChangeGuard recovered: {what} answers again",
         summary=(
-            f"The ticket source is reachable again (outage #{generation}"
+            f"The {label or 'ticket source'} is reachable again (outage #{generation}"
             f"{' since ' + opened_at.isoformat() if opened_at else ''}). UNVERIFIED changes are"
             " being judged again; each gets its own alert where its new verdict calls for one."
         ),

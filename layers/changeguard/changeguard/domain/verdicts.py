@@ -31,6 +31,10 @@ class Verdict(StrEnum):
     AUTHORIZED = "AUTHORIZED"
 
 
+#: How a reason says the change window could not be checked (the change calendar was unreadable):
+#: the follow-up reads the calendar at the change's time once it answers, and judges again.
+WINDOW_UNVERIFIED = "change window unverified"
+
 # The winning verdict is the first that applies, in this order.
 PRECEDENCE: tuple[Verdict, ...] = tuple(Verdict)
 NOT_A_CHANGE = "NOT_A_CHANGE"
@@ -155,6 +159,7 @@ def judge(
     *,
     suite_role_prefixes: Iterable[str] = (),
     calendar_closed: bool | None = None,
+    calendar_error: str | None = None,
     suite: SuiteResources | None = None,
 ) -> Judgement:
     """Every reason that applies to ``change``, and the winning verdict by ``PRECEDENCE``.
@@ -257,6 +262,14 @@ def judge(
             )
         )
     applied = {r.verdict for r in reasons}
+    # An unreadable calendar (``calendar_error``) leaves the window unknown. It holds back only what
+    # would otherwise be authorized (or is UNVERIFIED already): a violation found without the
+    # calendar is a violation whatever the calendar says, and keeps its alert. An emergency change
+    # needs no window.
+    emergency = bool(ticket and ticket.is_emergency)
+    if calendar_error and calendar_closed is None and not emergency and applied <= {Verdict.UNVERIFIED}:
+        reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=f"{WINDOW_UNVERIFIED}: {calendar_error}"))
+        applied.add(Verdict.UNVERIFIED)
     verdict = next((v for v in PRECEDENCE if v in applied), Verdict.AUTHORIZED)
     if verdict is Verdict.AUTHORIZED:
         reasons.append(
@@ -284,4 +297,16 @@ def judge(
         ticket_ref_source=ref.found_in.value if ref else None,
         retro_approval_due=retro_due,
         control_tampering=tampering,
+    )
+
+
+def window_unverified(judgement: Judgement) -> bool:
+    """Whether ``judgement`` was made without the change calendar (it could not be read)."""
+    return any(r.verdict is Verdict.UNVERIFIED and r.detail.startswith(WINDOW_UNVERIFIED) for r in judgement.reasons)
+
+
+def ticket_unverified(judgement: Judgement) -> bool:
+    """Whether ``judgement`` was made without the ticket (its source could not be read)."""
+    return any(
+        r.verdict is Verdict.UNVERIFIED and not r.detail.startswith(WINDOW_UNVERIFIED) for r in judgement.reasons
     )

@@ -17,12 +17,12 @@ from changeguard.domain.errors import (
 )
 from changeguard.domain.heartbeat import ARRIVED, HEARTBEAT_KEY, canary_of
 from changeguard.domain.ledger import EntryKind, LedgerEntry
-from changeguard.domain.outage import OutageState, opening, outage_key
+from changeguard.domain.outage import CALENDAR_SOURCE, OutageState, opening, outage_key
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
 from changeguard.domain.self_protection import SuiteResources
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, find_ref
-from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Verdict, is_exempt, judge
+from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Verdict, is_exempt, judge, ticket_unverified
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
 from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
@@ -156,12 +156,15 @@ class CorrelateService:
         if ref and not exempt:
             lookup = self.lookup(ref)
         closed: bool | None = None
+        calendar_error: str | None = None
         if self.calendar and not exempt and not change.actor.automation:
             reader = self.calendar(policy)
             try:
                 closed = reader.is_closed(change.event_time) if reader else None
-            except CalendarUnavailableError:
-                closed = None  # the calendar gate alerts on an unreadable calendar; the verdict stands
+            except CalendarUnavailableError as exc:
+                # Not "open": the window is unknown. What would be authorized is recorded UNVERIFIED
+                # and judged again by the follow-up once the calendar answers (one degraded alert).
+                calendar_error = str(exc)
         judgement = judge(
             change,
             ref,
@@ -169,9 +172,14 @@ class CorrelateService:
             policy,
             suite_role_prefixes=self.suite_role_prefixes,
             calendar_closed=closed,
+            calendar_error=calendar_error,
             suite=self.suite,
         )
         outcome = self.record(change, judgement, policy)
+        if calendar_error is not None and not outcome.duplicate:
+            opened = self.open_calendar_outage(change, calendar_error, self.clock.now())
+            if opened:
+                outcome.alert_ids.append(opened)
         if refused is not None and not outcome.duplicate:
             what = "read resource and stack tags (ticket references)"
             outcome.reasons.append(not_acted_reason(refused, what))
@@ -249,7 +257,7 @@ class CorrelateService:
             alert_ids.append(alert.alert_id)
         new = self.ledger.append(entries)
         actions = ["recorded verdict"] if new else ["duplicate delivery: already recorded"]
-        if judgement.verdict is Verdict.UNVERIFIED and new:
+        if judgement.verdict is Verdict.UNVERIFIED and ticket_unverified(judgement) and new:
             opened = self.open_outage(change, judgement, now)
             if opened:
                 alert_ids.append(opened)
@@ -298,7 +306,10 @@ class CorrelateService:
         state = OutageState.of(outage_key(source), self.ledger.entries_for(outage_key(source)))
         if state.is_open:
             return None
-        reason = next((r.detail for r in judgement.reasons if r.verdict is Verdict.UNVERIFIED), "unreachable")
+        reason = next(
+            (r.detail for r in judgement.reasons if r.verdict is Verdict.UNVERIFIED and ticket_unverified(judgement)),
+            "unreachable",
+        )
         alert, items = opening(
             source,
             state.opened + 1,
@@ -315,6 +326,39 @@ class CorrelateService:
             account=change.account,
             region=change.region,
             remediation=REMEDIATION[Verdict.UNVERIFIED],
+        )
+        return alert.alert_id if self.ledger.append(items) else None
+
+    def open_calendar_outage(self, change: Change, error: str, now: datetime) -> str | None:
+        """One degraded-mode alert per outage of the change calendar, not one per change.
+
+        A calendar that cannot be read is also what deleting it, or revoking the suite's access
+        to it, looks like: the team hears of it at the first change it leaves unjudged.
+        """
+        state = OutageState.of(outage_key(CALENDAR_SOURCE), self.ledger.entries_for(outage_key(CALENDAR_SOURCE)))
+        if state.is_open:
+            return None
+        alert, items = opening(
+            CALENDAR_SOURCE,
+            state.opened + 1,
+            function=self.function,
+            now=now,
+            error=error,
+            summary=(
+                "Change windows cannot be checked: the change calendar does not answer. Changes that would"
+                " be authorized are recorded as UNVERIFIED until it answers, then judged again at their own"
+                " time. Deleting the calendar or revoking ChangeGuard's access to it looks like this too."
+            ),
+            actions=("recorded changes as UNVERIFIED", "scheduled re-check"),
+            body={"first_change": change.change_id},
+            event_time=change.event_time,
+            account=change.account,
+            region=change.region,
+            remediation=(
+                "Check that the calendars named in the policy (change-calendar-names) exist and that"
+                " ChangeGuard's roles may call ssm:GetCalendarState on them."
+            ),
+            label="change calendar",
         )
         return alert.alert_id if self.ledger.append(items) else None
 

@@ -16,16 +16,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from changeguard.domain.alerts import Alert, alert_entry
-from changeguard.domain.errors import TicketSourceUnavailableError
+from changeguard.domain.errors import CalendarUnavailableError, TicketSourceUnavailableError
 from changeguard.domain.follow_up import FOLLOWED, FollowUp, FollowUpResult, Tracked, decide, tracked_from
 from changeguard.domain.ledger import EntryKind, LedgerEntry
-from changeguard.domain.outage import OutageState, closing, opening, outage_key
+from changeguard.domain.outage import CALENDAR_SOURCE, OutageState, closing, opening, outage_key
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
 from changeguard.domain.tickets import TicketLookup
-from changeguard.domain.verdicts import Verdict
+from changeguard.domain.verdicts import Verdict, window_unverified
 from changeguard.models.scheduled import parse_scheduled
-from changeguard.ports import Clock, Ledger, TicketSource
+from changeguard.ports import CalendarReader, Clock, Ledger, TicketSource
 from changeguard.services.correlate import REMEDIATION, verdict_alert
 from changeguard.services.outcome import Outcome
 
@@ -45,6 +45,7 @@ class FollowUpService:
         policy: Callable[[], Policy],
         clock: Clock,
         suite_role_prefixes: tuple[str, ...] = (),
+        calendar: Callable[[Policy], CalendarReader | None] | None = None,
     ) -> None:
         self.function = function
         self.ledger = ledger
@@ -52,6 +53,8 @@ class FollowUpService:
         self.policy = policy
         self.clock = clock
         self.suite_role_prefixes = suite_role_prefixes
+        # The change calendar, for changes first judged without it (it could not be read).
+        self.calendar = calendar
 
     # -- entry point -----------------------------------------------------------------------------
     def handle(self, event: Mapping[str, Any]) -> Outcome:
@@ -89,10 +92,11 @@ class FollowUpService:
         change = tracked.change
         if decision.result is FollowUpResult.REJUDGED and decision.judgement is not None:
             alert = verdict_alert(change, decision.judgement, self.function)
+            what = "change calendar" if window_unverified(tracked.original) else "ticket source"
             return alert.model_copy(
                 update={
-                    "summary": alert.summary + " Judged again once the ticket source answered (was UNVERIFIED).",
-                    "actions": (*alert.actions, "re-checked after the ticket source recovered"),
+                    "summary": alert.summary + f" Judged again once the {what} answered (was UNVERIFIED).",
+                    "actions": (*alert.actions, f"re-checked after the {what} recovered"),
                 }
             )
         if decision.result is not FollowUpResult.OVERDUE:
@@ -144,6 +148,10 @@ class _Run:
         self.answered = False
         self.failed: str | None = None
         self.rejudged = 0
+        # The change calendar this run: its readings at changes' times, whether it answered or failed.
+        self.calendar_answered = False
+        self.calendar_failed: str | None = None
+        self.window_rejudged = 0
         self.actions: list[str] = []
         self.reasons: list[str] = []
         self.alert_ids: list[str] = []
@@ -156,6 +164,7 @@ class _Run:
         for change_id in candidates:
             self.follow(change_id)
         self.outage()
+        self.calendar_outage()
         if not self.actions:
             self.actions.append(f"nothing new ({len(candidates)} change(s) followed)")
         return Outcome(
@@ -190,9 +199,25 @@ class _Run:
             if lookup.unavailable:
                 self.reasons.append(f"{change_id}: {tracked.ref.ticket_id} not checked ({lookup.error})")
                 return
-            decision = decide(tracked, lookup, self.policy, self.now, suite_role_prefixes=service.suite_role_prefixes)
+            closed: bool | None = None
+            window = tracked.verdict is Verdict.UNVERIFIED and window_unverified(tracked.original)
+            if window:
+                try:
+                    closed = self.calendar_closed_at(tracked.change.event_time)
+                except CalendarUnavailableError as exc:
+                    self.reasons.append(f"{change_id}: change window not checked ({exc})")
+                    return
+            decision = decide(
+                tracked,
+                lookup,
+                self.policy,
+                self.now,
+                suite_role_prefixes=service.suite_role_prefixes,
+                calendar_closed=closed,
+            )
             if decision is None:
                 return
+            self.window_rejudged += window and decision.result is FollowUpResult.REJUDGED
             entries = [service.recheck_entry(tracked, decision, self.now, self.policy, step)]
             alert = service.alert_for(tracked, decision) if decision.alert else None
             if alert is not None:
@@ -204,6 +229,23 @@ class _Run:
                 self.rejudged += 1
             if alert is not None:
                 self.alert_ids.append(alert.alert_id)
+
+    def calendar_closed_at(self, at: datetime) -> bool | None:
+        """The change calendar's state at ``at`` (None: no calendar configured any more).
+
+        Raises ``CalendarUnavailableError`` while it does not answer; after the first failure of a
+        run, at once, without asking again.
+        """
+        if self.calendar_failed is not None:
+            raise CalendarUnavailableError(self.calendar_failed)
+        reader = self.service.calendar(self.policy) if self.service.calendar else None
+        try:
+            closed = reader.is_closed(at) if reader else None
+        except CalendarUnavailableError as exc:
+            self.calendar_failed = str(exc)
+            raise
+        self.calendar_answered = True
+        return closed
 
     def lookup(self, ticket_id: str) -> TicketLookup:
         found = self.lookups.get(ticket_id)
@@ -252,6 +294,27 @@ class _Run:
             if self.failed is not None:
                 return
         closed = closing(state, source=source, function=service.function, now=self.now, rejudged=self.rejudged)
+        self._record(*closed, f"{state.key}: outage #{state.opened} closed")
+
+    def calendar_outage(self) -> None:
+        """Close the change calendar's open outage (opened by the correlator) once it answers."""
+        service = self.service
+        state = OutageState.of(outage_key(CALENDAR_SOURCE), service.ledger.entries_for(outage_key(CALENDAR_SOURCE)))
+        if not state.is_open or self.calendar_failed is not None:
+            return
+        if not self.calendar_answered:
+            try:
+                self.calendar_closed_at(self.now)
+            except CalendarUnavailableError:
+                return
+        closed = closing(
+            state,
+            source=CALENDAR_SOURCE,
+            function=service.function,
+            now=self.now,
+            rejudged=self.window_rejudged,
+            label="change calendar",
+        )
         self._record(*closed, f"{state.key}: outage #{state.opened} closed")
 
     def _record(self, alert: Alert, items: list[LedgerEntry], action: str) -> None:
