@@ -22,7 +22,15 @@ from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
 from changeguard.domain.self_protection import SuiteResources
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, find_ref
-from changeguard.domain.verdicts import NOT_A_CHANGE, Judgement, Verdict, is_exempt, judge, ticket_unverified
+from changeguard.domain.verdicts import (
+    NOT_A_CHANGE,
+    WINDOW_UNVERIFIED,
+    Judgement,
+    Verdict,
+    is_exempt,
+    judge,
+    ticket_unverified,
+)
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
 from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
@@ -302,32 +310,25 @@ class CorrelateService:
 
     def open_outage(self, change: Change, judgement: Judgement, now: datetime) -> str | None:
         """One degraded-mode alert per outage of the ticket source, not one per change."""
-        source = self.tickets.name
-        state = OutageState.of(outage_key(source), self.ledger.entries_for(outage_key(source)))
-        if state.is_open:
-            return None
         reason = next(
-            (r.detail for r in judgement.reasons if r.verdict is Verdict.UNVERIFIED and ticket_unverified(judgement)),
+            (
+                r.detail
+                for r in judgement.reasons
+                if r.verdict is Verdict.UNVERIFIED and not r.detail.startswith(WINDOW_UNVERIFIED)
+            ),
             "unreachable",
         )
-        alert, items = opening(
-            source,
-            state.opened + 1,
-            function=self.function,
-            now=now,
-            error=reason,
+        return self._open(
+            self.tickets.name,
+            change,
+            reason,
+            now,
             summary=(
                 "Changes cannot be verified against tickets. Every change until recovery is recorded"
                 " as UNVERIFIED, never as authorized, and re-checked automatically."
             ),
-            actions=("recorded changes as UNVERIFIED", "scheduled re-check"),
-            body={"first_change": change.change_id},
-            event_time=change.event_time,
-            account=change.account,
-            region=change.region,
             remediation=REMEDIATION[Verdict.UNVERIFIED],
         )
-        return alert.alert_id if self.ledger.append(items) else None
 
     def open_calendar_outage(self, change: Change, error: str, now: datetime) -> str | None:
         """One degraded-mode alert per outage of the change calendar, not one per change.
@@ -335,30 +336,52 @@ class CorrelateService:
         A calendar that cannot be read is also what deleting it, or revoking the suite's access
         to it, looks like: the team hears of it at the first change it leaves unjudged.
         """
-        state = OutageState.of(outage_key(CALENDAR_SOURCE), self.ledger.entries_for(outage_key(CALENDAR_SOURCE)))
-        if state.is_open:
-            return None
-        alert, items = opening(
+        return self._open(
             CALENDAR_SOURCE,
-            state.opened + 1,
-            function=self.function,
-            now=now,
-            error=error,
+            change,
+            error,
+            now,
             summary=(
                 "Change windows cannot be checked: the change calendar does not answer. Changes that would"
                 " be authorized are recorded as UNVERIFIED until it answers, then judged again at their own"
                 " time. Deleting the calendar or revoking ChangeGuard's access to it looks like this too."
             ),
-            actions=("recorded changes as UNVERIFIED", "scheduled re-check"),
-            body={"first_change": change.change_id},
-            event_time=change.event_time,
-            account=change.account,
-            region=change.region,
             remediation=(
                 "Check that the calendars named in the policy (change-calendar-names) exist and that"
                 " ChangeGuard's roles may call ssm:GetCalendarState on them."
             ),
             label="change calendar",
+        )
+
+    def _open(
+        self,
+        source: str,
+        change: Change,
+        error: str,
+        now: datetime,
+        *,
+        summary: str,
+        remediation: str,
+        label: str | None = None,
+    ) -> str | None:
+        """Open ``source``'s next outage with its degraded alert, unless one is open (its alert id)."""
+        state = OutageState.of(outage_key(source), self.ledger.entries_for(outage_key(source)))
+        if state.is_open:
+            return None
+        alert, items = opening(
+            source,
+            state.opened + 1,
+            function=self.function,
+            now=now,
+            error=error,
+            summary=summary,
+            actions=("recorded changes as UNVERIFIED", "scheduled re-check"),
+            body={"first_change": change.change_id},
+            event_time=change.event_time,
+            account=change.account,
+            region=change.region,
+            remediation=remediation,
+            label=label,
         )
         return alert.alert_id if self.ledger.append(items) else None
 
