@@ -33,6 +33,7 @@ def build_service() -> QuarantineSweepService:
         clock=SystemClock(),
         scope=accounts,
         member_accounts=tuple(a.strip() for a in (wiring.member_account_ids or "").split(",") if a.strip()),
+        regions=tuple(r.strip() for r in (wiring.sweep_regions or "").split(",") if r.strip()),
     )
 
 

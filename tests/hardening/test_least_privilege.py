@@ -266,3 +266,31 @@ def test_least_privilege_the_session_wide_check_names_a_call_the_role_does_not_a
     made = _Counter(Call(folder, "x", "y", (IamRequest(action),)) for folder, action in listed)
     assert unreached_listed(made) == []
     assert len(unreached_listed(_Counter())) == len(listed)
+
+
+# This account's other regions forward their events here (member/member-account.yaml): a resource or
+# deployment there is acted on with the function's own role, so these statements name any region of
+# this account, as the member accounts' acting roles do - and still only this account.
+ACTING_AT_HOME = (
+    "EnforceTagsFunction",
+    "SweepQuarantineFunction",
+    "GateChangeWindowFunction",
+    "GuardDeploymentFunction",
+)
+ACTED_ON = {"ec2", "lambda", "codedeploy", "codepipeline", "cloudformation", "cloudwatch"}
+
+
+@pytest.mark.parametrize("logical_id", ACTING_AT_HOME)
+def test_least_privilege_acting_functions_reach_every_region_of_their_own_account_and_no_other(logical_id: str) -> None:
+    account = TEMPLATE.context().account
+    named = [
+        (st.sid, arn)
+        for st in symbolic_policies(logical_id)
+        for arn in st.resources
+        if arn.count(":") >= 5 and arn.split(":")[2] in ACTED_ON
+    ]
+    assert named, f"{logical_id} names no resource it acts on"
+    for sid, arn in named:
+        parts = arn.split(":")
+        assert parts[3] == "*", f"{logical_id} {sid}: {arn} is limited to one region"
+        assert parts[4] == account, f"{logical_id} {sid}: {arn} is not limited to this account"

@@ -161,7 +161,11 @@ def test_the_same_account_uses_the_functions_own_clients_and_makes_no_sts_call(a
     accounts = provider(aws, sts=sts)
     from changeguard.adapters import clients
 
-    with accounts.acting_in(CENTRAL, "eu-west-1", "evt-1"):
+    with accounts.acting_in(CENTRAL, "us-east-1", "evt-1"):  # its own region: the shared client
+        assert accounts.client("codedeploy") is clients.client("codedeploy")
+    with accounts.acting_in(CENTRAL, "eu-west-1", "evt-2"):  # its own credentials, where the event came from
+        assert accounts.client("codedeploy") is clients.client("codedeploy", "eu-west-1")
+    with accounts.acting_in(CENTRAL, "not a region", "evt-3"):  # never a region an event made up
         assert accounts.client("codedeploy") is clients.client("codedeploy")
     assert accounts.client("codedeploy") is clients.client("codedeploy")  # no scope: its own account
     assert sts.assumed == []
@@ -566,3 +570,69 @@ def test_a_refused_read_tags_role_keeps_the_verdict_and_alerts_that_the_account_
     )
     kinds = sorted(a.rsplit("/", 1)[1] for a in inv.result["alert_ids"])
     assert kinds == ["cross-account", "verdict"]
+
+
+# -- this account's other regions: forwarded here, acted on where the resource lives -----------------
+OTHER_REGION = "eu-west-1"
+
+
+def in_region(event: dict[str, Any], region: str) -> dict[str, Any]:
+    return dict(json.loads(json.dumps(event).replace("us-east-1", region)))
+
+
+def test_an_untagged_resource_in_another_region_of_this_account_is_marked_and_quarantined_there(aws):
+    """MemberRegions: the sweep visits each listed region too, where the marks of that region's
+    resources are (marks and the Tagging API that finds them are regional)."""
+    h = make_harness(aws, at=T0, MemberRegions=OTHER_REGION)
+    h.put_parameter("enforcement-mode", "enforce")
+    h.put_parameter("quarantine-grace-hours", "0")
+
+    def there(service: str) -> Any:
+        return boto3.client(service, region_name=OTHER_REGION)
+
+    group = world_open_group(there)
+    mark = len(aws.trail.records())
+
+    marked = h.invoke("EnforceTagsFunction", in_region(ingress_event(CENTRAL, group), OTHER_REGION))
+    swept = h.invoke("SweepQuarantineFunction", h.scheduled_event("SweepQuarantineFunction"))
+
+    assert marked.error is None and swept.error is None, (marked.error, swept.error)
+    assert marked.result["verdict"] == "NON_COMPLIANT", marked.result
+    assert not world_open(there, group)  # contained in its own region by the sweep
+    changed = [
+        r
+        for r in trail_since(aws, mark)
+        if r["eventName"] in ("CreateTags", "RevokeSecurityGroupIngress") and not r.get("errorCode")
+    ]
+    assert {r["awsRegion"] for r in changed} == {OTHER_REGION}
+    by = {(r["eventName"], r["userIdentity"]["arn"].rsplit("/", 1)[-1]) for r in changed}
+    assert ("RevokeSecurityGroupIngress", "changeguard-local-SweepQuarantineFunction") in by
+    arn = f"arn:aws:ec2:{OTHER_REGION}:{CENTRAL}:security-group/{group}"
+    assert [e for e in ledger_entries(h, f"resource:{arn}") if e.entry.startswith("QUARANTINE#")]
+
+
+def test_the_correlator_reads_the_tags_of_a_resource_in_another_region_of_this_account_there(aws):
+    h = make_harness(aws, at=datetime(2026, 11, 21, 9, 45, tzinfo=UTC))
+    ec2 = boto3.client("ec2", region_name=OTHER_REGION)
+    instance = ec2.run_instances(
+        ImageId="ami-0abcdef1234567890",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "ChangeTicket", "Value": "CHG-7777"}]}],
+    )["Instances"][0]["InstanceId"]
+    event = in_region(load_event("correlate_change/02-console-no-ticket.json"), OTHER_REGION)
+    detail = event["detail"]
+    detail.update(
+        eventSource="ec2.amazonaws.com",
+        eventName="StopInstances",
+        requestParameters={"instancesSet": {"items": [{"instanceId": instance}]}},
+        responseElements=None,
+    )
+    detail.pop("resources", None)
+
+    inv = h.invoke("CorrelateChangeFunction", event)
+
+    assert inv.error is None, inv.error
+    # The instance's tag names CHG-7777, which the ticket table does not hold: read in its region
+    # (in this region there is no such instance, and the verdict would be NO_TICKET).
+    assert inv.result["verdict"] == "UNKNOWN_TICKET", inv.result

@@ -52,6 +52,9 @@ class Wiring(BaseModel):
     acting_external_id: str | None = None
     # Comma-separated member accounts whose marked resources the quarantine sweep also visits.
     member_account_ids: str | None = None
+    # Comma-separated other regions whose marked resources the quarantine sweep also visits (each
+    # account's, this one's included): where member stacks forward events from.
+    sweep_regions: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Wiring:

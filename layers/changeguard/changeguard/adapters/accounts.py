@@ -21,6 +21,7 @@ explicit ``account=`` (quarantine handlers: the resource's own account).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -42,6 +43,13 @@ FAILURE_BACKOFF = 60.0
 SESSION_SECONDS = 3600
 
 _SUITE_PREFIX = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role(?P<path>/(?:[^/]+/)*)$")
+
+
+def _home_region() -> str | None:
+    """The function's own region (Lambda sets ``AWS_REGION``)."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _NOT_IN_SESSION_NAME = re.compile(r"[^\w+=,.@-]")
@@ -164,9 +172,16 @@ class AccountClients:
         scope = _SCOPE.get()
         target = account or (scope.account if scope else None)
         if not target or self.is_own(target):
-            # Unchanged for the function's own account: its shared client (the scope's region is
-            # not applied, so the same-account path is exactly what it was).
-            return clients.client(service, region)
+            # The function's own account: its shared client, in the region the event came from when
+            # that is another region of the account (its events are forwarded to this one): a
+            # resource or deployment there is not found, nor acted on, through this region's client.
+            # An explicit ``region`` (a quarantined resource's) is used as given, as before.
+            if region is not None:
+                return clients.client(service, region)
+            where = scope.region if scope else None
+            if where is None or not _REGION.match(where) or where == _home_region():
+                return clients.client(service)
+            return clients.client(service, where)
         if not _ACCOUNT_ID.match(target):
             # Only events name accounts: one that is no account id is a malformed event, and is
             # never turned into a role ARN.

@@ -45,11 +45,15 @@ class QuarantineSweepService:
         clock: Clock,
         scope: ActingScope | None = None,
         member_accounts: tuple[str, ...] = (),
+        regions: tuple[str, ...] = (),
     ) -> None:
         # issue 9: the member accounts whose marked resources it also sweeps (through the quarantine
-        # role there), besides the function's own account.
+        # role there), besides the function's own account; and the other regions it sweeps in each.
+        # Marks are regional (a resource is marked where its event came from), and so is the
+        # Tagging API that finds them: a region not swept is a region whose marks never come due.
         self.scope = scope
         self.member_accounts = tuple(a for a in member_accounts if a)
+        self.regions = tuple(r for r in regions if r)
         self.function = function
         self.enforcer = enforcer
         self.registry = registry
@@ -66,12 +70,16 @@ class QuarantineSweepService:
         budget = Budget(policy.quarantine_max_resources)
         extra: list[str] = []
         alert_ids: list[str] = []
-        found: list[tuple[str, str, dict[str, str]]] = []  # (account, ARN, tags)
-        # Its own account first (whatever account the schedule's envelope names), then each member's.
+        found: list[tuple[str, str, str, dict[str, str]]] = []  # (account, region, ARN, tags)
+        regions = tuple(dict.fromkeys((scheduled.region, *self.regions)))
+        # Its own account first (whatever account the schedule's envelope names), then each member's;
+        # in each, its own region first, then the others.
         for account in (None, *self.member_accounts):
             try:
-                with acting_in(self.scope, account, scheduled.region, run):
-                    found += [(account or scheduled.account, arn, tags) for arn, tags in self.finder.marked()]
+                for region in regions:
+                    with acting_in(self.scope, account, region, run):
+                        owner = account or scheduled.account
+                        found += [(owner, region, arn, tags) for arn, tags in self.finder.marked()]
             except CrossAccountAccessError as exc:
                 what = "find marked resources"
                 extra.append(not_acted_reason(exc, what))
@@ -85,16 +93,16 @@ class QuarantineSweepService:
                     now=now,
                     region=scheduled.region,
                 )
-        marked = sorted(found, key=lambda item: parse_time(item[2].get(QUARANTINE_AFTER)) or _NEVER)
+        marked = sorted(found, key=lambda item: parse_time(item[3].get(QUARANTINE_AFTER)) or _NEVER)
         results: list[ResourceResult] = []
-        for account, arn, _tags in marked:
+        for account, region, arn, _tags in marked:
             handler = self.registry.for_arn(arn)
-            # An S3 ARN names no account: the resource is in the account it was found in.
-            ref = handler.ref_from_arn(arn, account, scheduled.region) if handler else None
+            # An S3 ARN names no account nor region: the resource is where it was found.
+            ref = handler.ref_from_arn(arn, account, region) if handler else None
             if handler is None or ref is None:
                 results.append(
                     ResourceResult(
-                        _unknown(arn, account, scheduled.region),
+                        _unknown(arn, account, region),
                         TagVerdict.SKIPPED,
                         reasons=["no quarantine is registered for it"],
                     )
