@@ -134,3 +134,33 @@ def test_policies_compare_as_documents():
     assert same_policy('{"a": 1, "b": [1, 2]}', '{"b":[1,2],"a":1}')
     assert not same_policy('{"a": 1}', '{"a": 2}')
     assert same_policy(None, None) and not same_policy(None, "{}")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "acme-scratch-exports",
+        "Legacy_Bucket.Name",  # names S3 once allowed in us-east-1
+        '"acme-scratch-exports"',  # a quoted name, as a malformed event can carry it
+        "acme scratch",
+        "acme-scratch\n",
+        "",
+        "a" * 256,
+    ],
+)
+def test_a_name_botocore_would_refuse_to_send_is_no_bucket(name: str) -> None:
+    """Found by the full-size bad-input run: a quoted bucket name reached S3 calls and botocore
+    raised ParamValidationError, an exception that is neither an outcome nor the typed rejection."""
+    from botocore.exceptions import ParamValidationError
+    from botocore.handlers import validate_bucket_name
+
+    try:
+        validate_bucket_name({"Bucket": name})
+        refused = False
+    except ParamValidationError:
+        refused = True
+    found = S3BucketQuarantine().normalize_id(name)
+    if refused:
+        assert found is None
+    # Stricter than botocore where S3 itself would refuse: no empty name, no trailing newline.
+    assert (found is not None) is (name in ("acme-scratch-exports", "Legacy_Bucket.Name"))

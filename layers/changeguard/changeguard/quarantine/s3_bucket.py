@@ -10,6 +10,7 @@ never touched.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ BLOCK_ALL: dict[str, bool] = {
 _NO_PAB = "NoSuchPublicAccessBlockConfiguration"
 _NO_POLICY = "NoSuchBucketPolicy"
 _NO_TAGS = "NoSuchTagSet"
+_BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{1,255}$")
 
 
 def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings, partition: str = "aws") -> str:
@@ -104,7 +106,9 @@ class S3BucketQuarantine(QuarantineHandler):
             if not self.owns_arn(value):
                 return None
             value = value.split(":::", 1)[1]
-        return value if value and "/" not in value else None
+        # What S3 (and botocore, before sending) accepts as a bucket name, legacy names included:
+        # anything else is no bucket, and is skipped rather than sent.
+        return value if _BUCKET_NAME.fullmatch(value) else None
 
     def arn(self, resource_id: str, account: str, region: str) -> str:
         return f"arn:{partition_of(region)}:s3:::{resource_id}"
