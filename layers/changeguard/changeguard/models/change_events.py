@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from changeguard.models.cloudtrail import region_or_none
+from changeguard.models.envelope import Envelope
 
 CODEDEPLOY_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
 PIPELINE_EXECUTION_STATE_CHANGE = "CodePipeline Pipeline Execution State Change"
@@ -27,8 +29,10 @@ class CodeDeployStateChangeDetail(_AwsOwned):
     instanceGroupId: str | None = None
     region: str | None = None
 
+    _region = field_validator("region", mode="before")(lambda value: region_or_none(value))
 
-class CodeDeployStateChangeEvent(EventBridgeModel):
+
+class CodeDeployStateChangeEvent(Envelope):
     """ "CodeDeploy Deployment State-change Notification" (START, SUCCESS, FAILURE, STOP, READY)."""
 
     detail: CodeDeployStateChangeDetail  # type: ignore[assignment]
@@ -47,7 +51,7 @@ class PipelineExecutionStateChangeDetail(_AwsOwned):
     execution_trigger: ExecutionTrigger | None = Field(default=None, alias="execution-trigger")
 
 
-class PipelineExecutionStateChangeEvent(EventBridgeModel):
+class PipelineExecutionStateChangeEvent(Envelope):
     """ "CodePipeline Pipeline Execution State Change" (STARTED, SUCCEEDED, FAILED, STOPPED, ...)."""
 
     detail: PipelineExecutionStateChangeDetail  # type: ignore[assignment]
@@ -59,7 +63,7 @@ class CalendarStateChangeDetail(_AwsOwned):
     nextTransitionTime: datetime | None = None
 
 
-class CalendarStateChangeEvent(EventBridgeModel):
+class CalendarStateChangeEvent(Envelope):
     """SSM "Calendar State Change": ``resources`` holds the calendar's document ARN.
 
     ``detail.atTime`` is when the state changed; it can differ from the envelope ``time``.

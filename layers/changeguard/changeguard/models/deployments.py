@@ -20,8 +20,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+
+from changeguard.models.cloudtrail import region_or_none
+from changeguard.models.envelope import Envelope
 
 ALARM_STATE_CHANGE = "CloudWatch Alarm State Change"
 DEPLOYMENT_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
@@ -53,7 +55,7 @@ class AlarmData(_AwsOwned):
     configuration: dict[str, Any] | None = None
 
 
-class AlarmStateChangeEvent(EventBridgeModel):
+class AlarmStateChangeEvent(Envelope):
     """EventBridge "CloudWatch Alarm State Change"; ``resources[0]`` is the alarm's ARN."""
 
     detail: AlarmData  # type: ignore[assignment]
@@ -68,6 +70,8 @@ class AlarmActionPayload(_AwsOwned):
     time: datetime
     region: str
     alarmData: AlarmData
+
+    _region = field_validator("region", mode="before")(lambda value: region_or_none(value))
 
 
 class SnsAlarmMessage(_AwsOwned):
@@ -128,8 +132,10 @@ class DeploymentStateDetail(_AwsOwned):
     region: str | None = None
     instanceGroupId: str | None = None
 
+    _region = field_validator("region", mode="before")(lambda value: region_or_none(value))
 
-class DeploymentStateChangeEvent(EventBridgeModel):
+
+class DeploymentStateChangeEvent(Envelope):
     """EventBridge "CodeDeploy Deployment State-change Notification" (START, SUCCESS, FAILURE, STOP, READY)."""
 
     detail: DeploymentStateDetail  # type: ignore[assignment]

@@ -10,16 +10,16 @@ import json
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from changeguard.models.cloudtrail import CloudTrailRecord, region_or_none
+from changeguard.models.envelope import Envelope
 
 CLOUDTRAIL_API_CALL = "AWS API Call via CloudTrail"
 CONFIG_ITEM_CHANGE = "Config Configuration Item Change"
 
 
-class CloudTrailEvent(EventBridgeModel):
+class CloudTrailEvent(Envelope):
     """ "AWS API Call via CloudTrail" (and the console sign-in / service event detail-types)."""
 
     detail: CloudTrailRecord  # type: ignore[assignment]
@@ -83,7 +83,7 @@ class ConfigItemChangeDetail(BaseModel):
         return value
 
 
-class ConfigItemChangeEvent(EventBridgeModel):
+class ConfigItemChangeEvent(Envelope):
     """AWS Config "Configuration Item Change Notification" delivered through EventBridge."""
 
     detail: ConfigItemChangeDetail  # type: ignore[assignment]

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import Field, ValidationError, model_validator
 
 from changeguard.domain.errors import InvalidEventError
+from changeguard.models.envelope import Envelope
 
 SCHEDULED_EVENT = "Scheduled Event"
 #: A rule's schedule sends ``aws.events``; EventBridge Scheduler sends ``aws.scheduler``.
 SCHEDULE_SOURCES = frozenset({"aws.events", "aws.scheduler"})
 
 
-class ScheduledEvent(EventBridgeModel):
+class ScheduledEvent(Envelope):
     """A "Scheduled Event" from a rule's schedule or from EventBridge Scheduler (empty ``detail``)."""
 
     detail: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from changeguard.models.cloudtrail import region_or_none
+from changeguard.models.envelope import Envelope
 
 CONFIG_COMPLIANCE_CHANGE = "Config Rules Compliance Change"
 
@@ -39,6 +41,8 @@ class ComplianceChangeDetail(_AwsOwned):
     awsRegion: str | None = None
     awsAccountId: str | None = None
     configRuleName: str | None = None
+
+    _region = field_validator("awsRegion", mode="before")(lambda value: region_or_none(value))
     configRuleARN: str | None = None
     messageType: str | None = None
     newEvaluationResult: EvaluationResult | None = None
@@ -51,5 +55,5 @@ class ComplianceChangeDetail(_AwsOwned):
         return (self.newEvaluationResult.complianceType if self.newEvaluationResult else None) or "UNKNOWN"
 
 
-class ComplianceChangeEvent(EventBridgeModel):
+class ComplianceChangeEvent(Envelope):
     detail: ComplianceChangeDetail  # type: ignore[assignment]
