@@ -30,7 +30,10 @@ class ConfigurationItem(BaseModel):
 
     # Both go into the ledger key of an item without relatedEvents (DynamoDB caps keys at 2 KB), issue 8.
     resourceId: str | None = Field(default=None, max_length=400)
-    resourceType: str | None = Field(default=None, max_length=128)
+    # AWS Config's form, <namespace>::<service>::<type> (the service names the change's service).
+    resourceType: str | None = Field(
+        default=None, max_length=128, pattern=r"^[A-Za-z0-9]+::[A-Za-z0-9]+::[A-Za-z0-9]+$"
+    )
     resourceName: str | None = None
     ARN: str | None = None
     awsAccountId: str | None = None
@@ -53,8 +56,9 @@ class ConfigurationItem(BaseModel):
     @field_validator("relatedEvents", mode="before")
     @classmethod
     def _related(cls, value: Any) -> list[str]:
-        related = [str(v) for v in value] if isinstance(value, list) else []
-        if any(len(v) > 128 for v in related):  # CloudTrail event ids key the ledger (issue 8)
+        related = value if isinstance(value, list) else []
+        # CloudTrail event ids: they key the ledger (issue 8).
+        if any(not isinstance(v, str) or not v or len(v) > 128 for v in related):
             raise ValueError("relatedEvents holds something that is not a CloudTrail event id")
         return related
 
