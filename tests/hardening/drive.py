@@ -107,6 +107,14 @@ def _clear_parameter_cache() -> None:
     parameters.clear_caches()  # type: ignore[no-untyped-call]
 
 
+#: The stack the hardening drives run: two ledger day shards, not the default sixteen. The readers of
+#: a period (follow-up, evidence, digest) query every shard of every day, so sixteen make each drive
+#: several times slower (the logs drive: 122 s -> 30 s) and prove nothing more about bad input, IAM,
+#: logs or loops; two still take the sharded paths. The shard logic has its own tests
+#: (tests/unit/test_ledger_day_shards.py).
+SMALL_LEDGER = {"LedgerDayShards": "2"}
+
+
 def scenario_harness(
     endpoint_url: str | None,
     log_stream: TextIO | None = None,

@@ -33,17 +33,13 @@ from changeguard_tools.harness import Harness, Invocation
 from changeguard_tools.template import Template
 from hardening.callrecorder import RECORDER, install_fresh
 from hardening.conftest import scaled
-from hardening.drive import aws_environment, fresh, load, samples_of, scenario_harness, triggers_of
+from hardening.drive import SMALL_LEDGER, aws_environment, fresh, load, samples_of, scenario_harness, triggers_of
 from hardening.iam import is_mutating
 from hardening.mutations import bad_events
 from hypothesis import HealthCheck, given, settings
 
 TEMPLATE = Template()
-# Two ledger day shards, not the default sixteen: the readers of a period (follow-up, evidence) query
-# every shard of every day, so sixteen make each valid scheduled example ~8x slower and prove nothing
-# more about bad input. Two still take the sharded paths; the shard logic itself has its own tests
-# (tests/unit/test_ledger_day_shards.py).
-STACK = {"LedgerDayShards": "2"}
+STACK = SMALL_LEDGER
 FUNCTIONS = TEMPLATE.function_ids()
 REJECTION = "InvalidEventError"
 PROPERTY = settings(

@@ -21,7 +21,7 @@ import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from changeguard_tools.embedded import EmbeddedAWS
 from changeguard_tools.template import Template
-from hardening.drive import aws_environment, fresh, scenario_harness, triggers_of
+from hardening.drive import SMALL_LEDGER, aws_environment, fresh, scenario_harness, triggers_of
 
 TEMPLATE = Template()
 KEY = "ChangeGuardKey"
@@ -133,7 +133,7 @@ def logged(embedded_aws: EmbeddedAWS) -> Any:
 
 def _run_planted(embedded_aws: EmbeddedAWS, stream: io.StringIO) -> Any:
     with aws_environment(embedded_aws) as aws:
-        harness, _ = scenario_harness(aws.endpoint_url, log_stream=stream)
+        harness, _ = scenario_harness(aws.endpoint_url, log_stream=stream, parameters=SMALL_LEDGER)
         harness.put_parameter("enforcement-mode", "enforce")
         credentials: set[str] = set()
         for logical_id in harness.functions:

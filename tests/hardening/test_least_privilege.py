@@ -30,7 +30,14 @@ from changeguard_tools.embedded import EmbeddedAWS
 from changeguard_tools.harness import Harness
 from changeguard_tools.template import Template, resolve
 from hardening.callrecorder import RECORDER, Call, install_fresh
-from hardening.drive import CREATE_UNTAGGED, aws_environment, drive_everything, quarantine_types, scenario_harness
+from hardening.drive import (
+    CREATE_UNTAGGED,
+    SMALL_LEDGER,
+    aws_environment,
+    drive_everything,
+    quarantine_types,
+    scenario_harness,
+)
 from hardening.iam import REACHED_BY_OTHER_TESTS, IamRequest, Statement, is_allowed, is_mutating, statements_of
 
 TEMPLATE = Template()
@@ -122,7 +129,7 @@ class Driven:
 def driven(embedded_aws: EmbeddedAWS) -> Iterator[Driven]:
     install_fresh()  # when the plugin is not registered (tests/conftest.py), the hook starts here
     with aws_environment(embedded_aws) as aws:
-        harness, steps = scenario_harness(aws.endpoint_url, log_stream=io.StringIO())
+        harness, steps = scenario_harness(aws.endpoint_url, log_stream=io.StringIO(), parameters=SMALL_LEDGER)
         with RECORDER.scope() as calls:
             drive_everything(harness, aws, steps)
         by_folder: dict[str, Counter[Call]] = defaultdict(Counter)

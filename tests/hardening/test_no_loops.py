@@ -25,7 +25,7 @@ from changeguard_tools.harness import Harness
 from changeguard_tools.replay import wrap_record
 from changeguard_tools.template import REPO_ROOT
 from hardening.conftest import scaled
-from hardening.drive import aws_environment, load, run_scenario, scenario_harness
+from hardening.drive import SMALL_LEDGER, aws_environment, load, run_scenario, scenario_harness
 
 GENERATIONS = max(2, scaled(10))
 SUITE_ROLE_PATH = ":role/changeguard/"
@@ -43,7 +43,7 @@ def scenario(embedded_aws: EmbeddedAWS) -> Iterator[tuple[Harness, EmbeddedAWS]]
 
     Each test measures what changes while it feeds events, so they can share the stack."""
     with aws_environment(embedded_aws) as aws:
-        harness, steps = scenario_harness(aws.endpoint_url)
+        harness, steps = scenario_harness(aws.endpoint_url, parameters=SMALL_LEDGER)
         run_scenario(harness, aws, steps)
         harness.put_parameter("enforcement-mode", "enforce")
         yield harness, aws
