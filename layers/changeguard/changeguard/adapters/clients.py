@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None, str], Any] = {}
@@ -57,6 +57,22 @@ def client(service: str, region: str | None = None, *, purpose: str = "shared") 
             found = _session().client(service, region_name=region, config=_config())
             _clients[key] = found
     return found
+
+
+class ActingClients(Protocol):
+    """``adapters.accounts.AccountClients`` as the adapters use it (no import of it at start-up)."""
+
+    def client(self, service: str, *, account: str | None = None, region: str | None = None) -> Any: ...
+
+
+def acting_client(
+    service: str, accounts: ActingClients | None, *, account: str | None = None, region: str | None = None
+) -> Any:
+    """The client for ``service`` where the function is acting (issue 9: the account and region of the
+    event in scope, or the ``account``/``region`` given), else the shared one (in ``region``)."""
+    if accounts is not None:
+        return accounts.client(service, account=account, region=region)
+    return client(service, region)
 
 
 def reset() -> None:

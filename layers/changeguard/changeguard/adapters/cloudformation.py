@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from changeguard.adapters.clients import client
+from changeguard.adapters.clients import acting_client
 from changeguard.domain.calendar import StackFacts
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ class CloudFormationStacks:
 
     @property
     def cloudformation(self) -> Any:
-        return self._cfn or (self._accounts.client("cloudformation") if self._accounts else client("cloudformation"))
+        return self._cfn or acting_client("cloudformation", self._accounts)
 
     def get(self, stack: str) -> StackFacts | None:
         """The stack as it is now (``DescribeStacks`` by name or id), or None when it does not exist."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from changeguard.adapters.clients import client
+from changeguard.adapters.clients import acting_client
 from changeguard.domain.deployments import MetricQuery, TimeWindow
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ class CloudWatchReader:
 
     @property
     def cloudwatch(self) -> Any:
-        return self._cloudwatch or (self._accounts.client("cloudwatch") if self._accounts else client("cloudwatch"))
+        return self._cloudwatch or acting_client("cloudwatch", self._accounts)
 
     def metric_values(self, queries: Sequence[MetricQuery], window: TimeWindow) -> dict[str, list[float]]:
         """Per-period values of each query over ``window``, oldest first (one GetMetricData, paginated).

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime  # issue 5
 from typing import TYPE_CHECKING, Any
 
-from changeguard.adapters.clients import client
+from changeguard.adapters.clients import acting_client
 from changeguard.domain.calendar import DeploymentFacts
 from changeguard.domain.deployments import IN_FLIGHT, Deployment, DeploymentGroup  # issue 5
 
@@ -38,7 +38,7 @@ class CodeDeployDeployments:
 
     @property
     def codedeploy(self) -> Any:
-        return self._codedeploy or (self._accounts.client("codedeploy") if self._accounts else client("codedeploy"))
+        return self._codedeploy or acting_client("codedeploy", self._accounts)
 
     def get(self, deployment_id: str) -> DeploymentFacts | None:
         """The deployment as it is now (``GetDeployment``), or None when it does not exist."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from changeguard.adapters.clients import client
+from changeguard.adapters.clients import acting_client
 from changeguard.domain.calendar import PipelineFacts
 
 if TYPE_CHECKING:
@@ -21,9 +21,7 @@ class CodePipelineExecutions:
 
     @property
     def codepipeline(self) -> Any:
-        return self._codepipeline or (
-            self._accounts.client("codepipeline") if self._accounts else client("codepipeline")
-        )
+        return self._codepipeline or acting_client("codepipeline", self._accounts)
 
     def get(self, pipeline: str, execution_id: str) -> PipelineFacts | None:
         """The execution as it is now (``GetPipelineExecution``), or None when it does not exist."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.cache import TtlCache
-from changeguard.adapters.clients import client
+from changeguard.adapters.clients import acting_client
 from changeguard.domain.errors import CrossAccountAccessError
 
 if TYPE_CHECKING:
@@ -35,9 +35,6 @@ class AwsTagReader:
         #: The last account whose tags could not be read for want of its role (the services report it).
         self.denied: CrossAccountAccessError | None = None
 
-    def _client(self, service: str) -> Any:
-        return self._accounts.client(service) if self._accounts else client(service)
-
     def _key(self, name: str) -> str:
         account = self._accounts.current_account() if self._accounts else None
         return f"{account or '-'}|{name}"
@@ -50,7 +47,7 @@ class AwsTagReader:
         from botocore.exceptions import ClientError
 
         try:
-            tagging = self._tagging or self._client("resourcegroupstaggingapi")
+            tagging = self._tagging or acting_client("resourcegroupstaggingapi", self._accounts)
             resp = tagging.get_resources(ResourceARNList=[arn])
         except CrossAccountAccessError as exc:
             self.denied = exc
@@ -72,7 +69,7 @@ class AwsTagReader:
         from botocore.exceptions import ClientError
 
         try:
-            cfn = self._cfn or self._client("cloudformation")
+            cfn = self._cfn or acting_client("cloudformation", self._accounts)
             stacks = cfn.describe_stacks(StackName=stack).get("Stacks", [])
         except CrossAccountAccessError as exc:
             self.denied = exc

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from changeguard.adapters.clients import client
+from changeguard.adapters.clients import acting_client
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
 from changeguard.domain.resources import walk
 
@@ -85,10 +85,12 @@ class QuarantineHandler(ABC):
         account's resource through the function's acting role there, never the central account's)."""
         if self._api is not None:
             return self._api
-        region = ref.region or None if ref is not None else None
-        if self._accounts is not None:
-            return self._accounts.client(self.service, account=ref.account if ref else None, region=region)
-        return client(self.service, region) if region else client(self.service)
+        return acting_client(
+            self.service,
+            self._accounts,
+            account=ref.account if ref is not None else None,
+            region=(ref.region or None) if ref is not None else None,
+        )
 
     # -- naming -------------------------------------------------------------------------------
     @abstractmethod

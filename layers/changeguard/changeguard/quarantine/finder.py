@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from changeguard.adapters.clients import client
+from changeguard.adapters.clients import acting_client
 from changeguard.domain.tags import QUARANTINE_AFTER
 
 if TYPE_CHECKING:
@@ -22,9 +22,7 @@ class MarkedResourceFinder:
         self._accounts = accounts
 
     def marked(self) -> list[tuple[str, dict[str, str]]]:
-        tagging = self._tagging or (
-            self._accounts.client("resourcegroupstaggingapi") if self._accounts else client("resourcegroupstaggingapi")
-        )
+        tagging = self._tagging or acting_client("resourcegroupstaggingapi", self._accounts)
         pages = tagging.get_paginator("get_resources").paginate(
             TagFilters=[{"Key": QUARANTINE_AFTER}], ResourcesPerPage=100
         )
