@@ -172,11 +172,15 @@ class Alert(BaseModel):
 _EMOJI = {"critical": ":rotating_light: ", "high": ":warning: ", "medium": ":large_orange_diamond: "}
 
 
-def alert_entry(alert: Alert, event_time: datetime, now: datetime) -> LedgerEntry:
-    """The alert as a ledger fact; the publisher sends it from the table's stream (an outbox)."""
+def alert_entry(alert: Alert, event_time: datetime, now: datetime, suffix: str = "") -> LedgerEntry:
+    """The alert as a ledger fact; the publisher sends it from the table's stream (an outbox).
+
+    ``suffix`` tells apart the alerts one function raises more than once about the same change id
+    (an outage's number, the fact it goes with): ``ALERT#<function>#<kind>#<suffix>``.
+    """
     return LedgerEntry(
         change_id=alert.change_id,
-        entry=f"ALERT#{alert.function}#{alert.kind}",
+        entry=f"ALERT#{alert.function}#{alert.kind}" + (f"#{suffix}" if suffix else ""),
         kind=EntryKind.ALERT,
         function=alert.function,
         event_time=event_time,

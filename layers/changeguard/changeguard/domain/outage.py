@@ -62,10 +62,7 @@ def _pair(key: str, fact: str, generation: int, alert: Alert, now: datetime, bod
         recorded_at=now,
         body=body,
     )
-    item = alert_entry(alert, now, now).model_copy(
-        update={"entry": f"ALERT#{alert.function}#{alert.kind}#{generation:06d}"}
-    )
-    return [entry, item]
+    return [entry, alert_entry(alert, now, now, suffix=f"{generation:06d}")]
 
 
 def opening(

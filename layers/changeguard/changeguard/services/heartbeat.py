@@ -86,9 +86,7 @@ class HeartbeatService:
                 recorded_at=now,
                 body={"finding": assessment.finding.value, "canary": assessment.canary},
             )
-            item = alert_entry(alert, now, now).model_copy(
-                update={"entry": f"ALERT#{self.function}#{alert.kind}#{assessment.outage:06d}"}
-            )
+            item = alert_entry(alert, now, now, suffix=f"{assessment.outage:06d}")
             if self.ledger.append([fact, item]):
                 actions.append(f"heartbeat outage #{assessment.outage} {'opened' if marker == DOWN else 'closed'}")
                 alert_ids.append(alert.alert_id)

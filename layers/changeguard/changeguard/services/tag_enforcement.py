@@ -210,8 +210,7 @@ class Enforcer:
         """Append the fact and its alert in one transaction (the alert outbox)."""
         entries = [fact]
         if alert is not None:
-            entry = alert_entry(alert, fact.event_time, fact.recorded_at)
-            entries.append(entry.model_copy(update={"entry": f"ALERT#{self.function}#{alert.kind}#{fact.entry}"}))
+            entries.append(alert_entry(alert, fact.event_time, fact.recorded_at, suffix=fact.entry))
         new = self.ledger.append(entries)
         return new, ([alert.alert_id] if alert is not None and new else [])
 
