@@ -45,7 +45,7 @@ def build_service() -> ReconcileService:
         keys=ledger,
         policy=lambda: load_policy(wiring.parameter_path),
         clock=clock,
-        event_sources=[s.strip() for s in (wiring.correlated_event_sources or "").split(",") if s.strip()],
+        event_sources=list(wiring.correlated_event_sources),
         suite_role_prefixes=prefixes,
     )
 

@@ -32,8 +32,8 @@ def build_service() -> QuarantineSweepService:
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
         scope=accounts,
-        member_accounts=tuple(a.strip() for a in (wiring.member_account_ids or "").split(",") if a.strip()),
-        regions=tuple(r.strip() for r in (wiring.sweep_regions or "").split(",") if r.strip()),
+        member_accounts=wiring.member_account_ids,
+        regions=wiring.sweep_regions,
     )
 
 

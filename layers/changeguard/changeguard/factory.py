@@ -66,7 +66,7 @@ def suite_resources(wiring: Wiring) -> SuiteResources:
     """The suite's own resources (self-protection), from the names the template gives them."""
     from changeguard.domain.self_protection import SuiteResources
 
-    prefixes = [p for p in (wiring.suite_resource_prefixes or "").split(",") if p.strip()]
+    prefixes = list(wiring.suite_resource_prefixes)
     if wiring.stack_name:
         prefixes.append(f"{wiring.stack_name}-")
     return SuiteResources.from_names(name_prefixes=prefixes, stack_name=wiring.stack_name)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from changeguard.domain.errors import ConfigurationError
 from changeguard.domain.policy import Policy
@@ -39,9 +39,9 @@ class Wiring(BaseModel):
     environment: Literal["dev", "staging", "prod"] = "dev"
     # -- hardening (issue 8) -------------------------------------------------------------------
     # Comma-separated name prefixes of the suite's resources (self-protection: domain/self_protection.py).
-    suite_resource_prefixes: str | None = None
+    suite_resource_prefixes: tuple[str, ...] = ()
     # Comma-separated CloudTrail event sources the correlator's rule passes (the reconciliation sweep).
-    correlated_event_sources: str | None = None
+    correlated_event_sources: tuple[str, ...] = ()
     # The parameter the heartbeat writes as its canary (domain/heartbeat.py).
     heartbeat_parameter_name: str | None = None
     # -- cross-account acting roles (issue 9) ------------------------------------------------
@@ -51,10 +51,15 @@ class Wiring(BaseModel):
     # The member roles' sts:ExternalId, when the member stacks set one.
     acting_external_id: str | None = None
     # Comma-separated member accounts whose marked resources the quarantine sweep also visits.
-    member_account_ids: str | None = None
+    member_account_ids: tuple[str, ...] = ()
     # Comma-separated other regions whose marked resources the quarantine sweep also visits (each
     # account's, this one's included): where member stacks forward events from.
-    sweep_regions: str | None = None
+    sweep_regions: tuple[str, ...] = ()
+
+    # The lists above arrive comma-separated, as the template's parameters hold them.
+    _lists = field_validator(
+        "suite_resource_prefixes", "correlated_event_sources", "member_account_ids", "sweep_regions", mode="before"
+    )(lambda value: tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Wiring:
