@@ -1,4 +1,5 @@
-"""A ticket source's outages as ledger facts: one degraded alert per outage, one recovery alert.
+"""A source's outages as ledger facts (a ticket source, the change calendar): one degraded alert per
+outage, one recovery alert.
 
 Outage *n* of source S lives under change id ``outage:S``: ``OPEN#n`` when a function first
 finds S unreachable, ``CLOSED#n`` when the follow-up finds it answering again. Each fact is
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.ledger import EntryKind, LedgerEntry
@@ -20,10 +21,15 @@ from changeguard.domain.verdicts import Severity, Verdict
 
 #: The change calendar's outages (``outage:change-calendar``), beside each ticket source's.
 CALENDAR_SOURCE = "change-calendar"
+CALENDAR_LABEL = "change calendar"
 
 
 def outage_key(source: str) -> str:
     return f"outage:{source}"
+
+
+class _Entries(Protocol):
+    def entries_for(self, change_id: str) -> list[LedgerEntry]: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,12 @@ class OutageState:
     opened: int
     closed: int
     entries: tuple[LedgerEntry, ...]
+
+    @classmethod
+    def read(cls, ledger: _Entries, source: str) -> OutageState:
+        """``source``'s outages as the ledger has them (one query of its ``outage:<source>`` entries)."""
+        key = outage_key(source)
+        return cls.of(key, ledger.entries_for(key))
 
     @classmethod
     def of(cls, key: str, entries: Sequence[LedgerEntry]) -> OutageState:

@@ -17,7 +17,7 @@ from changeguard.domain.errors import (
 )
 from changeguard.domain.heartbeat import ARRIVED, HEARTBEAT_KEY, canary_of
 from changeguard.domain.ledger import EntryKind, LedgerEntry
-from changeguard.domain.outage import CALENDAR_SOURCE, OutageState, opening, outage_key
+from changeguard.domain.outage import CALENDAR_LABEL, CALENDAR_SOURCE, OutageState, opening
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
 from changeguard.domain.self_protection import SuiteResources
@@ -350,7 +350,7 @@ class CorrelateService:
                 "Check that the calendars named in the policy (change-calendar-names) exist and that"
                 " ChangeGuard's roles may call ssm:GetCalendarState on them."
             ),
-            label="change calendar",
+            label=CALENDAR_LABEL,
         )
 
     def _open(
@@ -365,7 +365,7 @@ class CorrelateService:
         label: str | None = None,
     ) -> str | None:
         """Open ``source``'s next outage with its degraded alert, unless one is open (its alert id)."""
-        state = OutageState.of(outage_key(source), self.ledger.entries_for(outage_key(source)))
+        state = OutageState.read(self.ledger, source)
         if state.is_open:
             return None
         alert, items = opening(

@@ -19,7 +19,7 @@ from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.errors import CalendarUnavailableError, TicketSourceUnavailableError
 from changeguard.domain.follow_up import FOLLOWED, FollowUp, FollowUpResult, Tracked, decide, tracked_from
 from changeguard.domain.ledger import EntryKind, LedgerEntry
-from changeguard.domain.outage import CALENDAR_SOURCE, OutageState, closing, opening, outage_key
+from changeguard.domain.outage import CALENDAR_LABEL, CALENDAR_SOURCE, OutageState, closing, opening
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
 from changeguard.domain.tickets import TicketLookup
@@ -268,7 +268,7 @@ class _Run:
         """Close an open outage once the source answers; open one if it fails and none is open."""
         service = self.service
         source = service.tickets.name
-        state = OutageState.of(outage_key(source), service.ledger.entries_for(outage_key(source)))
+        state = OutageState.read(service.ledger, source)
         if self.failed is not None:
             if not state.is_open:
                 opened = opening(
@@ -293,13 +293,11 @@ class _Run:
             self.lookup(PROBE_TICKET)
             if self.failed is not None:
                 return
-        closed = closing(state, source=source, function=service.function, now=self.now, rejudged=self.rejudged)
-        self._record(*closed, f"{state.key}: outage #{state.opened} closed")
+        self._close(state, source, self.rejudged)
 
     def calendar_outage(self) -> None:
         """Close the change calendar's open outage (opened by the correlator) once it answers."""
-        service = self.service
-        state = OutageState.of(outage_key(CALENDAR_SOURCE), service.ledger.entries_for(outage_key(CALENDAR_SOURCE)))
+        state = OutageState.read(self.service.ledger, CALENDAR_SOURCE)
         if not state.is_open or self.calendar_failed is not None:
             return
         if not self.calendar_answered:
@@ -307,13 +305,11 @@ class _Run:
                 self.calendar_closed_at(self.now)
             except CalendarUnavailableError:
                 return
+        self._close(state, CALENDAR_SOURCE, self.window_rejudged, label=CALENDAR_LABEL)
+
+    def _close(self, state: OutageState, source: str, rejudged: int, label: str | None = None) -> None:
         closed = closing(
-            state,
-            source=CALENDAR_SOURCE,
-            function=service.function,
-            now=self.now,
-            rejudged=self.window_rejudged,
-            label="change calendar",
+            state, source=source, function=self.service.function, now=self.now, rejudged=rejudged, label=label
         )
         self._record(*closed, f"{state.key}: outage #{state.opened} closed")
 
