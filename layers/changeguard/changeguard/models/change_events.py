@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from changeguard.models.cloudtrail import region_or_none
+from changeguard.models.cloudtrail import OptionalRegion
 from changeguard.models.envelope import Envelope
 
 CODEDEPLOY_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
@@ -27,9 +27,7 @@ class CodeDeployStateChangeDetail(_AwsOwned):
     application: str | None = None
     deploymentGroup: str | None = None
     instanceGroupId: str | None = None
-    region: str | None = None
-
-    _region = field_validator("region", mode="before")(lambda value: region_or_none(value))
+    region: OptionalRegion = None
 
 
 class CodeDeployStateChangeEvent(Envelope):

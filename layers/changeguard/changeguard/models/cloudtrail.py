@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 
 class _AwsOwned(BaseModel):
@@ -81,6 +81,11 @@ def region_or_none(value: Any) -> str | None:
     return value
 
 
+#: A field that names a region: checked as it is parsed (``None`` allowed, or not).
+OptionalRegion = Annotated[str | None, BeforeValidator(region_or_none)]
+Region = Annotated[str, BeforeValidator(region_or_none)]
+
+
 class CloudTrailRecord(_AwsOwned):
     """One CloudTrail record (the ``detail`` of an "AWS API Call via CloudTrail" event)."""
 
@@ -88,7 +93,7 @@ class CloudTrailRecord(_AwsOwned):
     eventTime: datetime
     eventSource: str
     eventName: str
-    awsRegion: str | None = None
+    awsRegion: OptionalRegion = None
     sourceIPAddress: str | None = None
     userAgent: str | None = None
     userIdentity: UserIdentity = Field(default_factory=UserIdentity)
@@ -110,7 +115,6 @@ class CloudTrailRecord(_AwsOwned):
     _objects = field_validator("requestParameters", "responseElements", mode="before")(
         lambda value: _json_object(value)
     )
-    _region = field_validator("awsRegion", mode="before")(lambda value: region_or_none(value))
 
     @field_validator("sessionCredentialFromConsole", "readOnly", "managementEvent", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from changeguard.models.cloudtrail import region_or_none
+from changeguard.models.cloudtrail import OptionalRegion, Region
 from changeguard.models.envelope import Envelope
 
 ALARM_STATE_CHANGE = "CloudWatch Alarm State Change"
@@ -68,10 +68,8 @@ class AlarmActionPayload(_AwsOwned):
     alarmArn: str
     accountId: str
     time: datetime
-    region: str
+    region: Region
     alarmData: AlarmData
-
-    _region = field_validator("region", mode="before")(lambda value: region_or_none(value))
 
 
 class SnsAlarmMessage(_AwsOwned):
@@ -129,10 +127,8 @@ class DeploymentStateDetail(_AwsOwned):
     application: str
     deploymentGroup: str
     state: str
-    region: str | None = None
+    region: OptionalRegion = None
     instanceGroupId: str | None = None
-
-    _region = field_validator("region", mode="before")(lambda value: region_or_none(value))
 
 
 class DeploymentStateChangeEvent(Envelope):

@@ -10,20 +10,13 @@ function pays only for the kinds of event it receives.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict
 
-from changeguard.models.cloudtrail import region_or_none
+from changeguard.models.cloudtrail import Region
 
 
 class Envelope(EventBridgeModel):
     model_config = ConfigDict(defer_build=True)
 
-    @field_validator("region", mode="before")
-    @classmethod
-    def _a_region(cls, value: Any) -> Any:
-        if region_or_none(value) is None:
-            raise ValueError("not an AWS region")
-        return value
+    region: Region

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from changeguard.models.cloudtrail import CloudTrailRecord, region_or_none
+from changeguard.models.cloudtrail import CloudTrailRecord, OptionalRegion
 from changeguard.models.envelope import Envelope
 
 CLOUDTRAIL_API_CALL = "AWS API Call via CloudTrail"
@@ -37,7 +37,7 @@ class ConfigurationItem(BaseModel):
     resourceName: str | None = None
     ARN: str | None = None
     awsAccountId: str | None = None
-    awsRegion: str | None = None
+    awsRegion: OptionalRegion = None  # issue 8
     configurationItemCaptureTime: datetime | None = None
     configurationItemStatus: str | None = None
     configurationStateId: str | int | None = None
@@ -50,8 +50,6 @@ class ConfigurationItem(BaseModel):
         if not isinstance(value, dict):
             return {}
         return {str(k): str(v) for k, v in value.items() if v is not None}
-
-    _region = field_validator("awsRegion", mode="before")(lambda value: region_or_none(value))  # issue 8
 
     @field_validator("relatedEvents", mode="before")
     @classmethod

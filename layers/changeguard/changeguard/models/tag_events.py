@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
-from changeguard.models.cloudtrail import region_or_none
+from changeguard.models.cloudtrail import OptionalRegion
 from changeguard.models.envelope import Envelope
 
 CONFIG_COMPLIANCE_CHANGE = "Config Rules Compliance Change"
@@ -38,11 +38,10 @@ class EvaluationResult(_AwsOwned):
 class ComplianceChangeDetail(_AwsOwned):
     resourceId: str
     resourceType: str
-    awsRegion: str | None = None
+    awsRegion: OptionalRegion = None
     awsAccountId: str | None = None
     configRuleName: str | None = None
 
-    _region = field_validator("awsRegion", mode="before")(lambda value: region_or_none(value))
     configRuleARN: str | None = None
     messageType: str | None = None
     newEvaluationResult: EvaluationResult | None = None
