@@ -12,7 +12,7 @@ from pathlib import Path
 
 import botocore
 import pytest
-from changeguard.domain.partition import partition_of
+from changeguard.domain.partition import is_region, partition_of
 from changeguard.domain.quarantine import ResourceRef
 from changeguard.domain.resources import resource_arns
 from changeguard.quarantine import REGISTRY, QuarantineSettings, ResourceState
@@ -26,6 +26,12 @@ EVERY_REGION = [(region, p["partition"]) for p in ENDPOINTS["partitions"] for re
 @pytest.mark.parametrize(("region", "partition"), EVERY_REGION)
 def test_every_region_botocore_knows_is_named_in_its_own_partition(region: str, partition: str) -> None:
     assert partition_of(region) == partition
+    assert is_region(region)
+
+
+@pytest.mark.parametrize("value", ['"us-east-1"', "us-east-1\n", "us east 1", "", "xx", None, 1])
+def test_what_is_shaped_like_no_region_name_is_no_region(value: object) -> None:
+    assert not is_region(value)
 
 
 def test_an_unknown_or_missing_region_is_taken_as_the_commercial_partition() -> None:

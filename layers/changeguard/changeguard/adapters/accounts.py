@@ -33,6 +33,7 @@ from typing import Any
 
 from changeguard.adapters import clients
 from changeguard.domain.errors import ConfigurationError, CrossAccountAccessError, InvalidEventError
+from changeguard.domain.partition import is_region
 
 #: Renew the member credentials this many seconds before they expire (a call never starts on
 #: credentials about to lapse mid-retry).
@@ -51,7 +52,6 @@ def _home_region() -> str | None:
 
 
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _NOT_IN_SESSION_NAME = re.compile(r"[^\w+=,.@-]")
 
 
@@ -179,7 +179,7 @@ class AccountClients:
             if region is not None:
                 return clients.client(service, region)
             where = scope.region if scope else None
-            if where is None or not _REGION.match(where) or where == _home_region():
+            if where is None or not is_region(where) or where == _home_region():
                 return clients.client(service)
             return clients.client(service, where)
         if not _ACCOUNT_ID.match(target):
@@ -187,7 +187,7 @@ class AccountClients:
             # never turned into a role ARN.
             raise InvalidEventError("the event names an account that is not a 12-digit AWS account id")
         where = region or (scope.region if scope else None)
-        if where is not None and not _REGION.match(where):
+        if where is not None and not is_region(where):
             raise InvalidEventError("the event names a region that is not an AWS region name")
         session = self._session(target, scope.reason if scope else "")
         key = (target, service, where)

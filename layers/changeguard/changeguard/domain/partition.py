@@ -9,6 +9,10 @@ here so that naming a resource loads no data file.
 
 from __future__ import annotations
 
+import re
+
+_REGION_NAME = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d{1,2}")  # "eusc-de-east-1" too
+
 #: Region-name prefixes of the partitions other than ``aws``, longest first.
 _PARTITIONS: tuple[tuple[str, str], ...] = (
     ("us-gov-", "aws-us-gov"),
@@ -19,6 +23,11 @@ _PARTITIONS: tuple[tuple[str, str], ...] = (
     ("eusc-", "aws-eusc"),
     ("cn-", "aws-cn"),
 )
+
+
+def is_region(value: object) -> bool:
+    """Whether ``value`` is shaped like an AWS region name (``us-east-1``, ``cn-north-1``, ``eusc-de-east-1``)."""
+    return isinstance(value, str) and _REGION_NAME.fullmatch(value) is not None
 
 
 def partition_of(region: str | None) -> str:

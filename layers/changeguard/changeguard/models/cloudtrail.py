@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from changeguard.domain.partition import is_region
 
 
 class _AwsOwned(BaseModel):
@@ -69,16 +70,13 @@ def _json_object(value: Any) -> dict[str, Any] | None:
 
 # issue 8: a region is used to build clients (quarantine acts in the resource's region); anything
 # that is not one is bad input, rejected at parse time rather than by botocore mid-action.
-REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
-
-
 def region_or_none(value: Any) -> str | None:
     """``None`` or a well-formed AWS region name; anything else is invalid."""
     if value is None:
         return None
-    if not isinstance(value, str) or not REGION_RE.fullmatch(value):
+    if not is_region(value):
         raise ValueError("not an AWS region")
-    return value
+    return str(value)
 
 
 #: A field that names a region: checked as it is parsed (``None`` allowed, or not).
