@@ -114,8 +114,20 @@ lock: $(BIN)/.installed
 	$(UV) pip compile -q requirements-checkov.in -o requirements-checkov.lock --python-version 3.11
 
 # Benchmarks are reported, not asserted (bench/results.json and a table on stdout).
-bench: $(BIN)/.installed $(SAMVENV)/.installed
-	$(PYENV_RUNTIME) $(BIN)/python -m changeguard_tools.bench --runs 10 --warm-runs 200 --replay-records 100000
+# The cold-start children run on the runtime's Python (issue 9): .venv-bench holds the layer's
+# locked packages and the SDK the Lambda runtime provides, at the lock's versions, for this machine.
+BENCHVENV := .venv-bench
+$(BENCHVENV)/.installed: layers/changeguard/requirements.txt requirements.lock $(BIN)/.installed
+	test -x $(BENCHVENV)/bin/python || $(PYENV_RUNTIME) python$(RUNTIME_PY) -m venv $(BENCHVENV)
+	grep -E '^(boto3|botocore|jmespath|python-dateutil|s3transfer|six|urllib3)==' requirements.lock \
+	  > $(BENCHVENV)/runtime-sdk.txt
+	$(UV) pip install -q --python $(BENCHVENV)/bin/python --no-deps \
+	  -r layers/changeguard/requirements.txt -r $(BENCHVENV)/runtime-sdk.txt
+	touch $@
+
+bench: $(BIN)/.installed $(SAMVENV)/.installed $(BENCHVENV)/.installed
+	$(PYENV_RUNTIME) $(BIN)/python -m changeguard_tools.bench --runs 10 --warm-runs 200 --replay-records 100000 \
+	  --child-python $(BENCHVENV)/bin/python
 
 bench-small: $(BIN)/.installed
 	$(BIN)/python -m changeguard_tools.bench --runs 2 --warm-runs 20 --replay-records 1000 --skip-build

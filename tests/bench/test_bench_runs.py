@@ -104,3 +104,36 @@ def test_the_parser_floor_is_reported_against_the_same_floor_and_never_judged():
     assert judged["parser_floor_cpu_ratio_to_floor"] == 1.35
     assert judged["meets_target"] is True  # 1.2x: the reference does not move the verdict
     assert "parser_floor_cpu_median_ms" not in bench.judge_cold([_run(120)], floors)
+
+
+def test_children_run_on_the_interpreter_they_are_given_with_its_own_packages(tmp_path):
+    """``make bench`` gives the runtime's Python (``.venv-bench``): its packages, not this venv's, come first."""
+    import subprocess
+    import sys
+
+    venv = tmp_path / "runtime"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    version = ".".join(map(str, sys.version_info[:2]))
+    env = bench.child_environment(str(tmp_path / "pyc"), python)
+    paths = env["PYTHONPATH"].split(":")
+    assert paths == [str(bench.LAYER_SOURCE), str(venv / "lib" / f"python{version}" / "site-packages")]
+    assert bench.child_python_version(python) == ".".join(map(str, sys.version_info[:3]))
+    # And the child really runs there, with -S, as the cold and floor children do.
+    probe = bench.run_child(
+        [python, "-S", "-c", "import json, sys; print(json.dumps([sys.executable, sys.path]))"], env
+    )
+    executable, path = json.loads(probe.stdout)
+    assert executable == python
+    assert path[1:3] == paths  # after the script's own directory
+
+
+def test_children_end_without_an_interpreter_shutdown_as_a_frozen_lambda_sandbox_does():
+    import sys
+
+    # An atexit hook would run at shutdown; the floor child's os._exit skips it (and its cost).
+    code = "import atexit, sys\natexit.register(lambda: sys.stderr.write('SHUTDOWN'))\n" + bench._FLOOR_CHILD
+    run = bench.run_child([sys.executable, "-c", code, ""], env={})
+    assert run.exit_code == 0 and "floor_ms" in run.stdout
+    assert "SHUTDOWN" not in run.stderr
+    assert "os._exit(0)" in bench._COLD_CHILD

@@ -97,16 +97,21 @@ out.write(json.dumps({
     "import_cpu_ms": (c1 - c0) * 1000, "first_event_cpu_ms": (c2 - c1) * 1000,
     "rss_mb": peak_rss_mb(), "rejected": rejected, "services": sorted(services),
 }))
+out.flush()
+sys.stderr.flush()
+os._exit(0)  # as Lambda: the sandbox is frozen after the invocation, the interpreter never shuts down
 """
 
 _FLOOR_CHILD_TEMPLATE = r"""
-import json, sys, time
+import json, os, sys, time
 t0 = time.perf_counter()
 import boto3
 clients = [boto3.client(name) for name in sys.argv[1].split(",") if name]
 {extra}
 t1 = time.perf_counter()
 sys.stdout.write(json.dumps({{"floor_ms": (t1 - t0) * 1000}}))
+sys.stdout.flush()
+os._exit(0)  # no interpreter shutdown, as in the cold child
 """
 _FLOOR_CHILD = _FLOOR_CHILD_TEMPLATE.format(extra="")
 # The floor plus the least any function of ours does with Powertools' Parser: import it and validate
@@ -407,8 +412,15 @@ def correlator_evaluation(events: int) -> dict[str, Any]:
     return {"events": events, "events_per_s": round(events / elapsed, 1)}
 
 
-def cold(runs: int, only: set[str] | None = None, instructions: bool = False) -> dict[str, Any]:
-    """Fresh-process cold starts against the embedded AWS, with the floor measured alongside."""
+def cold(
+    runs: int, only: set[str] | None = None, instructions: bool = False, python: str = sys.executable
+) -> dict[str, Any]:
+    """Fresh-process cold starts against the embedded AWS, with the floor measured alongside.
+
+    ``python`` runs the children: ``make bench`` gives it an interpreter of the runtime's version
+    (``.venv-bench``, Python 3.12 with the layer's locked packages), since import costs differ
+    between Python versions and the layer ships ``.pyc`` files for that one.
+    """
     from changeguard_tools.embedded import EmbeddedAWS
 
     results: dict[str, Any] = {}
@@ -418,29 +430,54 @@ def cold(runs: int, only: set[str] | None = None, instructions: bool = False) ->
             sample = first_sample(spec.code_uri.name)
             if sample is None or (only and logical_id not in only):
                 continue
-            env = {**child_environment(pycache), **harness.function_environment(logical_id)}
+            env = {**child_environment(pycache, python), **harness.function_environment(logical_id)}
             event = json.loads(sample.read_text())
-            results[logical_id] = cold_start(spec.code_uri / "app.py", event, env, runs, instructions)
+            results[logical_id] = cold_start(spec.code_uri / "app.py", event, env, runs, instructions, python)
     return results
 
 
-def child_environment(pycache: str) -> dict[str, str]:
+def child_environment(pycache: str, python: str = sys.executable) -> dict[str, str]:
     """The environment of a cold or floor child: byte-compiled modules, and sys.path as in Lambda.
 
-    Children run with ``python -S``: this virtualenv's ``.pth`` files install the editable
-    finders of ``changeguard`` and the tools, about 60 ms of imports at every start that Lambda
-    never runs and that would inflate the floor and the cold start alike. ``PYTHONPATH`` gives the
-    layer's source and the locked dependencies instead, as ``/opt/python`` does in Lambda.
+    Children run with ``python -S``: a virtualenv's ``.pth`` files install the editable finders of
+    ``changeguard`` and the tools, about 60 ms of imports at every start that Lambda never runs and
+    that would inflate the floor and the cold start alike. ``PYTHONPATH`` gives the layer's source
+    and ``python``'s installed packages instead, as ``/opt/python`` does in Lambda.
     """
-    import site
-
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
-    paths = [str(LAYER_SOURCE), *site.getsitepackages()]
+    paths = [str(LAYER_SOURCE), *child_site_packages(python)]
     env.update({"PYTHONPYCACHEPREFIX": pycache, "PYTHONPATH": os.pathsep.join(paths)})
     return env
 
 
-def cold_start(app: Path, event: Any, env: dict[str, str], runs: int, instructions: bool = False) -> dict[str, Any]:
+def child_site_packages(python: str) -> list[str]:
+    """Where ``python`` (a virtualenv's interpreter, typically) finds its installed packages."""
+    if python == sys.executable:
+        import site
+
+        return list(site.getsitepackages())
+    probe = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    # Without -S: a virtualenv sets its prefix in site.py (Python 3.12 and older).
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    return [out.stdout.strip()]
+
+
+def child_python_version(python: str) -> str:
+    """``major.minor.micro`` of the interpreter the children run on."""
+    if python == sys.executable:
+        return ".".join(str(part) for part in sys.version_info[:3])
+    probe = "import sys; print('.'.join(map(str, sys.version_info[:3])))"
+    return subprocess.run([python, "-S", "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def cold_start(
+    app: Path,
+    event: Any,
+    env: dict[str, str],
+    runs: int,
+    instructions: bool = False,
+    python: str = sys.executable,
+) -> dict[str, Any]:
     """One function's cold starts, each followed by a floor run, after one unmeasured run.
 
     The floor creates the clients of the services the cold path called: the unmeasured run of the
@@ -454,14 +491,14 @@ def cold_start(app: Path, event: Any, env: dict[str, str], runs: int, instructio
         def cold_args(index: int) -> list[str]:
             path = Path(folder) / f"event-{index}.json"
             path.write_text(json.dumps(fresh_copy(event, index)))
-            return [sys.executable, "-S", "-c", _COLD_CHILD, str(app), str(path), "lambda_handler"]
+            return [python, "-S", "-c", _COLD_CHILD, str(app), str(path), "lambda_handler"]
 
         # Unmeasured: records the services the path calls, compiles what it imports (the layer
         # ships .pyc files) and warms the page cache.
         found = run_child(cold_args(999), {**env, "CHANGEGUARD_BENCH_RECORD_SERVICES": "1"}).report()
         services = ",".join(found["services"]) if found else ""
-        floor_args = [sys.executable, "-S", "-c", _FLOOR_CHILD, services]
-        parser_args = [sys.executable, "-S", "-c", _PARSER_FLOOR_CHILD, services]
+        floor_args = [python, "-S", "-c", _FLOOR_CHILD, services]
+        parser_args = [python, "-S", "-c", _PARSER_FLOOR_CHILD, services]
         run_child(floor_args, env)
         run_child(parser_args, env)
         parser_floors: list[ChildRun] = []
@@ -614,10 +651,15 @@ def run(
     out: Path,
     only: set[str] | None = None,
     instructions: bool = False,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     warm_results = warm(warm_runs, only)
-    cold_results = cold(runs, only, instructions)
-    report: dict[str, Any] = {"functions": {}, "correlator_paths": warm_results.get("_paths", {})}
+    cold_results = cold(runs, only, instructions, python)
+    report: dict[str, Any] = {
+        "functions": {},
+        "correlator_paths": warm_results.get("_paths", {}),
+        "cold_python": child_python_version(python),
+    }
     for fid, result in warm_results.items():
         if fid.startswith("_"):
             continue
@@ -635,7 +677,8 @@ def run(
 
 def render(report: dict[str, Any]) -> str:
     lines = [
-        f"Cold start: median of each, floor = boto3 + the clients the path calls; target <= {TARGET_RATIO}x on CPU",
+        f"Cold start: median of each, floor = boto3 + the clients the path calls; target <= {TARGET_RATIO}x on CPU"
+        f" (children on Python {report.get('cold_python', '?')})",
         "(+Parser: the floor plus Powertools' Parser validating one EventBridge envelope, as a ratio to the floor)",
         f"{'function':32} {'cold ms':>8} {'floor ms':>8} {'ratio':>6} {'cold CPU':>9} {'floor CPU':>9}"
         f" {'CPU ratio':>9} {'<=' + str(TARGET_RATIO) + 'x':>6} {'import CPU':>10} {'event CPU':>9} {'runs':>5}"
@@ -717,6 +760,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-only", action="store_true", help="only the load replay (no cold/warm runs, no build)")
     parser.add_argument("--only", action="append", metavar="LOGICAL_ID", help="bench only these functions")
     parser.add_argument(
+        "--child-python",
+        default=sys.executable,
+        help="interpreter of the cold and floor children (make bench: the runtime's Python, .venv-bench)",
+    )
+    parser.add_argument(
         "--instructions", action="store_true", help="also count instructions of one cold run under callgrind (slow)"
     )
     args = parser.parse_args(argv)
@@ -726,7 +774,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if replay_report["errors"] == 0 and replay_report["exit_status"] == 0 else 1
     only = set(args.only) if args.only else None
     report = run(
-        args.runs, args.warm_runs, args.replay_records, not args.skip_build, Path(args.out), only, args.instructions
+        args.runs,
+        args.warm_runs,
+        args.replay_records,
+        not args.skip_build,
+        Path(args.out),
+        only,
+        args.instructions,
+        args.child_python,
     )
     print(render(report))
     return 0
