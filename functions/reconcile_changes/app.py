@@ -27,26 +27,31 @@ def build_service() -> ReconcileService:
     clock = SystemClock()
     prefixes = (wiring.suite_role_prefix,) if wiring.suite_role_prefix else ()
     ledger = factory.ledger(wiring)
+    accounts = factory.account_clients(wiring)  # issue 9: each account's trail, and its tags, there
     correlate = CorrelateService(
         function=FUNCTION,
         ledger=ledger,
         tickets=factory.ticket_source(wiring),
-        tags=AwsTagReader(),
+        tags=AwsTagReader(accounts=accounts),
         policy=lambda: load_policy(wiring.parameter_path),
         clock=clock,
         suite_role_prefixes=prefixes,
         calendar=factory.calendar_reader,
         suite=factory.suite_resources(wiring),
+        scope=accounts,
     )
     return ReconcileService(
         function=FUNCTION,
         correlate=correlate,
-        trail=CloudTrailLookup(),
+        trail=CloudTrailLookup(accounts=accounts),
         keys=ledger,
         policy=lambda: load_policy(wiring.parameter_path),
         clock=clock,
         event_sources=list(wiring.correlated_event_sources),
         suite_role_prefixes=prefixes,
+        scope=accounts,
+        member_accounts=wiring.member_account_ids,
+        regions=wiring.sweep_regions,
     )
 
 

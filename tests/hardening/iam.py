@@ -337,6 +337,7 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
         "lambda:UntagResource": "a released function loses its quarantine marks",
     },
     "reconcile_changes": {
+        "sts:AssumeRole": "member accounts listed, with an OrganizationId (tests/org/test_reconcile_members.py)",
         "dynamodb:Query": "a write call of the sweep window is already judged",
         "cloudformation:DescribeStacks": "a missed change CloudFormation made, its ticket in the stack's tags",
     },

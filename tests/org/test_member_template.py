@@ -416,6 +416,7 @@ NO_RESOURCE_LEVEL = {
     "ec2:DescribeSecurityGroups",
     "codedeploy:ListApplications",
     "cloudwatch:GetMetricData",
+    "cloudtrail:LookupEvents",
 }
 
 
@@ -477,7 +478,9 @@ def test_acting_roles_create_a_security_group_only_as_the_suites_tagged_isolatio
 def test_acting_roles_grant_what_the_central_functions_do():
     stack = member_stack(ACCOUNT_B, CENTRAL_REGION)
     granted = {lid: _actions(_statements(stack.resources[lid])) for lid in ACTING_ROLES}
-    assert granted["ReadTagsRole"] >= _central_actions(("CorrelateChangeFunction",), ("tag", "cloudformation"))
+    assert granted["ReadTagsRole"] >= _central_actions(
+        ("CorrelateChangeFunction", "ReconcileChangesFunction"), ("tag", "cloudformation", "cloudtrail")
+    )
     assert granted["StopDeploymentsRole"] >= _central_actions(
         ("GateChangeWindowFunction", "GuardDeploymentFunction"),
         ("codedeploy", "codepipeline", "cloudformation", "cloudwatch"),
@@ -604,6 +607,7 @@ def test_forwarded_events_get_verdicts_in_the_central_ledger_with_their_own_acco
 # -- the central functions assume exactly these roles (issue 9: cross-account acting) ---------------
 ACTING_FUNCTIONS = {
     "CorrelateChangeFunction": "ReadTagsRole",
+    "ReconcileChangesFunction": "ReadTagsRole",
     "GateChangeWindowFunction": "StopDeploymentsRole",
     "GuardDeploymentFunction": "StopDeploymentsRole",
     "EnforceTagsFunction": "QuarantineRole",

@@ -8,27 +8,34 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from changeguard.adapters.clients import client
+from changeguard.adapters import clients
+from changeguard.domain.errors import TrailAccessDeniedError
 from changeguard.models.cloudtrail import CloudTrailRecord
 
 PAGE_SIZE = 50  # LookupEvents' maximum
+#: What CloudTrail answers when the caller may not look up events (its policy, or an SCP on the region).
+ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 
 
 class CloudTrailLookup:
-    """Write (``ReadOnly=false``) management events of this account and region, newest first.
+    """Write (``ReadOnly=false``) management events of one account and region, newest first.
+
+    The account and region are those of the acting scope (issue 9: a member account through its
+    read role), else the function's own.
 
     LookupEvents allows two requests a second per account and region; botocore's standard retry
     mode absorbs its throttling. Records it cannot parse are skipped (and counted): one odd record
     must not stop the sweep.
     """
 
-    def __init__(self, cloudtrail: Any | None = None) -> None:
+    def __init__(self, cloudtrail: Any | None = None, accounts: clients.ActingClients | None = None) -> None:
         self._cloudtrail = cloudtrail
+        self._accounts = accounts
         self.unparsed = 0
 
     @property
     def cloudtrail(self) -> Any:
-        return self._cloudtrail or client("cloudtrail")
+        return self._cloudtrail or clients.acting_client("cloudtrail", self._accounts)
 
     def write_events(self, start: datetime, end: datetime | None = None) -> Iterator[CloudTrailRecord]:
         args: dict[str, Any] = {
@@ -38,7 +45,19 @@ class CloudTrailLookup:
         }
         if end is not None:
             args["EndTime"] = end
-        for page in self.cloudtrail.get_paginator("lookup_events").paginate(**args):
+        from botocore.exceptions import ClientError
+
+        pages = iter(self.cloudtrail.get_paginator("lookup_events").paginate(**args))
+        while True:
+            try:
+                page = next(pages)
+            except StopIteration:
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in ACCESS_DENIED:
+                    raise TrailAccessDeniedError(code, exc.response.get("Error", {}).get("Message", "")) from exc
+                raise
             for event in page.get("Events", []):
                 try:
                     yield CloudTrailRecord.model_validate_json(event.get("CloudTrailEvent") or "{}")

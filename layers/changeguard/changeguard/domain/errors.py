@@ -32,9 +32,23 @@ class CrossAccountAccessError(ChangeGuardError):
     the services can ledger and alert "not done in that account" instead of acting in the wrong one.
     """
 
-    def __init__(self, account: str, role_arn: str | None, code: str, detail: str = "") -> None:
+    def __init__(
+        self, account: str, role_arn: str | None, code: str, detail: str = "", *, action: str | None = None
+    ) -> None:
         self.account = account
         self.role_arn = role_arn
         self.code = code
+        #: Set when the role was assumed but refused this action (a member stack older than the suite).
+        self.action = action
         where = f"role {role_arn}" if role_arn else "no acting role is configured"
+        if action:
+            where = f"{role_arn or 'its own role'} was refused {action}"
         super().__init__(f"cannot act in account {account}: {where} ({code}){': ' + detail if detail else ''}")
+
+
+class TrailAccessDeniedError(ChangeGuardError):
+    """CloudTrail refused ``LookupEvents`` (the role lacks it, or a policy denies the region)."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        self.code = code
+        super().__init__(f"cloudtrail:LookupEvents refused ({code}){': ' + detail if detail else ''}")

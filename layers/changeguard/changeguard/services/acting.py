@@ -39,6 +39,8 @@ def acted_as(scope: ActingScope | None) -> dict[str, str]:
 
 
 def not_acted_reason(exc: CrossAccountAccessError, what: str) -> str:
+    if exc.action:
+        return f"could not {what} in account {exc.account}: {exc.role_arn or 'its own role'} was refused {exc.action} ({exc.code})"
     return (
         f"could not {what} in account {exc.account}: {exc.code} assuming {exc.role_arn or 'no role (not configured)'}"
     )
@@ -69,8 +71,13 @@ def report_denied(
         verdict=NOT_ACTED,
         subject=f"ChangeGuard cannot act in account {exc.account}: {exc.code}",
         summary=(
-            f"{function} could not {what} in account {exc.account} ({cause}): assuming"
-            f" {exc.role_arn or 'its acting role'} failed with {exc.code}. Nothing was done in that account"
+            f"{function} could not {what} in account {exc.account} ({cause}): "
+            + (
+                f"{exc.role_arn or 'its own role'} was refused {exc.action} ({exc.code})."
+                if exc.action
+                else f"assuming {exc.role_arn or 'its acting role'} failed with {exc.code}."
+            )
+            + " Nothing was done in that account"
             " and nothing elsewhere instead; the verdicts are recorded. Until the role can be assumed,"
             " ChangeGuard only reports that account's changes."
         ),
