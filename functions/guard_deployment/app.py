@@ -35,6 +35,8 @@ def build_service() -> DeploymentGuardService:
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
         scope=accounts,
+        member_accounts=wiring.member_account_ids,  # issue 9: the health sweep visits them too
+        regions=wiring.sweep_regions,
     )
 
 

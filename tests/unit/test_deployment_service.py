@@ -557,3 +557,104 @@ def test_bad_input_is_a_typed_error_with_no_side_effects(event):
     with pytest.raises(InvalidEventError):
         guard.service.handle(event)
     assert guard.ledger.items == {} and guard.codedeploy.stops == []
+
+
+# -- issue 9: the health sweep in member accounts and other regions ------------------------------------
+MEMBER_ACCOUNT = "222222222222"
+REFUSING_ACCOUNT = "333333333333"
+
+
+class FakeScope:
+    """Where the calls go now (``acting_in``), and a member whose role is refused."""
+
+    def __init__(self, refused: str | None = None) -> None:
+        self.current: tuple[str | None, str | None] = (None, None)
+        self.visited: list[tuple[str | None, str | None]] = []
+        self.refused_account = refused
+
+    def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
+        from contextlib import contextmanager
+
+        from changeguard.domain.errors import CrossAccountAccessError
+
+        @contextmanager
+        def scope() -> Any:
+            if account == self.refused_account:
+                raise CrossAccountAccessError(account, f"arn:aws:iam::{account}:role/changeguard/x", "AccessDenied")
+            before, self.current = self.current, (account, region)
+            self.visited.append(self.current)
+            try:
+                yield
+            finally:
+                self.current = before
+
+        return scope()
+
+    def acted_as(self, account: str | None) -> dict[str, str]:
+        return {"account": account or "", "identity": "test"}
+
+    def current_account(self) -> str | None:
+        return self.current[0]
+
+
+class PlacedCodeDeploy(FakeCodeDeploy):
+    """Deployments that live in one (account, region) each: listed only there."""
+
+    def __init__(self, scope: FakeScope, placed: dict[str, tuple[str, str]], *deployments: Deployment) -> None:
+        super().__init__(*deployments)
+        self.scope, self.placed = scope, placed
+        self.stopped_in: list[tuple[str, tuple[str | None, str | None]]] = []
+
+    def list_in_flight(self, application: str, group: str) -> list[Deployment]:
+        here = self.scope.current
+        return [d for d in super().list_in_flight(application, group) if self.placed.get(d.deployment_id) == here]
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> Stopped:
+        self.stopped_in.append((deployment_id, self.scope.current))
+        return super().stop(deployment_id, auto_rollback=auto_rollback)
+
+
+def test_the_health_sweep_checks_member_accounts_and_other_regions_and_reports_a_refused_role():
+    scope = FakeScope(refused=REFUSING_ACCOUNT)
+    guard = Guard()
+    guard.codedeploy = PlacedCodeDeploy(
+        scope,
+        {"d-HOME00001": ("123456789012", "us-east-1"), "d-MEMBEU001": (MEMBER_ACCOUNT, "eu-west-1")},
+        dep("d-HOME00001"),
+        dep("d-MEMBEU001"),
+    )
+    guard.cloudwatch.metrics = SICK
+    guard.clock.at = START + timedelta(minutes=5)
+    guard.service = DeploymentGuardService(
+        function="guard_deployment",
+        ledger=guard.ledger,
+        codedeploy=guard.codedeploy,
+        cloudwatch=guard.cloudwatch,
+        policy=lambda: guard.policy,
+        clock=guard.clock,
+        scope=scope,  # type: ignore[arg-type]
+        member_accounts=(MEMBER_ACCOUNT, REFUSING_ACCOUNT),
+        regions=("eu-west-1",),
+    )
+
+    outcome = guard.service.handle(SWEEP)
+
+    # Every account and region, its own first; the refused member is never entered.
+    assert scope.visited == [
+        ("123456789012", "us-east-1"),
+        ("123456789012", "eu-west-1"),
+        (MEMBER_ACCOUNT, "us-east-1"),
+        (MEMBER_ACCOUNT, "eu-west-1"),
+    ]
+    # Each unhealthy deployment is stopped where it runs, and its entries say where that is.
+    assert guard.codedeploy.stopped_in == [
+        ("d-HOME00001", ("123456789012", "us-east-1")),
+        ("d-MEMBEU001", (MEMBER_ACCOUNT, "eu-west-1")),
+    ]
+    health = guard.entries("codedeploy:d-MEMBEU001")["HEALTH"]
+    assert (health.account, health.region, health.verdict) == (MEMBER_ACCOUNT, "eu-west-1", "UNHEALTHY")
+    assert outcome.verdict == "STOPPED"
+    refused = [r for r in outcome.reasons if f"account {REFUSING_ACCOUNT}" in r]
+    assert len(refused) == 2 and all(r.startswith("could not check deployments' health in") for r in refused)
+    denied = [e for e in guard.ledger.kinds("OUTAGE") if e.change_id.startswith(f"acting:{REFUSING_ACCOUNT}:")]
+    assert len(denied) == 1  # one fact (and one alert) for the day, however many regions were refused

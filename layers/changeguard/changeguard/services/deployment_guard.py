@@ -288,6 +288,8 @@ class DeploymentGuardService:
         policy: Callable[[], Policy],
         clock: Clock,
         scope: ActingScope | None = None,
+        member_accounts: tuple[str, ...] = (),
+        regions: tuple[str, ...] = (),
     ) -> None:
         self.function = function
         self.ledger = ledger
@@ -296,8 +298,12 @@ class DeploymentGuardService:
         self.policy = policy
         self.clock = clock
         # issue 9: CodeDeploy and CloudWatch calls go to the account (and region) the alarm or the
-        # deployment is in, through the member role there; the sweep stays in the function's own.
+        # deployment is in, through the member role there. The health sweep visits its own account
+        # and each of ``member_accounts``, in its own region and each of ``regions``: a member's
+        # deployment whose alarm event went missing is still checked.
         self.scope = scope
+        self.member_accounts = tuple(a for a in member_accounts if a)
+        self.regions = tuple(r for r in regions if r)
         self._tickets: dict[str, str | None] = {}
 
     # -- entry point ------------------------------------------------------------------------------
@@ -408,9 +414,34 @@ class DeploymentGuardService:
         return evaluate_health(criteria, plan, current, baseline)
 
     def sweep(self, event: ScheduledEvent) -> Outcome:
-        """Check each in-flight deployment of a group with criteria once, ``delay_minutes`` after its start."""
+        """Check each in-flight deployment of a group with criteria once, ``delay_minutes`` after its start.
+
+        In every account and region it visits (its own first); a member whose role is refused is
+        reported once a day and the others are still checked."""
         policy = self.policy()
+        if not policy.health_criteria:
+            return self._outcome(None, actions=["no deployment due for a health check"])
         now = self.clock.now()
+        run = f"health-sweep:{now.strftime('%Y%m%dT%H%M')}"
+        outcomes: list[Outcome] = []
+        regions = tuple(dict.fromkeys((event.region, *self.regions)))
+        for account in (event.account, *(a for a in self.member_accounts if a != event.account)):
+            for region in regions:
+                found = self.in_account(
+                    account,
+                    region,
+                    run,
+                    f"check deployments' health in {region}",
+                    partial(self._sweep_here, policy, now, account, region),
+                )
+                if found.verdict is not None or found.actions or found.reasons or found.alert_ids:
+                    outcomes.append(found)
+        if not outcomes:
+            return self._outcome(None, actions=["no deployment due for a health check"])
+        return merge(self.function, outcomes)
+
+    def _sweep_here(self, policy: Policy, now: datetime, account: str, region: str) -> Outcome:
+        """The sweep in the account and region in scope."""
         outcomes: list[Outcome] = []
         for key, criteria in sorted(policy.health_criteria.items()):
             ref = GroupRef.parse(key)
@@ -422,9 +453,9 @@ class DeploymentGuardService:
                     continue
                 if any(e.entry == "HEALTH" for e in self.ledger.entries_for(deployment.change_id)):
                     continue
-                outcomes.append(self.check(deployment, criteria, policy, now, event.account, event.region))
+                outcomes.append(self.check(deployment, criteria, policy, now, account, region))
         if not outcomes:
-            return self._outcome(None, actions=["no deployment due for a health check"])
+            return self._outcome(None)
         return merge(self.function, outcomes)
 
     def check(
