@@ -61,7 +61,8 @@ def build_service() -> ReconcileService:
 def lambda_handler(event: dict[str, Any], context: Any, service: ReconcileService | None = None) -> dict[str, Any]:
     """Judge the missed write calls of the look-back window and ledger their verdicts."""
     svc = service or build_service()
-    outcome = svc.handle(event)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    outcome = svc.handle(event, time_left=(lambda: remaining() / 1000) if callable(remaining) else None)
     logger.info("reconciled", extra={"missed": svc.last_missed, "alerts": len(outcome.alert_ids)})
     metrics.add_metric(name="MissedChanges", unit=MetricUnit.Count, value=svc.last_missed)
     result: dict[str, Any] = outcome.model_dump(mode="json")

@@ -9,7 +9,10 @@ outcome and alerted once, and the others are reconciled all the same.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import threading
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -133,21 +136,25 @@ def _lookups(records: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     return found
 
 
-# -- the service alone: a region whose trail refuses the lookup (an SCP, an old member stack) --------
+# -- the service alone: fakes of the scope, the trail and the ledger --------------------------------
 class _Scope:
+    """The acting scope, per thread as the real one (a context variable)."""
+
     def __init__(self) -> None:
-        self.current: tuple[str | None, str | None] = (None, None)
+        self._here = threading.local()
+
+    @property
+    def current(self) -> tuple[str | None, str | None]:
+        return getattr(self._here, "pair", (None, None))
 
     def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
-        from contextlib import contextmanager
-
         @contextmanager
         def scope() -> Any:
-            before, self.current = self.current, (account, region)
+            before, self._here.pair = self.current, (account, region)
             try:
                 yield
             finally:
-                self.current = before
+                self._here.pair = before
 
         return scope()
 
@@ -161,66 +168,128 @@ class _Scope:
         return None
 
 
-class _Trail:
-    """Reads nothing, and refuses the lookup in one (account, region)."""
+def _record(n: int, account: str | None, region: str) -> CloudTrailRecord:
+    owner = account or CENTRAL
+    return CloudTrailRecord.model_validate(
+        {
+            "eventVersion": "1.09",
+            "eventID": f"00000000-0000-4000-8000-{n:012d}",
+            "eventTime": "2026-11-27T07:00:00Z",
+            "eventSource": "sns.amazonaws.com",
+            "eventName": "CreateTopic",
+            "awsRegion": region,
+            "recipientAccountId": owner,
+            "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::{owner}:user/alice", "accountId": owner},
+        }
+    )
 
-    def __init__(self, scope: _Scope, refuse: tuple[str | None, str]) -> None:
-        self.scope, self.refuse, self.read = scope, refuse, []
+
+class _Trail:
+    """Each (account, region) holds its records; one of them refuses the lookup, or fails."""
+
+    def __init__(
+        self,
+        scope: _Scope,
+        records: dict[tuple[str | None, str], list[CloudTrailRecord]] | None = None,
+        refuse: tuple[str | None, str] | None = None,
+        fail: tuple[str | None, str] | None = None,
+        page_seconds: float = 0.0,
+    ) -> None:
+        self.scope, self.records, self.refuse, self.fail = scope, records or {}, refuse, fail
+        self.page_seconds = page_seconds
+        self.read: list[tuple[str | None, str | None]] = []
+        self.active = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
 
     def write_events(self, start: datetime, end: datetime | None = None) -> Any:
-        self.read.append(self.scope.current)
-        if self.scope.current == self.refuse:
-            raise TrailAccessDeniedError("AccessDeniedException", "explicit deny in a service control policy")
-        return iter(())
+        here = self.scope.current
+        with self._lock:
+            self.read.append(here)
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+        try:
+            if here == self.refuse:
+                raise TrailAccessDeniedError("AccessDeniedException", "explicit deny in a service control policy")
+            if here == self.fail:
+                raise RuntimeError("LookupEvents answered 500 past its retries")
+            for record in self.records.get(here, []):  # type: ignore[call-overload]
+                time.sleep(self.page_seconds)  # LookupEvents' pace: 2 pages a second per account and region
+                yield record
+        finally:
+            with self._lock:
+                self.active -= 1
 
 
 class _Ledger:
     def __init__(self) -> None:
         self.appended: list[list[Any]] = []
+        self.items: dict[tuple[str, str], Any] = {}
 
     def append(self, entries: list[Any]) -> bool:
+        if any((e.change_id, e.entry) in self.items for e in entries):
+            return False
         self.appended.append(entries)
+        self.items.update({(e.change_id, e.entry): e for e in entries})
         return True
 
     def existing(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        return set()
+        return {key for key in keys if key in self.items}
+
+    def entries_for(self, change_id: str) -> list[Any]:
+        return [e for (c, _), e in sorted(self.items.items()) if c == change_id]
 
 
 class _Correlate:
+    """Judges every change AUTHORIZED, once."""
+
     def __init__(self) -> None:
         self.ledger = _Ledger()
         self.clock: Any = None
+        self.judged: list[tuple[str, str, str]] = []
 
-    def evaluate(self, change: Any) -> Outcome:  # pragma: no cover - nothing is read here
-        raise AssertionError("no change to judge")
+    def evaluate(self, change: Any) -> Outcome:
+        self.judged.append((change.change_id, change.account, change.region))
+        self.ledger.items[(change.change_id, "VERDICT")] = change
+        return Outcome(function="reconcile_changes", verdict="AUTHORIZED", change_id=change.change_id)
 
 
 class _Clock:
+    def __init__(self) -> None:
+        self.at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
     def now(self) -> datetime:
-        return datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+        return self.at
 
 
-@pytest.mark.parametrize("refused_account", [None, MEMBER])
-def test_a_region_refusing_the_lookup_is_reported_and_the_other_regions_are_still_read(refused_account):
-    scope = _Scope()
-    trail = _Trail(scope, (refused_account, OTHER_REGION))
-    correlate = _Correlate()
-    service = ReconcileService(
+REGIONS = (OTHER_REGION, "ap-southeast-2")
+
+
+def _service(trail: _Trail, correlate: _Correlate, scope: _Scope, readers: int = 1, **kw: Any) -> ReconcileService:
+    return ReconcileService(
         function="reconcile_changes",
         correlate=correlate,  # type: ignore[arg-type]
         trail=trail,
         keys=correlate.ledger,
         policy=lambda: Policy(),
-        clock=_Clock(),
-        event_sources=["aws.sns"],
+        clock=kw.pop("clock", _Clock()),
+        event_sources=["sns.amazonaws.com"],
         scope=scope,
-        member_accounts=(MEMBER,),
-        regions=(OTHER_REGION, "ap-southeast-2"),
+        member_accounts=kw.pop("members", (MEMBER,)),
+        regions=REGIONS,
+        readers=readers,
     )
 
-    outcome = service.run("us-east-1")
 
-    visited = [(a, r) for a in (None, MEMBER) for r in ("us-east-1", OTHER_REGION, "ap-southeast-2")]
+@pytest.mark.parametrize("refused_account", [None, MEMBER])
+def test_a_region_refusing_the_lookup_is_reported_and_the_other_regions_are_still_read(refused_account):
+    scope = _Scope()
+    trail = _Trail(scope, refuse=(refused_account, OTHER_REGION))
+    correlate = _Correlate()
+
+    outcome = _service(trail, correlate, scope).run("us-east-1")
+
+    visited = [(a, r) for a in (None, MEMBER) for r in ("us-east-1", *REGIONS)]
     assert trail.read == visited  # every pair, the refused one included, none twice
     owner = refused_account or CENTRAL
     [reason] = [r for r in outcome.reasons if r.startswith("could not read")]
@@ -230,6 +299,67 @@ def test_a_region_refusing_the_lookup_is_reported_and_the_other_regions_are_stil
     assert fact.entry == "DENIED#reconcile_changes" and fact.region == OTHER_REGION
     assert "was refused cloudtrail:LookupEvents" in alert.body["alert"]["summary"]
     assert outcome.alert_ids and outcome.actions[1].startswith("could not read 1 account-region(s)")
+
+
+def test_trails_are_read_side_by_side_and_every_record_is_judged_once():
+    scope = _Scope()
+    members = ("222222222222", "333333333333", "444444444444")
+    pairs = [(a, r) for a in (None, *members) for r in ("us-east-1", *REGIONS)]
+    records = {pair: [_record(i * 10 + k, pair[0], pair[1]) for k in range(3)] for i, pair in enumerate(pairs)}
+    trail = _Trail(scope, records, page_seconds=0.02)
+    correlate = _Correlate()
+
+    outcome = _service(trail, correlate, scope, readers=4, members=members).run("us-east-1")
+
+    assert sorted(trail.read, key=str) == sorted(pairs, key=str)
+    assert trail.most_at_once == 4  # LookupEvents' limit is per pair: four pairs at a time
+    expected = sorted((r.eventID, r.recipientAccountId, r.awsRegion) for rs in records.values() for r in rs)
+    assert sorted(correlate.judged) == expected
+    assert outcome.actions[0].startswith(f"judged {len(expected)} missed change(s) of {len(expected)}")
+
+
+def test_a_run_cut_short_by_its_deadline_says_what_it_left_and_the_next_run_starts_there():
+    scope = _Scope()
+    pairs = [(a, r) for a in (None, MEMBER) for r in ("us-east-1", *REGIONS)]
+    records = {pair: [_record(i * 10 + k, pair[0], pair[1]) for k in range(2)] for i, pair in enumerate(pairs)}
+    trail = _Trail(scope, records)
+    correlate = _Correlate()
+    clock = _Clock()
+    service = _service(trail, correlate, scope, clock=clock)
+    budget = iter([900.0] + [600.0] * 5 + [30.0] * 100)  # 900 s to start with; under a minute after 5 records
+
+    outcome = service.run("us-east-1", time_left=lambda: next(budget))
+
+    assert len(correlate.judged) == 5  # the sixth record came after the deadline: left unjudged
+    unfinished = [r for r in outcome.reasons if r.startswith("stopped at the deadline")]
+    assert len(unfinished) == len(pairs) - 2  # two pairs were read to the end, the third was cut
+    assert any(a.startswith(f"ran out of time in {len(unfinished)} account-region(s)") for a in outcome.actions)
+    [run] = [e for e in correlate.ledger.entries_for("reconcile:incomplete:2026-11-27") if e.entry.startswith("RUN#")]
+    assert [tuple(p) for p in run.body["unfinished"]] == [(a or "", r) for a, r in pairs[2:]]
+    assert len(outcome.alert_ids) == 1
+
+    # The next run reads what was left first, judges the rest, and raises no second alert today.
+    clock.at += timedelta(hours=1)
+    trail.read.clear()
+    again = service.run("us-east-1", time_left=lambda: 900.0)
+    assert trail.read == pairs[2:] + pairs[:2]
+    assert len({c for c, _, _ in correlate.judged}) == 2 * len(pairs)
+    assert not [r for r in again.reasons if r.startswith("stopped")]
+    assert again.alert_ids == []
+
+
+def test_a_reader_that_fails_fails_the_run_after_the_others_are_judged_and_nothing_hangs():
+    scope = _Scope()
+    pairs = [(a, r) for a in (None, MEMBER) for r in ("us-east-1", *REGIONS)]
+    records = {pair: [_record(i, pair[0], pair[1])] for i, pair in enumerate(pairs)}
+    trail = _Trail(scope, records, fail=(MEMBER, OTHER_REGION))
+    correlate = _Correlate()
+
+    with pytest.raises(RuntimeError, match="past its retries"):
+        _service(trail, correlate, scope, readers=3).run("us-east-1")
+
+    assert len(correlate.judged) == len(pairs) - 1  # judged verdicts stay; the retry skips them
+    assert not [t for t in threading.enumerate() if t.name.startswith("lookup")]
 
 
 def test_a_record_read_through_a_member_role_becomes_a_change_of_that_account_and_region():

@@ -21,16 +21,21 @@ refused acting role is); the others are still reconciled.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, timedelta
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change, change_from_cloudtrail
 from changeguard.domain.errors import CrossAccountAccessError, TrailAccessDeniedError
-from changeguard.domain.ledger import EntryKind
+from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.reconcile import is_correlated_write
+from changeguard.domain.verdicts import Severity
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, Clock, LedgerKeys, TrailReader
@@ -40,6 +45,15 @@ from changeguard.services.outcome import Outcome
 
 CHUNK = 100  # write calls checked against the ledger at a time
 MAX_LISTED = 50  # missed changes named in the outcome (the rest are counted)
+#: Trails read at once. LookupEvents allows 2 requests a second per account and region, so
+#: reading pairs side by side multiplies the sweep's pace; the judging stays on one thread.
+READERS = 8
+QUEUE_DEPTH = 500  # records read ahead of the judging, at most
+#: Stop reading this long before the invocation times out (at most a fifth of the time it had).
+DEADLINE_MARGIN = 60.0
+INCOMPLETE = "reconcile:incomplete"
+
+Pair = tuple[str | None, str | None]  # (account, region); None: the function's own
 
 
 class ReconcileService:
@@ -59,7 +73,9 @@ class ReconcileService:
         scope: ActingScope | None = None,
         member_accounts: tuple[str, ...] = (),
         regions: tuple[str, ...] = (),
+        readers: int = READERS,
     ) -> None:
+        self.readers = max(1, readers)
         self.scope = scope
         self.member_accounts = tuple(a for a in member_accounts if a)
         self.regions = tuple(r for r in regions if r)
@@ -83,19 +99,31 @@ class ReconcileService:
         self._clock = clock
         self.correlate.clock = clock
 
-    def handle(self, event: Mapping[str, Any]) -> Outcome:
-        """Run on EventBridge's "Scheduled Event"; anything else is rejected."""
-        scheduled = parse_scheduled(event)
-        return self.run(scheduled.region)
+    def handle(self, event: Mapping[str, Any], time_left: Callable[[], float] | None = None) -> Outcome:
+        """Run on EventBridge's "Scheduled Event"; anything else is rejected.
 
-    def run(self, home_region: str | None = None) -> Outcome:
+        ``time_left``: seconds until the invocation times out (Lambda's context), so that a run
+        too long to finish stops reading in time and says which accounts and regions it left."""
+        scheduled = parse_scheduled(event)
+        return self.run(scheduled.region, time_left)
+
+    def run(self, home_region: str | None = None, time_left: Callable[[], float] | None = None) -> Outcome:
         policy = self.policy()
         hours = policy.reconcile_lookback_hours
         now = self.clock.now()
         start = now.astimezone(UTC) - timedelta(hours=hours)
         run_id = f"reconcile:{start.isoformat(timespec='seconds')}"
         regions = tuple(dict.fromkeys(r for r in (home_region, *self.regions) if r)) or (None,)
+        pairs = [(account, region) for account in (None, *self.member_accounts) for region in regions]
+        # What the last run cut short by its deadline left unread goes first, then the rest in
+        # order (its own account first): no account is left unread run after run.
+        first = [pair for pair in self._left_unread(now) if pair in pairs]
+        pairs = first + [pair for pair in pairs if pair not in first]
+        margin = None
+        if time_left is not None:
+            margin = min(DEADLINE_MARGIN, time_left() / 5)
         unread: list[str] = []
+        incomplete: list[str] = []
         seen = 0
         verdicts: Counter[str] = Counter()
         missed: list[str] = []
@@ -115,51 +143,111 @@ class ReconcileService:
                 alert_ids.extend(outcome.alert_ids)
             chunk.clear()
 
-        # Its own account first, then each member's; in each, its own region first, then the others.
-        # A refused role fails every region of its account at once (AccountClients remembers the
-        # refusal); a region refused by policy (an SCP) leaves the account's other regions read.
-        for account in (None, *self.member_accounts):
-            for region in regions:
-                try:
-                    with acting_in(self.scope, account, region, run_id):
-                        try:
-                            for record in self.trail.write_events(start):
-                                if not is_correlated_write(record, self.event_sources, self.suite_role_prefixes):
-                                    continue
-                                seen += 1
-                                chunk.append(self.change_of(record))
-                                if len(chunk) >= CHUNK:
-                                    flush()
-                        except TrailAccessDeniedError as exc:
-                            raise self._refused(account, region, exc) from exc
-                except CrossAccountAccessError as exc:
+        failure: BaseException | None = None
+        with _Readers(self, start, run_id, self.readers) as reading:
+            for kind, (account, region), payload in reading.results(pairs):
+                if kind == "record":
+                    if margin is not None and time_left is not None and time_left() < margin:
+                        reading.stop()
+                    if reading.stopped:
+                        reading.left_unread(account, region)  # not judged: its pair is reported unfinished
+                        continue
+                    assert isinstance(payload, CloudTrailRecord)
+                    seen += 1
+                    chunk.append(self.change_of(payload))
+                    if len(chunk) >= CHUNK:
+                        flush()
+                elif kind == "refused":
+                    assert isinstance(payload, CrossAccountAccessError)
                     what = f"read the CloudTrail event history of {region or 'its region'}"
-                    unread.append(not_acted_reason(exc, what))
+                    unread.append(not_acted_reason(payload, what))
                     alert_ids += report_denied(
                         self.correlate.ledger,
                         self.function,
-                        exc,
+                        payload,
                         what=what,
                         cause=run_id,
                         event_time=now,
                         now=now,
                         region=region,
                     )
+                elif kind == "failed":
+                    assert isinstance(payload, BaseException)
+                    failure = failure or payload
+            left = reading.unfinished(pairs)
         flush()
+        for account, region in left:
+            where = f"account {account or 'its own'}, {region or 'its region'}"
+            incomplete.append(
+                f"stopped at the deadline: the CloudTrail event history of {where} was not read to the end"
+            )
+        if failure is not None:
+            raise failure  # what was judged stays judged; the retry reads everything again
         self.last_missed = len(missed)
         summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "none"
         actions = [f"judged {len(missed)} missed change(s) of {seen} write call(s) in the last {hours} h: {summary}"]
         if unread:
             actions.append(f"could not read {len(unread)} account-region(s); their missed changes are not judged")
+        if incomplete:
+            actions.append(f"ran out of time in {len(incomplete)} account-region(s); the next run reads them first")
+            alert_ids += self._report_incomplete(left, incomplete, now, home_region)
         return Outcome(
             function=self.function,
             verdict=None,
             actions=actions,
             reasons=unread
+            + incomplete
             + missed[:MAX_LISTED]
             + ([f"... and {len(missed) - MAX_LISTED} more"] if len(missed) > MAX_LISTED else []),
             alert_ids=alert_ids,
         )
+
+    def _left_unread(self, now: datetime) -> list[Pair]:
+        """The pairs the latest run of today or yesterday cut short by its deadline left unread."""
+        latest: LedgerEntry | None = None
+        for day in (now - timedelta(days=1), now):
+            for entry in self.correlate.ledger.entries_for(f"{INCOMPLETE}:{day.strftime('%Y-%m-%d')}"):
+                if entry.entry.startswith("RUN#") and (latest is None or entry.event_time >= latest.event_time):
+                    latest = entry
+        if latest is None:
+            return []
+        found = latest.body.get("unfinished") or []
+        return [(p[0] or None, p[1] or None) for p in found if isinstance(p, list) and len(p) == 2]
+
+    def _report_incomplete(self, left: list[Pair], reasons: list[str], now: datetime, region: str | None) -> list[str]:
+        """Ledger what this run left unread (the next run starts there), and alert once a day."""
+        change_id = f"{INCOMPLETE}:{now.strftime('%Y-%m-%d')}"
+        fact = LedgerEntry(
+            change_id=change_id,
+            entry=f"RUN#{now.strftime('%H%M%S')}",
+            kind=EntryKind.OUTAGE,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            region=region,
+            body={"unfinished": [[account or "", where or ""] for account, where in left]},
+        )
+        self.correlate.ledger.append([fact])
+        alert = Alert(
+            alert_id=Alert.make_id(change_id, self.function, "incomplete"),
+            kind="degraded",
+            function=self.function,
+            severity=Severity.HIGH,
+            verdict=None,
+            subject="ChangeGuard degraded: the missed-change sweep ran out of time",
+            summary=(
+                f"The hourly reconciliation stopped at its deadline with {len(left)} account-region(s) not read"
+                " to the end: write calls whose events never arrived there are not judged yet. The next run"
+                " reads them first; if this repeats, lower reconcile-lookback-hours or raise the function's"
+                " timeout (see the README's sizing)."
+            ),
+            change_id=change_id,
+            event_time=now,
+            region=region,
+            reasons=tuple(reasons[:20]),
+            actions=("recorded which account-regions were left; the next run starts with them",),
+        )
+        return [alert.alert_id] if self.correlate.ledger.append([alert_entry(alert, now, now)]) else []
 
     def _refused(self, account: str | None, region: str | None, exc: TrailAccessDeniedError) -> CrossAccountAccessError:
         """A refused lookup, as the refusal of the acting role in that account (reported the same way)."""
@@ -173,3 +261,106 @@ class ReconcileService:
     def change_of(record: CloudTrailRecord) -> Change:
         # LookupEvents answers for one account and region: the record carries both.
         return change_from_cloudtrail(record, record.recipientAccountId or "", record.awsRegion or "")
+
+
+class _Readers:
+    """Reads the pairs' trails side by side, hands their records over one at a time.
+
+    Each reader thread opens the acting scope of its own pair (the scope is a context variable:
+    per thread). ``stop`` asks the readers to end early; a pair stopped, or whose records were
+    handed over after the stop and not judged, is reported by ``unfinished``.
+    """
+
+    def __init__(self, service: ReconcileService, start: datetime, run_id: str, workers: int) -> None:
+        self.service = service
+        self.start = start
+        self.run_id = run_id
+        self.workers = workers
+        self.queue: queue.Queue[tuple[str, Pair, object]] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._stop = threading.Event()
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._unfinished: set[Pair] = set()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Readers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Readers still blocked on a full queue (the judging ended early) give up, then are joined.
+        self._stop.set()
+        self._closing.set()
+        if self._pool is not None:
+            while True:
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._pool.shutdown(wait=True)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def left_unread(self, account: str | None, region: str | None) -> None:
+        with self._lock:
+            self._unfinished.add((account, region))
+
+    def unfinished(self, order: list[Pair]) -> list[Pair]:
+        with self._lock:
+            return [pair for pair in order if pair in self._unfinished]
+
+    def results(self, pairs: list[Pair]) -> Iterator[tuple[str, Pair, object]]:
+        """("record" | "refused" | "failed", pair, payload) as the readers produce them."""
+        if not pairs:
+            return
+        self._pool = ThreadPoolExecutor(max_workers=min(self.workers, len(pairs)), thread_name_prefix="lookup")
+        for pair in pairs:
+            self._pool.submit(self._read, pair)
+        remaining = len(pairs)
+        while remaining:
+            kind, pair, payload = self.queue.get()
+            if kind in ("done", "stopped", "refused", "failed"):
+                remaining -= 1
+            if kind == "stopped":
+                self.left_unread(*pair)
+            if kind not in ("done", "stopped"):
+                yield kind, pair, payload
+
+    def _put(self, item: tuple[str, Pair, object]) -> bool:
+        while True:
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._closing.is_set():
+                    return False
+
+    def _read(self, pair: Pair) -> None:
+        service = self.service
+        account, region = pair
+        if self._stop.is_set():
+            self._put(("stopped", pair, None))
+            return
+        try:
+            with acting_in(service.scope, account, region, self.run_id):
+                try:
+                    for record in service.trail.write_events(self.start):
+                        if self._stop.is_set():
+                            self._put(("stopped", pair, None))
+                            return
+                        wanted = is_correlated_write(record, service.event_sources, service.suite_role_prefixes)
+                        if wanted and not self._put(("record", pair, record)):
+                            return
+                except TrailAccessDeniedError as exc:
+                    raise service._refused(account, region, exc) from exc
+        except CrossAccountAccessError as exc:
+            self._put(("refused", pair, exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to the judging thread, which raises it
+            self._put(("failed", pair, exc))
+            return
+        self._put(("done", pair, None))
