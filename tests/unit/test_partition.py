@@ -44,6 +44,20 @@ def test_an_unknown_or_missing_region_is_taken_as_the_commercial_partition() -> 
     ("source", "name", "record", "region", "arn"),
     [
         (
+            "sqs.amazonaws.com",
+            "DeleteQueue",
+            {"requestParameters": {"queueUrl": f"https://sqs.eusc-de-east-1.amazonaws.eu/{ACCOUNT}/q"}},
+            "us-east-1",  # the queue's own region, from its URL, wins over the call's
+            f"arn:aws-eusc:sqs:eusc-de-east-1:{ACCOUNT}:q",
+        ),
+        (
+            "sqs.amazonaws.com",
+            "DeleteQueue",
+            {"requestParameters": {"queueUrl": f"https://us-west-2.queue.amazonaws.com/{ACCOUNT}/q"}},
+            "us-east-1",
+            f"arn:aws:sqs:us-west-2:{ACCOUNT}:q",
+        ),
+        (
             "ec2.amazonaws.com",
             "RunInstances",
             {"responseElements": {"instancesSet": {"items": [{"instanceId": "i-0abc"}]}}},

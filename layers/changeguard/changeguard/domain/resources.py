@@ -156,7 +156,10 @@ def _ec2_arn(value: str, region: str, account: str) -> str | None:
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:")
 _SQS_URL_RE = re.compile(r"^[a-z]+://(?P<host>[^/]+)/(?P<account>\d{12})/(?P<name>[^/?]+)")
-_SQS_HOST_REGION = re.compile(r"^(?:sqs\.)?(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.(?:queue\.)?amazonaws\.com")
+# sqs.<region>.amazonaws.com, <region>.queue.amazonaws.com (legacy), and the other partitions'
+# domains (amazonaws.com.cn, amazonaws.eu, c2s.ic.gov, ...): the region is the host's first label
+# after "sqs.", whatever the domain.
+_SQS_HOST_REGION = re.compile(r"^(?:sqs\.)?(?P<region>[a-z]{2,4}(?:-[a-z]+)+-\d{1,2})\.")
 
 
 def _sqs_arn(url: str, region: str) -> str | None:
