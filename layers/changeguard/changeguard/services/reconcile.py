@@ -119,9 +119,10 @@ class ReconcileService:
         # order (its own account first): no account is left unread run after run.
         first = [pair for pair in self._left_unread(now) if pair in pairs]
         pairs = first + [pair for pair in pairs if pair not in first]
-        margin = None
+        expired: Callable[[], bool] = lambda: False  # noqa: E731 - no deadline without Lambda's context
         if time_left is not None:
             margin = min(DEADLINE_MARGIN, time_left() / 5)
+            expired = lambda: time_left() < margin  # noqa: E731
         unread: list[str] = []
         incomplete: list[str] = []
         seen = 0
@@ -144,11 +145,9 @@ class ReconcileService:
             chunk.clear()
 
         failure: BaseException | None = None
-        with _Readers(self, start, run_id, self.readers) as reading:
+        with _Readers(self, start, run_id, self.readers, expired) as reading:
             for kind, (account, region), payload in reading.results(pairs):
                 if kind == "record":
-                    if margin is not None and time_left is not None and time_left() < margin:
-                        reading.stop()
                     if reading.stopped:
                         reading.left_unread(account, region)  # not judged: its pair is reported unfinished
                         continue
@@ -271,8 +270,16 @@ class _Readers:
     handed over after the stop and not judged, is reported by ``unfinished``.
     """
 
-    def __init__(self, service: ReconcileService, start: datetime, run_id: str, workers: int) -> None:
+    def __init__(
+        self,
+        service: ReconcileService,
+        start: datetime,
+        run_id: str,
+        workers: int,
+        expired: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.service = service
+        self.expired = expired
         self.start = start
         self.run_id = run_id
         self.workers = workers
@@ -322,7 +329,14 @@ class _Readers:
             self._pool.submit(self._read, pair)
         remaining = len(pairs)
         while remaining:
-            kind, pair, payload = self.queue.get()
+            # The deadline is checked while waiting too: readers paging through calls that are not
+            # judged hand nothing over, and must still stop in time.
+            if not self.stopped and self.expired():
+                self.stop()
+            try:
+                kind, pair, payload = self.queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
             if kind in ("done", "stopped", "refused", "failed"):
                 remaining -= 1
             if kind == "stopped":
