@@ -139,8 +139,15 @@ class FakeCloudWatch:
 class Guard:
     """The service, its fakes, and the policy it reads (changeable per test)."""
 
-    def __init__(self, *deployments: Deployment, mode: str = "enforce", **policy: Any) -> None:
-        self.codedeploy = FakeCodeDeploy(*deployments)
+    def __init__(
+        self,
+        *deployments: Deployment,
+        mode: str = "enforce",
+        codedeploy: FakeCodeDeploy | None = None,
+        acting: dict[str, Any] | None = None,
+        **policy: Any,
+    ) -> None:
+        self.codedeploy = codedeploy or FakeCodeDeploy(*deployments)
         self.cloudwatch = FakeCloudWatch(metrics=HEALTHY)
         self.ledger = InMemoryLedger()
         self.clock = FakeClock(NOW)
@@ -152,6 +159,7 @@ class Guard:
             cloudwatch=self.cloudwatch,
             policy=lambda: self.policy,
             clock=self.clock,
+            **(acting or {}),  # issue 9: scope, member_accounts, regions
         )
 
     def alarm(self, sample: str = "alarm-state-change.json", **changes: Any) -> Any:
@@ -616,26 +624,13 @@ class PlacedCodeDeploy(FakeCodeDeploy):
 
 def test_the_health_sweep_checks_member_accounts_and_other_regions_and_reports_a_refused_role():
     scope = FakeScope(refused=REFUSING_ACCOUNT)
-    guard = Guard()
-    guard.codedeploy = PlacedCodeDeploy(
-        scope,
-        {"d-HOME00001": ("123456789012", "us-east-1"), "d-MEMBEU001": (MEMBER_ACCOUNT, "eu-west-1")},
-        dep("d-HOME00001"),
-        dep("d-MEMBEU001"),
+    placed = {"d-HOME00001": ("123456789012", "us-east-1"), "d-MEMBEU001": (MEMBER_ACCOUNT, "eu-west-1")}
+    guard = Guard(
+        codedeploy=PlacedCodeDeploy(scope, placed, dep("d-HOME00001"), dep("d-MEMBEU001")),
+        acting={"scope": scope, "member_accounts": (MEMBER_ACCOUNT, REFUSING_ACCOUNT), "regions": ("eu-west-1",)},
     )
     guard.cloudwatch.metrics = SICK
     guard.clock.at = START + timedelta(minutes=5)
-    guard.service = DeploymentGuardService(
-        function="guard_deployment",
-        ledger=guard.ledger,
-        codedeploy=guard.codedeploy,
-        cloudwatch=guard.cloudwatch,
-        policy=lambda: guard.policy,
-        clock=guard.clock,
-        scope=scope,  # type: ignore[arg-type]
-        member_accounts=(MEMBER_ACCOUNT, REFUSING_ACCOUNT),
-        regions=("eu-west-1",),
-    )
 
     outcome = guard.service.handle(SWEEP)
 
