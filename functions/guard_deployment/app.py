@@ -45,7 +45,9 @@ def build_service() -> DeploymentGuardService:
 @rejects_poison(FUNCTION)
 def lambda_handler(event: Any, context: Any, service: DeploymentGuardService | None = None) -> dict[str, Any]:
     """Handle one alarm (any of its three shapes), CodeDeploy state change or health-check sweep."""
-    outcome = (service or build_service()).handle(event)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    time_left = (lambda: remaining() / 1000) if callable(remaining) else None
+    outcome = (service or build_service()).handle(event, time_left)
     logger.info("guarded", extra={"change_id": outcome.change_id, "verdict": outcome.verdict})
     if outcome.verdict in ACTED and not outcome.duplicate:
         metrics.add_dimension(name="Action", value=outcome.verdict or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -576,9 +577,13 @@ class FakeScope:
     """Where the calls go now (``acting_in``), and a member whose role is refused."""
 
     def __init__(self, refused: str | None = None) -> None:
-        self.current: tuple[str | None, str | None] = (None, None)
+        self._here = threading.local()  # per thread, as the real scope's context variable
         self.visited: list[tuple[str | None, str | None]] = []
         self.refused_account = refused
+
+    @property
+    def current(self) -> tuple[str | None, str | None]:
+        return getattr(self._here, "pair", (None, None))
 
     def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
         from contextlib import contextmanager
@@ -589,12 +594,12 @@ class FakeScope:
         def scope() -> Any:
             if account == self.refused_account:
                 raise CrossAccountAccessError(account, f"arn:aws:iam::{account}:role/changeguard/x", "AccessDenied")
-            before, self.current = self.current, (account, region)
+            before, self._here.pair = self.current, (account, region)
             self.visited.append(self.current)
             try:
                 yield
             finally:
-                self.current = before
+                self._here.pair = before
 
         return scope()
 
@@ -634,15 +639,15 @@ def test_the_health_sweep_checks_member_accounts_and_other_regions_and_reports_a
 
     outcome = guard.service.handle(SWEEP)
 
-    # Every account and region, its own first; the refused member is never entered.
-    assert scope.visited == [
-        ("123456789012", "us-east-1"),
+    # Every account and region once (several at a time); the refused member is never entered.
+    assert sorted(scope.visited) == [
         ("123456789012", "eu-west-1"),
-        (MEMBER_ACCOUNT, "us-east-1"),
+        ("123456789012", "us-east-1"),
         (MEMBER_ACCOUNT, "eu-west-1"),
+        (MEMBER_ACCOUNT, "us-east-1"),
     ]
     # Each unhealthy deployment is stopped where it runs, and its entries say where that is.
-    assert guard.codedeploy.stopped_in == [
+    assert sorted(guard.codedeploy.stopped_in) == [
         ("d-HOME00001", ("123456789012", "us-east-1")),
         ("d-MEMBEU001", (MEMBER_ACCOUNT, "eu-west-1")),
     ]
@@ -653,3 +658,44 @@ def test_the_health_sweep_checks_member_accounts_and_other_regions_and_reports_a
     assert len(refused) == 2 and all(r.startswith("could not check deployments' health in") for r in refused)
     denied = [e for e in guard.ledger.kinds("OUTAGE") if e.change_id.startswith(f"acting:{REFUSING_ACCOUNT}:")]
     assert len(denied) == 1  # one fact (and one alert) for the day, however many regions were refused
+
+
+def test_a_health_sweep_near_its_deadline_starts_no_new_account_and_says_which_it_left():
+    scope = FakeScope()
+    members = tuple(f"2222222222{i:02d}" for i in range(12))
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def time_left() -> float:  # 60 s at the start; 5 s once three account-regions have begun
+        with lock:
+            calls["n"] += 1
+            return 60.0 if calls["n"] <= 4 else 5.0
+
+    guard = Guard(
+        codedeploy=PlacedCodeDeploy(scope, {}),
+        acting={"scope": scope, "member_accounts": members, "regions": (), "sweep_workers": 1},
+    )
+    outcome = guard.service.handle(SWEEP, time_left)
+
+    assert len(scope.visited) == 3  # the first call sets the margin (10 s); three starts found time
+    assert ("123456789012", "us-east-1") in scope.visited  # its own account is visited first
+    assert any(a.startswith("reached its deadline before 10 account-region(s)") for a in outcome.actions)
+    assert len([r for r in outcome.reasons if r.startswith("not checked this run: account 2222222222")]) == 10
+
+
+def test_the_members_order_changes_from_run_to_run_and_is_the_same_within_one():
+    scope = FakeScope()
+    members = tuple(f"2222222222{i:02d}" for i in range(12))
+    guard = Guard(
+        codedeploy=PlacedCodeDeploy(scope, {}),
+        acting={"scope": scope, "member_accounts": members, "regions": (), "sweep_workers": 1},
+    )
+    orders = []
+    for minute in (0, 0, 1):
+        scope.visited.clear()
+        guard.clock.at = START + timedelta(minutes=minute)
+        guard.service.handle(SWEEP)
+        orders.append([account for account, _ in scope.visited])
+    assert all(order[0] == "123456789012" for order in orders)  # its own account first, always
+    assert orders[0] == orders[1]  # a repeated delivery of the same minute's schedule: the same order
+    assert orders[0] != orders[2] and sorted(orders[0]) == sorted(orders[2])  # the next minute: another

@@ -21,7 +21,9 @@ the action. Observe mode writes the intent as "would have" and makes no call to 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -80,6 +82,11 @@ from changeguard.services.outcome import Outcome
 
 #: How far back to look for a group's latest deployment when an alarm fires (beyond the bake window).
 HISTORY = timedelta(days=1)
+#: issue 9: account-regions the health sweep checks at once (each is a few CodeDeploy and
+#: CloudWatch calls), and how long before its timeout it starts no new one.
+SWEEP_WORKERS = 8
+SWEEP_DEADLINE_MARGIN = 10.0
+MAX_SKIPPED_LISTED = 20
 _CAP_ATTEMPTS = 5
 #: How long an invocation that wrote an intent may still be carrying it out: the function's Timeout in
 #: template.yaml (60 s). Lambda retries a failed invocation a minute or more later (issue 8).
@@ -290,7 +297,9 @@ class DeploymentGuardService:
         scope: ActingScope | None = None,
         member_accounts: tuple[str, ...] = (),
         regions: tuple[str, ...] = (),
+        sweep_workers: int = SWEEP_WORKERS,
     ) -> None:
+        self.sweep_workers = max(1, sweep_workers)
         self.function = function
         self.ledger = ledger
         self.codedeploy = codedeploy
@@ -307,7 +316,9 @@ class DeploymentGuardService:
         self._tickets: dict[str, str | None] = {}
 
     # -- entry point ------------------------------------------------------------------------------
-    def handle(self, event: Any) -> Outcome:
+    def handle(self, event: Any, time_left: Callable[[], float] | None = None) -> Outcome:
+        """One alarm, CodeDeploy state change or health sweep. ``time_left``: seconds until the
+        invocation times out (Lambda's context), so that a sweep over many accounts ends in time."""
         if not isinstance(event, Mapping):
             raise InvalidEventError("event is not a JSON object")
         self._tickets.clear()  # tags and descriptions are read once per invocation
@@ -322,7 +333,7 @@ class DeploymentGuardService:
                 lambda: self.on_deployment_state(change),
             )
         if detail_type == SCHEDULED_EVENT:
-            return self.sweep(_parse(ScheduledEvent, event))
+            return self.sweep(_parse(ScheduledEvent, event), time_left)
         if detail_type == ALARM_STATE_CHANGE or "alarmData" in event or "Records" in event:
             return merge(
                 self.function,
@@ -413,29 +424,52 @@ class DeploymentGuardService:
         baseline = self.cloudwatch.metric_values(plan.baseline_queries, plan.baseline) if plan.baseline else {}
         return evaluate_health(criteria, plan, current, baseline)
 
-    def sweep(self, event: ScheduledEvent) -> Outcome:
+    def sweep(self, event: ScheduledEvent, time_left: Callable[[], float] | None = None) -> Outcome:
         """Check each in-flight deployment of a group with criteria once, ``delay_minutes`` after its start.
 
-        In every account and region it visits (its own first); a member whose role is refused is
-        reported once a day and the others are still checked."""
+        In every account and region it visits, several at a time: its own first, then the members'
+        in an order that changes every run, so that a run ending at its deadline does not leave the
+        same accounts unchecked each minute. A member whose role is refused is reported once a day
+        and the others are still checked."""
         policy = self.policy()
         if not policy.health_criteria:
             return self._outcome(None, actions=["no deployment due for a health check"])
         now = self.clock.now()
         run = f"health-sweep:{now.strftime('%Y%m%dT%H%M')}"
-        outcomes: list[Outcome] = []
         regions = tuple(dict.fromkeys((event.region, *self.regions)))
-        for account in (event.account, *(a for a in self.member_accounts if a != event.account)):
-            for region in regions:
-                found = self.in_account(
-                    account,
-                    region,
-                    run,
-                    f"check deployments' health in {region}",
-                    partial(self._sweep_here, policy, now, account, region),
+        own = [(event.account, region) for region in regions]
+        members = [(a, r) for a in self.member_accounts if a != event.account for r in regions]
+        random.Random(run).shuffle(members)  # an order, not a secret
+        pairs = own + members
+        expired: Callable[[], bool] = lambda: False  # noqa: E731 - no deadline without Lambda's context
+        if time_left is not None:
+            margin = min(SWEEP_DEADLINE_MARGIN, time_left() / 5)
+            expired = lambda: time_left() < margin  # noqa: E731
+
+        def visit(pair: tuple[str, str]) -> Outcome | None:
+            if expired():
+                return None  # not started: reported below, visited first by chance in a later run
+            account, region = pair
+            return self.in_account(
+                account,
+                region,
+                run,
+                f"check deployments' health in {region}",
+                partial(self._sweep_here, policy, now, account, region),
+            )
+
+        with ThreadPoolExecutor(max_workers=min(self.sweep_workers, len(pairs)), thread_name_prefix="health") as pool:
+            found = list(pool.map(visit, pairs))
+        outcomes = [o for o in found if o is not None and (o.verdict is not None or o.actions or o.reasons)]
+        skipped = [pair for pair, o in zip(pairs, found, strict=True) if o is None]
+        if skipped:
+            outcomes.append(
+                self._outcome(
+                    None,
+                    actions=[f"reached its deadline before {len(skipped)} account-region(s); a later run checks them"],
+                    reasons=[f"not checked this run: account {a}, {r}" for a, r in skipped[:MAX_SKIPPED_LISTED]],
                 )
-                if found.verdict is not None or found.actions or found.reasons or found.alert_ids:
-                    outcomes.append(found)
+            )
         if not outcomes:
             return self._outcome(None, actions=["no deployment due for a health check"])
         return merge(self.function, outcomes)
