@@ -439,3 +439,88 @@ def test_the_sweep_rejects_anything_but_a_scheduled_event():
         w.sweeper.handle(run_instances())
     with pytest.raises(InvalidEventError):
         w.sweeper.handle("not an event")  # type: ignore[arg-type]
+
+
+# -- issue 9: finding marks in many accounts and regions ------------------------------------------------
+class _PairScope:
+    """The acting scope, per thread as the real one; one member's role is refused."""
+
+    def __init__(self, refused: str) -> None:
+        import threading
+
+        self._here = threading.local()
+        self.refused = refused
+
+    @property
+    def current(self) -> tuple[str | None, str | None]:
+        return getattr(self._here, "pair", (None, None))
+
+    def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
+        from contextlib import contextmanager
+
+        from changeguard.domain.errors import CrossAccountAccessError
+
+        @contextmanager
+        def scope() -> Any:
+            if account == self.refused:
+                raise CrossAccountAccessError(account, f"arn:aws:iam::{account}:role/changeguard/q", "AccessDenied")
+            before, self._here.pair = self.current, (account, region)
+            try:
+                yield
+            finally:
+                self._here.pair = before
+
+        return scope()
+
+    def acted_as(self, account: str | None) -> dict[str, str]:
+        return {"account": account or "", "identity": "test"}
+
+    def current_account(self) -> str | None:
+        return self.current[0]
+
+
+class _PairFinder:
+    def __init__(self, scope: _PairScope) -> None:
+        import threading
+
+        self.scope, self.searched, self.active, self.most_at_once = scope, [], 0, 0
+        self._lock = threading.Lock()
+
+    def marked(self) -> list[tuple[str, dict[str, str]]]:
+        import time
+
+        with self._lock:
+            self.searched.append(self.scope.current)
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+        time.sleep(0.02)  # a Tagging API round trip
+        with self._lock:
+            self.active -= 1
+        return []
+
+
+def test_marks_are_searched_in_every_account_and_region_side_by_side_and_a_refusal_is_reported_once():
+    world = World()
+    members = (*(f"2222222222{i:02d}" for i in range(6)), "333333333333")
+    scope = _PairScope(refused="333333333333")
+    finder = _PairFinder(scope)
+    sweeper = QuarantineSweepService(
+        function="sweep_quarantine",
+        enforcer=Enforcer(function="sweep_quarantine", ledger=world.ledger, suite_role_prefix=SUITE),
+        registry=world.registry,
+        finder=finder,
+        policy=lambda: world.policy,
+        clock=world.clock,
+        scope=scope,  # type: ignore[arg-type]
+        member_accounts=members,
+        regions=("eu-west-1",),
+    )
+
+    outcome = sweeper.handle(load_event("sweep_quarantine/scheduled.json"))
+
+    expected = {(a, r) for a in (None, *members[:-1]) for r in ("us-east-1", "eu-west-1")}
+    assert sorted(finder.searched, key=str) == sorted(expected, key=str)  # each once; the refused never
+    assert finder.most_at_once > 1
+    refused = [a for a in outcome.actions if "333333333333" in a]
+    assert len(refused) == 1 and refused[0].startswith("could not find marked resources in account 333333333333")
+    assert len(outcome.alert_ids) == 1

@@ -10,6 +10,7 @@ for the next run. Releases are never capped: they only undo.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -25,6 +26,8 @@ from changeguard.services.outcome import Outcome
 from changeguard.services.tag_enforcement import Enforcer, ResourceResult, Trigger, outcome_of
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
+#: Account-regions searched for marks at once (one Tagging API query each, paginated).
+FINDERS = 8
 
 
 class MarkedResources(Protocol):
@@ -72,27 +75,38 @@ class QuarantineSweepService:
         alert_ids: list[str] = []
         found: list[tuple[str, str, str, dict[str, str]]] = []  # (account, region, ARN, tags)
         regions = tuple(dict.fromkeys((scheduled.region, *self.regions)))
-        # Its own account first (whatever account the schedule's envelope names), then each member's;
-        # in each, its own region first, then the others.
-        for account in (None, *self.member_accounts):
+        # Its own account (whatever account the schedule's envelope names) and each member's, in
+        # each region: found several at a time (issue 9: hundreds of accounts), then handled in
+        # deadline order below. A refused role is reported once per account.
+        pairs = [(account, region) for account in (None, *self.member_accounts) for region in regions]
+
+        def find(pair: tuple[str | None, str]) -> list[tuple[str, str, str, dict[str, str]]]:
+            account, region = pair
+            with acting_in(self.scope, account, region, run):
+                owner = account or scheduled.account
+                return [(owner, region, arn, tags) for arn, tags in self.finder.marked()]
+
+        with ThreadPoolExecutor(max_workers=min(FINDERS, len(pairs)), thread_name_prefix="find-marks") as pool:
+            futures = [pool.submit(find, pair) for pair in pairs]
+        refused: dict[str, CrossAccountAccessError] = {}
+        for future in futures:
             try:
-                for region in regions:
-                    with acting_in(self.scope, account, region, run):
-                        owner = account or scheduled.account
-                        found += [(owner, region, arn, tags) for arn, tags in self.finder.marked()]
+                found += future.result()
             except CrossAccountAccessError as exc:
-                what = "find marked resources"
-                extra.append(not_acted_reason(exc, what))
-                alert_ids += report_denied(
-                    self.enforcer.ledger,
-                    self.function,
-                    exc,
-                    what=what,
-                    cause=run,
-                    event_time=now,
-                    now=now,
-                    region=scheduled.region,
-                )
+                refused.setdefault(exc.account, exc)
+        for denial in refused.values():
+            what = "find marked resources"
+            extra.append(not_acted_reason(denial, what))
+            alert_ids += report_denied(
+                self.enforcer.ledger,
+                self.function,
+                denial,
+                what=what,
+                cause=run,
+                event_time=now,
+                now=now,
+                region=scheduled.region,
+            )
         marked = sorted(found, key=lambda item: parse_time(item[3].get(QUARANTINE_AFTER)) or _NEVER)
         results: list[ResourceResult] = []
         for account, region, arn, _tags in marked:
