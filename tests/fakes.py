@@ -4,13 +4,63 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from changeguard.domain.errors import CalendarUnavailableError, TicketSourceUnavailableError
+from changeguard.domain.errors import (
+    CalendarUnavailableError,
+    CrossAccountAccessError,
+    TicketSourceUnavailableError,
+)
 from changeguard.domain.ledger import DayShards, LedgerEntry
 from changeguard.domain.tickets import Ticket
+
+
+class ThreadScope:
+    """The acting scope (``adapters.accounts.AccountClients``) as the services see it: where calls go
+    now, per thread as the real one's context variable, every (account, region) entered, and one
+    member account whose role is refused."""
+
+    def __init__(self, own: str = "123456789012", refused: str | None = None) -> None:
+        self.own = own
+        self.refused_account = refused
+        self.visited: list[tuple[str | None, str | None]] = []
+        self._here = threading.local()
+
+    @property
+    def current(self) -> tuple[str | None, str | None]:
+        return getattr(self._here, "pair", (None, None))
+
+    def role_of(self, account: str | None) -> str:
+        return f"arn:aws:iam::{account}:role/changeguard/acting"
+
+    def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
+        @contextmanager
+        def scope() -> Iterator[None]:
+            if account is not None and account == self.refused_account:
+                raise CrossAccountAccessError(account, self.role_of(account), "AccessDenied")
+            before, self._here.pair = self.current, (account, region)
+            self.visited.append((account, region))
+            try:
+                yield
+            finally:
+                self._here.pair = before
+
+        return scope()
+
+    def acted_as(self, account: str | None) -> dict[str, str]:
+        if not account or account == self.own:
+            return {"account": self.own, "identity": "function role"}
+        return {"account": account, "role": self.role_of(account)}
+
+    def current_account(self) -> str | None:
+        return self.current[0] or self.own
+
+    def refused(self, account: str | None) -> CrossAccountAccessError | None:
+        return None
 
 
 class FakeClock:

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
-from changeguard.domain.errors import CrossAccountAccessError, TrailAccessDeniedError
+from changeguard.domain.errors import TrailAccessDeniedError
 from changeguard.domain.policy import Policy
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.services.outcome import Outcome
 from changeguard.services.reconcile import ReconcileService
+from fakes import ThreadScope
 from hardening.conftest import all_ledger_entries, ledger_entries, make_harness, trail_since
 from org.test_cross_account import CENTRAL, MEMBER, ORG, create_acting_role, member_clients
 
@@ -137,37 +137,6 @@ def _lookups(records: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 
 # -- the service alone: fakes of the scope, the trail and the ledger --------------------------------
-class _Scope:
-    """The acting scope, per thread as the real one (a context variable)."""
-
-    def __init__(self) -> None:
-        self._here = threading.local()
-
-    @property
-    def current(self) -> tuple[str | None, str | None]:
-        return getattr(self._here, "pair", (None, None))
-
-    def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
-        @contextmanager
-        def scope() -> Any:
-            before, self._here.pair = self.current, (account, region)
-            try:
-                yield
-            finally:
-                self._here.pair = before
-
-        return scope()
-
-    def acted_as(self, account: str | None) -> dict[str, str]:
-        return {"account": account or CENTRAL, "role": f"arn:aws:iam::{account}:role/changeguard/changeguard-read-tags"}
-
-    def current_account(self) -> str | None:
-        return self.current[0] or CENTRAL
-
-    def refused(self, account: str | None) -> CrossAccountAccessError | None:
-        return None
-
-
 def _record(n: int, account: str | None, region: str) -> CloudTrailRecord:
     owner = account or CENTRAL
     return CloudTrailRecord.model_validate(
@@ -189,7 +158,7 @@ class _Trail:
 
     def __init__(
         self,
-        scope: _Scope,
+        scope: ThreadScope,
         records: dict[tuple[str | None, str], list[CloudTrailRecord]] | None = None,
         refuse: tuple[str | None, str] | None = None,
         fail: tuple[str | None, str] | None = None,
@@ -265,7 +234,7 @@ class _Clock:
 REGIONS = (OTHER_REGION, "ap-southeast-2")
 
 
-def _service(trail: _Trail, correlate: _Correlate, scope: _Scope, readers: int = 1, **kw: Any) -> ReconcileService:
+def _service(trail: _Trail, correlate: _Correlate, scope: ThreadScope, readers: int = 1, **kw: Any) -> ReconcileService:
     return ReconcileService(
         function="reconcile_changes",
         correlate=correlate,  # type: ignore[arg-type]
@@ -283,7 +252,7 @@ def _service(trail: _Trail, correlate: _Correlate, scope: _Scope, readers: int =
 
 @pytest.mark.parametrize("refused_account", [None, MEMBER])
 def test_a_region_refusing_the_lookup_is_reported_and_the_other_regions_are_still_read(refused_account):
-    scope = _Scope()
+    scope = ThreadScope(own=CENTRAL)
     trail = _Trail(scope, refuse=(refused_account, OTHER_REGION))
     correlate = _Correlate()
 
@@ -302,7 +271,7 @@ def test_a_region_refusing_the_lookup_is_reported_and_the_other_regions_are_stil
 
 
 def test_trails_are_read_side_by_side_and_every_record_is_judged_once():
-    scope = _Scope()
+    scope = ThreadScope(own=CENTRAL)
     members = ("222222222222", "333333333333", "444444444444")
     pairs = [(a, r) for a in (None, *members) for r in ("us-east-1", *REGIONS)]
     records = {pair: [_record(i * 10 + k, pair[0], pair[1]) for k in range(3)] for i, pair in enumerate(pairs)}
@@ -319,7 +288,7 @@ def test_trails_are_read_side_by_side_and_every_record_is_judged_once():
 
 
 def test_a_run_cut_short_by_its_deadline_says_what_it_left_and_the_next_run_starts_there():
-    scope = _Scope()
+    scope = ThreadScope(own=CENTRAL)
     pairs = [(a, r) for a in (None, MEMBER) for r in ("us-east-1", *REGIONS)]
     records = {pair: [_record(i * 10 + k, pair[0], pair[1]) for k in range(4)] for i, pair in enumerate(pairs)}
     trail = _Trail(scope, records, page_seconds=0.02)  # about half a second for all 24
@@ -359,7 +328,7 @@ def test_a_run_cut_short_by_its_deadline_says_what_it_left_and_the_next_run_star
 
 
 def test_a_reader_that_fails_fails_the_run_after_the_others_are_judged_and_nothing_hangs():
-    scope = _Scope()
+    scope = ThreadScope(own=CENTRAL)
     pairs = [(a, r) for a in (None, MEMBER) for r in ("us-east-1", *REGIONS)]
     records = {pair: [_record(i, pair[0], pair[1])] for i, pair in enumerate(pairs)}
     trail = _Trail(scope, records, fail=(MEMBER, OTHER_REGION))
@@ -391,7 +360,7 @@ def test_a_record_read_through_a_member_role_becomes_a_change_of_that_account_an
 
 def test_readers_stop_at_the_deadline_even_when_nothing_they_read_is_handed_over():
     """Pages of calls the sweep does not judge (other sources, the suite's own) still take time."""
-    scope = _Scope()
+    scope = ThreadScope(own=CENTRAL)
     pairs = [(a, r) for a in (None, MEMBER) for r in ("us-east-1", *REGIONS)]
     ignored = {
         pair: [_record(i, pair[0], pair[1]).model_copy(update={"eventSource": "s3.amazonaws.com"})] * 50

@@ -22,7 +22,7 @@ from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.services.deployment_guard import DeploymentGuardService
-from fakes import FakeClock, InMemoryLedger
+from fakes import FakeClock, InMemoryLedger, ThreadScope
 from sample_events import load_event
 
 ALARM_AT = datetime(2026, 11, 24, 10, 4, 10, tzinfo=UTC)
@@ -573,47 +573,10 @@ MEMBER_ACCOUNT = "222222222222"
 REFUSING_ACCOUNT = "333333333333"
 
 
-class FakeScope:
-    """Where the calls go now (``acting_in``), and a member whose role is refused."""
-
-    def __init__(self, refused: str | None = None) -> None:
-        self._here = threading.local()  # per thread, as the real scope's context variable
-        self.visited: list[tuple[str | None, str | None]] = []
-        self.refused_account = refused
-
-    @property
-    def current(self) -> tuple[str | None, str | None]:
-        return getattr(self._here, "pair", (None, None))
-
-    def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
-        from contextlib import contextmanager
-
-        from changeguard.domain.errors import CrossAccountAccessError
-
-        @contextmanager
-        def scope() -> Any:
-            if account == self.refused_account:
-                raise CrossAccountAccessError(account, f"arn:aws:iam::{account}:role/changeguard/x", "AccessDenied")
-            before, self._here.pair = self.current, (account, region)
-            self.visited.append(self.current)
-            try:
-                yield
-            finally:
-                self._here.pair = before
-
-        return scope()
-
-    def acted_as(self, account: str | None) -> dict[str, str]:
-        return {"account": account or "", "identity": "test"}
-
-    def current_account(self) -> str | None:
-        return self.current[0]
-
-
 class PlacedCodeDeploy(FakeCodeDeploy):
     """Deployments that live in one (account, region) each: listed only there."""
 
-    def __init__(self, scope: FakeScope, placed: dict[str, tuple[str, str]], *deployments: Deployment) -> None:
+    def __init__(self, scope: ThreadScope, placed: dict[str, tuple[str, str]], *deployments: Deployment) -> None:
         super().__init__(*deployments)
         self.scope, self.placed = scope, placed
         self.stopped_in: list[tuple[str, tuple[str | None, str | None]]] = []
@@ -628,7 +591,7 @@ class PlacedCodeDeploy(FakeCodeDeploy):
 
 
 def test_the_health_sweep_checks_member_accounts_and_other_regions_and_reports_a_refused_role():
-    scope = FakeScope(refused=REFUSING_ACCOUNT)
+    scope = ThreadScope(refused=REFUSING_ACCOUNT)
     placed = {"d-HOME00001": ("123456789012", "us-east-1"), "d-MEMBEU001": (MEMBER_ACCOUNT, "eu-west-1")}
     guard = Guard(
         codedeploy=PlacedCodeDeploy(scope, placed, dep("d-HOME00001"), dep("d-MEMBEU001")),
@@ -661,7 +624,7 @@ def test_the_health_sweep_checks_member_accounts_and_other_regions_and_reports_a
 
 
 def test_a_health_sweep_near_its_deadline_starts_no_new_account_and_says_which_it_left():
-    scope = FakeScope()
+    scope = ThreadScope()
     members = tuple(f"2222222222{i:02d}" for i in range(12))
     calls = {"n": 0}
     lock = threading.Lock()
@@ -684,7 +647,7 @@ def test_a_health_sweep_near_its_deadline_starts_no_new_account_and_says_which_i
 
 
 def test_the_members_order_changes_from_run_to_run_and_is_the_same_within_one():
-    scope = FakeScope()
+    scope = ThreadScope()
     members = tuple(f"2222222222{i:02d}" for i in range(12))
     guard = Guard(
         codedeploy=PlacedCodeDeploy(scope, {}),

@@ -14,7 +14,7 @@ from changeguard.quarantine import QuarantineSettings, Registry, ReleaseOutcome,
 from changeguard.quarantine.ec2_instance import Ec2InstanceQuarantine
 from changeguard.services.quarantine_sweep import QuarantineSweepService
 from changeguard.services.tag_enforcement import Enforcer, TagEnforcementService
-from fakes import FakeClock, FakeTagReader, InMemoryLedger
+from fakes import FakeClock, FakeTagReader, InMemoryLedger, ThreadScope
 from sample_events import load_event
 
 NOW = datetime(2026, 11, 22, 9, 5, tzinfo=UTC)
@@ -442,45 +442,8 @@ def test_the_sweep_rejects_anything_but_a_scheduled_event():
 
 
 # -- issue 9: finding marks in many accounts and regions ------------------------------------------------
-class _PairScope:
-    """The acting scope, per thread as the real one; one member's role is refused."""
-
-    def __init__(self, refused: str) -> None:
-        import threading
-
-        self._here = threading.local()
-        self.refused = refused
-
-    @property
-    def current(self) -> tuple[str | None, str | None]:
-        return getattr(self._here, "pair", (None, None))
-
-    def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
-        from contextlib import contextmanager
-
-        from changeguard.domain.errors import CrossAccountAccessError
-
-        @contextmanager
-        def scope() -> Any:
-            if account == self.refused:
-                raise CrossAccountAccessError(account, f"arn:aws:iam::{account}:role/changeguard/q", "AccessDenied")
-            before, self._here.pair = self.current, (account, region)
-            try:
-                yield
-            finally:
-                self._here.pair = before
-
-        return scope()
-
-    def acted_as(self, account: str | None) -> dict[str, str]:
-        return {"account": account or "", "identity": "test"}
-
-    def current_account(self) -> str | None:
-        return self.current[0]
-
-
 class _PairFinder:
-    def __init__(self, scope: _PairScope) -> None:
+    def __init__(self, scope: ThreadScope) -> None:
         import threading
 
         self.scope, self.searched, self.active, self.most_at_once = scope, [], 0, 0
@@ -502,7 +465,7 @@ class _PairFinder:
 def test_marks_are_searched_in_every_account_and_region_side_by_side_and_a_refusal_is_reported_once():
     world = World()
     members = (*(f"2222222222{i:02d}" for i in range(6)), "333333333333")
-    scope = _PairScope(refused="333333333333")
+    scope = ThreadScope(refused="333333333333")
     finder = _PairFinder(scope)
     sweeper = QuarantineSweepService(
         function="sweep_quarantine",
