@@ -11,7 +11,7 @@ from changeguard import factory
 from changeguard.adapters.cloudwatch import CloudWatchReader
 from changeguard.adapters.codedeploy import CodeDeployGuard
 from changeguard.domain.clock import SystemClock
-from changeguard.handlers import rejects_poison
+from changeguard.handlers import rejects_poison, time_left_of
 from changeguard.services.deployment_guard import DeploymentGuardService
 from changeguard.settings import Wiring, load_policy
 
@@ -45,9 +45,7 @@ def build_service() -> DeploymentGuardService:
 @rejects_poison(FUNCTION)
 def lambda_handler(event: Any, context: Any, service: DeploymentGuardService | None = None) -> dict[str, Any]:
     """Handle one alarm (any of its three shapes), CodeDeploy state change or health-check sweep."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    time_left = (lambda: remaining() / 1000) if callable(remaining) else None
-    outcome = (service or build_service()).handle(event, time_left)
+    outcome = (service or build_service()).handle(event, time_left_of(context))
     logger.info("guarded", extra={"change_id": outcome.change_id, "verdict": outcome.verdict})
     if outcome.verdict in ACTED and not outcome.duplicate:
         metrics.add_dimension(name="Action", value=outcome.verdict or "")

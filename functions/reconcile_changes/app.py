@@ -11,7 +11,7 @@ from changeguard import factory
 from changeguard.adapters.cloudtrail import CloudTrailLookup
 from changeguard.adapters.tagging import AwsTagReader
 from changeguard.domain.clock import SystemClock
-from changeguard.handlers import rejects_poison
+from changeguard.handlers import rejects_poison, time_left_of
 from changeguard.services.correlate import CorrelateService
 from changeguard.services.reconcile import ReconcileService
 from changeguard.settings import Wiring, load_policy
@@ -61,8 +61,7 @@ def build_service() -> ReconcileService:
 def lambda_handler(event: dict[str, Any], context: Any, service: ReconcileService | None = None) -> dict[str, Any]:
     """Judge the missed write calls of the look-back window and ledger their verdicts."""
     svc = service or build_service()
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    outcome = svc.handle(event, time_left=(lambda: remaining() / 1000) if callable(remaining) else None)
+    outcome = svc.handle(event, time_left=time_left_of(context))
     logger.info("reconciled", extra={"missed": svc.last_missed, "alerts": len(outcome.alert_ids)})
     metrics.add_metric(name="MissedChanges", unit=MetricUnit.Count, value=svc.last_missed)
     result: dict[str, Any] = outcome.model_dump(mode="json")

@@ -123,3 +123,11 @@ def traced(handler: F) -> F:
         return chosen[0](event, context, *args, **kwargs)
 
     return inner  # type: ignore[return-value]
+
+
+def time_left_of(context: Any) -> Callable[[], float] | None:
+    """Seconds until the invocation times out, read from Lambda's context (None without one)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    return lambda: float(remaining()) / 1000

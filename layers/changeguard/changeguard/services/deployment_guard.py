@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from changeguard.domain.alerts import Alert, alert_entry
+from changeguard.domain.clock import deadline
 from changeguard.domain.deployments import (
     FAILED_CHANGE,
     GROUP_TAG,
@@ -441,10 +442,7 @@ class DeploymentGuardService:
         members = [(a, r) for a in self.member_accounts if a != event.account for r in regions]
         random.Random(run).shuffle(members)  # an order, not a secret
         pairs = own + members
-        expired: Callable[[], bool] = lambda: False  # noqa: E731 - no deadline without Lambda's context
-        if time_left is not None:
-            margin = min(SWEEP_DEADLINE_MARGIN, time_left() / 5)
-            expired = lambda: time_left() < margin  # noqa: E731
+        expired = deadline(time_left, SWEEP_DEADLINE_MARGIN)
 
         def visit(pair: tuple[str, str]) -> Outcome | None:
             if expired():

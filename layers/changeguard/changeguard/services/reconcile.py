@@ -31,6 +31,7 @@ from typing import Any
 
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change, change_from_cloudtrail
+from changeguard.domain.clock import deadline
 from changeguard.domain.errors import CrossAccountAccessError, TrailAccessDeniedError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
@@ -119,10 +120,7 @@ class ReconcileService:
         # order (its own account first): no account is left unread run after run.
         first = [pair for pair in self._left_unread(now) if pair in pairs]
         pairs = first + [pair for pair in pairs if pair not in first]
-        expired: Callable[[], bool] = lambda: False  # noqa: E731 - no deadline without Lambda's context
-        if time_left is not None:
-            margin = min(DEADLINE_MARGIN, time_left() / 5)
-            expired = lambda: time_left() < margin  # noqa: E731
+        expired = deadline(time_left, DEADLINE_MARGIN)
         unread: list[str] = []
         incomplete: list[str] = []
         seen = 0
