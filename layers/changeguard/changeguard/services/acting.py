@@ -111,3 +111,18 @@ def report_denied(
 
     new = ledger.append([fact, alert_entry(alert, event_time, now)])
     return [alert.alert_id] if new else []
+
+
+def report_refusal(
+    ledger: Ledger,
+    function: str,
+    exc: CrossAccountAccessError,
+    *,
+    what: str,
+    cause: str,
+    now: datetime,
+    region: str | None = None,
+) -> tuple[str, list[str]]:
+    """A sweep's refusal: the reason its outcome gives, and the day's alert (:func:`report_denied`)."""
+    ids = report_denied(ledger, function, exc, what=what, cause=cause, event_time=now, now=now, region=region)
+    return not_acted_reason(exc, what), ids

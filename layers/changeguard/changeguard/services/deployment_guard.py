@@ -78,7 +78,7 @@ from changeguard.models.deployments import (
 )
 from changeguard.models.scheduled import SCHEDULED_EVENT, ScheduledEvent
 from changeguard.ports import ActingScope, Clock, Ledger
-from changeguard.services.acting import NOT_ACTED, acted_as, acting_in, not_acted_reason, report_denied
+from changeguard.services.acting import NOT_ACTED, acted_as, acting_in, report_refusal
 from changeguard.services.outcome import Outcome
 
 #: How far back to look for a group's latest deployment when an alarm fires (beyond the bake window).
@@ -357,11 +357,10 @@ class DeploymentGuardService:
             with acting_in(self.scope, account, region, reason):
                 return act()
         except CrossAccountAccessError as exc:
-            now = self.clock.now()
-            alert_ids = report_denied(
-                self.ledger, self.function, exc, what=what, cause=reason, event_time=now, now=now, region=region
+            why, alert_ids = report_refusal(
+                self.ledger, self.function, exc, what=what, cause=reason, now=self.clock.now(), region=region
             )
-            return self._outcome(NOT_ACTED, reasons=[not_acted_reason(exc, what)], alert_ids=alert_ids)
+            return self._outcome(NOT_ACTED, reasons=[why], alert_ids=alert_ids)
 
     # -- alarms -----------------------------------------------------------------------------------
     def on_alarm(self, alarm: AlarmSignal) -> Outcome:

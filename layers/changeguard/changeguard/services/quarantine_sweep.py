@@ -21,7 +21,7 @@ from changeguard.domain.tags import QUARANTINE_AFTER, TagEventKind, format_time,
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, Clock
 from changeguard.quarantine import Registry
-from changeguard.services.acting import acting_in, not_acted_reason, report_denied
+from changeguard.services.acting import acting_in, report_refusal
 from changeguard.services.outcome import Outcome
 from changeguard.services.tag_enforcement import Enforcer, ResourceResult, Trigger, outcome_of
 
@@ -95,18 +95,17 @@ class QuarantineSweepService:
             except CrossAccountAccessError as exc:
                 refused.setdefault(exc.account, exc)
         for denial in refused.values():
-            what = "find marked resources"
-            extra.append(not_acted_reason(denial, what))
-            alert_ids += report_denied(
+            reason, ids = report_refusal(
                 self.enforcer.ledger,
                 self.function,
                 denial,
-                what=what,
+                what="find marked resources",
                 cause=run,
-                event_time=now,
                 now=now,
                 region=scheduled.region,
             )
+            extra.append(reason)
+            alert_ids += ids
         marked = sorted(found, key=lambda item: parse_time(item[3].get(QUARANTINE_AFTER)) or _NEVER)
         results: list[ResourceResult] = []
         for account, region, arn, _tags in marked:

@@ -40,7 +40,7 @@ from changeguard.domain.verdicts import Severity
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, Clock, LedgerKeys, TrailReader
-from changeguard.services.acting import acting_in, not_acted_reason, report_denied
+from changeguard.services.acting import acting_in, report_refusal
 from changeguard.services.correlate import CorrelateService
 from changeguard.services.outcome import Outcome
 
@@ -157,17 +157,11 @@ class ReconcileService:
                 elif kind == "refused":
                     assert isinstance(payload, CrossAccountAccessError)
                     what = f"read the CloudTrail event history of {region or 'its region'}"
-                    unread.append(not_acted_reason(payload, what))
-                    alert_ids += report_denied(
-                        self.correlate.ledger,
-                        self.function,
-                        payload,
-                        what=what,
-                        cause=run_id,
-                        event_time=now,
-                        now=now,
-                        region=region,
+                    reason, ids = report_refusal(
+                        self.correlate.ledger, self.function, payload, what=what, cause=run_id, now=now, region=region
                     )
+                    unread.append(reason)
+                    alert_ids += ids
                 elif kind == "failed":
                     assert isinstance(payload, BaseException)
                     failure = failure or payload
