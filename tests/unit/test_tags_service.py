@@ -80,7 +80,7 @@ class FakeInstances(Ec2InstanceQuarantine):
 
 
 class World:
-    def __init__(self, **policy: Any) -> None:
+    def __init__(self, sweep: dict[str, Any] | None = None, **policy: Any) -> None:
         self.ledger = InMemoryLedger()
         self.clock = FakeClock(NOW)
         self.policy = Policy(enforcement_mode="enforce", **policy)
@@ -102,9 +102,9 @@ class World:
             function="sweep_quarantine",
             enforcer=Enforcer(function="sweep_quarantine", ledger=self.ledger, suite_role_prefix=SUITE),
             registry=self.registry,
-            finder=self,
             policy=lambda: self.policy,
             clock=self.clock,
+            **{"finder": self, **(sweep or {})},  # issue 9: another finder, scope, members, regions
         )
 
     def marked(self) -> list[tuple[str, dict[str, str]]]:
@@ -463,23 +463,12 @@ class _PairFinder:
 
 
 def test_marks_are_searched_in_every_account_and_region_side_by_side_and_a_refusal_is_reported_once():
-    world = World()
     members = (*(f"2222222222{i:02d}" for i in range(6)), "333333333333")
     scope = ThreadScope(refused="333333333333")
     finder = _PairFinder(scope)
-    sweeper = QuarantineSweepService(
-        function="sweep_quarantine",
-        enforcer=Enforcer(function="sweep_quarantine", ledger=world.ledger, suite_role_prefix=SUITE),
-        registry=world.registry,
-        finder=finder,
-        policy=lambda: world.policy,
-        clock=world.clock,
-        scope=scope,  # type: ignore[arg-type]
-        member_accounts=members,
-        regions=("eu-west-1",),
-    )
+    world = World(sweep={"finder": finder, "scope": scope, "member_accounts": members, "regions": ("eu-west-1",)})
 
-    outcome = sweeper.handle(load_event("sweep_quarantine/scheduled.json"))
+    outcome = world.sweep()
 
     expected = {(a, r) for a in (None, *members[:-1]) for r in ("us-east-1", "eu-west-1")}
     assert sorted(finder.searched, key=str) == sorted(expected, key=str)  # each once; the refused never
