@@ -9,13 +9,15 @@ functions have ``ACTING_ROLE_NAME`` and ``sts:AssumeRole`` on the member roles.
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
-from changeguard.adapters.accounts import REFRESH_MARGIN, AccountClients, ActingRole, session_name
+from changeguard.adapters.accounts import MAX_CLIENTS, REFRESH_MARGIN, AccountClients, ActingRole, session_name
 from changeguard.adapters.tagging import AwsTagReader
 from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
 from changeguard_tools.embedded import codedeploy_deployments
@@ -216,6 +218,43 @@ def test_credentials_are_cached_across_events_and_renewed_before_they_expire(aws
         renewed = accounts.client("ec2")
     assert renewed is not first
     assert [c["RoleSessionName"] for c in sts.assumed] == ["correlate_change@event-1", "correlate_change@event-4"]
+
+
+def test_a_sweep_over_many_accounts_keeps_a_bounded_number_of_clients(aws, monkeypatch):
+    """A client holds about 200 KB: visiting 1,500 account-regions must not keep one for each."""
+    from changeguard.adapters import clients as shared
+
+    made: list[weakref.ref[Any]] = []
+    real = shared.new_client
+
+    def tracked(service: str, region: str | None, credentials: dict[str, str]) -> Any:
+        client = real(service, region, credentials)
+        made.append(weakref.ref(client))
+        return client
+
+    monkeypatch.setattr(shared, "new_client", tracked)
+    sts = CountingSts(aws.endpoint_url)
+    accounts = provider(aws, sts=sts)
+    members = [f"{300000000000 + n:012d}" for n in range(MAX_CLIENTS + 40)]
+
+    with accounts.acting_in(members[0], "us-east-1", "sweep"):
+        first = accounts.client("cloudtrail")
+    for account in members[1:]:
+        with accounts.acting_in(account, "us-east-1", "sweep"):
+            accounts.client("cloudtrail")
+        with accounts.acting_in(members[0], "us-east-1", "sweep"):
+            assert accounts.client("cloudtrail") is first  # used all along: never the one dropped
+    gc.collect()
+
+    assert len(made) == len(members)  # every other pair's client was made once
+    alive = [ref for ref in made if ref() is not None]
+    assert len(alive) <= MAX_CLIENTS, f"{len(alive)} clients kept for {len(members)} accounts"
+    assert len(sts.assumed) == len(members)  # sessions (small) are still kept: one AssumeRole each
+
+    with accounts.acting_in(members[1], "us-east-1", "sweep"):
+        accounts.client("cloudtrail")  # dropped long ago: made again from the kept session
+    assert len(made) == len(members) + 1
+    assert len(sts.assumed) == len(members)
 
 
 def test_an_external_id_is_passed_when_configured(aws):

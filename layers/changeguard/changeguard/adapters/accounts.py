@@ -9,7 +9,8 @@ path; each acting function has one of them (``ACTING_ROLE_NAME``) and assumes it
 * another account: ``sts:AssumeRole`` on ``arn:<partition>:iam::<account>:role<path><name>``,
   session name ``<function>@<event or deployment that opened the session>``, the credentials cached
   per account while warm and renewed ``REFRESH_MARGIN`` seconds before they expire; clients built
-  lazily per (account, service, region) from them;
+  lazily per (account, service, region) from them, the ``MAX_CLIENTS`` used last kept (a client
+  holds about 200 KB: a sweep over 500 accounts in three regions must not keep one per pair);
 * a role that cannot be assumed (denied, missing, cross-account not configured) raises
   :class:`CrossAccountAccessError`, remembered for ``FAILURE_BACKOFF`` seconds so a sweep over many
   resources of that account makes one failed call, not one per resource.
@@ -25,6 +26,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -42,6 +44,11 @@ REFRESH_MARGIN = 300.0
 FAILURE_BACKOFF = 60.0
 #: AssumeRole's DurationSeconds: the member roles' MaxSessionDuration.
 SESSION_SECONDS = 3600
+#: Member-account clients kept while warm, the least recently used dropped first. A botocore client
+#: holds about 200 KB of its own; the sweeps visit every (account, region) pair of the organization,
+#: 1,500 of them at 500 accounts in three regions, and would otherwise keep two or three clients per
+#: pair (300 MB and more). A dropped client costs a few milliseconds to make again.
+MAX_CLIENTS = 64
 
 _SUITE_PREFIX = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role(?P<path>/(?:[^/]+/)*)$")
 
@@ -127,7 +134,7 @@ class AccountClients:
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
         self._failures: dict[str, tuple[float, CrossAccountAccessError]] = {}
-        self._clients: dict[tuple[str, str, str | None], tuple[_Session, Any]] = {}
+        self._clients: OrderedDict[tuple[str, str, str | None], tuple[_Session, Any]] = OrderedDict()
 
     # -- the scope ----------------------------------------------------------------------------
     @contextmanager
@@ -194,9 +201,13 @@ class AccountClients:
         with self._lock:
             cached = self._clients.get(key)
             if cached is not None and cached[0] is session:
+                self._clients.move_to_end(key)
                 return cached[1]
             made = clients.new_client(service, where, session.credentials)
             self._clients[key] = (session, made)
+            self._clients.move_to_end(key)
+            while len(self._clients) > MAX_CLIENTS:
+                self._clients.popitem(last=False)
             return made
 
     def _session(self, account: str, reason: str) -> _Session:
