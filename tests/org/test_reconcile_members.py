@@ -90,6 +90,18 @@ def test_missed_changes_of_member_accounts_and_other_regions_are_judged_where_th
         (MEMBER, OTHER_REGION, "changeguard-read-tags/reconcile_changes@"),
     }
 
+    # How far each pair is reconciled, in the ledger: the refusing member's pairs were never read.
+    settle = timedelta(minutes=60)
+    [progress] = ledger_entries(h, f"reconcile:progress:{day}")
+    assert progress.kind == "RECONCILED"
+    read_pairs = [f"{a}|{r}" for a, r in expected] + ["|us-east-1"]
+    assert progress.body["complete_through"] == {
+        (h.clock.now() - settle).isoformat(timespec="seconds"): sorted(
+            {p.replace(f"{CENTRAL}|", "|") for p in read_pairs}
+        )
+    }
+    assert progress.body["never_read"] == [f"{REFUSING}|us-east-1", f"{REFUSING}|{OTHER_REGION}"]
+
     # A second run finds nothing new and raises no second alert for the same day.
     entries = len(all_ledger_entries(h))
     again = h.invoke(RECONCILE, h.scheduled_event(RECONCILE))
@@ -97,6 +109,20 @@ def test_missed_changes_of_member_accounts_and_other_regions_are_judged_where_th
     assert again.result["actions"][0].startswith("judged 0 missed change(s)")
     assert again.result["alert_ids"] == []
     assert len(all_ledger_entries(h)) == entries
+
+    # An hour later, each pair read to the end is read from where the first run finished with it.
+    first = h.clock.now()
+    h.clock.set(first + timedelta(hours=1))
+    mark = len(aws.trail.records())
+    later = h.invoke(RECONCILE, h.scheduled_event(RECONCILE))
+    assert later.error is None, later.error
+    starts = {
+        (r["recipientAccountId"], r["awsRegion"]): datetime.fromisoformat(r["requestParameters"]["startTime"])
+        for r in trail_since(aws, mark)
+        if r["eventName"] == "LookupEvents" and not r.get("errorCode")
+    }
+    read_through = (first - settle).replace(microsecond=0)
+    assert starts == {pair: read_through for pair in [*expected, (CENTRAL, "us-east-1")]}
 
 
 def test_without_member_accounts_listed_only_this_accounts_trail_is_read(aws):
@@ -167,6 +193,7 @@ class _Trail:
         self.scope, self.records, self.refuse, self.fail = scope, records or {}, refuse, fail
         self.page_seconds = page_seconds
         self.read: list[tuple[str | None, str | None]] = []
+        self.starts: dict[tuple[str | None, str | None], datetime] = {}
         self.active = 0
         self.most_at_once = 0
         self._lock = threading.Lock()
@@ -175,6 +202,7 @@ class _Trail:
         here = self.scope.current
         with self._lock:
             self.read.append(here)
+            self.starts[here] = start
             self.active += 1
             self.most_at_once = max(self.most_at_once, self.active)
         try:
@@ -264,7 +292,7 @@ def test_a_region_refusing_the_lookup_is_reported_and_the_other_regions_are_stil
     [reason] = [r for r in outcome.reasons if r.startswith("could not read")]
     assert reason.startswith(f"could not read the CloudTrail event history of {OTHER_REGION} in account {owner}")
     assert "was refused cloudtrail:LookupEvents" in reason and "AccessDeniedException" in reason
-    [[fact, alert]] = correlate.ledger.appended
+    [[fact, alert]] = [a for a in correlate.ledger.appended if a[0].kind != "RECONCILED"]
     assert fact.entry == "DENIED#reconcile_changes" and fact.region == OTHER_REGION
     assert "was refused cloudtrail:LookupEvents" in alert.body["alert"]["summary"]
     assert outcome.alert_ids and outcome.actions[1].startswith("could not read 1 account-region(s)")
@@ -378,3 +406,72 @@ def test_readers_stop_at_the_deadline_even_when_nothing_they_read_is_handed_over
     assert correlate.judged == []
     stopped = [r for r in outcome.reasons if r.startswith("stopped at the deadline")]
     assert stopped and len(stopped) < len(pairs) + 1
+
+
+def test_each_pair_is_read_from_where_the_last_run_finished_less_the_settle_margin():
+    """Hourly runs read about two hours per pair, not the whole look-back (issue 9: 500 accounts)."""
+    scope = ThreadScope(own=CENTRAL)
+    trail = _Trail(scope, refuse=(MEMBER, OTHER_REGION))
+    correlate = _Correlate()
+    clock = _Clock()  # 2026-11-27 08:00
+    service = _service(trail, correlate, scope, clock=clock)
+    pairs = [(a, r) for a in (None, MEMBER) for r in ("us-east-1", *REGIONS)]
+    lookback = timedelta(hours=Policy().reconcile_lookback_hours)
+    settle = timedelta(minutes=Policy().reconcile_settle_minutes)
+
+    service.run("us-east-1")  # the first run: every pair from the look-back's start
+    assert trail.starts == {pair: clock.at - lookback for pair in pairs}
+    [run] = correlate.ledger.entries_for("reconcile:progress:2026-11-27")
+    assert run.kind == "RECONCILED" and run.entry == "RUN#080000"
+    read_through = (clock.at - settle).isoformat()
+    assert run.body["complete_through"] == {
+        read_through: sorted(f"{a or ''}|{r}" for a, r in pairs if (a, r) != (MEMBER, OTHER_REGION))
+    }
+    assert run.body["never_read"] == [f"{MEMBER}|{OTHER_REGION}"]
+
+    # An hour later, the refusal is over: the pair never read goes first, from the look-back's start;
+    # the others from where the first run finished with them.
+    trail.refuse = None
+    trail.read.clear()
+    clock.at += timedelta(hours=1)
+    service.run("us-east-1")
+    assert trail.read[0] == (MEMBER, OTHER_REGION)
+    assert trail.starts[(MEMBER, OTHER_REGION)] == clock.at - lookback
+    assert {trail.starts[p] for p in pairs if p != (MEMBER, OTHER_REGION)} == {clock.at - timedelta(hours=1) - settle}
+
+    # After midnight, a run reads yesterday's last progress.
+    clock.at = datetime(2026, 11, 28, 0, 30, tzinfo=UTC)
+    service.run("us-east-1")
+    assert set(trail.starts.values()) == {datetime(2026, 11, 27, 9, 0, tzinfo=UTC) - settle}
+
+    # A day with no run at all: nothing recorded today or yesterday, so the whole look-back again.
+    clock.at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    service.run("us-east-1")
+    assert set(trail.starts.values()) == {clock.at - lookback}
+
+
+def test_a_pair_whose_reader_failed_keeps_where_it_was_and_the_others_move_on():
+    scope = ThreadScope(own=CENTRAL)
+    trail = _Trail(scope)
+    correlate = _Correlate()
+    clock = _Clock()
+    service = _service(trail, correlate, scope, clock=clock)
+    settle = timedelta(minutes=Policy().reconcile_settle_minutes)
+    service.run("us-east-1")
+    first_through = clock.at - settle
+
+    clock.at += timedelta(hours=1)
+    trail.fail = (None, "us-east-1")
+    with pytest.raises(RuntimeError, match="past its retries"):
+        service.run("us-east-1")
+    [_, second] = sorted(correlate.ledger.entries_for("reconcile:progress:2026-11-27"), key=lambda e: e.entry)
+    through = second.body["complete_through"]
+    assert through[first_through.isoformat()] == ["|us-east-1"]  # failed: where the first run left it
+    assert len(through[(clock.at - settle).isoformat()]) == 5  # read to the end: moved on
+
+    trail.fail = None
+    trail.read.clear()
+    clock.at += timedelta(hours=1)
+    service.run("us-east-1")
+    assert trail.read[0] == (None, "us-east-1")  # furthest behind: first
+    assert trail.starts[(None, "us-east-1")] == first_through

@@ -33,6 +33,7 @@ class EntryKind(StrEnum):
     OUTAGE = "OUTAGE"
     DIGEST = "DIGEST"
     HEARTBEAT = "HEARTBEAT"  # issue 8: canaries sent and arrived, heartbeat outages
+    RECONCILED = "RECONCILED"  # issue 9: how far each account-region's CloudTrail was reconciled
 
 
 class LedgerEntry(BaseModel):

@@ -68,6 +68,10 @@ class Policy(BaseModel):
     # -- hardening (issue 8) ------------------------------------------------------------------
     # Hours of CloudTrail (LookupEvents, at most 90 days) the reconciliation sweep re-reads each run.
     reconcile_lookback_hours: int = Field(default=24, ge=1, le=2160)
+    # Minutes a run re-reads before where the last one finished (issue 9): CloudTrail's event
+    # history may show a call some minutes after it was made, so a pair read to the end is
+    # complete only up to this long before the run.
+    reconcile_settle_minutes: int = Field(default=60, ge=5, le=1440)
     # Minutes after which a heartbeat canary that has not arrived opens a heartbeat outage.
     heartbeat_grace_minutes: int = Field(default=30, ge=5, le=1440)
 

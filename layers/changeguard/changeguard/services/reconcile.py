@@ -11,6 +11,11 @@ a no-op. A second run writes nothing new.
 ``LookupEvents`` holds management events only: data events (object- and item-level calls) that a
 trail sends to EventBridge are not reconciled.
 
+Issue 9, at organization scale: each run reads an account-region from where the last run finished
+(``RECONCILED`` ledger entries: each pair's ``complete_through``), less ``reconcile_settle_minutes``
+for calls the event history shows late, and never further back than the look-back. An hourly run
+then reads about two hours per pair instead of a day, and the pairs furthest behind go first.
+
 Issue 9: ``LookupEvents`` answers for one account and region. The sweep reads its own account in its
 own region and in each of ``regions`` (the other regions that forward events here, us-east-1 among
 them for the global services' calls), then each of ``member_accounts`` the same way, through the
@@ -53,6 +58,7 @@ QUEUE_DEPTH = 500  # records read ahead of the judging, at most
 #: Stop reading this long before the invocation times out (at most a fifth of the time it had).
 DEADLINE_MARGIN = 60.0
 INCOMPLETE = "reconcile:incomplete"
+PROGRESS = "reconcile:progress"
 
 Pair = tuple[str | None, str | None]  # (account, region); None: the function's own
 
@@ -112,14 +118,17 @@ class ReconcileService:
         policy = self.policy()
         hours = policy.reconcile_lookback_hours
         now = self.clock.now()
-        start = now.astimezone(UTC) - timedelta(hours=hours)
+        until = now.astimezone(UTC)
+        start = until - timedelta(hours=hours)
         run_id = f"reconcile:{start.isoformat(timespec='seconds')}"
         regions = tuple(dict.fromkeys(r for r in (home_region, *self.regions) if r)) or (None,)
         pairs = [(account, region) for account in (None, *self.member_accounts) for region in regions]
-        # What the last run cut short by its deadline left unread goes first, then the rest in
-        # order (its own account first): no account is left unread run after run.
-        first = [pair for pair in self._left_unread(now) if pair in pairs]
-        pairs = first + [pair for pair in pairs if pair not in first]
+        # Each pair from where the last run finished with it (never before the look-back), and the
+        # pairs furthest behind first - never read, or left by a run cut short by its deadline - so
+        # that no account is left unread run after run. Equals keep their order: own account first.
+        progress = self._progress(now)
+        starts = {pair: min(max(start, progress.get(pair, start)), until) for pair in pairs}
+        pairs.sort(key=lambda pair: starts[pair])
         expired = deadline(time_left, DEADLINE_MARGIN)
         unread: list[str] = []
         incomplete: list[str] = []
@@ -143,7 +152,7 @@ class ReconcileService:
             chunk.clear()
 
         failure: BaseException | None = None
-        with _Readers(self, start, run_id, self.readers, expired) as reading:
+        with _Readers(self, starts, run_id, self.readers, expired) as reading:
             for kind, (account, region), payload in reading.results(pairs):
                 if kind == "record":
                     if reading.stopped:
@@ -166,7 +175,13 @@ class ReconcileService:
                     assert isinstance(payload, BaseException)
                     failure = failure or payload
             left = reading.unfinished(pairs)
+            finished = reading.finished(pairs)
         flush()
+        # Read to the end and judged: complete up to the settle margin before this run's end.
+        settled = until - timedelta(minutes=policy.reconcile_settle_minutes)
+        for pair in finished:
+            progress[pair] = max(progress.get(pair, settled), settled)
+        self._record_progress(progress, pairs, now, home_region, seen=seen, missed=len(missed))
         for account, region in left:
             where = f"account {account or 'its own'}, {region or 'its region'}"
             incomplete.append(
@@ -193,17 +208,46 @@ class ReconcileService:
             alert_ids=alert_ids,
         )
 
-    def _left_unread(self, now: datetime) -> list[Pair]:
-        """The pairs the latest run of today or yesterday cut short by its deadline left unread."""
-        latest: LedgerEntry | None = None
-        for day in (now - timedelta(days=1), now):
-            for entry in self.correlate.ledger.entries_for(f"{INCOMPLETE}:{day.strftime('%Y-%m-%d')}"):
-                if entry.entry.startswith("RUN#") and (latest is None or entry.event_time >= latest.event_time):
-                    latest = entry
-        if latest is None:
-            return []
-        found = latest.body.get("unfinished") or []
-        return [(p[0] or None, p[1] or None) for p in found if isinstance(p, list) and len(p) == 2]
+    def _progress(self, now: datetime) -> dict[Pair, datetime]:
+        """Each pair's ``complete_through`` as the latest run of today (else yesterday) recorded it."""
+        for day in (now, now - timedelta(days=1)):
+            entries = self.correlate.ledger.entries_for(f"{PROGRESS}:{day.strftime('%Y-%m-%d')}")
+            runs = [e for e in entries if e.kind is EntryKind.RECONCILED and e.entry.startswith("RUN#")]
+            if runs:
+                return _pairs_from_body(max(runs, key=lambda e: (e.event_time, e.entry)).body)
+        return {}
+
+    def _record_progress(
+        self,
+        progress: Mapping[Pair, datetime],
+        pairs: list[Pair],
+        now: datetime,
+        region: str | None,
+        *,
+        seen: int,
+        missed: int,
+    ) -> None:
+        """Ledger how far each pair is reconciled (the next run starts there), whether or not it
+        moved: the auditor's record that the completeness check ran, and over what."""
+        self.correlate.ledger.append(
+            [
+                LedgerEntry(
+                    change_id=f"{PROGRESS}:{now.strftime('%Y-%m-%d')}",
+                    entry=f"RUN#{now.strftime('%H%M%S')}",
+                    kind=EntryKind.RECONCILED,
+                    function=self.function,
+                    event_time=now,
+                    recorded_at=now,
+                    region=region,
+                    body={
+                        "write_calls_read": seen,
+                        "missed_changes_judged": missed,
+                        "complete_through": _pairs_to_body({p: progress[p] for p in pairs if p in progress}),
+                        "never_read": [_pair_key(p) for p in pairs if p not in progress],
+                    },
+                )
+            ]
+        )
 
     def _report_incomplete(self, left: list[Pair], reasons: list[str], now: datetime, region: str | None) -> list[str]:
         """Ledger what this run left unread (the next run starts there), and alert once a day."""
@@ -254,6 +298,38 @@ class ReconcileService:
         return change_from_cloudtrail(record, record.recipientAccountId or "", record.awsRegion or "")
 
 
+def _pair_key(pair: Pair) -> str:
+    """``<account>|<region>``, empty for the function's own account or region."""
+    return f"{pair[0] or ''}|{pair[1] or ''}"
+
+
+def _pairs_to_body(progress: Mapping[Pair, datetime]) -> dict[str, list[str]]:
+    """Pairs grouped by time (most share their run's), so 1,500 of them fit one ledger item."""
+    grouped: dict[str, list[str]] = {}
+    for pair, at in progress.items():
+        grouped.setdefault(at.astimezone(UTC).isoformat(timespec="seconds"), []).append(_pair_key(pair))
+    return {at: sorted(keys) for at, keys in sorted(grouped.items())}
+
+
+def _pairs_from_body(body: Mapping[str, Any]) -> dict[Pair, datetime]:
+    found: dict[Pair, datetime] = {}
+    grouped = body.get("complete_through")
+    if not isinstance(grouped, dict):
+        return found
+    for at, keys in grouped.items():
+        try:
+            when = datetime.fromisoformat(at)
+        except (TypeError, ValueError):
+            continue  # not ours: the pair is read from the look-back's start, which is safe
+        if when.tzinfo is None or not isinstance(keys, list):
+            continue
+        for key in keys:
+            if isinstance(key, str) and key.count("|") == 1:
+                account, region = key.split("|")
+                found[(account or None, region or None)] = when
+    return found
+
+
 class _Readers:
     """Reads the pairs' trails side by side, hands their records over one at a time.
 
@@ -265,14 +341,14 @@ class _Readers:
     def __init__(
         self,
         service: ReconcileService,
-        start: datetime,
+        starts: Mapping[Pair, datetime],
         run_id: str,
         workers: int,
         expired: Callable[[], bool] = lambda: False,
     ) -> None:
         self.service = service
         self.expired = expired
-        self.start = start
+        self.starts = starts
         self.run_id = run_id
         self.workers = workers
         self.queue: queue.Queue[tuple[str, Pair, object]] = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -280,6 +356,7 @@ class _Readers:
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._unfinished: set[Pair] = set()
+        self._done: set[Pair] = set()
         self._pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> _Readers:
@@ -312,6 +389,11 @@ class _Readers:
         with self._lock:
             return [pair for pair in order if pair in self._unfinished]
 
+    def finished(self, order: list[Pair]) -> list[Pair]:
+        """The pairs read to the end whose every record was handed over and judged."""
+        with self._lock:
+            return [pair for pair in order if pair in self._done and pair not in self._unfinished]
+
     def results(self, pairs: list[Pair]) -> Iterator[tuple[str, Pair, object]]:
         """("record" | "refused" | "failed", pair, payload) as the readers produce them."""
         if not pairs:
@@ -333,6 +415,9 @@ class _Readers:
                 remaining -= 1
             if kind == "stopped":
                 self.left_unread(*pair)
+            elif kind == "done":
+                with self._lock:
+                    self._done.add(pair)
             if kind not in ("done", "stopped"):
                 yield kind, pair, payload
 
@@ -354,7 +439,7 @@ class _Readers:
         try:
             with acting_in(service.scope, account, region, self.run_id):
                 try:
-                    for record in service.trail.write_events(self.start):
+                    for record in service.trail.write_events(self.starts[pair]):
                         if self._stop.is_set():
                             self._put(("stopped", pair, None))
                             return
