@@ -52,6 +52,7 @@ def build_service() -> ReconcileService:
         scope=accounts,
         member_accounts=wiring.member_account_ids,
         regions=wiring.sweep_regions,
+        readers=wiring.reconcile_readers,
     )
 
 

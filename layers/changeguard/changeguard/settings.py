@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from changeguard.domain.errors import ConfigurationError
 from changeguard.domain.policy import Policy
@@ -55,6 +55,9 @@ class Wiring(BaseModel):
     # Comma-separated other regions whose marked resources the quarantine sweep also visits (each
     # account's, this one's included): where member stacks forward events from.
     sweep_regions: tuple[str, ...] = ()
+    # Account-regions whose CloudTrail event history the reconciliation reads at once (LookupEvents
+    # allows 2 requests a second in each): the README's sizing says when to raise it.
+    reconcile_readers: int = Field(default=8, ge=1, le=32)
 
     # The lists above arrive comma-separated, as the template's parameters hold them.
     _lists = field_validator(
