@@ -16,11 +16,12 @@ from typing import Any
 
 import boto3
 import pytest
-from changeguard.domain.errors import TrailAccessDeniedError
+from changeguard.domain.errors import ConfigurationError, TrailAccessDeniedError
 from changeguard.domain.policy import Policy
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.services.outcome import Outcome
 from changeguard.services.reconcile import ReconcileService
+from changeguard.settings import Wiring
 from fakes import ThreadScope
 from hardening.conftest import all_ledger_entries, ledger_entries, make_harness, trail_since
 from org.test_cross_account import CENTRAL, MEMBER, ORG, create_acting_role, member_clients
@@ -475,3 +476,13 @@ def test_a_pair_whose_reader_failed_keeps_where_it_was_and_the_others_move_on():
     service.run("us-east-1")
     assert trail.read[0] == (None, "us-east-1")  # furthest behind: first
     assert trail.starts[(None, "us-east-1")] == first_through
+
+
+def test_the_templates_reader_count_reaches_the_sweep(aws):
+    """ReconcileReaders sizes the sweep for the organization (README: 26 for 500 accounts)."""
+    h = make_harness(aws, ReconcileReaders="26")
+    assert h.module(RECONCILE).build_service().readers == 26
+    env = {k: str(v) for k, v in h.functions[RECONCILE].environment.items()}
+    assert Wiring.from_env({k: v for k, v in env.items() if k != "RECONCILE_READERS"}).reconcile_readers == 8
+    with pytest.raises(ConfigurationError, match="reconcile_readers"):
+        Wiring.from_env({**env, "RECONCILE_READERS": "0"})
