@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
+import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -255,6 +258,52 @@ def test_a_sweep_over_many_accounts_keeps_a_bounded_number_of_clients(aws, monke
         accounts.client("cloudtrail")  # dropped long ago: made again from the kept session
     assert len(made) == len(members) + 1
     assert len(sts.assumed) == len(members)
+
+
+class _GatheringSts(CountingSts):
+    """AssumeRole calls wait for ``parties`` of them to be in flight at once (or fail the test)."""
+
+    def __init__(self, endpoint: str, parties: int, hold: float = 0.0) -> None:
+        super().__init__(endpoint)
+        self.barrier = threading.Barrier(parties, timeout=10) if parties > 1 else None
+        self.hold = hold
+        self._lock = threading.Lock()
+
+    def assume_role(self, **params: Any) -> Any:
+        with self._lock:
+            self.assumed.append(params)
+        if self.barrier is not None:
+            self.barrier.wait()  # BrokenBarrierError when the calls are made one at a time
+        time.sleep(self.hold)
+        return self._sts.assume_role(**params)
+
+
+def test_roles_of_different_accounts_are_assumed_side_by_side_and_each_once(aws):
+    """A sweep's threads must not queue behind one AssumeRole at a time (500 accounts an hour)."""
+    members = [f"{400000000000 + n:012d}" for n in range(6)]
+    sts = _GatheringSts(aws.endpoint_url, parties=len(members))
+    accounts = provider(aws, sts=sts)
+
+    def act(account: str) -> Any:
+        with accounts.acting_in(account, "us-east-1", "sweep"):
+            return accounts.client("cloudtrail")
+
+    with ThreadPoolExecutor(max_workers=len(members)) as pool:
+        made = list(pool.map(act, members))
+    assert len(made) == len(members) and len(sts.assumed) == len(members)
+
+    # Threads acting in the same account at once: one AssumeRole, one session for all of them.
+    same = _GatheringSts(aws.endpoint_url, parties=1, hold=0.2)
+    shared = provider(aws, sts=same)
+
+    def act_in_member(_: int) -> str:
+        with shared.acting_in(MEMBER, "us-east-1", "sweep"):
+            shared.client("cloudtrail")
+        return shared.acted_as(MEMBER)["session"]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        sessions = set(pool.map(act_in_member, range(6)))
+    assert len(same.assumed) == 1 and len(sessions) == 1
 
 
 def test_an_external_id_is_passed_when_configured(aws):

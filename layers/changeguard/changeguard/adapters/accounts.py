@@ -134,6 +134,7 @@ class AccountClients:
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
         self._failures: dict[str, tuple[float, CrossAccountAccessError]] = {}
+        self._assuming: dict[str, threading.Lock] = {}
         self._clients: OrderedDict[tuple[str, str, str | None], tuple[_Session, Any]] = OrderedDict()
 
     # -- the scope ----------------------------------------------------------------------------
@@ -210,23 +211,48 @@ class AccountClients:
                 self._clients.popitem(last=False)
             return made
 
+    def _kept(self, account: str) -> _Session | None:
+        """The account's live session, or its remembered refusal raised; ``None``: assume the role.
+
+        Called with ``_lock`` held."""
+        now = self._clock()
+        found = self._sessions.get(account)
+        if found is not None and now < found.renew_at:
+            return found
+        failed = self._failures.get(account)
+        if failed is not None and now < failed[0]:
+            raise failed[1]
+        return None
+
     def _session(self, account: str, reason: str) -> _Session:
         role_arn = self.role.arn_in(account) if self.role else None
         with self._lock:
-            now = self._clock()
-            found = self._sessions.get(account)
-            if found is not None and now < found.renew_at:
+            found = self._kept(account)
+            if found is not None:
                 return found
-            failed = self._failures.get(account)
-            if failed is not None and now < failed[0]:
-                raise failed[1]
             if role_arn is None:
                 error = CrossAccountAccessError(account, None, "NotConfigured", "cross-account acting is off")
-                self._failures[account] = (now + FAILURE_BACKOFF, error)
+                self._failures[account] = (self._clock() + FAILURE_BACKOFF, error)
                 raise error
-            session = self._assume(account, role_arn, session_name(self.function, reason), now)
-            self._sessions[account] = session
-            self._failures.pop(account, None)
+            gate = self._assuming.setdefault(account, threading.Lock())
+        # One AssumeRole per account at a time, and none holding the lock every account shares: a
+        # sweep's threads assume the roles of different accounts side by side, and a thread that
+        # waited on another's call for the same account takes its session instead of a second one.
+        with gate:
+            with self._lock:
+                found = self._kept(account)
+            if found is not None:
+                return found
+            now = self._clock()
+            try:
+                session = self._assume(account, role_arn, session_name(self.function, reason), now)
+            except CrossAccountAccessError as error:
+                with self._lock:
+                    self._failures[account] = (now + FAILURE_BACKOFF, error)
+                raise
+            with self._lock:
+                self._sessions[account] = session
+                self._failures.pop(account, None)
             return session
 
     def _assume(self, account: str, role_arn: str, name: str, now: float) -> _Session:
@@ -240,13 +266,9 @@ class AccountClients:
             resp = sts.assume_role(**params)
         except ClientError as exc:
             code = str((exc.response.get("Error") or {}).get("Code") or "ClientError")
-            error = CrossAccountAccessError(account, role_arn, code)
-            self._failures[account] = (now + FAILURE_BACKOFF, error)
-            raise error from exc
+            raise CrossAccountAccessError(account, role_arn, code) from exc
         except BotoCoreError as exc:  # endpoint unreachable after the retries
-            error = CrossAccountAccessError(account, role_arn, type(exc).__name__)
-            self._failures[account] = (now + FAILURE_BACKOFF, error)
-            raise error from exc
+            raise CrossAccountAccessError(account, role_arn, type(exc).__name__) from exc
         creds = resp["Credentials"]
         expires = creds["Expiration"]
         expires_at = expires.timestamp() if hasattr(expires, "timestamp") else now + SESSION_SECONDS
@@ -267,4 +289,5 @@ class AccountClients:
         with self._lock:
             self._sessions.clear()
             self._failures.clear()
+            self._assuming.clear()
             self._clients.clear()
