@@ -229,39 +229,34 @@ class ReconcileService:
     ) -> None:
         """Ledger how far each pair is reconciled (the next run starts there), whether or not it
         moved: the auditor's record that the completeness check ran, and over what."""
-        self.correlate.ledger.append(
-            [
-                LedgerEntry(
-                    change_id=f"{PROGRESS}:{now.strftime('%Y-%m-%d')}",
-                    entry=f"RUN#{now.strftime('%H%M%S')}",
-                    kind=EntryKind.RECONCILED,
-                    function=self.function,
-                    event_time=now,
-                    recorded_at=now,
-                    region=region,
-                    body={
-                        "write_calls_read": seen,
-                        "missed_changes_judged": missed,
-                        "complete_through": _pairs_to_body({p: progress[p] for p in pairs if p in progress}),
-                        "never_read": [_pair_key(p) for p in pairs if p not in progress],
-                    },
-                )
-            ]
-        )
+        body = {
+            "write_calls_read": seen,
+            "missed_changes_judged": missed,
+            "complete_through": _pairs_to_body({p: progress[p] for p in pairs if p in progress}),
+            "never_read": [_pair_key(p) for p in pairs if p not in progress],
+        }
+        self.correlate.ledger.append([self._run_entry(PROGRESS, EntryKind.RECONCILED, now, region, body)])
 
-    def _report_incomplete(self, left: list[Pair], reasons: list[str], now: datetime, region: str | None) -> list[str]:
-        """Ledger what this run left unread (the next run starts there), and alert once a day."""
-        change_id = f"{INCOMPLETE}:{now.strftime('%Y-%m-%d')}"
-        fact = LedgerEntry(
-            change_id=change_id,
+    def _run_entry(
+        self, prefix: str, kind: EntryKind, now: datetime, region: str | None, body: dict[str, Any]
+    ) -> LedgerEntry:
+        """One fact about this run, under ``<prefix>:<day>`` as ``RUN#<HHMMSS>``."""
+        return LedgerEntry(
+            change_id=f"{prefix}:{now.strftime('%Y-%m-%d')}",
             entry=f"RUN#{now.strftime('%H%M%S')}",
-            kind=EntryKind.OUTAGE,
+            kind=kind,
             function=self.function,
             event_time=now,
             recorded_at=now,
             region=region,
-            body={"unfinished": [[account or "", where or ""] for account, where in left]},
+            body=body,
         )
+
+    def _report_incomplete(self, left: list[Pair], reasons: list[str], now: datetime, region: str | None) -> list[str]:
+        """Ledger what this run left unread (the next run starts there), and alert once a day."""
+        unfinished = {"unfinished": [[account or "", where or ""] for account, where in left]}
+        fact = self._run_entry(INCOMPLETE, EntryKind.OUTAGE, now, region, unfinished)
+        change_id = fact.change_id
         self.correlate.ledger.append([fact])
         alert = Alert(
             alert_id=Alert.make_id(change_id, self.function, "incomplete"),
