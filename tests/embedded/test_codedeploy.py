@@ -226,8 +226,12 @@ def test_the_guard_adapter_finds_reads_stops_and_redeploys(cd, clock):
     (group,) = adapter.groups_watching("checkout-p99")
     assert (group.application, group.group, group.alarms_enabled) == ("checkout", "prod", True)
     assert adapter.groups_watching("unrelated") == []
-    (in_flight,) = adapter.list_in_flight("checkout", "prod")
+    (in_flight,) = adapter.list_in_flight("checkout", "prod") or []
     assert in_flight.deployment_id == bad and in_flight.previous_revision == REV["v15"]
+    # A group or application this account and region do not have: None, not an error (the health
+    # sweep asks every account-region it visits), and not an empty group either.
+    assert adapter.list_in_flight("inventory", "prod") is None
+    assert adapter.list_in_flight("checkout", "canary") is None
     assert in_flight.start_time == T0 and in_flight.start_time.tzinfo is not None
     result = adapter.stop(bad)
     assert not result.already_completed

@@ -426,6 +426,49 @@ def test_an_alarm_in_a_member_account_stops_that_accounts_deployment_not_the_cen
     assert ledger_entries(h, "codedeploy:d-CENT000U1") == []
 
 
+def test_the_health_sweep_checks_a_group_where_it_lives_and_names_one_that_lives_nowhere(aws):
+    """ListDeployments refuses an application the account does not have: a group with health
+    criteria lives in a few accounts and regions, and the sweep visits them all."""
+    h = make_harness(
+        aws, at=T0 + timedelta(minutes=6), OrganizationId=ORG, MemberAccountIds=MEMBER, MemberRegions="eu-west-1"
+    )
+    codedeploy_deployments.use_clock(h.clock.now)
+    member = member_clients(aws.endpoint_url)
+    create_acting_role(member, "changeguard-stop-deployments")
+    seed_checkout(member, MEMBER, "d-MEMB000H1")  # only there: not in this account, nor in eu-west-1
+    h.put_parameter("health-criteria", json.dumps({"checkout/checkout-prod": {}, "inventory/prod": {}}))
+
+    swept = h.invoke(GUARD, h.scheduled_event(GUARD))
+
+    assert swept.error is None, swept.error
+    [health] = [e for e in ledger_entries(h, "codedeploy:d-MEMB000H1") if e.entry == "HEALTH"]
+    assert (health.account, health.region) == (MEMBER, "us-east-1")
+    reasons = swept.result["reasons"]
+    assert "health-criteria names inventory/prod, a deployment group none of the 4 account-region(s) checked has" in (
+        reasons
+    )
+    assert not [r for r in reasons if "names checkout/checkout-prod" in r]
+
+    # Criteria that say where the group lives: the sweep asks CodeDeploy there only.
+    where = {"accounts": [MEMBER], "regions": ["us-east-1"]}
+    h.put_parameter("health-criteria", json.dumps({"checkout/checkout-prod": where, "inventory/prod": where}))
+    aws.record_read_only = True
+    mark = len(aws.trail.records())
+    h.clock.set(h.clock.now() + timedelta(minutes=1))
+    again = h.invoke(GUARD, h.scheduled_event(GUARD))
+    assert again.error is None, again.error
+    listed = [
+        (r["recipientAccountId"], r["awsRegion"], r["requestParameters"]["applicationName"])
+        for r in trail_since(aws, mark)
+        if r["eventName"] == "ListDeployments"
+    ]
+    assert sorted(listed) == [(MEMBER, "us-east-1", "checkout"), (MEMBER, "us-east-1", "inventory")]
+    assert (
+        f"health-criteria names inventory/prod, a deployment group none of the 4 account-region(s) checked has"
+        f" among those it lists (accounts {MEMBER}; regions us-east-1)"
+    ) in again.result["reasons"]
+
+
 def test_an_alarm_in_the_central_account_acts_at_home_without_sts(aws):
     h = guard_harness(aws)
     seed_checkout(h.admin_client, CENTRAL, "d-CENT000U1")

@@ -225,9 +225,20 @@ def test_health_criteria_parameter_is_json_keyed_by_group():
         "{not json",
         '{"a/b": {"latency": {"metric": {"namespace": "N", "name": "M"}, "stat": "median"}}}',
         '{"a/b": {"unknown": 1}}',
+        '{"a/b": {"accounts": ["2222"]}}',  # issue 9: where the group lives, checked
+        '{"a/b": {"regions": ["../us-east-1"]}}',
     ):
         with pytest.raises(ConfigurationError):
             Policy.from_parameters({"/changeguard/dev/health-criteria": bad})
+
+
+def test_criteria_say_where_their_group_lives_and_without_a_list_it_lives_everywhere():
+    scoped = parse_health_criteria('{"a/b": {"accounts": ["222222222222"], "regions": ["eu-west-1"]}}')["a/b"]
+    assert scoped.lives_in("222222222222", "eu-west-1")
+    assert not scoped.lives_in("222222222222", "us-east-1")
+    assert not scoped.lives_in("123456789012", "eu-west-1")
+    anywhere = parse_health_criteria('{"a/b": {}}')["a/b"]
+    assert anywhere.lives_in("123456789012", "ap-southeast-2")
 
 
 def test_decide_on_health_stops_only_unhealthy_in_flight_releases():

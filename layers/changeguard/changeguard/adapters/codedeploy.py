@@ -148,9 +148,18 @@ class CodeDeployGuard(CodeDeployDeployments):
         ids = [i for page in pages for i in page.get("deployments", [])]
         return self._deployments(ids)
 
-    def list_in_flight(self, application: str, group: str) -> list[Deployment]:
-        """The group's deployments that have not finished (Created, Queued, InProgress, Baking, Ready)."""
-        return self._list(application, group, includeOnlyStatuses=sorted(IN_FLIGHT))
+    def list_in_flight(self, application: str, group: str) -> list[Deployment] | None:
+        """The group's deployments that have not finished (Created, Queued, InProgress, Baking, Ready);
+        ``None`` when the application or the group does not exist in this account and region.
+
+        ``ListDeployments`` answers ``ApplicationDoesNotExistException`` (or the group's) there: the
+        health sweep asks every account and region it visits for every group with criteria, and an
+        application lives in a few of them."""
+        cd = self.codedeploy
+        try:
+            return self._list(application, group, includeOnlyStatuses=sorted(IN_FLIGHT))
+        except (cd.exceptions.ApplicationDoesNotExistException, cd.exceptions.DeploymentGroupDoesNotExistException):
+            return None
 
     def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment]:
         """The group's deployments created since ``since``, whatever their status."""

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from changeguard.domain.errors import ChangeGuardError
+from changeguard.domain.partition import is_region
 
 IN_FLIGHT = frozenset({"Created", "Queued", "InProgress", "Baking", "Ready"})
 FINISHED = frozenset({"Succeeded", "Failed", "Stopped"})
@@ -299,6 +300,31 @@ class HealthCriteria(_Own):
     baseline_minutes: int = Field(default=60, ge=1)
     error_rate: ErrorRateCriterion | None = None
     latency: LatencyCriterion | None = None
+    # Issue 9: where the group lives, account ids and region names; empty: every account and region
+    # the health sweep visits. At organization scale this spares one ListDeployments a minute in
+    # every other account-region.
+    accounts: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if not re.fullmatch(r"\d{12}", a)]
+        if bad:
+            raise ValueError(f"accounts must be 12-digit AWS account ids, not {bad}")
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [r for r in value if not is_region(r)]
+        if bad:
+            raise ValueError(f"regions must be AWS region names, not {bad}")
+        return value
+
+    def lives_in(self, account: str, region: str) -> bool:
+        """Whether the sweep looks for the group in ``account`` and ``region``."""
+        return (not self.accounts or account in self.accounts) and (not self.regions or region in self.regions)
 
 
 def parse_health_criteria(value: Any) -> dict[str, HealthCriteria]:

@@ -131,12 +131,20 @@ class StopOutcome(Protocol):
     def describe(self) -> str: ...
 
 
+def _scope_of(criteria: HealthCriteria) -> str:
+    """`` (it lists accounts ..., regions ...)`` when the criteria say where the group lives."""
+    parts = [f"accounts {', '.join(criteria.accounts)}"] if criteria.accounts else []
+    parts += [f"regions {', '.join(criteria.regions)}"] if criteria.regions else []
+    return f" among those it lists ({'; '.join(parts)})" if parts else ""
+
+
 class GuardedCodeDeploy(Protocol):
     """CodeDeploy as the guard uses it (``adapters.codedeploy.CodeDeployGuard``)."""
 
     def get_deployment(self, deployment_id: str) -> Deployment | None: ...
 
-    def list_in_flight(self, application: str, group: str) -> list[Deployment]: ...
+    def list_in_flight(self, application: str, group: str) -> list[Deployment] | None:
+        """``None``: no such application or group in the account and region in scope."""
 
     def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment]: ...
 
@@ -383,7 +391,7 @@ class DeploymentGuardService:
         outcomes: list[Outcome] = []
         for ref in groups:
             known = {d.deployment_id: d for d in self.codedeploy.list_recent(ref.application, ref.group, since)}
-            known.update({d.deployment_id: d for d in self.codedeploy.list_in_flight(ref.application, ref.group)})
+            known.update({d.deployment_id: d for d in self.codedeploy.list_in_flight(ref.application, ref.group) or []})
             decisions = decide_on_alarm(alarm, list(known.values()), bake_minutes=policy.bake_minutes)
             if not decisions:
                 outcomes.append(
@@ -442,6 +450,7 @@ class DeploymentGuardService:
         random.Random(run).shuffle(members)  # an order, not a secret
         pairs = own + members
         expired = deadline(time_left, SWEEP_DEADLINE_MARGIN)
+        present: set[str] = set()  # the groups with criteria that exist where the sweep looked
 
         def visit(pair: tuple[str, str]) -> Outcome | None:
             if expired():
@@ -452,13 +461,28 @@ class DeploymentGuardService:
                 region,
                 run,
                 f"check deployments' health in {region}",
-                partial(self._sweep_here, policy, now, account, region),
+                partial(self._sweep_here, policy, now, account, region, present),
             )
 
         with ThreadPoolExecutor(max_workers=min(self.sweep_workers, len(pairs)), thread_name_prefix="health") as pool:
             found = list(pool.map(visit, pairs))
         outcomes = [o for o in found if o is not None and (o.verdict is not None or o.actions or o.reasons)]
         skipped = [pair for pair, o in zip(pairs, found, strict=True) if o is None]
+        absent = sorted(set(policy.health_criteria) - present)
+        if absent and len(skipped) < len(pairs):
+            # A name no account-region has: a typo in health-criteria, or a group deleted. Said every
+            # run, so the operator sees why its deployments are never checked.
+            checked = len(pairs) - len(skipped)
+            outcomes.append(
+                self._outcome(
+                    None,
+                    reasons=[
+                        f"health-criteria names {key}, a deployment group none of the {checked} account-region(s)"
+                        f" checked has{_scope_of(policy.health_criteria[key])}"
+                        for key in absent
+                    ],
+                )
+            )
         if skipped:
             outcomes.append(
                 self._outcome(
@@ -471,12 +495,21 @@ class DeploymentGuardService:
             return self._outcome(None, actions=["no deployment due for a health check"])
         return merge(self.function, outcomes)
 
-    def _sweep_here(self, policy: Policy, now: datetime, account: str, region: str) -> Outcome:
-        """The sweep in the account and region in scope."""
+    def _sweep_here(
+        self, policy: Policy, now: datetime, account: str, region: str, present: set[str] | None = None
+    ) -> Outcome:
+        """The sweep in the account and region in scope (``present`` collects the groups found here)."""
         outcomes: list[Outcome] = []
         for key, criteria in sorted(policy.health_criteria.items()):
+            if not criteria.lives_in(account, region):
+                continue
             ref = GroupRef.parse(key)
-            for deployment in self.codedeploy.list_in_flight(ref.application, ref.group):
+            in_flight = self.codedeploy.list_in_flight(ref.application, ref.group)
+            if in_flight is None:
+                continue  # the group lives in other accounts or regions
+            if present is not None:
+                present.add(key)
+            for deployment in in_flight:
                 started = deployment.started_at
                 if is_rollback(deployment) or started is None:
                     continue
