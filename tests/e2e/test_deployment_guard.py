@@ -351,6 +351,26 @@ def test_the_stop_cap_stops_acting_and_alerts(harness, aws):
     assert len(codedeploy_calls(aws, "StopDeployment")) == 1
 
 
+def test_a_group_tag_naming_a_group_that_does_not_exist_still_stops_the_one_that_does(harness):
+    """ListDeployments refuses an unknown group: a typo in the alarm's tag must not fail the alarm."""
+    harness.admin_client("cloudwatch").tag_resource(
+        ResourceARN="arn:aws:cloudwatch:us-east-1:123456789012:alarm:checkout-api-errors",
+        Tags=[{"Key": "changeguard:deployment-group", "Value": "checkout/checkout-prod,checkout/checkout-prd"}],
+    )
+    fire(harness, "checkout-api-errors")
+
+    outcome = guard_outcome(harness.process(load_event("guard_deployment/alarm-state-change.json")))
+
+    assert outcome["verdict"] == "STOPPED"
+    assert_stopped_with_rollback(harness)
+    inv = harness.invoke(GUARD, load_event("guard_deployment/alarm-state-change.json"))
+    assert inv.error is None, inv.error
+    assert (
+        "checkout/checkout-prd: no such deployment group here (the alarm's changeguard:deployment-group tag names it)"
+        in inv.result["reasons"]
+    )
+
+
 def test_the_health_sweep_judges_each_deployment_once_after_the_delay(morning, aws):
     harness = morning
     at(harness, datetime(2026, 11, 24, 9, 4, tzinfo=UTC))

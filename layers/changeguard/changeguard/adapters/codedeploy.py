@@ -161,9 +161,14 @@ class CodeDeployGuard(CodeDeployDeployments):
         except (cd.exceptions.ApplicationDoesNotExistException, cd.exceptions.DeploymentGroupDoesNotExistException):
             return None
 
-    def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment]:
-        """The group's deployments created since ``since``, whatever their status."""
-        return self._list(application, group, createTimeRange={"start": since})
+    def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment] | None:
+        """The group's deployments created since ``since``, whatever their status; ``None`` when the
+        application or the group does not exist here (an alarm's tag may name one that does not)."""
+        cd = self.codedeploy
+        try:
+            return self._list(application, group, createTimeRange={"start": since})
+        except (cd.exceptions.ApplicationDoesNotExistException, cd.exceptions.DeploymentGroupDoesNotExistException):
+            return None
 
     def deployment_group(self, application: str, group: str) -> DeploymentGroup | None:
         cd = self.codedeploy

@@ -146,7 +146,7 @@ class GuardedCodeDeploy(Protocol):
     def list_in_flight(self, application: str, group: str) -> list[Deployment] | None:
         """``None``: no such application or group in the account and region in scope."""
 
-    def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment]: ...
+    def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment] | None: ...
 
     def groups_watching(self, alarm_name: str) -> list[DeploymentGroup]: ...
 
@@ -390,7 +390,18 @@ class DeploymentGuardService:
         since = now - timedelta(minutes=policy.bake_minutes) - HISTORY
         outcomes: list[Outcome] = []
         for ref in groups:
-            known = {d.deployment_id: d for d in self.codedeploy.list_recent(ref.application, ref.group, since)}
+            recent = self.codedeploy.list_recent(ref.application, ref.group, since)
+            if recent is None:
+                # Only a group tag can name one that does not exist: a typo must not keep the
+                # alarm's other groups from being stopped.
+                outcomes.append(
+                    self._outcome(
+                        NO_ACTION,
+                        reasons=[f"{ref.key}: no such deployment group here (the alarm's {GROUP_TAG} tag names it)"],
+                    )
+                )
+                continue
+            known = {d.deployment_id: d for d in recent}
             known.update({d.deployment_id: d for d in self.codedeploy.list_in_flight(ref.application, ref.group) or []})
             decisions = decide_on_alarm(alarm, list(known.values()), bake_minutes=policy.bake_minutes)
             if not decisions:
@@ -826,7 +837,7 @@ class DeploymentGuardService:
         # A retry after a crash may find the redeploy already created: reuse it, never create two.
         existing = [
             r
-            for r in self.codedeploy.list_recent(d.application, d.group, now - _RECOVERY_LOOKBACK)
+            for r in self.codedeploy.list_recent(d.application, d.group, now - _RECOVERY_LOOKBACK) or []
             if rollback_of(r) == d.deployment_id and (r.description or "").startswith(REDEPLOY_MARKER)
         ]
         new_id = (
