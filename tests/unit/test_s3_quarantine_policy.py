@@ -164,3 +164,32 @@ def test_a_name_botocore_would_refuse_to_send_is_no_bucket(name: str) -> None:
         assert found is None
     # Stricter than botocore where S3 itself would refuse: no empty name, no trailing newline.
     assert (found is not None) is (name in ("acme-scratch-exports", "Legacy_Bucket.Name"))
+
+
+MEMBER = "222222222222"
+MEMBER_DOCUMENT = json.loads(quarantine_policy(BUCKET, MEMBER, SETTINGS))  # the central stack's settings
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["s3:GetBucketTagging", "s3:PutBucketTagging", "s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"],
+)
+def test_a_member_accounts_bucket_spares_the_suites_member_role_that_must_release_it(action):
+    """Issue 9: the suite acts in a member account through its member role (same path, that account)."""
+    member_role = f"arn:aws:iam::{MEMBER}:role/changeguard/changeguard-quarantine"
+    assert not denied(MEMBER_DOCUMENT, member_role, action, BUCKET_ARN)
+    # Nobody else of the member account gets in, nor a /changeguard/ role of a third account.
+    assert denied(MEMBER_DOCUMENT, f"arn:aws:iam::{MEMBER}:role/orders-app", action, BUCKET_ARN)
+    assert denied(MEMBER_DOCUMENT, f"arn:aws:iam::{MEMBER}:role/changeguard-impostor", action, BUCKET_ARN)
+    assert denied(MEMBER_DOCUMENT, "arn:aws:iam::999999999999:role/changeguard/x", action, BUCKET_ARN)
+
+
+def test_the_member_role_path_follows_the_suites_and_is_listed_once_at_home():
+    custom = QuarantineSettings(suite_role_prefix=f"arn:aws:iam::{ACCOUNT}:role/platform/changeguard/")
+    spared = json.loads(quarantine_policy(BUCKET, MEMBER, custom))["Statement"][0]["Condition"]["ArnNotLike"]
+    assert spared["aws:PrincipalArn"] == [
+        f"arn:aws:iam::{ACCOUNT}:role/platform/changeguard/*",
+        f"arn:aws:iam::{MEMBER}:role/platform/changeguard/*",
+    ]
+    at_home = DOCUMENT["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    assert at_home.count(f"{SUITE}*") == 1
