@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import uuid
@@ -56,6 +57,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: and ``denied``: IAM refusing the call (403 ``AccessDenied``, which botocore does not retry), as AWS
 #: answers an ``sts:AssumeRole`` the role's trust policy does not admit or of a role that does not exist.
 KINDS = ("throttle", "500", "503", "denied")
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class RequestView:
     protocol: str
     access_key_id: str
     body: bytes
+    #: The region the request was signed for (SigV4's credential scope), "" when unsigned.
+    region: str = ""
 
 
 @dataclass(frozen=True)
@@ -261,8 +265,15 @@ class FaultInjector:
         call = wire.identify(environ, body)
         if call is None:
             return app(environ, start_response)
+        scope = _CREDENTIAL_SCOPE.search(str(environ.get("HTTP_AUTHORIZATION", "")))
         view = RequestView(
-            call.signing_name, call.service_name, call.operation, call.protocol, call.access_key_id, body
+            call.signing_name,
+            call.service_name,
+            call.operation,
+            call.protocol,
+            call.access_key_id,
+            body,
+            scope.group(1) if scope else "",
         )
         for rule in rules:
             if rule.after_service:
