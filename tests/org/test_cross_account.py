@@ -469,6 +469,31 @@ def test_the_health_sweep_checks_a_group_where_it_lives_and_names_one_that_lives
     ) in again.result["reasons"]
 
 
+@pytest.mark.parametrize("fault", ["denied", "500"])
+def test_a_region_that_refuses_or_fails_the_health_sweep_leaves_the_others_checked(aws, fault):
+    """An SCP denying a region, or a region not enabled, answers AccessDeniedException once the role
+    is assumed: reported once a day. Any other failure fails the run, after the other pairs."""
+    h = make_harness(
+        aws, at=T0 + timedelta(minutes=6), OrganizationId=ORG, MemberAccountIds=MEMBER, MemberRegions="eu-west-1"
+    )
+    codedeploy_deployments.use_clock(h.clock.now)
+    member = member_clients(aws.endpoint_url)
+    create_acting_role(member, "changeguard-stop-deployments")
+    seed_checkout(member, MEMBER, "d-MEMB000H2")
+    h.put_parameter("health-criteria", json.dumps({"checkout/checkout-prod": {}}))
+    aws.faults.fail(fault, operations=["ListDeployments"], where=lambda call: call.region == "eu-west-1")
+
+    swept = h.invoke(GUARD, h.scheduled_event(GUARD))
+
+    assert [e.entry for e in ledger_entries(h, "codedeploy:d-MEMB000H2") if e.entry == "HEALTH"] == ["HEALTH"]
+    if fault == "denied":
+        assert swept.error is None, swept.error
+        refused = [r for r in swept.result["reasons"] if "was refused ListDeployments in eu-west-1" in r]
+        assert len(refused) == 2, swept.result  # this account's and the member's
+    else:
+        assert swept.error is not None and "InternalFailure" in swept.error
+
+
 def test_an_alarm_in_the_central_account_acts_at_home_without_sts(aws):
     h = guard_harness(aws)
     seed_checkout(h.admin_client, CENTRAL, "d-CENT000U1")
@@ -568,6 +593,43 @@ def test_an_untagged_member_resource_is_marked_and_quarantined_in_its_own_accoun
     quarantined = [e for e in ledger_entries(h, f"resource:{arn}") if e.entry.startswith("QUARANTINE#")]
     assert quarantined and all(e.body["acted_as"]["account"] == MEMBER for e in quarantined)
     assert quarantined[0].body["acted_as"]["role"] == role
+
+
+def test_a_region_that_refuses_the_search_is_reported_and_the_sweep_still_quarantines_elsewhere(aws):
+    """After AssumeRole, an SCP denying a region (or a region the account has not enabled) answers
+    AccessDeniedException there: one account-region must not stop the organization's sweep."""
+    h = make_harness(aws, at=T0, OrganizationId=ORG, MemberAccountIds=MEMBER, MemberRegions="eu-west-1")
+    h.put_parameter("enforcement-mode", "enforce")
+    h.put_parameter("quarantine-grace-hours", "0")
+    member = member_clients(aws.endpoint_url)
+    create_acting_role(member, "changeguard-quarantine")
+    group = world_open_group(member)
+    assert h.invoke("EnforceTagsFunction", ingress_event(MEMBER, group)).error is None
+    aws.faults.fail("denied", operations=["GetResources"], where=lambda call: call.region == "eu-west-1")
+
+    swept = h.invoke("SweepQuarantineFunction", h.scheduled_event("SweepQuarantineFunction"))
+
+    assert swept.error is None, swept.error
+    assert not world_open(member, group)  # contained in the region that answered
+    refused = [r for r in swept.result["actions"] if "was refused GetResources in eu-west-1" in r]
+    assert len(refused) == 2, swept.result  # this account's and the member's, each named
+    assert aws.faults.count(operation="GetResources") == 2
+
+
+def test_a_sweep_that_fails_in_one_region_still_quarantines_in_the_others_then_fails(aws):
+    h = make_harness(aws, at=T0, OrganizationId=ORG, MemberAccountIds=MEMBER, MemberRegions="eu-west-1")
+    h.put_parameter("enforcement-mode", "enforce")
+    h.put_parameter("quarantine-grace-hours", "0")
+    member = member_clients(aws.endpoint_url)
+    create_acting_role(member, "changeguard-quarantine")
+    group = world_open_group(member)
+    assert h.invoke("EnforceTagsFunction", ingress_event(MEMBER, group)).error is None
+    aws.faults.fail("500", operations=["GetResources"], where=lambda call: call.region == "eu-west-1")
+
+    swept = h.invoke("SweepQuarantineFunction", h.scheduled_event("SweepQuarantineFunction"))
+
+    assert swept.error is not None and "InternalFailure" in swept.error  # the retry and the alarm follow
+    assert not world_open(member, group)  # but the region that answered was swept first
 
 
 def test_a_refused_quarantine_role_skips_the_resource_and_alerts_once(aws):

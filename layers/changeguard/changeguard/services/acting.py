@@ -21,6 +21,39 @@ from changeguard.ports import ActingScope, Ledger
 
 NOT_ACTED = "NOT_ACTED"
 ALERT_KIND = "cross-account"
+#: AWS error codes that mean "not allowed here" once the role is assumed: IAM or a service control
+#: policy denying the action or the region, or a region the account has not enabled (its STS
+#: credentials are not valid there). A sweep reports these per account, not as a failure of the run.
+REFUSED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnauthorizedException",
+        "AuthFailure",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "OptInRequired",
+    }
+)
+
+
+def refusal_of(
+    exc: BaseException, scope: ActingScope | None, account: str | None, region: str | None
+) -> CrossAccountAccessError | None:
+    """``exc`` as a refused acting role when AWS answered one of :data:`REFUSED_CODES`, else None."""
+    if isinstance(exc, CrossAccountAccessError):
+        return exc
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    code = str(error.get("Code") or "") if isinstance(error, dict) else ""
+    if code not in REFUSED_CODES:
+        return None
+    operation = str(getattr(exc, "operation_name", "") or "the call")
+    owner = account or (scope.current_account() if scope is not None else None) or "this account"
+    role = scope.acted_as(account).get("role") if scope is not None and account else None
+    where = f" in {region}" if region else ""
+    return CrossAccountAccessError(owner, role, code, action=f"{operation}{where}")
 
 
 def acting_in(

@@ -62,7 +62,7 @@ from changeguard.domain.deployments import (
     rollback_reason,
     stop_cap,
 )
-from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
+from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry, utc
 from changeguard.domain.partition import partition_of
 from changeguard.domain.policy import Policy
@@ -78,7 +78,7 @@ from changeguard.models.deployments import (
 )
 from changeguard.models.scheduled import SCHEDULED_EVENT, ScheduledEvent
 from changeguard.ports import ActingScope, Clock, Ledger
-from changeguard.services.acting import NOT_ACTED, acted_as, acting_in, report_refusal
+from changeguard.services.acting import NOT_ACTED, acted_as, acting_in, refusal_of, report_refusal
 from changeguard.services.outcome import Outcome
 
 #: How far back to look for a group's latest deployment when an alarm fires (beyond the bake window).
@@ -364,9 +364,14 @@ class DeploymentGuardService:
         try:
             with acting_in(self.scope, account, region, reason):
                 return act()
-        except CrossAccountAccessError as exc:
+        except Exception as exc:
+            # Refused there (the role, an SCP denying the region, a region the account has not
+            # enabled): reported once a day per account, the other accounts still handled.
+            refused = refusal_of(exc, self.scope, account, region)
+            if refused is None:
+                raise
             why, alert_ids = report_refusal(
-                self.ledger, self.function, exc, what=what, cause=reason, now=self.clock.now(), region=region
+                self.ledger, self.function, refused, what=what, cause=reason, now=self.clock.now(), region=region
             )
             return self._outcome(NOT_ACTED, reasons=[why], alert_ids=alert_ids)
 
@@ -463,20 +468,30 @@ class DeploymentGuardService:
         expired = deadline(time_left, SWEEP_DEADLINE_MARGIN)
         present: set[str] = set()  # the groups with criteria that exist where the sweep looked
 
+        failures: list[BaseException] = []
+
         def visit(pair: tuple[str, str]) -> Outcome | None:
             if expired():
                 return None  # not started: reported below, visited first by chance in a later run
             account, region = pair
-            return self.in_account(
-                account,
-                region,
-                run,
-                f"check deployments' health in {region}",
-                partial(self._sweep_here, policy, now, account, region, present),
-            )
+            try:
+                return self.in_account(
+                    account,
+                    region,
+                    run,
+                    f"check deployments' health in {region}",
+                    partial(self._sweep_here, policy, now, account, region, present),
+                )
+            except Exception as exc:  # noqa: BLE001 - one pair's failure must not cost the others theirs
+                failures.append(exc)
+                return self._outcome(None, reasons=[f"could not check account {account}, {region}: {exc}"])
 
         with ThreadPoolExecutor(max_workers=min(self.sweep_workers, len(pairs)), thread_name_prefix="health") as pool:
             found = list(pool.map(visit, pairs))
+        if failures:
+            # Every other pair was checked and what it needed done is done and ledgered; the run
+            # still fails, so the retry, the failure queue and the Errors alarm tell the operators.
+            raise failures[0]
         outcomes = [o for o in found if o is not None and (o.verdict is not None or o.actions or o.reasons)]
         skipped = [pair for pair, o in zip(pairs, found, strict=True) if o is None]
         absent = sorted(set(policy.health_criteria) - present)

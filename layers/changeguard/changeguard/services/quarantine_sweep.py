@@ -21,7 +21,7 @@ from changeguard.domain.tags import QUARANTINE_AFTER, TagEventKind, format_time,
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, Clock
 from changeguard.quarantine import Registry
-from changeguard.services.acting import acting_in, report_refusal
+from changeguard.services.acting import acting_in, refusal_of, report_refusal
 from changeguard.services.outcome import Outcome
 from changeguard.services.tag_enforcement import Enforcer, ResourceResult, Trigger, outcome_of
 
@@ -89,11 +89,17 @@ class QuarantineSweepService:
         with ThreadPoolExecutor(max_workers=min(FINDERS, len(pairs)), thread_name_prefix="find-marks") as pool:
             futures = [pool.submit(find, pair) for pair in pairs]
         refused: dict[str, CrossAccountAccessError] = {}
-        for future in futures:
+        failures: list[BaseException] = []
+        for (account, region), future in zip(pairs, futures, strict=True):
             try:
                 found += future.result()
-            except CrossAccountAccessError as exc:
-                refused.setdefault(exc.account, exc)
+            except Exception as exc:  # noqa: BLE001 - one account-region must not cost the others their sweep
+                denial = refusal_of(exc, self.scope, account, region)
+                if denial is not None:  # the role, an SCP denying the region, a region not enabled
+                    refused.setdefault(denial.account, denial)
+                else:
+                    failures.append(exc)
+                    extra.append(f"could not search account {account or scheduled.account}, {region}: {exc}")
         for denial in refused.values():
             reason, ids = report_refusal(
                 self.enforcer.ledger,
@@ -121,13 +127,25 @@ class QuarantineSweepService:
                     )
                 )
                 continue
-            results.append(self.enforcer.converge(handler, ref, policy=policy, now=now, trigger=trigger, budget=budget))
+            try:
+                results.append(
+                    self.enforcer.converge(handler, ref, policy=policy, now=now, trigger=trigger, budget=budget)
+                )
+            except Exception as exc:  # noqa: BLE001 - the next resources are still handled
+                failures.append(exc)
+                results.append(
+                    ResourceResult(ref, TagVerdict.SKIPPED, reasons=[f"failed: {exc}; the next run retries"])
+                )
         if budget.hit:
             action, cap_ids = self.enforcer.cap_hit(budget, now=now, trigger=trigger, policy=policy)
             alert_ids += cap_ids
             extra.append(action)
         if not marked:
             extra.append("no marked resources")
+        if failures:
+            # What could be done is done and ledgered; the run still fails, so the retry, the failure
+            # queue and the Errors alarm say that an account-region or a resource needs a look.
+            raise failures[0]
         outcome = outcome_of(self.function, run, results, extra)
         outcome.alert_ids += alert_ids
         # A sweep judges no single change: its result is what it did, not a verdict.
