@@ -24,7 +24,7 @@ from changeguard.adapters.accounts import MAX_CLIENTS, REFRESH_MARGIN, AccountCl
 from changeguard.adapters.tagging import AwsTagReader
 from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
 from changeguard_tools.embedded import codedeploy_deployments
-from hardening.conftest import ledger_entries, make_harness, trail_since
+from hardening.conftest import all_ledger_entries, ledger_entries, make_harness, trail_since
 from sample_events import load_event
 
 CENTRAL = "123456789012"
@@ -492,6 +492,29 @@ def test_a_region_that_refuses_or_fails_the_health_sweep_leaves_the_others_check
         assert len(refused) == 2, swept.result  # this account's and the member's
     else:
         assert swept.error is not None and "InternalFailure" in swept.error
+
+
+def test_the_stop_cap_counts_an_application_per_account_and_region(aws):
+    """A name is unique in one account and region: a bad release of the same application in two
+    accounts must be stoppable in both, whatever the cap."""
+    h = guard_harness(aws)
+    h.put_parameter("max-stops-per-app-hour", "1")
+    member = member_clients(aws.endpoint_url)
+    create_acting_role(member, "changeguard-stop-deployments")
+    seed_checkout(member, MEMBER, "d-MEMB000C1")
+    seed_checkout(h.admin_client, CENTRAL, "d-CENT000C1")
+
+    there = h.invoke(GUARD, alarm_event(MEMBER))
+    here = h.invoke(GUARD, alarm_event(CENTRAL))
+
+    assert (there.error, here.error) == (None, None)
+    assert (there.result["verdict"], here.result["verdict"]) == ("STOPPED", "STOPPED")
+    assert (status(member, "d-MEMB000C1"), status(h.admin_client, "d-CENT000C1")) == ("Stopped", "Stopped")
+    day = [e for e in all_ledger_entries(h) if e.change_id.startswith("guard:stops:")]
+    assert sorted(e.change_id for e in day) == [
+        f"guard:stops:{CENTRAL}:us-east-1:checkout",
+        f"guard:stops:{MEMBER}:us-east-1:checkout",
+    ]
 
 
 def test_an_alarm_in_the_central_account_acts_at_home_without_sts(aws):

@@ -319,7 +319,7 @@ def test_a_slot_taken_concurrently_is_retried_with_the_next_one():
 
     guard.ledger.append = racing_append  # type: ignore[method-assign]
     assert guard.alarm().verdict == "STOPPED"
-    slots = guard.entries("guard:stops:checkout")
+    slots = guard.entries("guard:stops:123456789012:us-east-1:checkout")
     assert sorted(slots) == ["SLOT#000001", "SLOT#000002"]
     assert slots["SLOT#000002"].body["for_deployment"] == "d-CHK0000U1"
 

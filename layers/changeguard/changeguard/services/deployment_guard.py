@@ -717,14 +717,14 @@ class DeploymentGuardService:
         if any(e.entry == intent for e in entries):
             return self._resume(decision, policy, intent, entries, account, region)
         for _ in range(_CAP_ATTEMPTS):
-            cap = self._cap(d.application, policy)
+            cap = self._cap(d.application, policy, account, region)
             if not cap.allowed:
                 return self._capped(decision, policy, cap, account, region, extra)
             appended = self.ledger.append(
                 [
                     *extra,
                     self._intent_entry(decision, policy, intent, cap, account, region),
-                    self._slot_entry(decision, policy, cap),
+                    self._slot_entry(decision, policy, cap, account, region),
                     alert_entry(
                         self._alert(decision, policy, intent, cap, account, region), self.clock.now(), self.clock.now()
                     ),
@@ -951,21 +951,25 @@ class DeploymentGuardService:
 
     # -- the cap ----------------------------------------------------------------------------------
     @staticmethod
-    def _cap_key(application: str, policy: Policy) -> str:
-        # Observe mode counts its "would have" stops apart: switching to enforce starts afresh.
-        return f"guard:stops:{application}" + ("" if policy.enforcing else ":observe")
+    def _cap_key(application: str, policy: Policy, account: str, region: str) -> str:
+        # Per application where it lives: a name is unique in one account and region only, and a
+        # release that reaches many accounts at once must be stoppable in each. Observe mode counts
+        # its "would have" stops apart: switching to enforce starts afresh.
+        return f"guard:stops:{account}:{region}:{application}" + ("" if policy.enforcing else ":observe")
 
-    def _cap(self, application: str, policy: Policy) -> CapCheck:
+    def _cap(self, application: str, policy: Policy, account: str, region: str) -> CapCheck:
         slots: dict[int, datetime] = {}
-        for e in self.ledger.entries_for(self._cap_key(application, policy)):
+        for e in self.ledger.entries_for(self._cap_key(application, policy, account, region)):
             if e.entry.startswith("SLOT#"):
                 slots[int(e.entry.split("#", 1)[1])] = e.event_time
         return stop_cap(slots, self.clock.now(), policy.max_stops_per_app_hour)
 
-    def _slot_entry(self, decision: GuardDecision, policy: Policy, cap: CapCheck) -> LedgerEntry:
+    def _slot_entry(
+        self, decision: GuardDecision, policy: Policy, cap: CapCheck, account: str, region: str
+    ) -> LedgerEntry:
         now = self.clock.now()
         return LedgerEntry(
-            change_id=self._cap_key(decision.deployment.application, policy),
+            change_id=self._cap_key(decision.deployment.application, policy, account, region),
             entry=f"SLOT#{cap.slot:06d}",
             kind=EntryKind.STOP if decision.action is GuardAction.STOP else EntryKind.ROLLBACK,
             function=self.function,
