@@ -276,6 +276,7 @@ def _service(trail: _Trail, correlate: _Correlate, scope: ThreadScope, readers: 
         member_accounts=kw.pop("members", (MEMBER,)),
         regions=REGIONS,
         readers=readers,
+        suite_role_prefixes=kw.pop("suite_role_prefixes", ()),
     )
 
 
@@ -486,3 +487,40 @@ def test_the_templates_reader_count_reaches_the_sweep(aws):
     assert Wiring.from_env({k: v for k, v in env.items() if k != "RECONCILE_READERS"}).reconcile_readers == 8
     with pytest.raises(ConfigurationError, match="reconcile_readers"):
         Wiring.from_env({**env, "RECONCILE_READERS": "0"})
+
+
+def _by_role(n: int, account: str, role_arn: str) -> CloudTrailRecord:
+    """A write call made by a session of ``role_arn`` in ``account``."""
+    identity = {
+        "type": "AssumedRole",
+        "arn": f"arn:aws:sts::{account}:assumed-role/x/session",
+        "accountId": account,
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role_arn, "accountId": account}},
+    }
+    return _record(n, account, "us-east-1").model_copy(
+        update={"userIdentity": _record(n, account, "us-east-1").userIdentity.model_validate(identity)}
+    )
+
+
+def test_the_suites_own_calls_in_a_member_account_are_not_judged_as_missed():
+    """The member's forwarding rule drops its calls by the suite's member roles (same path, that
+    account): the sweep must agree with it, or every mark and quarantine there is an alert."""
+    scope = ThreadScope(own=CENTRAL)
+    suite = f"arn:aws:iam::{CENTRAL}:role/changeguard/"
+    records = {
+        (MEMBER, "us-east-1"): [
+            _by_role(1, MEMBER, f"arn:aws:iam::{MEMBER}:role/changeguard/changeguard-quarantine"),  # the suite
+            _by_role(2, MEMBER, f"arn:aws:iam::{MEMBER}:role/orders-deployer"),  # a change
+            _by_role(3, MEMBER, "arn:aws:iam::999999999999:role/changeguard/impostor"),  # not the suite's
+        ],
+        (None, "us-east-1"): [_by_role(4, CENTRAL, f"{suite}changeguard-dev-EnforceTagsFunctionRole-1")],
+    }
+    trail = _Trail(scope, records)
+    correlate = _Correlate()
+
+    _service(trail, correlate, scope, suite_role_prefixes=(suite,)).run("us-east-1")
+
+    assert sorted(c for c, _, _ in correlate.judged) == [
+        "00000000-0000-4000-8000-000000000002",
+        "00000000-0000-4000-8000-000000000003",
+    ]

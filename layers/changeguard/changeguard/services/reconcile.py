@@ -27,6 +27,7 @@ refused acting role is); the others are still reconciled.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -58,6 +59,7 @@ QUEUE_DEPTH = 500  # records read ahead of the judging, at most
 #: Stop reading this long before the invocation times out (at most a fifth of the time it had).
 DEADLINE_MARGIN = 60.0
 INCOMPLETE = "reconcile:incomplete"
+_ACCOUNT_IN_ROLE_PREFIX = re.compile(r"^(arn:[^:]+:iam::)\d{12}(:role/.*)$")
 PROGRESS = "reconcile:progress"
 
 Pair = tuple[str | None, str | None]  # (account, region); None: the function's own
@@ -94,6 +96,12 @@ class ReconcileService:
         self.clock = clock
         self.event_sources = frozenset(event_sources)
         self.suite_role_prefixes = suite_role_prefixes
+        # A member account's forwarding rule drops its own calls by the suite's roles there (the
+        # same role path in that account): the sweep must not judge them as missed either.
+        self._member_prefixes = {
+            account: tuple(_ACCOUNT_IN_ROLE_PREFIX.sub(rf"\g<1>{account}\g<2>", p) for p in suite_role_prefixes)
+            for account in self.member_accounts
+        }
         self.last_missed = 0
 
     @property
@@ -287,6 +295,11 @@ class ReconcileService:
             role = self.scope.acted_as(account).get("role")
         return CrossAccountAccessError(owner, role, exc.code, action="cloudtrail:LookupEvents")
 
+    def suite_prefixes_of(self, record: CloudTrailRecord) -> tuple[str, ...]:
+        """The suite's role prefixes for ``record``'s account: the central one's, and its own when it
+        is a member account (where the suite acts through its member roles)."""
+        return self.suite_role_prefixes + self._member_prefixes.get(record.recipientAccountId or "", ())
+
     @staticmethod
     def change_of(record: CloudTrailRecord) -> Change:
         # LookupEvents answers for one account and region: the record carries both.
@@ -438,7 +451,7 @@ class _Readers:
                         if self._stop.is_set():
                             self._put(("stopped", pair, None))
                             return
-                        wanted = is_correlated_write(record, service.event_sources, service.suite_role_prefixes)
+                        wanted = is_correlated_write(record, service.event_sources, service.suite_prefixes_of(record))
                         if wanted and not self._put(("record", pair, record)):
                             return
                 except TrailAccessDeniedError as exc:
