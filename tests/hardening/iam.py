@@ -172,6 +172,8 @@ def _resources(service: str, operation: str, params: Mapping[str, Any], region: 
         return _named(names, lambda n: f"arn:aws:ssm:{base}:parameter/{n.lstrip('/')}")
     if service == "lambda" and params.get("FunctionName"):
         return _named(params["FunctionName"], lambda n: f"arn:aws:lambda:{base}:function:{n}")
+    if service == "lambda" and params.get("Resource"):  # ListTags, TagResource, UntagResource: an ARN
+        return [str(params["Resource"])]
     if service == "codedeploy":
         app = params.get("applicationName")
         if params.get("resourceArn") or params.get("ResourceArn"):

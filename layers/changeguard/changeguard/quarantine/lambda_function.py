@@ -4,6 +4,12 @@ The original reserved concurrency is saved, including "none" (the function used 
 unreserved pool), and put back on release. Asynchronous events that arrive meanwhile are
 retried for up to 6 hours and then dropped (or sent to the function's on-failure destination):
 the alert says so.
+
+Tags are read with ``ListTags``, never from ``GetFunction``: GetFunction returns them only to a
+caller explicitly allowed ``lambda:ListTags`` and otherwise answers with ``TagsError`` and no
+``Tags``, which would read as "no tags" and quarantine compliant functions. ``ListTags`` denied is
+an error, so the function cannot be read and is left alone. It also spares the role
+``lambda:GetFunction``, which hands out the function's environment and a code download URL.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class LambdaFunctionQuarantine(QuarantineHandler):
         "Synchronous callers get a throttling error (429) until the function is released.",
     )
     permissions = (
-        "lambda:GetFunction",
+        "lambda:ListTags",
         "lambda:GetFunctionConcurrency",
         "lambda:PutFunctionConcurrency",
         "lambda:DeleteFunctionConcurrency",
@@ -70,14 +76,15 @@ class LambdaFunctionQuarantine(QuarantineHandler):
 
         api = self.api(ref)
         try:
-            function = api.get_function(FunctionName=ref.arn)
+            # Denied (no lambda:ListTags) or gone: a ClientError, so unreadable, never "untagged".
+            tags = api.list_tags(Resource=ref.arn).get("Tags") or {}
             concurrency = api.get_function_concurrency(FunctionName=ref.arn).get("ReservedConcurrentExecutions")
         except ClientError:
             return None
         return ResourceState(
             ref=ref,
-            name=str(function.get("Configuration", {}).get("FunctionName") or ref.resource_id),
-            tags={str(k): str(v) for k, v in (function.get("Tags") or {}).items()},
+            name=ref.resource_id,  # the function's name: normalize_id keeps nothing else
+            tags={str(k): str(v) for k, v in tags.items()},
             config={"reserved_concurrency": concurrency},
         )
 
