@@ -279,7 +279,9 @@ def _function_describe(w: World, name: str) -> Any:
     function.pop("Code", None)  # a presigned download URL, new on every call
     concurrency = w.lam.get_function_concurrency(FunctionName=name)
     concurrency.pop("ResponseMetadata")
-    return {"function": function, "concurrency": concurrency}
+    # GetFunction returns no Tags to a caller without lambda:ListTags (the embedded AWS: any caller).
+    tags = w.lam.list_tags(Resource=function["Configuration"]["FunctionArn"])["Tags"]
+    return {"function": function, "concurrency": concurrency, "tags": tags}
 
 
 def _function_quarantined(w: World, name: str) -> bool:
@@ -687,6 +689,46 @@ def test_the_lambda_alert_says_what_happens_to_async_events(aws):
     entries = w.ledger(f"resource:arn:aws:lambda:{REGION}:{ACCOUNT}:function:orders-report")
     [alert] = [e for e in entries if e.entry.startswith("ALERT#sweep_quarantine#quarantine#")]
     assert "retried for up to 6 hours and then dropped" in alert.body["alert"]["summary"]
+
+
+def test_function_tags_are_read_with_list_tags_so_tagged_functions_are_left_alone(aws):
+    """GetFunction returns no Tags to a caller without lambda:ListTags (the embedded AWS answers every
+    caller so): the functions read tags with ListTags, as their roles allow. A fully tagged function
+    that loses an unrelated tag stays compliant and the sweep leaves it alone; one missing a required
+    tag is quarantined, and released when that one tag is added."""
+    w = World(aws)
+    role = w.h.admin_client("iam").create_role(RoleName="fns", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+
+    def create(name: str, tags: dict[str, str]) -> str:
+        _, results = w.call(
+            lambda: w.lam.create_function(
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=role,
+                Handler="app.handler",
+                Code={"ZipFile": _zip()},
+                Tags=tags,
+            )
+        )
+        w.call(lambda: w.lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5))
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+
+    tagged = create("billing", {**REQUIRED, "CostCenter": "cc-7"})
+    _, results = w.call(lambda: w.lam.untag_resource(Resource=tagged, TagKeys=["CostCenter"]))
+    assert outcome(results)["verdict"] == "COMPLIANT"
+    missing = create("ingest", {"ChangeTicket": "CHG-1001", "Environment": "prod"})
+
+    w.at(T0 + timedelta(hours=25))
+    swept = w.sweep()
+    assert [a["subject"] for a in alerts(swept)] == ["Quarantined untagged lambda:function ingest"]
+    assert not _function_quarantined(w, "billing") and _function_quarantined(w, "ingest")
+    assert "changeguard:quarantine-after" not in w.lam.list_tags(Resource=tagged)["Tags"]
+
+    _, results = w.call(lambda: w.lam.tag_resource(Resource=missing, Tags={"Owner": "payments"}))
+    released = outcome(results)
+    assert released["verdict"] == "COMPLIANT"
+    assert any(a.startswith("released lambda:function ingest: RESTORED") for a in released["actions"])
+    assert w.lam.get_function_concurrency(FunctionName="ingest")["ReservedConcurrentExecutions"] == 5
 
 
 def test_policy_defaults_match_the_template(aws):

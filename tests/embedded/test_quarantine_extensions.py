@@ -73,3 +73,25 @@ def test_a_failed_create_has_no_response_elements(aws):
         ec2.create_security_group(GroupName="web", Description="web")
     failed = [r for r in aws.trail.records() if r["eventName"] == "CreateSecurityGroup" and r.get("errorCode")]
     assert len(failed) == 1 and failed[0]["responseElements"] is None
+
+
+def test_get_function_answers_as_to_a_caller_without_list_tags(aws):
+    """GetFunction carries TagsError, never Tags (AWS returns Tags only to a caller explicitly allowed
+    lambda:ListTags, and the embedded AWS evaluates no IAM); ListTags returns the tags."""
+    role = aws.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("app.py", "def handler(e, c):\n    return 1\n")
+    lam = aws.client("lambda")
+    arn = lam.create_function(
+        FunctionName="orders",
+        Runtime="python3.12",
+        Role=role,
+        Handler="app.handler",
+        Code={"ZipFile": archive.getvalue()},
+        Tags={"Owner": "payments"},
+    )["FunctionArn"]
+    function = lam.get_function(FunctionName="orders")
+    assert "Tags" not in function and function["TagsError"]["ErrorCode"]
+    assert function["Configuration"]["FunctionName"] == "orders"
+    assert lam.list_tags(Resource=arn)["Tags"] == {"Owner": "payments"}
