@@ -700,7 +700,7 @@ def test_function_tags_are_read_with_list_tags_so_tagged_functions_are_left_alon
     role = w.h.admin_client("iam").create_role(RoleName="fns", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
 
     def create(name: str, tags: dict[str, str]) -> str:
-        _, results = w.call(
+        w.call(
             lambda: w.lam.create_function(
                 FunctionName=name,
                 Runtime="python3.12",

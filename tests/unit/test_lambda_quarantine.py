@@ -36,9 +36,7 @@ DENIED = {
 
 
 def _client() -> Any:
-    return boto3.client(
-        "lambda", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
+    return boto3.client("lambda", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 class FakeLambda:
@@ -51,36 +49,36 @@ class FakeLambda:
         self.concurrency: int | None = 5
         self.calls: list[str] = []
 
-    def get_function(self, FunctionName: str) -> dict[str, Any]:  # noqa: N803 (boto3's names)
+    def get_function(self, FunctionName: str) -> dict[str, Any]:
         self.calls.append("GetFunction")
         return {
             "Configuration": {"FunctionName": "billing", "FunctionArn": ARN},
             "TagsError": {"ErrorCode": "AccessDeniedException", "Message": "not allowed lambda:ListTags"},
         }
 
-    def list_tags(self, Resource: str) -> dict[str, Any]:  # noqa: N803
+    def list_tags(self, Resource: str) -> dict[str, Any]:
         self.calls.append("ListTags")
         if not self.list_tags_allowed:
             raise ClientError(DENIED, "ListTags")
         return {"Tags": dict(self.tags)}
 
-    def get_function_concurrency(self, FunctionName: str) -> dict[str, Any]:  # noqa: N803
+    def get_function_concurrency(self, FunctionName: str) -> dict[str, Any]:
         self.calls.append("GetFunctionConcurrency")
         return {} if self.concurrency is None else {"ReservedConcurrentExecutions": self.concurrency}
 
-    def put_function_concurrency(self, FunctionName: str, ReservedConcurrentExecutions: int) -> None:  # noqa: N803
+    def put_function_concurrency(self, FunctionName: str, ReservedConcurrentExecutions: int) -> None:
         self.calls.append("PutFunctionConcurrency")
         self.concurrency = ReservedConcurrentExecutions
 
-    def delete_function_concurrency(self, FunctionName: str) -> None:  # noqa: N803
+    def delete_function_concurrency(self, FunctionName: str) -> None:
         self.calls.append("DeleteFunctionConcurrency")
         self.concurrency = None
 
-    def tag_resource(self, Resource: str, Tags: dict[str, str]) -> None:  # noqa: N803
+    def tag_resource(self, Resource: str, Tags: dict[str, str]) -> None:
         self.calls.append("TagResource")
         self.tags.update(Tags)
 
-    def untag_resource(self, Resource: str, TagKeys: list[str]) -> None:  # noqa: N803
+    def untag_resource(self, Resource: str, TagKeys: list[str]) -> None:
         self.calls.append("UntagResource")
         for key in TagKeys:
             self.tags.pop(key, None)
