@@ -296,6 +296,9 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
         "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",
         "dynamodb:Query": "an outage of the ticket source opens one degraded alert (reads the outage's entries)",
         "cloudformation:DescribeStacks": "a change CloudFormation made, its ticket in the stack's tags",
+        "iam:ListRoleTags": "an IAM role's change, its ticket in the role's tags (test_missed_events.py)",
+        "iam:ListUserTags": "an IAM user's change, its ticket in the user's tags (test_missed_events.py)",
+        "iam:ListPolicyTags": "a managed policy's change, its ticket in the policy's tags (test_missed_events.py)",
     },
     "publish_alerts": {
         "dynamodb:DeleteItem": "Powertools Idempotency deletes its record when the publish fails",
@@ -342,5 +345,7 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
         "sts:AssumeRole": "member accounts listed, with an OrganizationId (tests/org/test_reconcile_members.py)",
         "dynamodb:Query": "a write call of the sweep window is already judged",
         "cloudformation:DescribeStacks": "a missed change CloudFormation made, its ticket in the stack's tags",
+        "iam:ListUserTags": "a missed change of an IAM user, its ticket in the user's tags (test_missed_events.py)",
+        "iam:ListPolicyTags": "a missed change of a managed policy, its ticket in its tags (test_missed_events.py)",
     },
 }

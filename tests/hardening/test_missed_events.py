@@ -200,3 +200,46 @@ def test_a_missed_change_cloudformation_made_is_judged_with_the_ticket_in_its_st
     assert verdict.verdict == "AUTHORIZED"
     judgement = verdict.body["judgement"]
     assert (judgement["ticket_id"], judgement["ticket_ref_source"]) == ("CHG-1001", "stack_tag")
+
+
+def test_iam_changes_are_judged_with_the_ticket_in_their_tags_live_and_reconciled(aws):
+    """The Tagging API does not cover IAM users and roles; their tags (and a managed policy's)
+    come from IAM, so an IAM change whose ticket is in its resource's tags is not NO_TICKET."""
+    h = make_harness(aws)
+    iam = aws.client("iam")
+    document = json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    )
+
+    def tagged(ticket: str) -> list[dict[str, str]]:
+        return [{"Key": "ChangeTicket", "Value": ticket}]
+
+    iam.create_role(RoleName="checkout-api", Path="/service/", AssumeRolePolicyDocument="{}", Tags=tagged("CHG-5150"))
+    iam.create_user(UserName="deployer", Tags=tagged("CHG-5151"))
+    policy = iam.create_policy(PolicyName="reports", PolicyDocument=document, Tags=tagged("CHG-5152"))["Policy"]["Arn"]
+    expected = {"PutRolePolicy": "CHG-5150", "PutUserPolicy": "CHG-5151", "CreatePolicyVersion": "CHG-5152"}
+
+    def change_all(suffix: str) -> list[dict[str, Any]]:
+        mark = len(aws.trail.records())
+        iam.put_role_policy(RoleName="checkout-api", PolicyName=f"inline-{suffix}", PolicyDocument=document)
+        iam.put_user_policy(UserName="deployer", PolicyName=f"inline-{suffix}", PolicyDocument=document)
+        iam.create_policy_version(PolicyArn=policy, PolicyDocument=document, SetAsDefault=True)
+        return [r for r in trail_since(aws, mark) if r["eventName"] in expected]
+
+    def judged(records: list[dict[str, Any]]) -> dict[str, tuple[str | None, str | None]]:
+        ids = {r["eventID"]: r["eventName"] for r in records}
+        return {
+            ids[e.change_id]: (e.verdict, e.ticket_id)
+            for e in all_ledger_entries(h)
+            if e.entry == "VERDICT" and e.change_id in ids
+        }
+
+    live = change_all("live")
+    for record in live:  # delivered: the correlator reads the tags
+        assert h.process(wrap_record(record))["error"] is None
+    missed = change_all("missed")  # never delivered: the sweep reads them
+    swept = h.run_schedule(RECONCILE)
+    assert swept["error"] is None, swept["error"]
+
+    for records in (live, missed):
+        assert judged(records) == {name: ("UNKNOWN_TICKET", ticket) for name, ticket in expected.items()}

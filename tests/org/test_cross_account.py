@@ -373,6 +373,39 @@ def test_tags_of_a_member_resource_are_read_with_the_member_role_and_cached_per_
     assert reader.tags_of(arn) == {}
 
 
+def test_iam_roles_users_and_policies_tags_are_read_from_iam_here_and_in_a_member_account(aws):
+    """The Tagging API does not cover IAM users and roles: it leaves them out of its answer, and
+    a role's ticket tag would never be found (every IAM change without another ticket: NO_TICKET)."""
+    member = member_clients(aws.endpoint_url)
+    iam = member("iam")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": []})
+    iam.create_role(
+        RoleName="checkout-api-role",
+        Path="/service/",
+        AssumeRolePolicyDocument=trust,
+        Tags=[{"Key": "ChangeTicket", "Value": "CHG-5150"}],
+    )
+    iam.create_user(UserName="deployer", Tags=[{"Key": "ChangeTicket", "Value": "CHG-5151"}])
+    policy = iam.create_policy(
+        PolicyName="reports-read",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+        ),
+        Tags=[{"Key": "ChangeTicket", "Value": "CHG-5152"}],
+    )["Policy"]["Arn"]
+    boto3.client("iam").create_role(RoleName="checkout-api-role", AssumeRolePolicyDocument=trust)  # at home: untagged
+    accounts = provider(aws, sts=CountingSts(aws.endpoint_url))
+    reader = AwsTagReader(accounts=accounts)
+
+    with accounts.acting_in(MEMBER, "eu-west-1", "evt"):
+        # Events name a role or user without its path: found by name.
+        assert reader.tags_of(f"arn:aws:iam::{MEMBER}:role/checkout-api-role") == {"ChangeTicket": "CHG-5150"}
+        assert reader.tags_of(f"arn:aws:iam::{MEMBER}:user/deployer") == {"ChangeTicket": "CHG-5151"}
+        assert reader.tags_of(policy) == {"ChangeTicket": "CHG-5152"}
+        assert reader.tags_of(f"arn:aws:iam::{MEMBER}:role/deleted-since") == {}
+    assert reader.tags_of(f"arn:aws:iam::{CENTRAL}:role/checkout-api-role") == {}
+
+
 def test_a_tag_cache_entry_expires(aws):
     group = boto3.client("ec2").create_security_group(GroupName="retagged", Description="x")["GroupId"]
     arn = f"arn:aws:ec2:us-east-1:{CENTRAL}:security-group/{group}"

@@ -7,6 +7,7 @@ resource's tags frozen, nor answer for one account with another's.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.cache import TtlCache
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
 
 #: How long a resource's tags are reused: about one invocation, never a container's lifetime.
 TAGS_MAX_AGE_SECONDS = 60.0
+#: IAM roles, users and customer managed policies: the Tagging API does not cover IAM users and
+#: roles (an ARN it does not know is left out of its answer, as if untagged), so IAM is asked.
+_IAM_TAGGED = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(?P<kind>role|user|policy)/(?P<path>.+)$")
+_IAM_LISTS = {
+    "role": ("list_role_tags", "RoleName"),
+    "user": ("list_user_tags", "UserName"),
+    "policy": ("list_policy_tags", "PolicyArn"),
+}
 
 
 class AwsTagReader:
@@ -46,20 +55,44 @@ class AwsTagReader:
             return value  # type: ignore[no-any-return]
         from botocore.exceptions import ClientError
 
+        iam = _IAM_TAGGED.match(arn)
         try:
-            tagging = self._tagging or acting_client("resourcegroupstaggingapi", self._accounts)
-            resp = tagging.get_resources(ResourceARNList=[arn])
+            if iam is not None:
+                found = self._iam_tags(arn, iam["kind"], iam["path"])
+                if found is None:
+                    return None
+                tags = found
+            else:
+                tagging = self._tagging or acting_client("resourcegroupstaggingapi", self._accounts)
+                resp = tagging.get_resources(ResourceARNList=[arn])
+                tags = {}
+                for mapping in resp.get("ResourceTagMappingList", []):
+                    if mapping.get("ResourceARN") == arn:
+                        tags = {t["Key"]: t.get("Value", "") for t in mapping.get("Tags", [])}
         except CrossAccountAccessError as exc:
             self.denied = exc
             return None
         except ClientError:
             return None
-        tags: dict[str, str] = {}
-        for mapping in resp.get("ResourceTagMappingList", []):
-            if mapping.get("ResourceARN") == arn:
-                tags = {t["Key"]: t.get("Value", "") for t in mapping.get("Tags", [])}
         self._cache.put(key, tags)
         return tags
+
+    def _iam_tags(self, arn: str, kind: str, path: str) -> dict[str, str] | None:
+        """An IAM role's, user's or policy's tags (``ListRoleTags``, ...); ``{}`` once it is deleted.
+
+        A role or user is named by the last part of its path (an event's ARN may lack the path)."""
+        from botocore.exceptions import ClientError
+
+        operation, parameter = _IAM_LISTS[kind]
+        iam = acting_client("iam", self._accounts)
+        value = arn if kind == "policy" else path.rsplit("/", 1)[-1]
+        try:
+            pages = iam.get_paginator(operation).paginate(**{parameter: value})
+            return {t["Key"]: t.get("Value", "") for page in pages for t in page.get("Tags", [])}
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
+                return {}  # deleted since: nothing to read, as the Tagging API answers for it
+            raise
 
     def stack_tags(self, stack: str) -> dict[str, str] | None:
         key = self._key(f"stack:{stack}")
