@@ -104,6 +104,22 @@ def test_seeded_timelines_play_on_the_clock_and_appear_when_created(cd, clock):
     assert got["startTime"] == T0 + timedelta(minutes=5) and got["completeTime"] == T0 + timedelta(minutes=15)
 
 
+def test_a_seeded_deployment_carries_an_aws_creator_and_ec2_creators_need_a_server_application(cd, clock):
+    cd.create_application(applicationName="inventory", computePlatform="Server")
+    cd.create_deployment_group(
+        applicationName="inventory",
+        deploymentGroupName="prod",
+        serviceRoleArn="arn:aws:iam::123456789012:role/codedeploy",
+        autoScalingGroups=["inventory-asg"],
+    )
+    scale_out = codedeploy_deployments.create_deployment("inventory", "prod", REV["v16"], creator="autoscaling")
+    assert info(cd, scale_out)["creator"] == "autoscaling"
+    with pytest.raises(ValueError, match="unknown deployment creator 'AutoScaling'"):
+        codedeploy_deployments.create_deployment("inventory", "prod", REV["v16"], creator="AutoScaling")
+    with pytest.raises(ValueError, match="deploys to EC2 instances"):
+        codedeploy_deployments.create_deployment("checkout", "prod", REV["v16"], creator="CodeDeployAutoUpdate")
+
+
 def test_stop_with_auto_rollback_creates_the_linked_rollback_deployment(cd, clock):
     good = create(cd, "v15")
     codedeploy_deployments.advance(good, "Succeeded")

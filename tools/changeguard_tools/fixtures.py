@@ -45,6 +45,7 @@ Deployment guard (issue 5)::
               - id: d-CHK0000H1
                 revision: {revisionType: String, string: {content: "checkout-api v15"}}
                 description: checkout-api v15 (CHG-2001)
+                creator: user    # DeploymentCreator (default); autoscaling for a scale-out
                 created: 2026-11-24T09:00:00Z
                 timeline: {InProgress: 2026-11-24T09:00:00Z, Succeeded: 2026-11-24T09:12:00Z}
     metrics:               # PutMetricData: the same values every `every` seconds in [from, to)
@@ -207,6 +208,7 @@ def _seed_deployment_guard(harness: Harness, data: dict[str, Any]) -> None:
                     spec.get("revision"),
                     deployment_id=str(spec["id"]),
                     description=spec.get("description"),
+                    creator=str(spec.get("creator", "user")),
                     created=_time(spec["created"]),
                     timeline=[(_time(at), str(status)) for status, at in (spec.get("timeline") or {}).items()],
                     account_id=account,

@@ -80,6 +80,22 @@ FINISHED = frozenset({"Succeeded", "Failed", "Stopped"})
 IN_FLIGHT = frozenset({"Created", "Queued", "InProgress", "Baking", "Ready"})
 _STATUSES = FINISHED | IN_FLIGHT
 _ROLLBACK_CREATOR = "codeDeployRollback"
+#: The API's ``DeploymentCreator`` values. Those EC2 Auto Scaling and the auto-update make
+#: (:data:`_EC2_CREATORS`) exist for Server (EC2) applications only; seed them with the group's
+#: current revision, which is what AWS deploys to the new or outdated instances.
+_CREATORS = frozenset(
+    {
+        "user",
+        "autoscaling",
+        "codeDeployRollback",
+        "CodeDeploy",
+        "CodeDeployAutoUpdate",
+        "CloudFormation",
+        "CloudFormationRollback",
+        "autoscalingTermination",
+    }
+)
+_EC2_CREATORS = frozenset({"autoscaling", "autoscalingTermination", "CodeDeployAutoUpdate"})
 _EVENT_STATES = {
     "InProgress": "START",
     "Succeeded": "SUCCESS",
@@ -229,6 +245,11 @@ def _create(
     deployment_id = deployment_id or _new_id()
     if deployment_id in backend.deployments or any(d.deployment_id == deployment_id for d in _scheduled(backend)):
         raise ValueError(f"deployment {deployment_id} already exists")
+    if creator not in _CREATORS:
+        raise ValueError(f"unknown deployment creator {creator!r} (DeploymentCreator: {sorted(_CREATORS)})")
+    platform = backend.applications[application].compute_platform
+    if creator in _EC2_CREATORS and platform != "Server":
+        raise ValueError(f"creator {creator!r} deploys to EC2 instances, and {application} is a {platform} application")
     options = extra or {}
     deployment = DeploymentInfo(
         backend.applications[application],
@@ -279,6 +300,8 @@ def create_deployment(
 
     ``created`` defaults to now; ``timeline`` lists later ``(time, status)`` transitions, e.g.
     ``[(t0, "InProgress"), (t0 + 10 min, "Succeeded")]``. Without a timeline it stays ``Created``.
+    ``creator`` is a ``DeploymentCreator`` value: ``autoscaling`` seeds the deployment EC2 Auto
+    Scaling makes at a scale-out.
     """
     with _lock:
         backend = _backend(account_id, region)
