@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from changeguard.adapters.dynamodb import DynamoDBLedger
+from changeguard.domain.ledger import EntryKind
 from changeguard_tools import fixtures
 from changeguard_tools.embedded import (
     EmbeddedAWS,
@@ -77,7 +79,12 @@ def deployments(platform: str, *specs: dict[str, Any]) -> dict[str, Any]:
 
 
 def deployment(
-    deployment_id: str, created: str, *, done: str | None = None, description: str | None = None
+    deployment_id: str,
+    created: str,
+    *,
+    done: str | None = None,
+    description: str | None = None,
+    creator: str = "user",
 ) -> dict[str, Any]:
     timeline = {"InProgress": created} | ({"Succeeded": done} if done else {})
     spec: dict[str, Any] = {
@@ -85,6 +92,7 @@ def deployment(
         "revision": {"revisionType": "String", "string": {"content": f"payments-api {deployment_id}"}},
         "created": created,
         "timeline": timeline,
+        "creator": creator,
     }
     if description:
         spec["description"] = description
@@ -151,6 +159,26 @@ def test_a_deployment_started_outside_the_window_is_stopped_with_a_rollback(harn
     assert again["verdict"] == "ROLLBACK"
     assert get_deployment(harness, rollback_id)["status"] == "InProgress"
     assert again["alerts"] == []
+
+
+def test_a_scale_out_deployment_in_a_closed_window_goes_ahead_as_not_a_release(harness: Harness) -> None:
+    """EC2 Auto Scaling's deployment of the current revision: stopping it would shut the new instance down."""
+    fixtures.seed(
+        harness, deployments("Server", deployment("d-SCALE0UT1", "2026-11-21T09:15:00Z", creator="autoscaling"))
+    )
+    start = codedeploy_deployments.state_change_event("d-SCALE0UT1", "START", account_id=ACCOUNT, region=REGION)
+
+    outcome = gate_outcome(harness.process(start))
+
+    assert outcome["verdict"] == "NOT_A_RELEASE"
+    assert get_deployment(harness, "d-SCALE0UT1")["status"] == "InProgress"
+    assert outcome["alerts"] == []
+    table = DynamoDBLedger(harness.ctx.refs["ChangeLedgerTable"], harness.admin_client("dynamodb"))
+    [entry] = [e for e in table.entries_for("codedeploy:d-SCALE0UT1") if e.kind is EntryKind.CALENDAR]
+    assert entry.verdict == "NOT_A_RELEASE"
+    assert "is not a release" in entry.body["summary"] and "creator autoscaling" in entry.body["summary"]
+    reasons = entry.body["decision"]["reasons"]
+    assert reasons[1].startswith("the change calendar was CLOSED at 2026-11-21T09:16")
 
 
 def test_a_deployment_started_inside_the_window_goes_ahead(harness: Harness) -> None:

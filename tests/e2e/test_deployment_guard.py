@@ -351,6 +351,122 @@ def test_the_stop_cap_stops_acting_and_alerts(harness, aws):
     assert len(codedeploy_calls(aws, "StopDeployment")) == 1
 
 
+def server_deployment(
+    deployment_id: str, content: str, created: str, done: str | None = None, **spec: Any
+) -> dict[str, Any]:
+    timeline = {"InProgress": created} | ({"Succeeded": done} if done else {})
+    revision = {"revisionType": "String", "string": {"content": content}}
+    return {"id": deployment_id, "revision": revision, "created": created, "timeline": timeline, **spec}
+
+
+# EC2 Auto Scaling's deployments of the group's current revision to the instances it launches.
+SCALE_OUT_APP = {
+    "codedeploy": [
+        {
+            "application": "orders",
+            "compute_platform": "Server",
+            "groups": [
+                {
+                    "name": "orders-eu",
+                    "deployments": [
+                        server_deployment("d-ORDASG0E1", "orders v9", "2026-11-24T10:02:00Z", creator="autoscaling")
+                    ],
+                },
+                {
+                    "name": "orders-us",
+                    "deployments": [
+                        server_deployment(
+                            "d-ORD0000U1", "orders v10", "2026-11-24T10:00:00Z", description="orders v10 (CHG-2101)"
+                        )
+                    ],
+                },
+            ],
+        }
+    ]
+}
+
+
+def test_a_scale_out_in_flight_is_never_stopped_and_takes_no_stop_cap_slot(harness, aws):
+    fixtures.seed(harness, SCALE_OUT_APP)
+    harness.put_parameter("max-stops-per-app-hour", "1")
+    harness.admin_client("cloudwatch").tag_resource(
+        ResourceARN="arn:aws:cloudwatch:us-east-1:123456789012:alarm:checkout-api-errors",
+        Tags=[{"Key": "changeguard:deployment-group", "Value": "orders/orders-eu,orders/orders-us"}],
+    )
+    fire(harness, "checkout-api-errors")
+
+    result = harness.process(load_event("guard_deployment/alarm-state-change.json"))
+
+    outcome = guard_outcome(result)
+    assert deployment(harness, "d-ORDASG0E1")["status"] == "InProgress"
+    assert deployment(harness, "d-ORD0000U1")["status"] == "Stopped"  # the cap's one slot went to the release
+    stops = codedeploy_calls(aws, "StopDeployment")
+    assert [s["requestParameters"]["deploymentId"] for s in stops] == ["d-ORD0000U1"]
+    assert [a["subject"] for a in outcome["alerts"]] == [
+        "Stopping deployment d-ORD0000U1 (orders/orders-us): alarm checkout-api-errors"
+    ]
+    assert any("left d-ORDASG0E1 alone: never stops it: not a release" in a for a in outcome["actions"])
+    assert ledger(harness, "codedeploy:d-ORDASG0E1") == {}
+    assert list(ledger(harness, "guard:stops:orders")) == ["SLOT#000001"]
+
+
+INVENTORY_APP = {
+    "codedeploy": [
+        {
+            "application": "inventory",
+            "compute_platform": "Server",
+            "groups": [
+                {
+                    "name": "inventory-prod",
+                    "deployments": [
+                        server_deployment(
+                            "d-INV0000G0", "inventory v1", "2026-11-23T14:00:00Z", "2026-11-23T14:08:00Z"
+                        ),
+                        server_deployment(
+                            "d-INV0000B1",
+                            "inventory v2",
+                            "2026-11-24T11:00:00Z",
+                            "2026-11-24T11:09:00Z",
+                            description="inventory v2 (CHG-2104)",
+                        ),
+                        # A scale-out after the release: the release's own revision, on a new instance.
+                        server_deployment(
+                            "d-INVASG0S1",
+                            "inventory v2",
+                            "2026-11-24T11:12:00Z",
+                            "2026-11-24T11:16:00Z",
+                            creator="autoscaling",
+                        ),
+                    ],
+                }
+            ],
+        }
+    ]
+}
+
+
+def test_a_scale_out_inside_the_bake_window_is_not_taken_for_the_latest_release(harness, aws):
+    fixtures.seed(harness, INVENTORY_APP)
+    harness.admin_client("cloudwatch").tag_resource(
+        ResourceARN="arn:aws:cloudwatch:us-east-1:123456789012:alarm:payments-api-latency-p99",
+        Tags=[{"Key": "changeguard:deployment-group", "Value": "inventory/inventory-prod"}],
+    )
+    at(harness, BAKE_ALARM)
+    assert deployment(harness, "d-INVASG0S1")["status"] == "Succeeded"
+    fire(harness, "payments-api-latency-p99")
+
+    guard_outcome(harness.process(load_event("guard_deployment/alarm-state-change-bake.json")))
+
+    [new_id] = harness.admin_client("codedeploy").list_deployments(
+        applicationName="inventory", deploymentGroupName="inventory-prod", includeOnlyStatuses=["InProgress"]
+    )["deployments"]
+    redeploy = deployment(harness, new_id)
+    assert redeploy["revision"] == {"revisionType": "String", "string": {"content": "inventory v1"}}
+    assert redeploy["description"].startswith(f"{REDEPLOY_MARKER}d-INV0000B1 (CHG-2104)")
+    assert ledger(harness, "codedeploy:d-INV0000B1")["ROLLBACK"].verdict == "FAILED_CHANGE"
+    assert ledger(harness, "codedeploy:d-INVASG0S1") == {}
+
+
 def test_a_group_tag_naming_a_group_that_does_not_exist_still_stops_the_one_that_does(harness):
     """ListDeployments refuses an unknown group: a typo in the alarm's tag must not fail the alarm."""
     harness.admin_client("cloudwatch").tag_resource(

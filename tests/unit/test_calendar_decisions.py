@@ -130,6 +130,30 @@ def test_codedeploy_rollbacks_are_recognised_from_rollback_info_and_creator() ->
     assert guard_redeploy.target().rollback
 
 
+@pytest.mark.parametrize("creator", ["autoscaling", "CodeDeployAutoUpdate", "autoscalingTermination"])
+def test_deployments_auto_scaling_or_auto_update_created_are_not_releases(creator: str) -> None:
+    target = DeploymentFacts(deployment_id="d-6", status="InProgress", creator=creator).target()
+
+    assert target.not_release is not None and f"creator {creator}" in target.not_release
+    assert not target.rollback
+    assert DeploymentFacts(deployment_id="d-7", status="InProgress", creator="user").target().not_release is None
+
+
+@pytest.mark.parametrize("state", [CalendarState.CLOSED, CalendarState.UNKNOWN])
+@pytest.mark.parametrize("hook", [False, True])
+def test_a_scale_out_goes_ahead_whatever_the_calendar_says(state: CalendarState, hook: bool) -> None:
+    scale_out = DeploymentFacts(deployment_id="d-4UTS1DE01", status="InProgress", creator="autoscaling").target()
+
+    decision = decide(change(), reading(state), scale_out, ENFORCE, hook=hook)
+
+    assert decision.verdict is GateVerdict.NOT_A_RELEASE
+    assert decision.action is (GateAction.SUCCEED_HOOK if hook else GateAction.NONE)
+    assert not decision.blocks and not decision.mutates and not decision.alerts
+    assert decision.severity is Severity.INFO
+    assert "is not a release" in decision.reasons[0] and "creator autoscaling" in decision.reasons[0]
+    assert decision.reasons[1].startswith(f"the change calendar was {state.value} at ")
+
+
 def test_pipeline_rollback_executions_are_recognised() -> None:
     assert (
         PipelineFacts(pipeline="p", execution_id="e", status="InProgress", execution_type="ROLLBACK").target().rollback

@@ -258,6 +258,21 @@ def test_the_deployment_guards_redeploy_of_a_good_revision_is_never_stopped() ->
     assert parts["deployments"].stops == []
 
 
+@pytest.mark.parametrize("state", [CalendarState.CLOSED, CalendarState.UNKNOWN])
+def test_a_scale_out_deployment_is_never_stopped_and_ledgered_as_not_a_release(state: CalendarState) -> None:
+    scale_out = OUTSIDE.model_copy(update={"creator": "autoscaling"})
+    service, parts = gate(state, deployments=FakeDeployments(scale_out))
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert outcome.verdict == "NOT_A_RELEASE"
+    assert parts["deployments"].stops == []
+    assert [a for a in alerts(parts["ledger"]) if a["kind"] == "change-window"] == []  # an outage still alerts
+    [entry] = parts["ledger"].kinds("CALENDAR")
+    assert entry.verdict == "NOT_A_RELEASE" and entry.severity == "info"
+    assert "is not a release" in entry.body["summary"] and "creator autoscaling" in entry.body["summary"]
+
+
 def test_a_duplicate_delivery_acts_and_alerts_once() -> None:
     service, parts = gate()
     event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
@@ -496,6 +511,18 @@ def test_the_hook_never_fails_a_rollback() -> None:
 
     assert outcome.verdict == "ROLLBACK"
     assert [s for _, _, s in parts["deployments"].hooks] == ["Succeeded"]
+
+
+@pytest.mark.parametrize("creator", ["autoscaling", "CodeDeployAutoUpdate"])
+def test_the_hook_never_fails_a_deployment_that_is_not_a_release(creator: str) -> None:
+    scale_out = DeploymentFacts(deployment_id="d-H00KGATE1", status="InProgress", creator=creator)
+    service, parts = hook(CalendarState.CLOSED, facts=scale_out)
+
+    outcome = service.handle(load_event("gate_lifecycle_hook/01-before-allow-traffic.json"), function_arn=HOOK_ARN)
+
+    assert outcome.verdict == "NOT_A_RELEASE"
+    assert [s for _, _, s in parts["deployments"].hooks] == ["Succeeded"]
+    assert alerts(parts["ledger"]) == []
 
 
 def test_a_redelivered_hook_reports_once_and_ledgers_once() -> None:

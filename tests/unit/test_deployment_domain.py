@@ -25,8 +25,10 @@ from changeguard.domain.deployments import (
     groups_from_tag,
     health_plan,
     in_bake_window,
+    is_release,
     is_rollback,
     last_good_revision,
+    not_a_release,
     parse_health_criteria,
     parse_reason_data,
     redeploy_description,
@@ -100,6 +102,20 @@ def test_an_ordinary_release_is_not_a_rollback():
     release = dep("d-1", creator="user", description="checkout v16 (CHG-2002)")
     assert rollback_reason(release) is None
     assert rollback_of(release) is None
+
+
+@pytest.mark.parametrize("creator", ["autoscaling", "CodeDeployAutoUpdate", "autoscalingTermination"])
+def test_auto_scaling_and_auto_update_deployments_are_not_releases(creator):
+    deployment = dep("d-1", creator=creator)
+    assert not is_release(deployment)
+    assert not is_rollback(deployment)  # not a rollback either: the rollback rules are untouched
+    assert f"creator {creator}" in (not_a_release(creator) or "")
+
+
+@pytest.mark.parametrize("creator", ["user", "CloudFormation", None])
+def test_deployments_people_make_are_releases(creator):
+    assert not_a_release(creator) is None
+    assert is_release(dep("d-1", creator=creator))
 
 
 def test_rollback_of_reads_rollback_info_and_the_suites_marker():
@@ -252,6 +268,7 @@ def test_decide_on_health_stops_only_unhealthy_in_flight_releases():
     assert decision.reasons[0].startswith("error rate 5.00%")
     assert decide_on_health(dep("d-1"), good, 5) is None
     assert decide_on_health(dep("d-1", creator="codeDeployRollback"), bad, 5) is None
+    assert decide_on_health(dep("d-1", creator="autoscaling"), bad, 5) is None
     assert decide_on_health(dep("d-1", status="Succeeded"), bad, 5) is None
 
 
@@ -268,6 +285,46 @@ def test_a_firing_alarm_stops_in_flight_releases_and_spares_rollbacks():
     assert stop.trigger == "alarm checkout-errors"
     assert stop.evidence["alarm.threshold"] == 10.0
     assert "never stops a rollback" in next(d for d in decisions if d.action is GuardAction.SKIP).reasons[0]
+
+
+def test_a_firing_alarm_never_stops_a_scale_out_deployment():
+    release = dep("d-REL", creator="user")
+    scale_out = dep("d-ASG", creator="autoscaling", create_time=T0 + timedelta(minutes=1))
+    decisions = decide_on_alarm(alarm(), [release, scale_out], bake_minutes=30)
+    actions = {d.deployment.deployment_id: d.action for d in decisions}
+    assert actions == {"d-REL": GuardAction.STOP, "d-ASG": GuardAction.SKIP}
+    skip = next(d for d in decisions if d.action is GuardAction.SKIP)
+    assert skip.reasons[0].startswith("never stops it: not a release") and "creator autoscaling" in skip.reasons[0]
+
+
+def test_a_scale_out_after_a_release_is_not_the_latest_release():
+    """Rolling "back" over a scale-out would redeploy the bad release's own revision, or a healthy one."""
+    done = T0 + timedelta(minutes=9)
+    release = dep("d-REL", status="Succeeded", complete_time=done, previous_revision=V15)
+    scale_out = dep(
+        "d-ASG",
+        status="Succeeded",
+        creator="autoscaling",
+        create_time=done + timedelta(minutes=2),
+        start_time=done + timedelta(minutes=2),
+        complete_time=done + timedelta(minutes=5),
+        previous_revision=V16,
+    )
+    decisions = decide_on_alarm(alarm(at=done + timedelta(minutes=11)), [release, scale_out], bake_minutes=30)
+    assert [(d.deployment.deployment_id, d.action, d.revision) for d in decisions] == [
+        ("d-REL", GuardAction.REDEPLOY, V15)
+    ]
+
+
+def test_a_scale_out_in_flight_does_not_hide_a_regression_in_the_bake_window():
+    done = T0 + timedelta(minutes=9)
+    release = dep("d-REL", status="Succeeded", complete_time=done, previous_revision=V15)
+    scale_out = dep("d-ASG", creator="CodeDeployAutoUpdate", create_time=done + timedelta(minutes=2))
+    decisions = decide_on_alarm(alarm(at=done + timedelta(minutes=4)), [release, scale_out], bake_minutes=30)
+    assert [(d.deployment.deployment_id, d.action) for d in decisions] == [
+        ("d-ASG", GuardAction.SKIP),
+        ("d-REL", GuardAction.REDEPLOY),
+    ]
 
 
 def test_an_alarm_that_is_not_in_alarm_decides_nothing():

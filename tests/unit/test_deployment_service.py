@@ -305,6 +305,23 @@ def test_the_cap_stops_acting_and_alerts_critically():
     assert guard.codedeploy.stops == ["d-CHK00000A1", "d-CHK00000B1"]
 
 
+def test_an_in_flight_scale_out_is_never_stopped_and_takes_no_cap_slot():
+    scale_out = dep("d-ASG0000S1", creator="autoscaling", description=None)
+    guard = Guard(scale_out, max_stops_per_app_hour=1)
+    guard.cloudwatch.metrics = SICK
+
+    outcome = guard.alarm()
+
+    assert outcome.verdict == "NO_ACTION"
+    assert guard.codedeploy.stops == [] and guard.alerts() == []
+    assert any("left d-ASG0000S1 alone: never stops it: not a release" in a for a in outcome.actions)
+    assert guard.entries("guard:stops:checkout") == {}  # the cap is untouched
+    # The one stop the cap allows is still there for a release.
+    guard.codedeploy.deployments["d-CHK0000U1"] = dep("d-CHK0000U1")
+    assert guard.alarm().verdict == "STOPPED"
+    assert guard.codedeploy.stops == ["d-CHK0000U1"]
+
+
 def test_a_slot_taken_concurrently_is_retried_with_the_next_one():
     guard = Guard(dep("d-CHK0000U1"))
     real_append = guard.ledger.append
@@ -401,6 +418,31 @@ def test_a_retry_after_a_crash_reuses_the_redeploy_it_already_created():
     assert "ROLLBACK#d-RD0000001" in guard.entries("codedeploy:d-PAY0000B1")
 
 
+def test_a_scale_out_finished_in_the_bake_window_is_not_taken_for_the_latest_release():
+    guard = payments_guard()
+    release = guard.codedeploy.deployments["d-PAY0000B1"]
+    assert release.complete_time is not None
+    guard.codedeploy.deployments["d-ASG0000P1"] = release.model_copy(
+        update={
+            "deployment_id": "d-ASG0000P1",
+            "creator": "autoscaling",
+            "description": None,
+            "create_time": release.complete_time + timedelta(minutes=2),
+            "start_time": release.complete_time + timedelta(minutes=2),
+            "complete_time": release.complete_time + timedelta(minutes=6),
+            "previous_revision": V16,  # a scale-out deploys the release's own revision
+        }
+    )
+
+    outcome = guard.alarm()
+
+    assert outcome.verdict == "ROLLED_BACK"
+    ((_, revision, description),) = guard.codedeploy.redeploys
+    assert revision == V15 and description.startswith(f"{REDEPLOY_MARKER}d-PAY0000B1")
+    assert "ROLLBACK" in guard.entries("codedeploy:d-PAY0000B1")
+    assert guard.entries("codedeploy:d-ASG0000P1") == {}
+
+
 def test_outside_the_bake_window_an_alarm_rolls_nothing_back():
     guard = payments_guard(bake_minutes=10)
     outcome = guard.alarm()
@@ -483,6 +525,16 @@ def test_the_sweep_never_checks_rollbacks_or_groups_without_criteria():
     guard.clock.at = START + timedelta(minutes=30)
     assert guard.service.handle(SWEEP).verdict is None
     assert guard.codedeploy.stops == []
+
+
+@pytest.mark.parametrize("creator", ["autoscaling", "CodeDeployAutoUpdate"])
+def test_the_sweep_never_checks_a_deployment_that_is_not_a_release(creator):
+    guard = Guard(dep("d-ASG0000S1", creator=creator, description=None))
+    guard.cloudwatch.metrics = SICK
+    guard.clock.at = START + timedelta(minutes=30)
+    assert guard.service.handle(SWEEP).verdict is None
+    assert guard.codedeploy.stops == [] and guard.entries("codedeploy:d-ASG0000S1") == {}
+    assert guard.entries("guard:stops:checkout") == {}
 
 
 # -- CodeDeploy state changes ------------------------------------------------------------------------------------

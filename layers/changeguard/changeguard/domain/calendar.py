@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from changeguard.domain.deployments import REDEPLOY_MARKER
+from changeguard.domain.deployments import REDEPLOY_MARKER, not_a_release
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Ticket, TicketStatus
 from changeguard.domain.verdicts import Severity
@@ -86,6 +86,7 @@ class TargetFacts(_Own):
     in_progress: bool = False  # can still be stopped or cancelled
     rollback: bool = False  # a rollback: never stopped
     rollback_reason: str | None = None
+    not_release: str | None = None  # why it ships nothing new (an Auto Scaling deployment): never stopped
 
 
 # What the gate re-reads of each kind of target, as the adapters report it.
@@ -108,7 +109,9 @@ class DeploymentFacts(_Own):
 
     def target(self) -> TargetFacts:
         """The deployment as the gate judges it: CodeDeploy's rollbacks and the deployment guard's
-        redeploys of the last good revision are rollbacks, never stopped."""
+        redeploys of the last good revision are rollbacks, never stopped; deployments EC2 Auto
+        Scaling or CodeDeploy's auto-update created put the current revision on new instances, and
+        are not releases."""
         reason = None
         if self.rollback_of:
             reason = f"CodeDeploy rollback of {self.rollback_of}"
@@ -121,6 +124,7 @@ class DeploymentFacts(_Own):
             in_progress=self.status in _DEPLOYMENT_RUNNING,
             rollback=reason is not None,
             rollback_reason=reason,
+            not_release=None if reason else not_a_release(self.creator),
         )
 
 
@@ -166,6 +170,7 @@ class GateVerdict(StrEnum):
     OUTSIDE_CHANGE_WINDOW = "OUTSIDE_CHANGE_WINDOW"
     EMERGENCY = "EMERGENCY"
     ROLLBACK = "ROLLBACK"
+    NOT_A_RELEASE = "NOT_A_RELEASE"  # e.g. an Auto Scaling scale-out: the current revision, nothing new
     CALENDAR_UNKNOWN = "CALENDAR_UNKNOWN"
 
 
@@ -271,11 +276,13 @@ def decide(
 ) -> GateDecision:
     """Judge ``change`` against the calendar as it was at ``reading.at`` (the change's own time).
 
-    Order: a rollback always goes ahead; an open calendar lets the change go ahead; an emergency
-    ticket lets it go ahead, flagged for retroactive approval; an unreadable calendar blocks only
-    when ``policy.calendar_fail_closed``; otherwise the change is stopped, cancelled or failed (in
-    enforce mode) or reported as what would have happened (observe mode). ``hook`` decides for the
-    synchronous CodeDeploy lifecycle hook, which passes or fails rather than stops.
+    Order: a rollback always goes ahead, and so does a deployment that is not a release (EC2 Auto
+    Scaling's, whose failure would shut down the instances it launched); an open calendar lets the
+    change go ahead; an emergency ticket lets it go ahead, flagged for retroactive approval; an
+    unreadable calendar blocks only when ``policy.calendar_fail_closed``; otherwise the change is
+    stopped, cancelled or failed (in enforce mode) or reported as what would have happened (observe
+    mode). ``hook`` decides for the synchronous CodeDeploy lifecycle hook, which passes or fails
+    rather than stops.
     """
     reasons: list[str] = []
     ticket_id = ticket.ticket_id if ticket else None
@@ -289,6 +296,20 @@ def decide(
             enforce=policy.enforcing,
             severity=Severity.INFO,
             reasons=(f"{change.label} is a rollback ({kind_of_rollback}); rollbacks are never stopped",),
+            ticket_id=ticket_id,
+        )
+    if target.not_release:
+        return GateDecision(
+            change=change,
+            reading=reading,
+            verdict=GateVerdict.NOT_A_RELEASE,
+            action=GateAction.SUCCEED_HOOK if hook else GateAction.NONE,
+            enforce=policy.enforcing,
+            severity=Severity.INFO,
+            reasons=(
+                f"{change.label} is {target.not_release}; it goes ahead whatever the change calendar says",
+                f"the change calendar was {reading.state.value} at {reading.at.isoformat()}",
+            ),
             ticket_id=ticket_id,
         )
     if reading.state is CalendarState.OPEN:

@@ -6,9 +6,10 @@ action, the trigger and the evidence, which is what the ledger records and the a
 
 * **Alarm -> deployments.** A firing alarm concerns the deployment groups that watch it. Each
   in-flight deployment of those groups is stopped with automatic rollback, except rollbacks
-  themselves (no ping-pong). When nothing is in flight and the group's latest deployment succeeded
-  less than ``bake_minutes`` before the alarm fired, its predecessor's revision is redeployed:
-  ``StopDeployment`` cannot stop a finished deployment.
+  themselves (no ping-pong) and deployments that are not releases (EC2 Auto Scaling's and
+  CodeDeploy's auto-updates, :data:`NOT_RELEASE_CREATORS`). When the group's latest release is not
+  in flight and succeeded less than ``bake_minutes`` before the alarm fired, its predecessor's
+  revision is redeployed: ``StopDeployment`` cannot stop a finished deployment.
 * **Health.** Error rate above 1 % and p99 latency above twice the pre-deployment baseline (both
   configurable per group), from metric values the service fetched for the windows
   :func:`health_plan` names. A criterion without data is "not evaluable", never a breach.
@@ -35,6 +36,11 @@ FINISHED = frozenset({"Succeeded", "Failed", "Stopped"})
 #: ``creator`` values of deployments a rollback process made (``codeDeployRollback`` is the
 #: documented one; the others are tolerated spellings and CloudFormation's own rollbacks).
 ROLLBACK_CREATORS = frozenset({"codeDeployRollback", "autoRollback", "CloudFormationRollback"})
+#: ``creator`` values of deployments that are not releases: CodeDeploy made them to put the group's
+#: current revision on instances EC2 Auto Scaling launched (``autoscaling``) or is terminating
+#: (``autoscalingTermination``), or on outdated instances (``CodeDeployAutoUpdate``). Nothing new
+#: ships, so no gate or guard stops them: a failed scale-out deployment shuts its new instance down.
+NOT_RELEASE_CREATORS = frozenset({"autoscaling", "autoscalingTermination", "CodeDeployAutoUpdate"})
 #: Description prefix of the redeploys ChangeGuard creates: how it recognises its own rollbacks.
 REDEPLOY_MARKER = "ChangeGuard rollback of "
 #: Alarm tag naming the deployment groups an alarm guards: ``app/group`` (comma-separated for more).
@@ -207,6 +213,27 @@ def rollback_reason(deployment: Deployment) -> str | None:
 
 def is_rollback(deployment: Deployment) -> bool:
     return rollback_reason(deployment) is not None
+
+
+def not_a_release(creator: str | None) -> str | None:
+    """Why a deployment CodeDeploy created as ``creator`` is not a release, or None when it may be one.
+
+    Such a deployment redeploys the group's current revision to new or outdated instances: it is
+    never stopped, never failed, never taken for "the latest release" and takes no stop-cap slot.
+    """
+    if creator not in NOT_RELEASE_CREATORS:
+        return None
+    what = {
+        "autoscaling": "EC2 Auto Scaling launched instances",
+        "autoscalingTermination": "EC2 Auto Scaling is terminating instances",
+        "CodeDeployAutoUpdate": "CodeDeploy found outdated instances",
+    }[creator]
+    return f"not a release: {what} and CodeDeploy deploys the group's current revision to them (creator {creator})"
+
+
+def is_release(deployment: Deployment) -> bool:
+    """A deployment that ships a revision: neither a rollback nor one that is not a release."""
+    return not is_rollback(deployment) and not_a_release(deployment.creator) is None
 
 
 _MARKED = re.compile(re.escape(REDEPLOY_MARKER) + r"(d-[A-Za-z0-9]+)")
@@ -609,13 +636,14 @@ def decide_on_alarm(
     in_flight = [d for d in deployments if d.in_flight]
     for d in sorted(in_flight, key=_created):
         why = rollback_reason(d)
-        if why:
+        scaling = not_a_release(d.creator)
+        if why or scaling:
             decisions.append(
                 GuardDecision(
                     action=GuardAction.SKIP,
                     deployment=d,
                     trigger=trigger,
-                    reasons=(f"never stops a rollback: {why}",),
+                    reasons=(f"never stops a rollback: {why}" if why else f"never stops it: {scaling}",),
                     evidence=evidence,
                 )
             )
@@ -629,7 +657,8 @@ def decide_on_alarm(
                     evidence=evidence,
                 )
             )
-    releases = [d for d in deployments if not is_rollback(d)]
+    # A scale-out that finished after the release is not "the latest release": the release is.
+    releases = [d for d in deployments if is_release(d)]
     latest = max(releases, key=_created, default=None)
     if latest is None or latest.in_flight or not in_bake_window(latest, alarm.changed_at, bake_minutes):
         return decisions
@@ -656,7 +685,7 @@ def decide_on_alarm(
 
 def decide_on_health(deployment: Deployment, report: HealthReport, delay_minutes: int) -> GuardDecision | None:
     """Stop an in-flight deployment whose health check breached a criterion."""
-    if report.healthy or not deployment.in_flight or is_rollback(deployment):
+    if report.healthy or not deployment.in_flight or not is_release(deployment):
         return None
     return GuardDecision(
         action=GuardAction.STOP,

@@ -513,7 +513,7 @@ class CalendarGateService(_GateBase):
             denied = exc
             target, texts = TargetFacts(exists=True, in_progress=True, status="unreadable"), []
         ticket, note = (None, None)
-        if reading.state is not CalendarState.OPEN and not target.rollback:
+        if reading.state is not CalendarState.OPEN and not (target.rollback or target.not_release):
             ticket, note = self.emergency_ticket(texts, policy)
         decision = decide(change, reading, target, policy, ticket=ticket, ticket_note=note)
         if denied is None:
@@ -699,7 +699,7 @@ class LifecycleHookService(_GateBase):
                 reasons=["no change calendar is configured (change-calendar-names)"],
             )
         ticket, note = (None, None)
-        if reading.state is not CalendarState.OPEN and not target.rollback:
+        if reading.state is not CalendarState.OPEN and not (target.rollback or target.not_release):
             ticket, note = self.emergency_ticket([facts.description if facts else None], policy)
         decision = decide(change, reading, target, policy, ticket=ticket, ticket_note=note, hook=True)
         status = "Failed" if decision.mutates else "Succeeded"

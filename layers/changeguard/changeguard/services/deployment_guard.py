@@ -6,7 +6,7 @@ Triggers (all wired in template.yaml):
   action, the alarm topic's SNS subscription);
 * CodeDeploy "Deployment State-change Notification" START, SUCCESS, FAILURE, STOP: recorded
   in the ledger under the deployment's change id (``codedeploy:<deploymentId>``);
-* the health-check sweep (a schedule): every in-flight deployment of a group with health
+* the health-check sweep (a schedule): every in-flight release of a group with health
   criteria is checked once, ``delay_minutes`` after it started. A sweep rather than a one-off
   schedule per START: CodeDeploy delivers its events best effort, ``ListDeployments`` does not
   miss one, and there is no schedule to create, clean up or pass a role to.
@@ -55,7 +55,7 @@ from changeguard.domain.deployments import (
     find_ticket,
     groups_from_tag,
     health_plan,
-    is_rollback,
+    is_release,
     parse_reason_data,
     redeploy_description,
     rollback_of,
@@ -537,7 +537,8 @@ class DeploymentGuardService:
                 present.add(key)
             for deployment in in_flight:
                 started = deployment.started_at
-                if is_rollback(deployment) or started is None:
+                # Rollbacks and Auto Scaling's deployments of the current revision are not judged.
+                if not is_release(deployment) or started is None:
                     continue
                 if now < started + timedelta(minutes=criteria.delay_minutes):
                     continue
