@@ -407,7 +407,7 @@ def test_a_scale_out_in_flight_is_never_stopped_and_takes_no_stop_cap_slot(harne
     ]
     assert any("left d-ORDASG0E1 alone: never stops it: not a release" in a for a in outcome["actions"])
     assert ledger(harness, "codedeploy:d-ORDASG0E1") == {}
-    assert list(ledger(harness, "guard:stops:orders")) == ["SLOT#000001"]
+    assert list(ledger(harness, "guard:stops:123456789012:us-east-1:orders")) == ["SLOT#000001"]
 
 
 INVENTORY_APP = {

@@ -315,7 +315,7 @@ def test_an_in_flight_scale_out_is_never_stopped_and_takes_no_cap_slot():
     assert outcome.verdict == "NO_ACTION"
     assert guard.codedeploy.stops == [] and guard.alerts() == []
     assert any("left d-ASG0000S1 alone: never stops it: not a release" in a for a in outcome.actions)
-    assert guard.entries("guard:stops:checkout") == {}  # the cap is untouched
+    assert guard.entries("guard:stops:123456789012:us-east-1:checkout") == {}  # the cap is untouched
     # The one stop the cap allows is still there for a release.
     guard.codedeploy.deployments["d-CHK0000U1"] = dep("d-CHK0000U1")
     assert guard.alarm().verdict == "STOPPED"
@@ -534,7 +534,7 @@ def test_the_sweep_never_checks_a_deployment_that_is_not_a_release(creator):
     guard.clock.at = START + timedelta(minutes=30)
     assert guard.service.handle(SWEEP).verdict is None
     assert guard.codedeploy.stops == [] and guard.entries("codedeploy:d-ASG0000S1") == {}
-    assert guard.entries("guard:stops:checkout") == {}
+    assert guard.entries("guard:stops:123456789012:us-east-1:checkout") == {}
 
 
 # -- CodeDeploy state changes ------------------------------------------------------------------------------------
