@@ -329,6 +329,7 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
         "ec2:AuthorizeSecurityGroupIngress": "a quarantined security group is released when it is tagged",
         "s3:PutBucketPolicy": "a quarantined bucket is released when it is tagged (its policy put back)",
         "lambda:PutFunctionConcurrency": "a quarantined function is released when it is tagged",
+        "iam:ListRoleTags": "a created IAM role is judged on its tags (test_missed_events.py)",
     },
     "sweep_quarantine": {
         "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",

@@ -243,3 +243,27 @@ def test_iam_changes_are_judged_with_the_ticket_in_their_tags_live_and_reconcile
 
     for records in (live, missed):
         assert judged(records) == {name: ("UNKNOWN_TICKET", ticket) for name, ticket in expected.items()}
+
+
+def test_a_created_iam_role_is_judged_on_its_own_tags(aws):
+    """enforce_tags judges a created IAM role (alert only) on the tags it was created with and those
+    IAM holds, read with ListRoleTags (the Tagging API does not answer for roles): the function's
+    role may call it, or the role would be left unjudged as unreadable."""
+    h = make_harness(aws)
+    iam = aws.client("iam")
+    required = {"ChangeTicket": "CHG-5160", "Owner": "team-a", "Environment": "prod"}
+    mark = len(aws.trail.records())
+    iam.create_role(
+        RoleName="tagged", AssumeRolePolicyDocument="{}", Tags=[{"Key": k, "Value": v} for k, v in required.items()]
+    )
+    iam.create_role(RoleName="untagged", AssumeRolePolicyDocument="{}")
+
+    verdicts = {}
+    for record in trail_since(aws, mark):
+        result = h.process(wrap_record(record))
+        assert result["error"] is None, result["error"]
+        for outcome in result["outcomes"]:
+            if outcome["function"] == "EnforceTagsFunction":
+                verdicts[record["requestParameters"]["roleName"]] = outcome["verdict"]
+
+    assert verdicts == {"tagged": "COMPLIANT", "untagged": "NON_COMPLIANT"}
