@@ -24,6 +24,7 @@ import boto3
 import pytest
 from changeguard.quarantine import REGISTRY
 from changeguard.quarantine.finder import PERMISSIONS as FINDER_PERMISSIONS
+from changeguard.services.tag_enforcement import ALERT_ONLY_PERMISSIONS
 from changeguard_tools import fixtures
 from changeguard_tools.demo import load_scenario
 from changeguard_tools.harness import FixedClock, Harness, quiet_stream
@@ -494,6 +495,7 @@ def test_acting_roles_grant_what_the_central_functions_do():
         ("codedeploy", "codepipeline", "cloudformation", "cloudwatch"),
     )
     registry = {p for cls in REGISTRY.values() for p in cls.permissions} | set(FINDER_PERMISSIONS)
+    registry |= set(ALERT_ONLY_PERMISSIONS)  # enforce_tags judges created roles there too
     assert granted["QuarantineRole"] >= registry, registry - granted["QuarantineRole"]
 
 

@@ -14,6 +14,7 @@ import pytest
 from changeguard.domain.tags import TAG_EVENTS
 from changeguard.quarantine import REGISTRY, Registry
 from changeguard.quarantine.finder import PERMISSIONS as FINDER_PERMISSIONS
+from changeguard.services.tag_enforcement import ALERT_ONLY_PERMISSIONS
 from changeguard_tools.template import Template
 from sample_events import load_event
 
@@ -80,6 +81,8 @@ def test_no_function_is_granted_what_no_class_needs(function):
     needed = (REGISTRY_INSTANCE.permissions() if function == SWEEP else REGISTRY_INSTANCE.release_permissions()) | set(
         FINDER_PERMISSIONS
     )
+    if function == ENFORCE:  # it also judges created resources no class quarantines (alert only)
+        needed |= set(ALERT_ONLY_PERMISSIONS)
     suite = {
         "dynamodb:Query",
         "dynamodb:PutItem",

@@ -69,6 +69,11 @@ from changeguard.quarantine import QuarantineHandler, QuarantineSettings, Regist
 from changeguard.services.acting import acting_in, not_acted_reason, report_denied
 from changeguard.services.outcome import Outcome
 
+#: What judging a created resource that has no quarantine class (``alert_only``) reads its tags
+#: with: the Tagging API, and IAM for the one IAM type the rule routes here (``CreateRole``), which
+#: the Tagging API does not answer for.
+ALERT_ONLY_PERMISSIONS = ("tag:GetResources", "iam:ListRoleTags")
+
 REMEDIATION = (
     "Tag it with every required tag ({keys}; {ticket_key} must be a change ticket id) and ChangeGuard"
     " releases it by itself; or tag it {exempt}=<reason> if it must stay untagged."
