@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -286,43 +287,39 @@ def decide(
     """
     reasons: list[str] = []
     ticket_id = ticket.ticket_id if ticket else None
+
+    def go_ahead(verdict: GateVerdict, severity: Severity, *why: str, **extra: Any) -> GateDecision:
+        """The change goes ahead (the hook passes): a decision that stops nothing."""
+        return GateDecision(
+            change=change,
+            reading=reading,
+            verdict=verdict,
+            action=GateAction.SUCCEED_HOOK if hook else GateAction.NONE,
+            enforce=policy.enforcing,
+            severity=severity,
+            reasons=why,
+            ticket_id=ticket_id,
+            **extra,
+        )
+
     if target.rollback:
         kind_of_rollback = target.rollback_reason or "it is a rollback"
-        return GateDecision(
-            change=change,
-            reading=reading,
-            verdict=GateVerdict.ROLLBACK,
-            action=GateAction.SUCCEED_HOOK if hook else GateAction.NONE,
-            enforce=policy.enforcing,
-            severity=Severity.INFO,
-            reasons=(f"{change.label} is a rollback ({kind_of_rollback}); rollbacks are never stopped",),
-            ticket_id=ticket_id,
+        return go_ahead(
+            GateVerdict.ROLLBACK,
+            Severity.INFO,
+            f"{change.label} is a rollback ({kind_of_rollback}); rollbacks are never stopped",
         )
     if target.not_release:
-        return GateDecision(
-            change=change,
-            reading=reading,
-            verdict=GateVerdict.NOT_A_RELEASE,
-            action=GateAction.SUCCEED_HOOK if hook else GateAction.NONE,
-            enforce=policy.enforcing,
-            severity=Severity.INFO,
-            reasons=(
-                f"{change.label} is {target.not_release}; it goes ahead whatever the change calendar says",
-                f"the change calendar was {reading.state.value} at {reading.at.isoformat()}",
-            ),
-            ticket_id=ticket_id,
+        return go_ahead(
+            GateVerdict.NOT_A_RELEASE,
+            Severity.INFO,
+            f"{change.label} is {target.not_release}; it goes ahead whatever the change calendar says",
+            f"the change calendar was {reading.state.value} at {reading.at.isoformat()}",
         )
     if reading.state is CalendarState.OPEN:
         until = f" until {reading.next_transition.isoformat()}" if reading.next_transition else ""
-        return GateDecision(
-            change=change,
-            reading=reading,
-            verdict=GateVerdict.IN_WINDOW,
-            action=GateAction.SUCCEED_HOOK if hook else GateAction.NONE,
-            enforce=policy.enforcing,
-            severity=Severity.INFO,
-            reasons=(f"the change calendar was OPEN at {reading.at.isoformat()}{until}",),
-            ticket_id=ticket_id,
+        return go_ahead(
+            GateVerdict.IN_WINDOW, Severity.INFO, f"the change calendar was OPEN at {reading.at.isoformat()}{until}"
         )
     if reading.state is CalendarState.CLOSED:
         closed = f"the change calendar was CLOSED at {reading.at.isoformat()}{_opening(reading)}"
@@ -331,18 +328,11 @@ def decide(
     if is_valid_emergency(ticket):
         assert ticket is not None
         due = change.event_time + timedelta(hours=policy.emergency_approval_hours)
-        return GateDecision(
-            change=change,
-            reading=reading,
-            verdict=GateVerdict.EMERGENCY,
-            action=GateAction.SUCCEED_HOOK if hook else GateAction.NONE,
-            enforce=policy.enforcing,
-            severity=Severity.LOW,
-            reasons=(
-                f"{closed}, but {change.label} runs under emergency ticket {ticket.ticket_id}",
-                f"retroactive approval ({policy.required_approvals}) of {ticket.ticket_id} due by {due.isoformat()}",
-            ),
-            ticket_id=ticket_id,
+        return go_ahead(
+            GateVerdict.EMERGENCY,
+            Severity.LOW,
+            f"{closed}, but {change.label} runs under emergency ticket {ticket.ticket_id}",
+            f"retroactive approval ({policy.required_approvals}) of {ticket.ticket_id} due by {due.isoformat()}",
             retro_approval_due=due,
         )
     reasons.append(closed)
