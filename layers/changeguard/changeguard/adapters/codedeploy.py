@@ -141,34 +141,29 @@ class CodeDeployGuard(CodeDeployDeployments):
             found.extend(deployment_from_info(i) for i in resp.get("deploymentsInfo", []))
         return found
 
-    def _list(self, application: str, group: str, **filters: Any) -> list[Deployment]:
-        pages = self.codedeploy.get_paginator("list_deployments").paginate(
-            applicationName=application, deploymentGroupName=group, **filters
-        )
-        ids = [i for page in pages for i in page.get("deployments", [])]
+    def _list(self, application: str, group: str, **filters: Any) -> list[Deployment] | None:
+        """The group's deployments matching ``filters``; ``None`` when the application or the group
+        does not exist in this account and region (``ListDeployments`` answers
+        ``ApplicationDoesNotExistException`` or the group's there): the health sweep asks every
+        account-region it visits for every group with criteria, and an alarm's tag may name a group
+        that does not exist."""
+        cd = self.codedeploy
+        try:
+            pages = cd.get_paginator("list_deployments").paginate(
+                applicationName=application, deploymentGroupName=group, **filters
+            )
+            ids = [i for page in pages for i in page.get("deployments", [])]
+        except (cd.exceptions.ApplicationDoesNotExistException, cd.exceptions.DeploymentGroupDoesNotExistException):
+            return None
         return self._deployments(ids)
 
     def list_in_flight(self, application: str, group: str) -> list[Deployment] | None:
-        """The group's deployments that have not finished (Created, Queued, InProgress, Baking, Ready);
-        ``None`` when the application or the group does not exist in this account and region.
-
-        ``ListDeployments`` answers ``ApplicationDoesNotExistException`` (or the group's) there: the
-        health sweep asks every account and region it visits for every group with criteria, and an
-        application lives in a few of them."""
-        cd = self.codedeploy
-        try:
-            return self._list(application, group, includeOnlyStatuses=sorted(IN_FLIGHT))
-        except (cd.exceptions.ApplicationDoesNotExistException, cd.exceptions.DeploymentGroupDoesNotExistException):
-            return None
+        """The group's deployments that have not finished (Created, Queued, InProgress, Baking, Ready)."""
+        return self._list(application, group, includeOnlyStatuses=sorted(IN_FLIGHT))
 
     def list_recent(self, application: str, group: str, since: datetime) -> list[Deployment] | None:
-        """The group's deployments created since ``since``, whatever their status; ``None`` when the
-        application or the group does not exist here (an alarm's tag may name one that does not)."""
-        cd = self.codedeploy
-        try:
-            return self._list(application, group, createTimeRange={"start": since})
-        except (cd.exceptions.ApplicationDoesNotExistException, cd.exceptions.DeploymentGroupDoesNotExistException):
-            return None
+        """The group's deployments created since ``since``, whatever their status."""
+        return self._list(application, group, createTimeRange={"start": since})
 
     def deployment_group(self, application: str, group: str) -> DeploymentGroup | None:
         cd = self.codedeploy

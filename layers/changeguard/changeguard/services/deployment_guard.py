@@ -521,9 +521,7 @@ class DeploymentGuardService:
             return self._outcome(None, actions=["no deployment due for a health check"])
         return merge(self.function, outcomes)
 
-    def _sweep_here(
-        self, policy: Policy, now: datetime, account: str, region: str, present: set[str] | None = None
-    ) -> Outcome:
+    def _sweep_here(self, policy: Policy, now: datetime, account: str, region: str, present: set[str]) -> Outcome:
         """The sweep in the account and region in scope (``present`` collects the groups found here)."""
         outcomes: list[Outcome] = []
         for key, criteria in sorted(policy.health_criteria.items()):
@@ -533,8 +531,7 @@ class DeploymentGuardService:
             in_flight = self.codedeploy.list_in_flight(ref.application, ref.group)
             if in_flight is None:
                 continue  # the group lives in other accounts or regions
-            if present is not None:
-                present.add(key)
+            present.add(key)
             for deployment in in_flight:
                 started = deployment.started_at
                 # Rollbacks and Auto Scaling's deployments of the current revision are not judged.
