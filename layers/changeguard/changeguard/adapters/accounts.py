@@ -35,7 +35,7 @@ from typing import Any
 
 from changeguard.adapters import clients
 from changeguard.domain.errors import ConfigurationError, CrossAccountAccessError, InvalidEventError
-from changeguard.domain.partition import is_region
+from changeguard.domain.partition import is_region, parse_role_prefix
 
 #: Renew the member credentials this many seconds before they expire (a call never starts on
 #: credentials about to lapse mid-retry).
@@ -49,8 +49,6 @@ SESSION_SECONDS = 3600
 #: 1,500 of them at 500 accounts in three regions, and would otherwise keep two or three clients per
 #: pair (300 MB and more). A dropped client costs a few milliseconds to make again.
 MAX_CLIENTS = 64
-
-_SUITE_PREFIX = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role(?P<path>/(?:[^/]+/)*)$")
 
 
 def _home_region() -> str | None:
@@ -75,15 +73,16 @@ class ActingRole:
     @classmethod
     def from_wiring(cls, suite_role_prefix: str, name: str | None, external_id: str | None = None) -> ActingRole:
         """From ``SUITE_ROLE_PREFIX`` (``arn:<partition>:iam::<own account>:role<path>``) and the role name."""
-        found = _SUITE_PREFIX.match(suite_role_prefix or "")
+        found = parse_role_prefix(suite_role_prefix or "")
         if found is None:
             raise ConfigurationError(
                 "SUITE_ROLE_PREFIX must be arn:<partition>:iam::<account>:role/<path>/ to act in other accounts"
             )
+        partition, own_account, path = found
         return cls(
-            own_account=found["account"],
-            partition=found["partition"],
-            path=found["path"],
+            own_account=own_account,
+            partition=partition,
+            path=path,
             name=name or None,
             external_id=external_id or None,
         )

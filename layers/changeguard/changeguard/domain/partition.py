@@ -37,3 +37,19 @@ def partition_of(region: str | None) -> str:
             if region.startswith(prefix):
                 return partition
     return "aws"
+
+
+_ROLE_PREFIX = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role(?P<path>/(?:[^/]+/)*)$")
+
+
+def parse_role_prefix(prefix: str) -> tuple[str, str, str] | None:
+    """``(partition, account, path)`` of a role-path prefix (``arn:aws:iam::<account>:role/changeguard/``,
+    the suite's ``SUITE_ROLE_PREFIX``), a trailing ``*`` allowed; None when it is not one."""
+    found = _ROLE_PREFIX.match(prefix.rstrip("*"))
+    return (found["partition"], found["account"], found["path"]) if found else None
+
+
+def role_prefix_in(prefix: str, account: str) -> str | None:
+    """The same role path in ``account``: where the suite's member roles live (issue 9)."""
+    parts = parse_role_prefix(prefix)
+    return f"arn:{parts[0]}:iam::{account}:role{parts[2]}" if parts else None

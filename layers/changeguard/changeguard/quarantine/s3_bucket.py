@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from changeguard.domain.partition import partition_of
+from changeguard.domain.partition import partition_of, role_prefix_in
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
 from changeguard.quarantine.base import (
     QuarantineHandler,
@@ -36,7 +36,6 @@ _NO_PAB = "NoSuchPublicAccessBlockConfiguration"
 _NO_POLICY = "NoSuchBucketPolicy"
 _NO_TAGS = "NoSuchTagSet"
 _BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{1,255}$")
-_ROLE_PATH = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role(?P<path>/(?:[^/]+/)*)$")
 
 
 def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings, partition: str = "aws") -> str:
@@ -50,9 +49,8 @@ def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings, p
     # Issue 9: in a member account the suite acts through its member role, under the same path in
     # the bucket's own account: sparing only the central account's roles would lock the suite out
     # of the bucket it quarantined, and nothing but the owner's root could release it.
-    found = _ROLE_PATH.match(prefix.rstrip("*"))
-    here = f"arn:{partition}:iam::{account}:role{found['path'] if found else '/changeguard/'}*"
-    spared = list(dict.fromkeys([prefix.rstrip("*") + "*", here]))
+    here = role_prefix_in(prefix, account) or f"arn:{partition}:iam::{account}:role/changeguard/"
+    spared = list(dict.fromkeys([prefix.rstrip("*") + "*", here + "*"]))
     spared += [arn for arn in settings.break_glass_role_arns if arn not in spared]
     document = {
         "Version": "2012-10-17",

@@ -50,10 +50,16 @@ def refusal_of(
     if code not in REFUSED_CODES:
         return None
     operation = str(getattr(exc, "operation_name", "") or "the call")
+    where = f" in {region}" if region else ""
+    return refused_in(scope, account, code, f"{operation}{where}")
+
+
+def refused_in(scope: ActingScope | None, account: str | None, code: str, action: str) -> CrossAccountAccessError:
+    """``action`` refused (``code``) in ``account`` (None: the function's own), as a refused acting
+    role: the account, and the role the function acted as there."""
     owner = account or (scope.current_account() if scope is not None else None) or "this account"
     role = scope.acted_as(account).get("role") if scope is not None and account else None
-    where = f" in {region}" if region else ""
-    return CrossAccountAccessError(owner, role, code, action=f"{operation}{where}")
+    return CrossAccountAccessError(owner, role, code, action=action)
 
 
 def acting_in(

@@ -27,7 +27,6 @@ refused acting role is); the others are still reconciled.
 from __future__ import annotations
 
 import queue
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,13 +39,14 @@ from changeguard.domain.change import Change, change_from_cloudtrail
 from changeguard.domain.clock import deadline
 from changeguard.domain.errors import CrossAccountAccessError, TrailAccessDeniedError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.partition import role_prefix_in
 from changeguard.domain.policy import Policy
 from changeguard.domain.reconcile import is_correlated_write
 from changeguard.domain.verdicts import Severity
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, Clock, LedgerKeys, TrailReader
-from changeguard.services.acting import acting_in, report_refusal
+from changeguard.services.acting import acting_in, refused_in, report_refusal
 from changeguard.services.correlate import CorrelateService
 from changeguard.services.outcome import Outcome
 
@@ -59,7 +59,6 @@ QUEUE_DEPTH = 500  # records read ahead of the judging, at most
 #: Stop reading this long before the invocation times out (at most a fifth of the time it had).
 DEADLINE_MARGIN = 60.0
 INCOMPLETE = "reconcile:incomplete"
-_ACCOUNT_IN_ROLE_PREFIX = re.compile(r"^(arn:[^:]+:iam::)\d{12}(:role/.*)$")
 PROGRESS = "reconcile:progress"
 
 Pair = tuple[str | None, str | None]  # (account, region); None: the function's own
@@ -99,7 +98,7 @@ class ReconcileService:
         # A member account's forwarding rule drops its own calls by the suite's roles there (the
         # same role path in that account): the sweep must not judge them as missed either.
         self._member_prefixes = {
-            account: tuple(_ACCOUNT_IN_ROLE_PREFIX.sub(rf"\g<1>{account}\g<2>", p) for p in suite_role_prefixes)
+            account: tuple(filter(None, (role_prefix_in(p, account) for p in suite_role_prefixes)))
             for account in self.member_accounts
         }
         self.last_missed = 0
@@ -287,14 +286,6 @@ class ReconcileService:
         )
         return [alert.alert_id] if self.correlate.ledger.append([alert_entry(alert, now, now)]) else []
 
-    def _refused(self, account: str | None, region: str | None, exc: TrailAccessDeniedError) -> CrossAccountAccessError:
-        """A refused lookup, as the refusal of the acting role in that account (reported the same way)."""
-        owner = account or (self.scope.current_account() if self.scope is not None else None) or "this account"
-        role = None
-        if account and self.scope is not None:
-            role = self.scope.acted_as(account).get("role")
-        return CrossAccountAccessError(owner, role, exc.code, action="cloudtrail:LookupEvents")
-
     def suite_prefixes_of(self, record: CloudTrailRecord) -> tuple[str, ...]:
         """The suite's role prefixes for ``record``'s account: the central one's, and its own when it
         is a member account (where the suite acts through its member roles)."""
@@ -455,7 +446,7 @@ class _Readers:
                         if wanted and not self._put(("record", pair, record)):
                             return
                 except TrailAccessDeniedError as exc:
-                    raise service._refused(account, region, exc) from exc
+                    raise refused_in(service.scope, account, exc.code, "cloudtrail:LookupEvents") from exc
         except CrossAccountAccessError as exc:
             self._put(("refused", pair, exc))
             return
