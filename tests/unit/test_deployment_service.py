@@ -537,6 +537,30 @@ def test_the_sweep_never_checks_a_deployment_that_is_not_a_release(creator):
     assert guard.entries("guard:stops:123456789012:us-east-1:checkout") == {}
 
 
+class PendingStopCodeDeploy(FakeCodeDeploy):
+    """``StopDeployment`` answering ``Pending``: accepted, not carried out, no rollback deployment yet."""
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> Stopped:
+        self.stops.append(deployment_id)
+        return Stopped("Pending")
+
+
+def test_a_pending_stop_is_recorded_as_pending_not_as_a_stop_without_rollback():
+    guard = Guard(codedeploy=PendingStopCodeDeploy(dep("d-CHK0000U1")))
+    guard.cloudwatch.metrics = SICK
+    outcome = guard.alarm()
+    assert outcome.verdict == "STOPPED" and guard.codedeploy.stops == ["d-CHK0000U1"]
+    entries = guard.entries("codedeploy:d-CHK0000U1")
+    assert "STOP#no-rollback" not in entries
+    result = entries["STOP#pending"]
+    assert result.kind is EntryKind.STOP and result.body["stop_status"] == "Pending"
+    assert result.body["rollback_deployment_id"] is None
+    assert "no rollback" not in result.body["result"]
+    assert "starts the rollback deployment when it completes" in result.body["result"]
+    # A redelivered alarm finds the stop done: no second StopDeployment.
+    assert guard.alarm().duplicate and guard.codedeploy.stops == ["d-CHK0000U1"]
+
+
 # -- CodeDeploy state changes ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("sample", "state", "failed"),

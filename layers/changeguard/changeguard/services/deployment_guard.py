@@ -810,19 +810,26 @@ class DeploymentGuardService:
         result = self.codedeploy.stop(d.deployment_id, auto_rollback=True)
         after = self.codedeploy.get_deployment(d.deployment_id)
         rollback_id = after.rollback_deployment_id if after else None
+        # ``Pending``: the stop has been accepted, not carried out. CodeDeploy creates the rollback
+        # deployment once it completes, so none exists yet; the rollback's own state changes are
+        # ledgered when they arrive (``rollback_of``), and the KPIs count the stop as a rollback then.
+        pending = not rollback_id and not result.already_completed and result.status == "Pending"
         if result.already_completed:
             text = f"{d.deployment_id} had already finished ({after.status if after else 'unknown'}): nothing to stop"
         else:
             text = f"stopped {d.deployment_id} ({d.ref.key}) with automatic rollback: {result.describe()}"
-            text += (
-                f"; rollback deployment {rollback_id}" if rollback_id else "; CodeDeploy created no rollback deployment"
-            )
+            if rollback_id:
+                text += f"; rollback deployment {rollback_id}"
+            elif pending:
+                text += "; the stop is in progress and CodeDeploy starts the rollback deployment when it completes"
+            else:
+                text += "; CodeDeploy created no rollback deployment"
         now = self.clock.now()
         self.ledger.append(
             [
                 LedgerEntry(
                     change_id=d.change_id,
-                    entry=f"STOP#{rollback_id or 'no-rollback'}",
+                    entry=f"STOP#{rollback_id or ('pending' if pending else 'no-rollback')}",
                     kind=EntryKind.ROLLBACK if rollback_id else EntryKind.STOP,
                     function=self.function,
                     event_time=now,
