@@ -116,9 +116,10 @@ def test_rollbacks_are_never_stopped(state: CalendarState) -> None:
     assert not decision.alerts
 
 
-def test_codedeploy_rollbacks_are_recognised_from_rollback_info_and_creator() -> None:
+@pytest.mark.parametrize("creator", ["codeDeployRollback", "CloudFormationRollback", "autoRollback"])
+def test_codedeploy_rollbacks_are_recognised_from_rollback_info_and_creator(creator: str) -> None:
     stopped_rollback = DeploymentFacts(deployment_id="d-2", status="InProgress", rollback_of="d-1")
-    created_by_rollback = DeploymentFacts(deployment_id="d-3", status="InProgress", creator="codeDeployRollback")
+    created_by_rollback = DeploymentFacts(deployment_id="d-3", status="InProgress", creator=creator)
     ordinary = DeploymentFacts(deployment_id="d-4", status="InProgress", creator="user")
 
     assert stopped_rollback.target().rollback

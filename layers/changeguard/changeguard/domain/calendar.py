@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from changeguard.domain.deployments import REDEPLOY_MARKER, not_a_release
+from changeguard.domain.deployments import REDEPLOY_MARKER, ROLLBACK_CREATORS, not_a_release
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Ticket, TicketStatus
 from changeguard.domain.verdicts import Severity
@@ -93,7 +93,6 @@ class TargetFacts(_Own):
 # What the gate re-reads of each kind of target, as the adapters report it.
 
 _DEPLOYMENT_RUNNING = frozenset({"Created", "Queued", "InProgress", "Baking", "Ready"})
-_CODEDEPLOY_ROLLBACK_CREATORS = frozenset({"codeDeployRollback", "CloudFormationRollback"})
 
 
 class DeploymentFacts(_Own):
@@ -116,7 +115,7 @@ class DeploymentFacts(_Own):
         reason = None
         if self.rollback_of:
             reason = f"CodeDeploy rollback of {self.rollback_of}"
-        elif self.creator in _CODEDEPLOY_ROLLBACK_CREATORS:
+        elif self.creator in ROLLBACK_CREATORS:  # the guard's list: both must agree on what a rollback is
             reason = f"created by {self.creator}"
         elif (self.description or "").startswith(REDEPLOY_MARKER):
             reason = "the deployment guard's redeploy of the last good revision"
