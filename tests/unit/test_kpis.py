@@ -334,6 +334,24 @@ def test_the_failure_rate_denominator_is_deployments_not_incidents():
     assert k["change_failure_rate"].value == 25.0 and k["change_success_rate"].value == 75.0
 
 
+@pytest.mark.parametrize("marked", ["creator", "not_release"])
+def test_deployments_that_are_not_releases_are_listed_apart_never_counted(marked: str):
+    # A failed scale-out (EC2 Auto Scaling's deployment of the current revision) is an instance that
+    # did not come up, not a failed change: neither in the failure rate nor in flight.
+    why = {"not_release": "not a release: EC2 Auto Scaling launched instances"} if marked == "not_release" else {}
+    scale_out = {"creator": "autoscaling", **why}
+    entries = deployment("D1", T, T + timedelta(minutes=5))
+    entries += deployment("S1", T + H, T + H + timedelta(minutes=3), "FAILURE", **scale_out)
+    running = deployment("S2", T + 2 * H, None)
+    running[0] = running[0].model_copy(update={"body": {**running[0].body, **scale_out}})
+    entries += running
+    population, k = kpis_of(entries)
+    assert [d.deployment_id for d in population.deployments] == ["D1"]
+    assert [d.deployment_id for d in population.not_releases] == ["S1"]
+    assert population.in_flight == ()
+    assert (k["change_failure_rate"].numerator, k["change_failure_rate"].denominator) == (0, 1)
+
+
 # -- a period boundary in the middle of a deployment -----------------------------------------------
 def test_a_deployment_across_the_period_boundary_counts_once_in_the_later_period():
     start = Q3.start_at - timedelta(minutes=10)  # 2026-06-30T23:50Z, in Q2

@@ -25,6 +25,10 @@ or stopped (``body.rolled_back``, or a ``ROLLBACK``/``STOP`` entry naming it in
 ``body.deployment_id`` or filed under the same change id as its ``DEPLOYMENT`` entries).
 Rollback deployments themselves (``body.rollback_of`` set: CodeDeploy rolls back by deploying
 the last good revision under a new id) are not counted: they are the remedy, not a change.
+Nor are deployments that are not releases (``body.not_release``, or a ``body.creator`` that
+EC2 Auto Scaling or CodeDeploy's auto-update stands for): they put the group's current revision
+on new or outdated instances, so a failed one is an instance that did not come up, not a failed
+change. They are listed apart.
 
 *Change failure rate* = failed deployments / deployments. Its denominator is deployments, not
 incidents (a miscount DORA tools are known for). *Change success rate* = 100 % - that.
@@ -58,6 +62,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from changeguard.domain.errors import ChangeGuardError
+from changeguard.domain.deployments import not_a_release
 from changeguard.domain.kpi_targets import COMPARISONS as COMPARISONS  # re-exported
 from changeguard.domain.kpi_targets import Comparison as Comparison
 from changeguard.domain.kpi_targets import KpiTargets as KpiTargets
@@ -372,6 +377,7 @@ class DeploymentRecord(_Own):
     rolled_back: bool = False
     stopped: bool = False
     rollback_of: str | None = None
+    not_release: str | None = None  # why it is not a release (a scale-out), if it is not one
     approvals: tuple[ApprovalView, ...] = ()
 
     @property
@@ -401,6 +407,7 @@ class Population(_Own):
     deployments: tuple[DeploymentRecord, ...] = ()
     in_flight: tuple[DeploymentRecord, ...] = ()
     rollback_deployments: tuple[DeploymentRecord, ...] = ()
+    not_releases: tuple[DeploymentRecord, ...] = ()
     activity: dict[str, int] = Field(default_factory=dict)
     alerts_by_severity: dict[str, int] = Field(default_factory=dict)
 
@@ -532,7 +539,7 @@ def build_population(
     ]
     changes.sort(key=lambda c: (c.event_time, c.change_id))
 
-    deployments, in_flight, rollbacks = _deployments(ordered, period, tickets)
+    deployments, in_flight, rollbacks, not_releases = _deployments(ordered, period, tickets)
     activity = Counter(e.kind.value for e in in_period)
     severities = Counter(e.severity or "unknown" for e in in_period if e.kind is EntryKind.ALERT)
     return Population(
@@ -541,6 +548,7 @@ def build_population(
         deployments=tuple(deployments),
         in_flight=tuple(in_flight),
         rollback_deployments=tuple(rollbacks),
+        not_releases=tuple(not_releases),
         activity=dict(sorted(activity.items())),
         alerts_by_severity=dict(sorted(severities.items())),
     )
@@ -614,7 +622,9 @@ def _change_record(
 
 def _deployments(
     ordered: Sequence[LedgerEntry], period: Period, tickets: Mapping[str, Ticket]
-) -> tuple[list[DeploymentRecord], list[DeploymentRecord], list[DeploymentRecord]]:
+) -> tuple[list[DeploymentRecord], list[DeploymentRecord], list[DeploymentRecord], list[DeploymentRecord]]:
+    """Counted (finished in the period), in flight at its end, rollback deployments and deployments
+    that are not releases (finished in the period), each sorted by time."""
     merged: dict[str, dict[str, Any]] = {}
     by_change: dict[str, str] = {}  # a deployment's ledger change id -> its deployment id
     for e in ordered:
@@ -642,6 +652,9 @@ def _deployments(
                 d["finished_at"] = finished
             if body.get("rolled_back") is True:
                 d["rolled_back"] = True
+            not_release = body.get("not_release") or not_a_release(str(body.get("creator") or "") or None)
+            if not_release:
+                d["not_release"] = str(not_release)
     for e in ordered:
         # A stop or rollback names its deployment in ``body.deployment_id``, or is filed under the
         # deployment's change id. A ROLLBACK with ``body.rollback_of`` marks a redeployment as the
@@ -668,13 +681,18 @@ def _deployments(
     counted: list[DeploymentRecord] = []
     in_flight: list[DeploymentRecord] = []
     rollbacks: list[DeploymentRecord] = []
+    not_releases: list[DeploymentRecord] = []
     for d in merged.values():
         ticket = tickets.get(str(d.get("ticket_id"))) if d.get("ticket_id") else None
         record = DeploymentRecord(**d, approvals=_ticket_approvals(ticket) if ticket else ())
         if record.finished and period.contains(record.finished_at):
-            (rollbacks if record.rollback_of else counted).append(record)
+            if record.rollback_of:
+                rollbacks.append(record)
+            else:
+                (not_releases if record.not_release else counted).append(record)
         elif (
             not record.rollback_of
+            and not record.not_release
             and record.started_at is not None
             and record.started_at < period.end_at
             and (record.finished_at is None or record.finished_at >= period.end_at)
@@ -684,7 +702,12 @@ def _deployments(
     def key(d: DeploymentRecord) -> tuple[datetime, str]:
         return (d.finished_at or d.started_at or period.start_at, d.deployment_id)
 
-    return sorted(counted, key=key), sorted(in_flight, key=key), sorted(rollbacks, key=key)
+    return (
+        sorted(counted, key=key),
+        sorted(in_flight, key=key),
+        sorted(rollbacks, key=key),
+        sorted(not_releases, key=key),
+    )
 
 
 # -- the arithmetic ------------------------------------------------------------------------------

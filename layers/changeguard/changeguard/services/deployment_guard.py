@@ -56,6 +56,7 @@ from changeguard.domain.deployments import (
     groups_from_tag,
     health_plan,
     is_release,
+    not_a_release,
     parse_reason_data,
     redeploy_description,
     rollback_of,
@@ -596,9 +597,13 @@ class DeploymentGuardService:
         change_id = change_id_of(detail.deploymentId)
         rollback = rollback_reason(deployment) if deployment else None
         ticket = self.ticket_of(deployment, policy, event.account, event.region) if deployment else None
-        failed = detail.state in ("FAILURE", "STOP")
+        # A deployment EC2 Auto Scaling or CodeDeploy's auto-update made ships nothing new: when it
+        # fails, an instance failed to come up, not a change. Recorded, never a failed change.
+        not_release = not_a_release(deployment.creator) if deployment else None
+        failed = detail.state in ("FAILURE", "STOP") and not_release is None
         # The field names are what the KPI reports read (domain/kpis.py): one deployment's facts
-        # are grouped by ``deployment_id``; ``rollback_of`` marks a rollback, which is not counted.
+        # are grouped by ``deployment_id``; ``rollback_of`` marks a rollback and ``not_release`` a
+        # deployment that is not a release: neither is counted.
         body: dict[str, Any] = {
             "deployment_id": detail.deploymentId,
             "state": detail.state,
@@ -617,6 +622,7 @@ class DeploymentGuardService:
                     "description": deployment.description,
                     "revision": deployment.revision,
                     "rollback_of": rollback_of(deployment),
+                    "not_release": not_release,
                     "rolled_back": bool(deployment.rollback_deployment_id),
                     "rollback_deployment_id": deployment.rollback_deployment_id,
                     "started_at": started.isoformat() if started else None,

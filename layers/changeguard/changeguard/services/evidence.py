@@ -177,7 +177,8 @@ unauthorized.csv         Governed changes whose verdict is not AUTHORIZED, EMERG
                          with their tickets and approvals.
 emergency.csv            Emergency changes, with their tickets, approvals and retro-approval deadlines.
 rolled_back.csv          Deployments that were rolled back (or stopped and rolled back).
-deployments.csv          Every deployment: counted (finished in the period), in flight, rollback deployments.
+deployments.csv          Every deployment: counted (finished in the period), in flight, rollback deployments,
+                         and those that are not releases (EC2 Auto Scaling's, CodeDeploy's auto-updates).
 kpis.csv, kpis.json      The KPI table: value, target, status, numerator and denominator of each KPI.
 digest-verification.*    The period's ledger items checked against the daily digest chain.
 report.html              The same, as one self-contained page with charts (no network needed).

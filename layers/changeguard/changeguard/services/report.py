@@ -277,6 +277,7 @@ DEPLOYMENT_COLUMNS: tuple[tuple[str, Callable[[DeploymentRecord], Any]], ...] = 
     ("rolled_back", lambda d: d.rolled_back),
     ("rollback_of", lambda d: d.rollback_of),
     ("duration_minutes", lambda d: d.duration_minutes),
+    ("not_release", lambda d: d.not_release),
 )
 
 
@@ -288,6 +289,7 @@ def deployments_csv(population: Population) -> bytes:
     rows = [(d, "counted") for d in population.deployments]
     rows += [(d, "in_flight") for d in population.in_flight]
     rows += [(d, "rollback_deployment") for d in population.rollback_deployments]
+    rows += [(d, "not_a_release") for d in population.not_releases]
     header = ["category", *(n for n, _ in DEPLOYMENT_COLUMNS)]
     return to_csv(header, ([cat, *(f(d) for _, f in DEPLOYMENT_COLUMNS)] for d, cat in rows))
 
