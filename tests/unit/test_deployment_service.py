@@ -600,7 +600,9 @@ def test_each_state_is_recorded_with_what_the_kpis_read(sample, state, failed):
 def test_a_failed_scale_out_deployment_is_recorded_but_not_a_failed_change():
     event = load_event("guard_deployment/deployment-failure.json")
     deployment_id = event["detail"]["deploymentId"]
-    guard = Guard(dep(deployment_id, status="Failed", creator="autoscaling", complete_time=START + timedelta(minutes=4)))
+    guard = Guard(
+        dep(deployment_id, status="Failed", creator="autoscaling", complete_time=START + timedelta(minutes=4))
+    )
     assert guard.service.handle(event).verdict == "RECORDED"
     entry = guard.entries(f"codedeploy:{deployment_id}")["DEPLOYMENT#FAILURE"]
     assert entry.verdict is None and entry.body["failed_change"] is False

@@ -61,8 +61,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from changeguard.domain.errors import ChangeGuardError
 from changeguard.domain.deployments import not_a_release
+from changeguard.domain.errors import ChangeGuardError
 from changeguard.domain.kpi_targets import COMPARISONS as COMPARISONS  # re-exported
 from changeguard.domain.kpi_targets import Comparison as Comparison
 from changeguard.domain.kpi_targets import KpiTargets as KpiTargets
