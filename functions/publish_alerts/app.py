@@ -32,12 +32,16 @@ def count(name: str, dimension: str, value: str) -> None:
 
 
 @cache
+def idempotency_config() -> Any:
+    """One config for the function's life: ``lambda_handler`` registers each invocation's context on it."""
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    return IdempotencyConfig(event_key_jmespath="alert_id", expires_after_seconds=IDEMPOTENCY_SECONDS)
+
+
+@cache
 def build_service() -> PublishService:
-    from aws_lambda_powertools.utilities.idempotency import (
-        DynamoDBPersistenceLayer,
-        IdempotencyConfig,
-        idempotent_function,
-    )
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, idempotent_function
 
     wiring = Wiring.from_env()
     if not wiring.alert_topic_arn or not wiring.idempotency_table_name:
@@ -49,9 +53,8 @@ def build_service() -> PublishService:
 
     # The shared client: Powertools' own would build a second boto3 session on the cold start (issue 9).
     persistence = DynamoDBPersistenceLayer(table_name=wiring.idempotency_table_name, boto3_client=client("dynamodb"))
-    config = IdempotencyConfig(event_key_jmespath="alert_id", expires_after_seconds=IDEMPOTENCY_SECONDS)
 
-    @idempotent_function(data_keyword_argument="alert", persistence_store=persistence, config=config)
+    @idempotent_function(data_keyword_argument="alert", persistence_store=persistence, config=idempotency_config())
     def publish_once(alert: dict[str, Any]) -> str:
         parsed = Alert.model_validate(alert)
         message_id = publisher.publish(parsed)
@@ -89,6 +92,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         and all(isinstance(r, dict) for r in event["Records"])
     ):
         raise InvalidEventError("not a DynamoDB stream batch")  # issue 8: a poison event, not a retry
+    # The lock an alert's idempotency record holds while it is published then lasts as long as this
+    # invocation can: after a timeout (the process dies holding it), the stream's retry takes it over
+    # instead of meeting IdempotencyAlreadyInProgressError until the record expires, 48 h on.
+    idempotency_config().register_lambda_context(context)
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -13,6 +13,7 @@ The functions run through the harness with their template environment, which set
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -423,3 +424,34 @@ def test_a_failed_publish_deletes_its_idempotency_record_so_the_retry_publishes_
     # The conditional put that met the record got it back (ReturnValuesOnConditionCheckFailure=ALL_OLD,
     # as DynamoDB answers): no GetItem is needed, and the role does not allow one.
     assert _publisher_calls(duplicate_calls) == Counter({"dynamodb:PutItem": 1})
+
+
+def test_a_publisher_that_dies_holding_the_lock_is_taken_over_by_the_streams_retry(aws):
+    """A timeout kills the publisher after it locked the alert's idempotency record (here: SNS fails
+    and so does the record's deletion, which leaves the same state). The lock lasts as long as that
+    invocation could run (the Lambda context registered on the idempotency config); once it has
+    passed, the stream's retry publishes the alert once instead of meeting the lock for 48 hours."""
+    install_fresh()
+    h = scenario_harness(aws)
+    batches = _publisher_batches(h)
+    h.remaining_ms = 300  # the invocation "times out" 0.3 s after it starts
+    sns_down = aws.faults.fail("500", services=["sns"], operations=["Publish"])
+    no_delete = aws.faults.fail("500", services=["dynamodb"], operations=["DeleteItem"])
+    mark = len(aws.trail.records())
+    h.process(load_event("correlate_change/02-console-no-ticket.json"))
+    [(batch, answer)] = batches
+    assert answer.error is not None and sns_down.injected >= 1 and no_delete.injected >= 1
+    [stuck] = _idempotency_records(h)
+    assert stuck["status"]["S"] == "INPROGRESS" and "in_progress_expiration" in stuck
+    aws.faults.remove(sns_down)
+    aws.faults.remove(no_delete)
+
+    time.sleep(0.4)  # past the dead invocation's timeout
+    h.remaining_ms = 30_000
+    retried = h.invoke(PUBLISHER, batch)
+    assert retried.error is None and retried.result == {"batchItemFailures": []}
+    [alert] = h.drain_alerts()
+    assert alert.verdict == "NO_TICKET"
+    assert len(published_alerts(trail_since(aws, mark))) == 1
+    [completed] = _idempotency_records(h)
+    assert completed["status"]["S"] == "COMPLETED"

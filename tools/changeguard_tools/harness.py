@@ -74,9 +74,10 @@ class LambdaContext:
     function_version: str = "$LATEST"
     log_group_name: str = ""
     log_stream_name: str = "local"
+    remaining_ms: int = 30_000  # what the invocation has left when it starts
 
     def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+        return self.remaining_ms
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Harness:
         self.ctx: Context = self.template.context(parameters, stack_name=stack_name, account=ACCOUNT, region=REGION)
         self.clock = clock
         self.log_stream = log_stream or sys.stderr
+        self.remaining_ms = 30_000  # the time each invocation has left when it starts (its timeout)
         self.stack: Stack | None = None
         self.functions: dict[str, FunctionSpec] = {}
         self._modules: dict[str, ModuleType] = {}
@@ -279,6 +281,7 @@ class Harness:
                 ctx = LambdaContext(
                     function_name=f"{self.ctx.stack_name}-{function}",
                     invoked_function_arn=self.ctx.attrs.get((function, "Arn"), ""),
+                    remaining_ms=self.remaining_ms,
                 )
                 with self._as_function(spec):
                     result = handler(event, ctx)
