@@ -183,6 +183,12 @@ class RecordingSns:
         return {"MessageId": "m-1"}
 
 
+def delivered(message: dict[str, str], protocol: str) -> str:
+    """What SNS sends a ``protocol`` subscriber of a ``MessageStructure=json`` message: the protocol's
+    own key, else ``default`` (SNS Publish, MessageStructure)."""
+    return message.get(protocol, message["default"])
+
+
 @pytest.mark.parametrize("chatbot", [False, True])
 def test_one_publish_people_get_the_text_machines_the_json(chatbot):
     sns = RecordingSns()
@@ -191,8 +197,40 @@ def test_one_publish_people_get_the_text_machines_the_json(chatbot):
     (call,) = sns.calls
     assert call["MessageStructure"] == "json" and call["Subject"] == made.subject
     message = json.loads(call["Message"])
-    assert message["email"] == made.body_text()
-    assert json.loads(message["email-json"]) == json.loads(made.to_json())
-    machine = json.loads(message["sqs"])
+    assert delivered(message, "email") == made.body_text()
+    assert json.loads(delivered(message, "email-json")) == json.loads(made.to_json())
+    machine = json.loads(delivered(message, "sqs"))
     assert (Alert.from_chatbot(machine) if chatbot else Alert.model_validate(machine)) == made
-    assert message["default"] == message["sqs"] == message["lambda"] == message["https"]
+    renderings = {delivered(message, p) for p in ("default", "sqs", "lambda", "http", "https")}
+    assert renderings == {message["default"]}
+    # Each rendering is sent once: a key equal to ``default`` would only make the message larger.
+    assert all(v != message["default"] for k, v in message.items() if k != "default")
+
+
+@pytest.mark.parametrize("chatbot", [False, True])
+def test_an_alert_about_thousands_of_resources_still_fits_one_sns_message(chatbot):
+    sns = RecordingSns()
+    many = tuple(f"arn:aws:ec2:us-east-1:123456789012:instance/i-{n:017x}" for n in range(3000))
+    made = alert(resources=many, reasons=tuple(f"reason {n}" for n in range(400)))
+    SnsAlertPublisher("arn:aws:sns:us-east-1:123456789012:alerts", chatbot_format=chatbot, sns=sns).publish(made)
+    (call,) = sns.calls
+    attributes = sum(len(k) + len(v["DataType"]) + len(v["StringValue"]) for k, v in call["MessageAttributes"].items())
+    assert len(call["Message"].encode()) + attributes <= 262_144  # SNS's limit, attributes included
+    message = json.loads(call["Message"])
+    machine = json.loads(delivered(message, "sqs"))
+    sent = Alert.from_chatbot(machine) if chatbot else Alert.model_validate(machine)
+    assert sent.alert_id == made.alert_id and sent.subject == made.subject and sent.severity == made.severity
+    kept = sent.resources[:-1]
+    assert 0 < len(kept) < len(many) and kept == many[: len(kept)]
+    assert sent.resources[-1] == f"... and {len(many) - len(kept)} more resources (the ledger has them all)"
+    assert sent.details["resources_total"] == 3000
+    assert "... and" in delivered(message, "email") and many[0] in delivered(message, "email")
+
+
+def test_an_alert_that_fits_is_sent_whole():
+    sns = RecordingSns()
+    many = tuple(f"arn:aws:s3:::bucket-{n}" for n in range(200))
+    made = alert(resources=many)
+    SnsAlertPublisher("arn:aws:sns:us-east-1:123456789012:alerts", sns=sns).publish(made)
+    (call,) = sns.calls
+    assert Alert.model_validate_json(json.loads(call["Message"])["default"]) == made
