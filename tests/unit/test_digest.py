@@ -144,6 +144,58 @@ def test_an_item_recorded_after_the_digest_is_late_not_silently_accepted(ledger)
     assert report.ok and "1 late items" in report.summary
 
 
+def test_an_item_its_writer_was_still_committing_at_the_cut_off_is_late_not_inserted(ledger):
+    """A writer stamps ``recorded_at`` before its write commits, and the by-day index lags: an item
+    recorded minutes before the digest's cut-off can be missing from it without any tampering."""
+    digests = chain(ledger)
+    in_flight = entry("in-flight").model_copy(update={"recorded_at": WRITTEN - timedelta(minutes=5)})
+    ledger[D2].append(entry_to_item(in_flight))
+    day = check(ledger, digests).days[1]
+    assert day.status is DayStatus.LATE_ITEMS and day.late == ("in-flight|VERDICT",) and day.inserted == ()
+    # Recorded well before the cut-off and still not covered: inserted.
+    forged = entry("forged").model_copy(update={"recorded_at": WRITTEN - timedelta(minutes=16)})
+    ledger[D2].append(entry_to_item(forged))
+    day = check(ledger, digests).days[1]
+    assert day.status is DayStatus.TAMPERED and day.inserted == ("forged|VERDICT",)
+
+
+def test_the_digest_cut_off_is_taken_before_the_days_items_are_read(ledger):
+    clock = FakeClock(WRITTEN)
+
+    class SlowIndex(ShardedDayIndex):
+        def items_on(self, day: str):
+            found = list(super().items_on(day))
+            clock.at = clock.at + timedelta(minutes=3)  # the query took a while
+            return found
+
+    bucket = MemoryBucket()
+    service = DigestService(
+        function="write_digest",
+        ledger=SlowIndex(i for day_items in ledger.values() for i in day_items),
+        store=DigestStore(bucket),
+        clock=clock,
+    )
+    service.run(datetime(2026, 11, 23, 3, 15, tzinfo=UTC))
+    digest = DigestStore(bucket).load(D2)
+    assert digest is not None and digest.created_at < clock.at
+    assert digest.created_at == WRITTEN + timedelta(minutes=3 * (INITIAL_DAYS - 1))  # before D2's own query
+
+
+def test_a_digest_reported_written_by_another_run_but_unreadable_fails_the_run(ledger):
+    class LyingBucket(MemoryBucket):
+        def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
+            return False  # as a 409 taken for "already written" did
+
+    service = DigestService(
+        function="write_digest",
+        ledger=ShardedDayIndex(i for day_items in ledger.values() for i in day_items),
+        store=DigestStore(LyingBucket()),
+        clock=FakeClock(WRITTEN),
+    )
+    with pytest.raises(RuntimeError, match="cannot be read"):
+        service.run(datetime(2026, 11, 23, 3, 15, tzinfo=UTC))
+
+
 def test_an_edited_digest_file_or_a_broken_chain_is_detected(ledger):
     digests = chain(ledger)
     # Rewriting a day's digest to match an altered ledger breaks the link to the next day...

@@ -13,7 +13,9 @@ Verification reads the day's items again and recomputes each hash from the item'
 an item deleted (*missing*), changed (*altered*) or added afterwards with a back-dated
 ``recorded_at`` (*inserted*) shows, and so does a digest file edited out of the chain. Items
 recorded after the digest was written (*late*: an event delivered after the settle time) are
-reported as not covered, never silently accepted.
+reported as not covered, never silently accepted. So are items recorded less than ``IN_FLIGHT``
+before the digest's cut-off (``created_at``, taken before the day's items are read): their
+writers may still have been committing them, and the by-day index is eventually consistent.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ GENESIS = "0" * 64
 #: How long a day stays open before its digest is written: EventBridge retries a delivery for
 #: up to 24 h, plus margin. Items arriving later are reported as late.
 SETTLE = timedelta(hours=26)
+#: How long before the digest's cut-off an item may be recorded and still be missing from the
+#: digest without tampering: a writer stamps ``recorded_at`` before its write commits (a Lambda
+#: runs up to 15 minutes), and the by-day index the digest reads is eventually consistent.
+IN_FLIGHT = timedelta(minutes=15)
 #: Days digested before the first due day when a chain starts (covers the days since deployment).
 INITIAL_DAYS = 7
 
@@ -253,8 +259,9 @@ def verify_day(
         k for k, view in current.items() if (k in expected and view.content_hash != expected[k]) or not view.consistent
     )
     extra = [view for k, view in current.items() if k not in expected]
-    inserted = sorted(v.key for v in extra if v.recorded_at is None or v.recorded_at <= digest.created_at)
-    late = sorted(v.key for v in extra if v.recorded_at is not None and v.recorded_at > digest.created_at)
+    settled_at = digest.created_at - IN_FLIGHT  # recorded earlier and still not covered: inserted
+    inserted = sorted(v.key for v in extra if v.recorded_at is None or v.recorded_at <= settled_at)
+    late = sorted(v.key for v in extra if v.recorded_at is not None and v.recorded_at > settled_at)
     if problems or missing or altered or inserted:
         status = DayStatus.TAMPERED
     elif late:

@@ -143,12 +143,18 @@ class DigestService:
         previous = self.store.load(latest) if latest else None
         actions: list[str] = []
         for day in days_to_digest(latest, at, DIGESTS_PER_RUN):
+            # The cut-off, before the items are read: an item recorded after it may be missing from
+            # the digest (verification reports it late); one recorded well before it may not.
+            cutoff = self.clock.now()
             views = [item_view(item)[0] for item in self.ledger.items_on(day.isoformat())]
-            digest = make_digest(day, views, previous, created_at=self.clock.now())
+            digest = make_digest(day, views, previous, created_at=cutoff)
             if self.store.save(digest):
                 actions.append(f"digested {day}: {digest.item_count} item(s), {digest.digest[:16]}")
             else:  # written meanwhile by an overlapping run: chain on the stored one
-                digest = self.store.load(day) or digest
+                stored = self.store.load(day)
+                if stored is None:  # never chain on a digest that is not stored: the chain would break
+                    raise RuntimeError(f"{digest_key(day)} was reported written by another run but cannot be read")
+                digest = stored
                 actions.append(f"{day} already digested")
             previous = digest
         return Outcome(function=self.function, actions=actions or ["nothing due"])
