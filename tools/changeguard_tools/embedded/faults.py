@@ -55,8 +55,10 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 #: The faults a rule can inject before the service: throttling, an internal error, unavailability,
 #: and ``denied``: IAM refusing the call (403 ``AccessDenied``, which botocore does not retry), as AWS
-#: answers an ``sts:AssumeRole`` the role's trust policy does not admit or of a role that does not exist.
-KINDS = ("throttle", "500", "503", "denied")
+#: answers an ``sts:AssumeRole`` the role's trust policy does not admit or of a role that does not exist;
+#: ``conflict``: S3's 409 ``ConditionalRequestConflict`` (a conflicting conditional write in progress),
+#: which S3 documents as retryable and botocore does not retry.
+KINDS = ("throttle", "500", "503", "denied", "conflict")
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/")
 
 
@@ -389,6 +391,7 @@ _SERVER: dict[str, dict[str, tuple[str, str]]] = {
 _REASONS = {
     400: "BAD REQUEST",
     403: "FORBIDDEN",
+    409: "CONFLICT",
     429: "TOO MANY REQUESTS",
     500: "INTERNAL SERVER ERROR",
     503: "SERVICE UNAVAILABLE",
@@ -400,6 +403,9 @@ def error_response(kind: str, protocol: str, service: str) -> tuple[str, list[tu
     family = "dynamodb" if service in ("dynamodb", "dynamodbstreams") and protocol == "json" else protocol
     if kind == "throttle":
         status, code, message = _THROTTLE.get(family, (503, "ServiceUnavailable", "Service is unavailable."))
+    elif kind == "conflict":  # S3: a conflicting conditional write is in progress (409, retry it)
+        status, code = 409, "ConditionalRequestConflict" if family == "rest-xml" else "ConflictException"
+        message = "A conflicting conditional operation is currently in progress against this resource. Try again."
     elif kind == "denied":
         status, code = 403, "AccessDeniedException" if family in ("json", "rest-json") else "AccessDenied"
         message = "User is not authorized to perform this operation (injected: the policy does not allow it)"

@@ -43,18 +43,31 @@ class EvidenceBucket:
         """Write (a new version of) ``key``; the bucket is versioned, so nothing is lost."""
         self.s3.put_object(**self._put_args(key, body, content_type))
 
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
-        """Write ``key`` only if it does not exist yet. False when it already did."""
+    def put_if_absent(self, key: str, body: bytes, content_type: str, *, attempts: int = 4) -> bool:
+        """Write ``key`` only if it does not exist yet. False when it already did.
+
+        S3 answers 412 ``PreconditionFailed`` when the key exists, and 409
+        ``ConditionalRequestConflict`` when a conflicting write was in progress: that one says
+        nothing about the key, and S3 documents retrying it (botocore does not).
+        """
+        import time
+
         from botocore.exceptions import ClientError
 
-        try:
-            self.s3.put_object(**self._put_args(key, body, content_type), IfNoneMatch="*")
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return False
-            raise
-        return True
+        attempt = 0
+        while True:
+            try:
+                self.s3.put_object(**self._put_args(key, body, content_type), IfNoneMatch="*")
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "412"):
+                    return False
+                attempt += 1
+                if code != "ConditionalRequestConflict" or attempt >= attempts:
+                    raise
+                time.sleep(0.2 * 2 ** (attempt - 1))
+                continue
+            return True
 
     def get(self, key: str) -> bytes | None:
         """The current version of ``key``, or None when there is none."""
