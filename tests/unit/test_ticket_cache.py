@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import boto3
 import pytest
 from changeguard.adapters import cache as cache_module
 from changeguard.adapters.cache import CachedTicketSource, TtlCache
 from changeguard.adapters.dynamodb import TICKET_CACHE_SECONDS, DynamoDBTicketSource
+from changeguard.domain.errors import TicketSourceUnavailableError
 from changeguard.domain.tickets import Ticket
 from moto import mock_aws
 
@@ -103,3 +106,44 @@ def test_dynamodb_tickets_see_an_approval_recorded_after_the_cache_lifetime(cloc
     clock.now += TICKET_CACHE_SECONDS + 0.1
     after = source.get("CHG9")
     assert after is not None and [a.approver for a in after.approvals] == ["arn:aws:sts::1:x/alice"]
+
+
+def _ticket_table() -> object:
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.create_table(
+        TableName="tickets",
+        KeySchema=[{"AttributeName": "ticket_id", "KeyType": "HASH"}, {"AttributeName": "record", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "ticket_id", "AttributeType": "S"},
+            {"AttributeName": "record", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return ddb
+
+
+@mock_aws
+def test_dynamodb_ticket_times_without_an_offset_are_utc_and_unreadable_ones_an_error(clock: Clock) -> None:
+    ddb = _ticket_table()
+    ddb.put_item(  # type: ignore[attr-defined]
+        TableName="tickets",
+        Item={"ticket_id": {"S": "CHG7"}, "record": {"S": "TICKET"}, "window_start": {"S": "2026-11-21T08:00:00"}},
+    )
+    ddb.put_item(  # type: ignore[attr-defined]
+        TableName="tickets",
+        Item={
+            "ticket_id": {"S": "CHG7"},
+            "record": {"S": "APPROVAL#1"},
+            "approver": {"S": "alice"},
+            "approved_at": {"S": "2026-11-21T07:30:00"},
+        },
+    )
+    ticket = DynamoDBTicketSource("tickets", ddb=ddb).get("CHG7")
+    assert ticket is not None and ticket.window_start == datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+    assert ticket.approvals[0].approved_at == datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+    ddb.put_item(  # type: ignore[attr-defined]
+        TableName="tickets",
+        Item={"ticket_id": {"S": "CHG8"}, "record": {"S": "TICKET"}, "window_end": {"S": "tomorrow evening"}},
+    )
+    with pytest.raises(TicketSourceUnavailableError, match="window_end is not an ISO 8601 time"):
+        DynamoDBTicketSource("tickets", ddb=ddb).get("CHG8")

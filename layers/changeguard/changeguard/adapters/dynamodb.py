@@ -6,7 +6,7 @@ import heapq
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from changeguard.adapters.cache import CachedTicketSource
@@ -247,8 +247,19 @@ def _index_key(item: dict[str, Any]) -> str:
 
 
 def _dt(item: dict[str, Any], name: str) -> datetime | None:
+    """A ticket item's time: ISO 8601, UTC when it names no offset (as the other sources read theirs).
+
+    Operators may write the ticket table by hand: a naive time compared with an aware one would
+    fail every report that reads it, and an unreadable one is the source's error, not "no time".
+    """
     value = item.get(name, {}).get("S")
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise TicketSourceUnavailableError(f"ticket table: {name} is not an ISO 8601 time: {value!r}") from exc
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _str(item: dict[str, Any], name: str) -> str | None:
