@@ -1,4 +1,5 @@
-"""The embedded AWS as quarantine needs it: interface groups replaced in order, create calls' responseElements."""
+"""The embedded AWS as quarantine needs it: interface groups replaced in order and only from the
+interface's own VPC, create calls' responseElements."""
 
 from __future__ import annotations
 
@@ -42,6 +43,55 @@ def test_interface_groups_keep_their_order(aws):
             NetworkInterfaceIds=[launched["NetworkInterfaces"][0]["NetworkInterfaceId"]]
         )
         assert [g["GroupId"] for g in interfaces["NetworkInterfaces"][0]["Groups"]] == ids
+
+
+def _second_vpc_interface(aws: EmbeddedAWS, instance: dict, *groups: str) -> tuple[str, str]:
+    """A secondary interface in a second VPC (a multi-VPC attachment), attached; (its id, its VPC)."""
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(
+        VpcId=vpc, CidrBlock="10.9.1.0/24", AvailabilityZone=instance["Placement"]["AvailabilityZone"]
+    )["Subnet"]["SubnetId"]
+    own = list(groups) or [ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc)["GroupId"]]
+    eni = ec2.create_network_interface(SubnetId=subnet, Groups=own)["NetworkInterface"]["NetworkInterfaceId"]
+    ec2.attach_network_interface(NetworkInterfaceId=eni, InstanceId=instance["InstanceId"], DeviceIndex=1)
+    return eni, vpc
+
+
+def test_each_interface_reports_its_own_vpc_and_only_its_own_groups(aws):
+    """A secondary interface has its own groups only (moto added the instance's), and its own VPC."""
+    ec2 = aws.client("ec2")
+    web = ec2.create_security_group(GroupName="web", Description="web")["GroupId"]
+    launched = _instance(aws, web)
+    eni, vpc = _second_vpc_interface(aws, launched)
+    instance = ec2.describe_instances(InstanceIds=[launched["InstanceId"]])["Reservations"][0]["Instances"][0]
+    interfaces = {n["NetworkInterfaceId"]: n for n in instance["NetworkInterfaces"]}
+    primary = launched["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    assert interfaces[primary]["VpcId"] == instance["VpcId"] != vpc
+    assert interfaces[eni]["VpcId"] == vpc
+    assert [g["GroupId"] for g in interfaces[primary]["Groups"]] == [web]
+    [own] = [g["GroupId"] for g in interfaces[eni]["Groups"]]
+    assert ec2.describe_security_groups(GroupIds=[own])["SecurityGroups"][0]["VpcId"] == vpc
+
+
+def test_a_group_of_another_vpc_is_refused_and_nothing_changes(aws):
+    """As AWS does: the groups of an interface must belong to the interface's VPC."""
+    ec2 = aws.client("ec2")
+    web = ec2.create_security_group(GroupName="web", Description="web")["GroupId"]
+    launched = _instance(aws, web)
+    eni, vpc = _second_vpc_interface(aws, launched)
+    before = ec2.describe_instances(InstanceIds=[launched["InstanceId"]])["Reservations"]
+    there = ec2.create_security_group(GroupName="there", Description="there", VpcId=vpc)["GroupId"]
+    primary = launched["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    for interface, groups in ((eni, [web]), (primary, [there]), (primary, [web, there])):
+        with pytest.raises(ec2.exceptions.ClientError) as refused:
+            ec2.modify_network_interface_attribute(NetworkInterfaceId=interface, Groups=groups)
+        assert refused.value.response["Error"]["Code"] == "InvalidGroup.NotFound"
+        assert "different networks" in refused.value.response["Error"]["Message"]
+    assert ec2.describe_instances(InstanceIds=[launched["InstanceId"]])["Reservations"] == before
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[there])  # its own VPC's: fine
+    [interface] = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"]
+    assert [g["GroupId"] for g in interface["Groups"]] == [there]
 
 
 def test_create_calls_record_the_new_ids_in_response_elements(aws):
