@@ -103,14 +103,14 @@ class World:
         )["Items"]
         return sorted((item_to_entry(i) for i in items), key=lambda e: e.entry)
 
-    def web_group(self, name: str = "orders-web", tags: dict[str, str] | None = None) -> str:
+    def web_group(self, name: str = "orders-web", tags: dict[str, str] | None = None, vpc: str | None = None) -> str:
         spec = [
             {"ResourceType": "security-group", "Tags": [{"Key": k, "Value": v} for k, v in (tags or REQUIRED).items()]}
         ]
         return str(
-            self.ec2.create_security_group(GroupName=name, Description=name, VpcId=self.vpc, TagSpecifications=spec)[
-                "GroupId"
-            ]
+            self.ec2.create_security_group(
+                GroupName=name, Description=name, VpcId=vpc or self.vpc, TagSpecifications=spec
+            )["GroupId"]
         )
 
 
@@ -679,6 +679,105 @@ def test_the_isolation_group_is_reused_across_instances(aws):
 def _instance_create_plain(w: World) -> str:
     resp, _ = w.call(lambda: w.ec2.run_instances(ImageId="ami-0abcdef1234567890", MinCount=1, MaxCount=1))
     return str(resp["Instances"][0]["InstanceId"])
+
+
+# -- an instance in two VPCs (a multi-VPC attachment) ---------------------------------------------------
+
+
+def _second_vpc_interface(w: World, instance_id: str) -> tuple[str, str]:
+    """Attach an interface whose subnet is in a second VPC (same account and zone); (its id, that VPC)."""
+    [instance] = _instance_describe(w, instance_id)[0]["Instances"]
+    vpc = w.ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = w.ec2.create_subnet(
+        VpcId=vpc, CidrBlock="10.9.1.0/24", AvailabilityZone=instance["Placement"]["AvailabilityZone"]
+    )["Subnet"]["SubnetId"]
+    db = w.web_group("orders-db", vpc=vpc)
+    eni = w.ec2.create_network_interface(SubnetId=subnet, Groups=[db])["NetworkInterface"]["NetworkInterfaceId"]
+    w.ec2.attach_network_interface(NetworkInterfaceId=eni, InstanceId=instance_id, DeviceIndex=1)
+    return eni, vpc
+
+
+def _interface_groups(w: World, instance_id: str) -> dict[str, list[str]]:
+    """Group names per interface."""
+    [instance] = _instance_describe(w, instance_id)[0]["Instances"]
+    return {n["NetworkInterfaceId"]: [g["GroupName"] for g in n["Groups"]] for n in instance["NetworkInterfaces"]}
+
+
+def test_an_instance_in_two_vpcs_gets_each_vpcs_isolation_group_and_its_groups_back(aws):
+    """Each interface gets the isolation group of its own VPC (AWS refuses another VPC's group), the
+    saved state says which VPC each interface is in, and the release puts every group back."""
+    w = World(aws)
+    instance_id = _instance_create(w)
+    eni, vpc = _second_vpc_interface(w, instance_id)
+    primary = next(e for e in _interface_groups(w, instance_id) if e != eni)
+    before = flow_tags_stripped(_instance_describe(w, instance_id))
+
+    w.at(T0 + timedelta(hours=25))
+    swept = w.sweep()
+    assert [a["subject"] for a in alerts(swept)] == [f"Quarantined untagged ec2:instance {instance_id}"]
+    assert _interface_groups(w, instance_id) == {
+        primary: [f"changeguard-isolation-{w.vpc}"],
+        eni: [f"changeguard-isolation-{vpc}"],
+    }
+    change_id = f"resource:{KITS['ec2:instance'].arn(instance_id)}"
+    [quarantine] = [e for e in w.ledger(change_id) if e.entry.startswith("QUARANTINE#")]
+    assert quarantine.body["saved"]["interface_vpcs"] == {primary: w.vpc, eni: vpc}
+
+    _, results = w.call(lambda: _ec2_tag(w, instance_id, REQUIRED))
+    assert any(a.startswith(f"released ec2:instance {instance_id}: RESTORED") for a in outcome(results)["actions"])
+    assert flow_tags_stripped(_instance_describe(w, instance_id)) == before
+
+
+def _quarantined_in_the_old_format(w: World, instance_id: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The class, the ref and the saved state as the code before per-interface VPCs wrote it."""
+    handler = Registry({"ec2": w.ec2}).get("ec2:instance")
+    assert handler is not None
+    ref = handler.ref(instance_id, ACCOUNT, REGION)
+    state = handler.read(ref)
+    assert state is not None
+    [instance] = _instance_describe(w, instance_id)[0]["Instances"]
+    saved = {
+        "vpc_id": instance["VpcId"],
+        "interfaces": {
+            n["NetworkInterfaceId"]: [g["GroupId"] for g in n["Groups"]] for n in instance["NetworkInterfaces"]
+        },
+        "isolation_group_name": f"changeguard-isolation-{instance['VpcId']}",
+    }
+    return handler, ref, saved
+
+
+def test_a_saved_state_of_the_old_format_still_releases(aws):
+    w = World(aws, mode="observe")  # the functions stay out of it
+    instance_id = _instance_create(w)
+    before = _instance_describe(w, instance_id)
+    handler, ref, saved = _quarantined_in_the_old_format(w, instance_id)
+    state = handler.read(ref)
+    handler.quarantine(ref, state, QuarantineSettings(suite_role_prefix=SUITE_PREFIX), saved)
+    assert _instance_quarantined(w, instance_id)
+    assert handler.release(ref, saved).result is ReleaseResult.RESTORED
+    assert _instance_describe(w, instance_id) == before
+
+
+def test_an_old_format_state_of_a_half_isolated_two_vpc_instance_converges_and_releases(aws):
+    """The code before isolated the primary interface, then failed on the one in another VPC, every run.
+    Its saved state (one VPC for all) is what the ledger holds: the next run finishes the quarantine
+    with it, and the release tells each interface's isolation group by the interface's own VPC."""
+    w = World(aws, mode="observe")
+    instance_id = _instance_create(w)
+    eni, vpc = _second_vpc_interface(w, instance_id)
+    before = _instance_describe(w, instance_id)
+    handler, ref, saved = _quarantined_in_the_old_format(w, instance_id)
+    primary = next(e for e in saved["interfaces"] if e != eni)
+    w.ec2.modify_network_interface_attribute(
+        NetworkInterfaceId=primary, Groups=[handler.isolation_group(ref, saved["vpc_id"])]
+    )  # as far as the code before got
+    handler.quarantine(ref, handler.read(ref), QuarantineSettings(suite_role_prefix=SUITE_PREFIX), saved)
+    assert _interface_groups(w, instance_id) == {
+        primary: [f"changeguard-isolation-{w.vpc}"],
+        eni: [f"changeguard-isolation-{vpc}"],
+    }
+    assert handler.release(ref, saved).result is ReleaseResult.RESTORED
+    assert _instance_describe(w, instance_id) == before
 
 
 def test_the_lambda_alert_says_what_happens_to_async_events(aws):

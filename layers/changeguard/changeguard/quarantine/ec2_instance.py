@@ -1,9 +1,12 @@
-"""EC2 instances: every network interface moves to the VPC's isolation group (no ingress, no egress).
+"""EC2 instances: every network interface moves to its VPC's isolation group (no ingress, no egress).
 
-The original groups are saved per network interface. The isolation group is the suite's own
-(``changeguard-isolation-<vpc>``, tagged ``changeguard:managed=true``), created on first use and
-reused. A security-group swap does not cut connections the instance already has open (they are
-tracked): the alert says so, and AWS's ``AWSSupport-ContainEC2Instance`` runbook cuts them.
+The original groups are saved per network interface, with the VPC of each. An isolation group is
+the suite's own (``changeguard-isolation-<vpc>``, tagged ``changeguard:managed=true``), one per VPC,
+created on first use and reused. Each interface gets the one of its own VPC: with a multi-VPC
+attachment, a secondary interface can be in another VPC than the instance, and AWS refuses a group
+of another VPC on an interface. A security-group swap does not cut connections the instance already
+has open (they are tracked): the alert says so, and AWS's ``AWSSupport-ContainEC2Instance`` runbook
+cuts them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class Ec2InstanceQuarantine(Ec2Resource):
     config_type = "AWS::EC2::Instance"
     arn_kind = "instance"
     id_prefix = "i-"
-    describes = "replace the security groups of every network interface with the VPC's isolation group"
+    describes = "replace the security groups of every network interface with its VPC's isolation group"
     notes = (
         "Connections already open stay open until they close (security groups track them);"
         " run AWSSupport-ContainEC2Instance to cut them.",
@@ -79,14 +82,21 @@ class Ec2InstanceQuarantine(Ec2Resource):
             ref=ref,
             name=tags.get("Name"),
             tags=tags,
-            config={"vpc_id": instance.get("VpcId"), "interfaces": _interfaces(instance)},
+            config={
+                "vpc_id": instance.get("VpcId"),
+                "interfaces": _interfaces(instance),
+                "interface_vpcs": _interface_vpcs(instance),
+            },
         )
 
     def snapshot(self, ref: ResourceRef, state: ResourceState, settings: QuarantineSettings) -> dict[str, Any]:
+        """The groups and the VPC of each interface. ``vpc_id`` and ``isolation_group_name`` are the
+        instance's (its primary interface's), as saved states have always had them."""
         vpc_id = str(state.config["vpc_id"])
         return {
             "vpc_id": vpc_id,
             "interfaces": dict(state.config["interfaces"]),
+            "interface_vpcs": dict(state.config["interface_vpcs"]),
             "isolation_group_name": isolation_group_name(vpc_id),
         }
 
@@ -99,11 +109,17 @@ class Ec2InstanceQuarantine(Ec2Resource):
         saved: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         saved = saved if saved is not None else self.snapshot(ref, state, settings)
-        isolation = self.isolation_group(ref, str(saved["vpc_id"]))
+        # Each interface's VPC as read now, not from ``saved``: an attached interface never changes VPC,
+        # and a saved state written before interfaces' VPCs were saved has only the instance's.
+        vpcs: dict[str, str] = state.config["interface_vpcs"]
+        isolation: dict[str, str] = {}
         ec2 = self.api(ref)
         for eni, groups in state.config["interfaces"].items():
-            if groups != [isolation]:
-                ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[isolation])
+            vpc_id = vpcs[eni]
+            if vpc_id not in isolation:
+                isolation[vpc_id] = self.isolation_group(ref, vpc_id)
+            if groups != [isolation[vpc_id]]:
+                ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[isolation[vpc_id]])
         return saved
 
     def isolation_group(self, ref: ResourceRef, vpc_id: str) -> str:
@@ -157,16 +173,27 @@ class Ec2InstanceQuarantine(Ec2Resource):
             )
         if all(sorted(current[e]) == sorted(original[e]) for e in original):
             return ReleaseOutcome(result=ReleaseResult.NOOP, detail="the original security groups are in place")
-        isolation = self.find_isolation_group(ref, str(saved.get("vpc_id")))
-        isolation_id = isolation["GroupId"] if isolation else None
-        # Each interface is either isolated (restore it) or already back as it was (a release that
-        # was interrupted half-way); anything else is someone else's change.
-        isolated = [e for e in original if current[e] == [isolation_id]]
-        changed = [e for e in original if e not in isolated and sorted(current[e]) != sorted(original[e])]
-        if isolation_id is None or changed:
+        # Each interface is either isolated, by its own VPC's isolation group (restore it), or already
+        # back as it was (a release that was interrupted half-way); anything else is someone else's change.
+        vpcs = _saved_vpcs(saved, state)
+        isolation: dict[str, str | None] = {}
+        isolated: list[str] = []
+        changed: list[str] = []
+        for eni in original:
+            if sorted(current[eni]) == sorted(original[eni]):
+                continue
+            vpc_id = vpcs[eni]
+            if vpc_id not in isolation:
+                group = self.find_isolation_group(ref, vpc_id)
+                isolation[vpc_id] = str(group["GroupId"]) if group else None
+            if isolation[vpc_id] is not None and current[eni] == [isolation[vpc_id]]:
+                isolated.append(eni)
+            else:
+                changed.append(eni)
+        if changed:
             return ReleaseOutcome(
                 result=ReleaseResult.DRIFT,
-                detail=f"security groups of {', '.join(changed) or 'its interfaces'} changed while quarantined",
+                detail=f"security groups of {', '.join(changed)} changed while quarantined",
             )
         calls = []
         for eni in isolated:
@@ -183,8 +210,27 @@ class Ec2InstanceQuarantine(Ec2Resource):
 
 def _interfaces(instance: Mapping[str, Any]) -> dict[str, list[str]]:
     """Group ids per network interface, primary first."""
-    interfaces = sorted(
+    return {n["NetworkInterfaceId"]: [g["GroupId"] for g in n.get("Groups", [])] for n in _sorted_interfaces(instance)}
+
+
+def _interface_vpcs(instance: Mapping[str, Any]) -> dict[str, str]:
+    """The VPC of each network interface, primary first (the instance's where an interface names none)."""
+    return {n["NetworkInterfaceId"]: str(n.get("VpcId") or instance.get("VpcId")) for n in _sorted_interfaces(instance)}
+
+
+def _sorted_interfaces(instance: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return sorted(
         instance.get("NetworkInterfaces", []),
         key=lambda n: int((n.get("Attachment") or {}).get("DeviceIndex", 0)),
     )
-    return {n["NetworkInterfaceId"]: [g["GroupId"] for g in n.get("Groups", [])] for n in interfaces}
+
+
+def _saved_vpcs(saved: Mapping[str, Any], state: ResourceState) -> dict[str, str]:
+    """The VPC of each saved interface: as saved; for a saved state written before interfaces' VPCs
+    were saved, the interface's VPC now (it cannot have changed while attached), else the instance's."""
+    recorded = dict(saved.get("interface_vpcs") or {})
+    now: dict[str, str] = state.config["interface_vpcs"]
+    return {
+        eni: str(recorded.get(eni) or now.get(eni) or saved.get("vpc_id"))
+        for eni in dict(saved.get("interfaces") or {})
+    }
