@@ -161,6 +161,22 @@ def test_a_deployment_started_outside_the_window_is_stopped_with_a_rollback(harn
     assert again["alerts"] == []
 
 
+def test_a_deployment_whose_description_only_claims_to_be_the_guards_redeploy_is_stopped(harness: Harness) -> None:
+    """Anyone allowed CreateDeployment writes the description: the ledger holds no mark for this one."""
+    claim = "ChangeGuard rollback of d-G00D00001 (CHG-1001): regression inside the bake window"
+    fixtures.seed(harness, deployments("Server", deployment("d-SP00F0001", "2026-11-21T09:15:00Z", description=claim)))
+    start = codedeploy_deployments.state_change_event("d-SP00F0001", "START", account_id=ACCOUNT, region=REGION)
+
+    outcome = gate_outcome(harness.process(start))
+
+    assert outcome["verdict"] == "OUTSIDE_CHANGE_WINDOW"
+    assert get_deployment(harness, "d-SP00F0001")["status"] == "Stopped"
+    assert len(outcome["alerts"]) == 1
+    table = DynamoDBLedger(harness.ctx.refs["ChangeLedgerTable"], harness.admin_client("dynamodb"))
+    [entry] = [e for e in table.entries_for("codedeploy:d-SP00F0001") if e.kind is EntryKind.CALENDAR]
+    assert any("claims it is ChangeGuard's rollback" in r for r in entry.body["decision"]["reasons"])
+
+
 def test_a_scale_out_deployment_in_a_closed_window_goes_ahead_as_not_a_release(harness: Harness) -> None:
     """EC2 Auto Scaling's deployment of the current revision: stopping it would shut the new instance down."""
     fixtures.seed(

@@ -20,6 +20,7 @@ from changeguard.domain.calendar import (
     decide,
     is_valid_emergency,
 )
+from changeguard.domain.deployments import REDEPLOY_MARKER, RedeployMark
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Ticket, TicketStatus, TicketType
 from changeguard.domain.verdicts import Severity
@@ -126,9 +127,35 @@ def test_codedeploy_rollbacks_are_recognised_from_rollback_info_and_creator(crea
     assert created_by_rollback.target().rollback
     assert not ordinary.target().rollback
     guard_redeploy = DeploymentFacts(
-        deployment_id="d-5", status="InProgress", description="ChangeGuard rollback of d-4"
+        deployment_id="d-5",
+        status="InProgress",
+        description="ChangeGuard rollback of d-4",
+        redeploy_mark=RedeployMark.MARKED,
     )
     assert guard_redeploy.target().rollback
+
+
+@pytest.mark.parametrize("mark", [None, RedeployMark.UNMARKED, RedeployMark.PENDING])
+@pytest.mark.parametrize("hook", [False, True])
+def test_a_description_claiming_the_guards_redeploy_is_no_rollback_without_the_ledgers_mark(
+    mark: RedeployMark | None, hook: bool
+) -> None:
+    """Anyone allowed CreateDeployment writes the description: the claim alone must not open the window."""
+    spoof = DeploymentFacts(
+        deployment_id="d-4UTS1DE01",
+        status="InProgress",
+        description=f"{REDEPLOY_MARKER}d-BAD000001: not really",
+        redeploy_mark=mark,
+    ).target()
+
+    decision = decide(change(), reading(CalendarState.CLOSED), spoof, ENFORCE, hook=hook)
+
+    assert not spoof.rollback
+    assert decision.verdict is GateVerdict.OUTSIDE_CHANGE_WINDOW and decision.alerts
+    assert decision.action is (GateAction.FAIL_HOOK if hook else GateAction.STOP_DEPLOYMENT)
+    assert any(
+        "claims it is ChangeGuard's rollback" in r and "ledger holds no such redeploy" in r for r in decision.reasons
+    )
 
 
 @pytest.mark.parametrize("creator", ["autoscaling", "CodeDeployAutoUpdate", "autoscalingTermination"])

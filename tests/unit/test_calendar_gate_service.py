@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from changeguard.adapters.codedeploy import StopResult
 from changeguard.domain.calendar import CalendarReading, CalendarState, DeploymentFacts, PipelineFacts, StackFacts
-from changeguard.domain.deployments import REDEPLOY_MARKER
+from changeguard.domain.deployments import REDEPLOY_MARKER, RedeployMarkPendingError
 from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Ticket, TicketStatus, TicketType
 from changeguard.services.calendar_gate import OUTAGE_KEY, CalendarGateService, LifecycleHookService
@@ -244,17 +245,94 @@ def test_codedeploy_rollbacks_are_never_stopped(facts: DeploymentFacts) -> None:
     assert parts["deployments"].stops == []
 
 
+REDEPLOY = DeploymentFacts(
+    deployment_id="d-4UTS1DE01",
+    status="InProgress",
+    description=f"{REDEPLOY_MARKER}d-BAD000001 (CHG-2001): regression inside the bake window",
+)
+
+
+def guard_wrote(ledger: InMemoryLedger, *, intent: bool = True, mark: bool = True, at: datetime = NOW) -> None:
+    """What the deployment guard ledgers around its redeploy d-4UTS1DE01 of d-BAD000001: the ROLLBACK
+    intent before CreateDeployment, the result and the mark under the bare id right after."""
+
+    def fact(change_id: str, entry: str) -> LedgerEntry:
+        return LedgerEntry(
+            change_id=change_id,
+            entry=entry,
+            kind=EntryKind.ROLLBACK,
+            function="guard_deployment",
+            event_time=at,
+            recorded_at=at,
+            body={"rollback_of": "d-BAD000001"} if change_id == "d-4UTS1DE01" else {},
+        )
+
+    if intent:
+        ledger.append([fact("codedeploy:d-BAD000001", "ROLLBACK")])
+    if mark:
+        ledger.append([fact("codedeploy:d-BAD000001", "ROLLBACK#d-4UTS1DE01")])
+        ledger.append([fact("d-4UTS1DE01", "ROLLBACK#guard_deployment")])
+
+
 def test_the_deployment_guards_redeploy_of_a_good_revision_is_never_stopped() -> None:
-    redeploy = DeploymentFacts(
-        deployment_id="d-4UTS1DE01",
-        status="InProgress",
-        description=f"{REDEPLOY_MARKER}d-BAD000001 (CHG-2001): regression inside the bake window",
-    )
-    service, parts = gate(deployments=FakeDeployments(redeploy))
+    service, parts = gate(deployments=FakeDeployments(REDEPLOY))
+    guard_wrote(parts["ledger"])
 
     outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
 
     assert outcome.verdict == "ROLLBACK"
+    assert parts["deployments"].stops == []
+
+
+@pytest.mark.parametrize("intent", [False, True])
+def test_a_description_claiming_the_guards_redeploy_without_its_mark_is_stopped_as_a_release(intent: bool) -> None:
+    """Anyone allowed CreateDeployment writes the description; only the ledger's mark makes a redeploy ours.
+    With the guard's redeploy of the named deployment long finished under another id, a copy of its
+    description is no more than a claim."""
+    service, parts = gate(deployments=FakeDeployments(REDEPLOY))
+    if intent:
+        guard_wrote(parts["ledger"], mark=False, at=NOW - timedelta(hours=2))
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert parts["deployments"].stops == [("d-4UTS1DE01", True)]
+    [alert] = alerts(parts["ledger"])
+    assert any("claims it is ChangeGuard's rollback" in r for r in alert["reasons"])
+
+
+def test_a_redeploy_whose_start_comes_before_the_guards_mark_waits_for_the_mark() -> None:
+    """The guard writes its intent, calls CreateDeployment, then marks the redeploy: START can come between."""
+    service, parts = gate(deployments=FakeDeployments(REDEPLOY))
+    guard_wrote(parts["ledger"], mark=False)
+    pauses: list[float] = []
+
+    def guard_finishes_meanwhile(seconds: float) -> None:
+        pauses.append(seconds)
+        guard_wrote(parts["ledger"], intent=False)
+
+    service.sleep = guard_finishes_meanwhile
+
+    outcome = service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+
+    assert outcome.verdict == "ROLLBACK" and len(pauses) == 1
+    assert parts["deployments"].stops == []
+
+
+def test_a_redeploy_still_unmarked_after_the_rereads_is_retried_not_guessed() -> None:
+    service, parts = gate(deployments=FakeDeployments(REDEPLOY))
+    guard_wrote(parts["ledger"], mark=False)
+    pauses: list[float] = []
+    service.sleep = pauses.append
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+
+    with pytest.raises(RedeployMarkPendingError):
+        service.handle(event)
+
+    assert sum(pauses) <= 5 and parts["deployments"].stops == []
+    assert parts["ledger"].kinds("CALENDAR") == []  # nothing decided: Lambda's retry decides
+    guard_wrote(parts["ledger"], intent=False)
+    assert service.handle(event).verdict == "ROLLBACK"
     assert parts["deployments"].stops == []
 
 
@@ -511,6 +589,18 @@ def test_the_hook_never_fails_a_rollback() -> None:
 
     assert outcome.verdict == "ROLLBACK"
     assert [s for _, _, s in parts["deployments"].hooks] == ["Succeeded"]
+
+
+def test_the_hook_fails_a_deployment_that_only_claims_to_be_the_guards_redeploy() -> None:
+    spoof = DeploymentFacts(deployment_id="d-H00KGATE1", status="InProgress", description=REDEPLOY.description)
+    service, parts = hook(CalendarState.CLOSED, facts=spoof)
+
+    outcome = service.handle(load_event("gate_lifecycle_hook/01-before-allow-traffic.json"), function_arn=HOOK_ARN)
+
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert [s for _, _, s in parts["deployments"].hooks] == ["Failed"]
+    [alert] = alerts(parts["ledger"])
+    assert any("claims it is ChangeGuard's rollback" in r for r in alert["reasons"])
 
 
 @pytest.mark.parametrize("creator", ["autoscaling", "CodeDeployAutoUpdate"])

@@ -17,6 +17,7 @@ from changeguard.domain.deployments import (
     HealthCriteria,
     LatencyCriterion,
     MetricSpec,
+    RedeployMark,
     aggregate,
     decide_on_alarm,
     decide_on_health,
@@ -32,11 +33,13 @@ from changeguard.domain.deployments import (
     parse_health_criteria,
     parse_reason_data,
     redeploy_description,
+    redeploy_mark,
     rollback_of,
     rollback_reason,
     stop_cap,
 )
 from changeguard.domain.errors import ConfigurationError
+from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -90,12 +93,52 @@ def test_group_tag_names_one_or_more_groups_and_skips_malformed_items():
     [
         (dep("d-1", rolled_back_from="d-0"), "rolls back d-0"),
         (dep("d-1", creator="codeDeployRollback"), "codeDeployRollback"),
-        (dep("d-1", description=f"{REDEPLOY_MARKER}d-0: regression"), "ChangeGuard created it"),
+        (
+            dep("d-1", description=f"{REDEPLOY_MARKER}d-0: regression", redeploy_mark=RedeployMark.MARKED),
+            "ChangeGuard created it",
+        ),
     ],
 )
 def test_rollbacks_are_recognised_three_ways(deployment, why):
     assert why in (rollback_reason(deployment) or "")
     assert is_rollback(deployment)
+
+
+@pytest.mark.parametrize("mark", [None, RedeployMark.UNMARKED])
+def test_a_description_claiming_the_guards_redeploy_is_no_rollback_without_the_ledgers_mark(mark):
+    """Anyone allowed CreateDeployment writes the description: the claim alone must not shield a release."""
+    spoof = dep("d-1", description=f"{REDEPLOY_MARKER}d-0: regression", redeploy_mark=mark)
+    assert rollback_reason(spoof) is None and rollback_of(spoof) is None and is_release(spoof)
+    plan = health_plan(CRITERIA, T0, T0 + timedelta(minutes=5))
+    assert plan is not None
+    bad = evaluate_health(CRITERIA, plan, {"errors": [50], "requests": [1000]}, {})
+    by_health = decide_on_health(spoof, bad, 5)
+    [by_alarm] = decide_on_alarm(alarm(), [spoof], bake_minutes=30)
+    for decision in (by_health, by_alarm):
+        assert decision is not None and decision.action is GuardAction.STOP
+        assert any("claims it is ChangeGuard's rollback" in r for r in decision.reasons)
+
+
+def _fact(change_id: str, entry: str, at: datetime = T0, kind: EntryKind = EntryKind.ROLLBACK) -> LedgerEntry:
+    return LedgerEntry(change_id=change_id, entry=entry, kind=kind, function="guard", event_time=at, recorded_at=at)
+
+
+def test_the_ledger_says_whether_a_claimed_redeploy_is_the_guards():
+    now = T0 + timedelta(minutes=1)
+    mark = [_fact("d-NEW", "ROLLBACK#guard_deployment")]
+    intent = _fact("codedeploy:d-0", "ROLLBACK")
+    result = _fact("codedeploy:d-0", "ROLLBACK#d-NEW")
+    assert redeploy_mark("d-NEW", mark, [], now) is RedeployMark.MARKED
+    assert redeploy_mark("d-NEW", [], [intent, result], now) is RedeployMark.MARKED  # the bare mark not yet written
+    # The guard wrote its intent before CreateDeployment and has not recorded the result yet.
+    assert redeploy_mark("d-NEW", [], [intent], now) is RedeployMark.PENDING
+    # Its result names another deployment: this one only claims to be it.
+    assert redeploy_mark("d-SPOOF", [], [intent, result], now) is RedeployMark.UNMARKED
+    # An intent long dead, an observe-mode "would have", or nothing at all is no proof either.
+    assert redeploy_mark("d-NEW", [], [intent], now + timedelta(hours=1)) is RedeployMark.UNMARKED
+    would = _fact("codedeploy:d-0", "WOULD_ROLL_BACK", kind=EntryKind.DEPLOYMENT)
+    assert redeploy_mark("d-NEW", [], [would], now) is RedeployMark.UNMARKED
+    assert redeploy_mark("d-NEW", [], [], now) is RedeployMark.UNMARKED
 
 
 def test_an_ordinary_release_is_not_a_rollback():
@@ -120,7 +163,9 @@ def test_deployments_people_make_are_releases(creator):
 
 def test_rollback_of_reads_rollback_info_and_the_suites_marker():
     assert rollback_of(dep("d-2", rolled_back_from="d-1")) == "d-1"
-    marked = dep("d-2", description=redeploy_description(dep("d-ABC123456"), "CHG-2002"))
+    marked = dep(
+        "d-2", description=redeploy_description(dep("d-ABC123456"), "CHG-2002"), redeploy_mark=RedeployMark.MARKED
+    )
     assert rollback_of(marked) == "d-ABC123456"
     assert "CHG-2002" in (marked.description or "")
 

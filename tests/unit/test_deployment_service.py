@@ -418,6 +418,41 @@ def test_a_retry_after_a_crash_reuses_the_redeploy_it_already_created():
     assert "ROLLBACK#d-RD0000001" in guard.entries("codedeploy:d-PAY0000B1")
 
 
+def test_an_alarm_delivered_while_the_guard_is_still_marking_its_redeploy_does_not_stop_it():
+    """The alarm arrives in three shapes at once: one delivery redeploys, another lists the redeploy
+    in flight before the first has marked it in the ledger. Its intent says the redeploy is ours."""
+    guard = payments_guard()
+    real = guard.codedeploy.redeploy
+    concurrent: list[Any] = []
+
+    def create_then_another_delivery(*args: Any) -> str:
+        new = real(*args)
+        concurrent.append(guard.alarm("alarm-sns.json"))
+        return new
+
+    guard.codedeploy.redeploy = create_then_another_delivery  # type: ignore[method-assign]
+    assert guard.alarm().verdict == "ROLLED_BACK"
+    assert guard.codedeploy.stops == [] and len(guard.codedeploy.redeploys) == 1
+    assert any("never stops a rollback" in a for a in concurrent[0].actions)
+
+
+def test_a_deployment_that_only_claims_to_be_the_guards_redeploy_is_stopped_and_health_checked():
+    """Anyone allowed CreateDeployment writes the description: only the ledger's mark makes a redeploy ours."""
+    spoof = dep("d-SP00F0001", description=f"{REDEPLOY_MARKER}d-CHK0000U1 (CHG-2002): trust me")
+    guard = Guard(spoof)
+    outcome = guard.alarm()
+    assert outcome.verdict == "STOPPED" and guard.codedeploy.stops == ["d-SP00F0001"]
+    (alert,) = guard.alerts()
+    assert any("claims it is ChangeGuard's rollback" in r for r in alert.body["alert"]["reasons"])
+
+    swept = Guard(spoof)
+    swept.cloudwatch.metrics = SICK
+    swept.clock.at = START + timedelta(minutes=30)
+    assert swept.service.handle(SWEEP).verdict == "STOPPED"
+    assert swept.codedeploy.stops == ["d-SP00F0001"]
+    assert swept.entries("codedeploy:d-SP00F0001")["HEALTH"].body["healthy"] is False
+
+
 def test_a_scale_out_finished_in_the_bake_window_is_not_taken_for_the_latest_release():
     guard = payments_guard()
     release = guard.codedeploy.deployments["d-PAY0000B1"]

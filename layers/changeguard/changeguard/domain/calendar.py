@@ -15,7 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from changeguard.domain.deployments import REDEPLOY_MARKER, ROLLBACK_CREATORS, not_a_release
+from changeguard.domain.deployments import (
+    ROLLBACK_CREATORS,
+    RedeployMark,
+    claims_redeploy,
+    not_a_release,
+    unmarked_redeploy,
+)
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Ticket, TicketStatus
 from changeguard.domain.verdicts import Severity
@@ -88,6 +94,7 @@ class TargetFacts(_Own):
     rollback: bool = False  # a rollback: never stopped
     rollback_reason: str | None = None
     not_release: str | None = None  # why it ships nothing new (an Auto Scaling deployment): never stopped
+    note: str | None = None  # worth saying whatever the verdict (a rollback claimed, not proven)
 
 
 # What the gate re-reads of each kind of target, as the adapters report it.
@@ -106,18 +113,20 @@ class DeploymentFacts(_Own):
     creator: str | None = None
     description: str | None = None
     rollback_of: str | None = None  # rollbackInfo.rollbackTriggeringDeploymentId
+    redeploy_mark: RedeployMark | None = None  # what the ledger says when the description claims the marker
 
     def target(self) -> TargetFacts:
         """The deployment as the gate judges it: CodeDeploy's rollbacks and the deployment guard's
         redeploys of the last good revision are rollbacks, never stopped; deployments EC2 Auto
         Scaling or CodeDeploy's auto-update created put the current revision on new instances, and
-        are not releases."""
+        are not releases. A description claiming the guard's redeploy counts only with the ledger's
+        mark: anyone allowed CreateDeployment writes descriptions."""
         reason = None
         if self.rollback_of:
             reason = f"CodeDeploy rollback of {self.rollback_of}"
         elif self.creator in ROLLBACK_CREATORS:  # the guard's list: both must agree on what a rollback is
             reason = f"created by {self.creator}"
-        elif (self.description or "").startswith(REDEPLOY_MARKER):
+        elif claims_redeploy(self.description) and self.redeploy_mark is RedeployMark.MARKED:
             reason = "the deployment guard's redeploy of the last good revision"
         return TargetFacts(
             status=self.status,
@@ -125,6 +134,7 @@ class DeploymentFacts(_Own):
             rollback=reason is not None,
             rollback_reason=reason,
             not_release=None if reason else not_a_release(self.creator),
+            note=unmarked_redeploy(self.deployment_id) if claims_redeploy(self.description) and not reason else None,
         )
 
 
@@ -286,6 +296,7 @@ def decide(
     """
     reasons: list[str] = []
     ticket_id = ticket.ticket_id if ticket else None
+    notes = (target.note,) if target.note else ()
 
     def go_ahead(verdict: GateVerdict, severity: Severity, *why: str, **extra: Any) -> GateDecision:
         """The change goes ahead (the hook passes): a decision that stops nothing."""
@@ -296,7 +307,7 @@ def decide(
             action=GateAction.SUCCEED_HOOK if hook else GateAction.NONE,
             enforce=policy.enforcing,
             severity=severity,
-            reasons=why,
+            reasons=(*why, *notes),
             ticket_id=ticket_id,
             **extra,
         )
@@ -337,6 +348,7 @@ def decide(
     reasons.append(closed)
     if ticket_note:
         reasons.append(ticket_note)
+    reasons.extend(notes)
     unknown = reading.state is CalendarState.UNKNOWN
     if unknown and not policy.calendar_fail_closed:
         return GateDecision(

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from changeguard.domain.errors import ChangeGuardError
+from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.partition import is_region
 
 IN_FLIGHT = frozenset({"Created", "Queued", "InProgress", "Baking", "Ready"})
@@ -41,8 +42,13 @@ ROLLBACK_CREATORS = frozenset({"codeDeployRollback", "autoRollback", "CloudForma
 #: (``autoscalingTermination``), or on outdated instances (``CodeDeployAutoUpdate``). Nothing new
 #: ships, so no gate or guard stops them: a failed scale-out deployment shuts its new instance down.
 NOT_RELEASE_CREATORS = frozenset({"autoscaling", "autoscalingTermination", "CodeDeployAutoUpdate"})
-#: Description prefix of the redeploys ChangeGuard creates: how it recognises its own rollbacks.
+#: Description prefix of the redeploys ChangeGuard creates. Only a claim: anyone allowed
+#: ``CreateDeployment`` writes the description, so a redeploy is ChangeGuard's only when the ledger
+#: says so (:func:`redeploy_mark`).
 REDEPLOY_MARKER = "ChangeGuard rollback of "
+#: How long the guard's ``ROLLBACK`` intent without its result stands for a redeploy under way: the
+#: guard's timeout (60 s) and Lambda's two retries (1 and 2 min later), with room. Older, it is dead.
+REDEPLOY_PENDING = timedelta(minutes=10)
 #: Alarm tag naming the deployment groups an alarm guards: ``app/group`` (comma-separated for more).
 GROUP_TAG = "changeguard:deployment-group"
 #: Ledger verdict of a stopped or rolled-back deployment: a failed change (the change failure rate's numerator).
@@ -54,6 +60,10 @@ _DESCRIPTION_MAX = 256
 
 class StopCapContentionError(ChangeGuardError):  # type: ignore[misc]  # mypy sees the import as Any
     """Concurrent stops kept taking the cap's next slot; retrying the event will succeed."""
+
+
+class RedeployMarkPendingError(ChangeGuardError):  # type: ignore[misc]  # mypy sees the import as Any
+    """The guard is still redeploying and has not marked its redeploy yet; retrying the event will tell."""
 
 
 class _Own(BaseModel):
@@ -109,6 +119,14 @@ class DeploymentGroup(_Own):
         return GroupRef(application=self.application, group=self.group)
 
 
+class RedeployMark(StrEnum):
+    """What the ledger says of a deployment whose description carries :data:`REDEPLOY_MARKER`."""
+
+    MARKED = "marked"  # the guard's mark (or its ROLLBACK#<id> result) names this deployment
+    PENDING = "pending"  # the guard's redeploy of the claimed deployment is under way, its result not yet written
+    UNMARKED = "unmarked"  # the ledger holds no such redeploy: the description is only a claim
+
+
 class Deployment(_Own):
     """One CodeDeploy deployment, as ``GetDeployment`` describes it."""
 
@@ -126,6 +144,8 @@ class Deployment(_Own):
     rollback_deployment_id: str | None = None
     rolled_back_from: str | None = None
     compute_platform: str | None = None
+    #: Set by the service from the ledger when the description carries the marker.
+    redeploy_mark: RedeployMark | None = None
 
     @property
     def ref(self) -> GroupRef:
@@ -200,14 +220,59 @@ def parse_reason_data(value: Any) -> dict[str, Any] | None:
 # --- rollbacks, tickets ------------------------------------------------------------------------
 
 
+_TRUSTED = frozenset({RedeployMark.MARKED, RedeployMark.PENDING})
+
+
+def claims_redeploy(description: str | None) -> bool:
+    """Whether a description claims the deployment is ChangeGuard's redeploy (a claim, not a proof)."""
+    return (description or "").startswith(REDEPLOY_MARKER)
+
+
+def redeploy_mark(
+    deployment_id: str, marks: Sequence[LedgerEntry], original: Sequence[LedgerEntry], now: datetime
+) -> RedeployMark:
+    """Whether the ledger holds the guard's redeploy ``deployment_id``, whose description claims it.
+
+    ``marks`` are the ledger's entries under the deployment's bare id, where the guard marks its
+    redeploy (``ROLLBACK#<function>``); ``original`` those under the change id of the deployment the
+    description names, where the guard writes its ``ROLLBACK`` intent before ``CreateDeployment``
+    and its ``ROLLBACK#<redeployId>`` result right after. An intent without a result, recent enough
+    for the guard to be still at it, is PENDING: the redeploy's own events can arrive first.
+    """
+    if any(e.kind is EntryKind.ROLLBACK and e.entry.startswith("ROLLBACK#") for e in marks):
+        return RedeployMark.MARKED
+    results = [e for e in original if e.kind is EntryKind.ROLLBACK and e.entry.startswith("ROLLBACK#")]
+    if any(e.entry == f"ROLLBACK#{deployment_id}" for e in results):
+        return RedeployMark.MARKED
+    intent = next((e for e in original if e.kind is EntryKind.ROLLBACK and e.entry == "ROLLBACK"), None)
+    if intent is not None and not results and now - intent.recorded_at < REDEPLOY_PENDING:
+        return RedeployMark.PENDING
+    return RedeployMark.UNMARKED
+
+
+def unmarked_redeploy(deployment_id: str) -> str:
+    """Why a deployment whose description claims to be ChangeGuard's redeploy is judged as a release."""
+    return (
+        f"{deployment_id}'s description claims it is ChangeGuard's rollback ('{REDEPLOY_MARKER}...'), but the"
+        " ledger holds no such redeploy: a description is not proof, it is judged as a release"
+    )
+
+
 def rollback_reason(deployment: Deployment) -> str | None:
     """Why ``deployment`` is a rollback (and must never be stopped), or None."""
     if deployment.rolled_back_from:
         return f"it rolls back {deployment.rolled_back_from} (rollbackInfo)"
     if deployment.creator in ROLLBACK_CREATORS:
         return f"a rollback process created it (creator {deployment.creator})"
-    if (deployment.description or "").startswith(REDEPLOY_MARKER):
+    if claims_redeploy(deployment.description) and deployment.redeploy_mark in _TRUSTED:
         return "ChangeGuard created it to roll back a regression"
+    return None
+
+
+def marker_note(deployment: Deployment) -> str | None:
+    """The note that ``deployment`` claims the marker without the ledger's mark, or None."""
+    if claims_redeploy(deployment.description) and rollback_reason(deployment) is None:
+        return unmarked_redeploy(deployment.deployment_id)
     return None
 
 
@@ -239,12 +304,17 @@ def is_release(deployment: Deployment) -> bool:
 _MARKED = re.compile(re.escape(REDEPLOY_MARKER) + r"(d-[A-Za-z0-9]+)")
 
 
+def claimed_rollback_of(description: str | None) -> str | None:
+    """The deployment a description's marker names (a claim, whatever the ledger says)."""
+    match = _MARKED.match(description or "")
+    return match.group(1) if match else None
+
+
 def rollback_of(deployment: Deployment) -> str | None:
-    """The deployment this one rolls back: CodeDeploy's ``rollbackInfo``, or ChangeGuard's marker."""
+    """The deployment this one rolls back: CodeDeploy's ``rollbackInfo``, or ChangeGuard's marked redeploy."""
     if deployment.rolled_back_from:
         return deployment.rolled_back_from
-    match = _MARKED.match(deployment.description or "")
-    return match.group(1) if match else None
+    return claimed_rollback_of(deployment.description) if deployment.redeploy_mark in _TRUSTED else None
 
 
 def redeploy_description(deployment: Deployment, ticket_id: str | None) -> str:
@@ -648,12 +718,13 @@ def decide_on_alarm(
                 )
             )
         else:
+            note = marker_note(d)
             decisions.append(
                 GuardDecision(
                     action=GuardAction.STOP,
                     deployment=d,
                     trigger=trigger,
-                    reasons=(fired,),
+                    reasons=(fired, note) if note else (fired,),
                     evidence=evidence,
                 )
             )
@@ -675,6 +746,7 @@ def decide_on_alarm(
             deployment=latest,
             trigger=trigger,
             reasons=(fired, baked)
+            + tuple(n for n in (marker_note(latest),) if n)
             + (() if revision else ("no earlier successful revision is known: nothing to roll back to",)),
             evidence={**evidence, "bake.minutes_since_success": round(minutes, 1)},
             revision=revision,
@@ -691,7 +763,7 @@ def decide_on_health(deployment: Deployment, report: HealthReport, delay_minutes
         action=GuardAction.STOP,
         deployment=deployment,
         trigger=f"health check {delay_minutes} min after start",
-        reasons=tuple(f.detail for f in report.breaches),
+        reasons=tuple(f.detail for f in report.breaches) + tuple(n for n in (marker_note(deployment),) if n),
         evidence=report.evidence(),
         health=report,
     )

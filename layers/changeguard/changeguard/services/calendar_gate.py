@@ -13,6 +13,7 @@ ledgers the decision with its alert in one append. Two entry points:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from changeguard.domain.calendar import (
     CalendarReading,
     CalendarState,
     CalendarTransition,
+    DeploymentFacts,
     GateAction,
     GatedChange,
     GateDecision,
@@ -35,7 +37,14 @@ from changeguard.domain.calendar import (
     is_valid_emergency,
 )
 from changeguard.domain.change import ActorKind, actor_from, canonical_action, request_tags, synthetic_event_id
-from changeguard.domain.deployments import change_id_of
+from changeguard.domain.deployments import (
+    RedeployMark,
+    RedeployMarkPendingError,
+    change_id_of,
+    claimed_rollback_of,
+    claims_redeploy,
+    redeploy_mark,
+)
 from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError, TicketSourceUnavailableError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
@@ -70,6 +79,9 @@ GATE_ENTRY = EntryKind.CALENDAR.value
 OUTAGE_KEY = "outage:change-calendar"
 ALERT_KIND = "change-window"
 NO_CALENDAR = "NO_CALENDAR"
+#: Pauses (seconds) before re-reading the ledger for the guard's mark on a redeploy it is still
+#: creating; then Lambda's retries (1 and 2 min later) take over.
+MARK_REREADS = (0.5, 1.0, 1.5)
 
 REMEDIATION = {
     GateVerdict.OUTSIDE_CHANGE_WINDOW: "Run it again inside the change window{opening}, or raise an emergency"
@@ -105,8 +117,33 @@ class _GateBase:
     policy: Callable[[], Policy]
     clock: Clock
     calendar: Callable[[Policy], CalendarGateReader | None]
+    sleep: Callable[[float], None]
 
     # -- facts ---------------------------------------------------------------------------------
+    def with_mark(self, facts: DeploymentFacts) -> DeploymentFacts:
+        """``facts`` with what the ledger says, when the description claims the guard's redeploy.
+
+        The guard writes its ``ROLLBACK`` intent before ``CreateDeployment`` and marks the redeploy
+        right after, so the redeploy's START can arrive between the two: while the intent stands
+        without its result, re-read briefly, then raise for Lambda to retry the event rather than
+        stop the guard's rollback or trust a description anyone can write.
+        """
+        if not claims_redeploy(facts.description):
+            return facts
+        claimed = claimed_rollback_of(facts.description)
+        for pause in (*MARK_REREADS, None):
+            original = self.ledger.entries_for(change_id_of(claimed)) if claimed else []
+            marks = self.ledger.entries_for(facts.deployment_id)
+            mark = redeploy_mark(facts.deployment_id, marks, original, self.clock.now())
+            if mark is not RedeployMark.PENDING:
+                return facts.model_copy(update={"redeploy_mark": mark})
+            if pause is not None:
+                self.sleep(pause)
+        raise RedeployMarkPendingError(
+            f"{facts.deployment_id} claims to be the deployment guard's redeploy of {claimed}, whose rollback"
+            " is under way but not yet ledgered: retry"
+        )
+
     def reading(self, policy: Policy, at: datetime) -> CalendarReading | None:
         """The configured calendars' combined state at ``at``; None when no calendar is configured."""
         reader = self.calendar(policy)
@@ -326,7 +363,9 @@ class CalendarGateService(_GateBase):
         stacks: StackControl,
         suite_role_prefixes: tuple[str, ...] = (),
         scope: ActingScope | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.sleep = sleep
         self.function = function
         self.ledger = ledger
         self.tickets = tickets
@@ -378,7 +417,7 @@ class CalendarGateService(_GateBase):
             facts = self.deployments.get(detail.deploymentId)
             if facts is None:
                 return TargetFacts(exists=False), []
-            return facts.target(), [facts.description]
+            return self.with_mark(facts).target(), [facts.description]
 
         return self._gate(change, read)
 
@@ -652,7 +691,9 @@ class LifecycleHookService(_GateBase):
         clock: Clock,
         calendar: Callable[[Policy], CalendarGateReader | None],
         deployments: DeploymentControl,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.sleep = sleep
         self.function = function
         self.ledger = ledger
         self.tickets = tickets
@@ -673,6 +714,7 @@ class LifecycleHookService(_GateBase):
         if facts is None:
             # issue 8: CodeDeploy invokes hooks of its own deployments only; nobody waits on this one.
             raise InvalidEventError(f"the hook names a deployment CodeDeploy does not know: {hook.DeploymentId!r}")
+        facts = self.with_mark(facts)
         arn = (function_arn or "").split(":")
         change = GatedChange(
             change_id=change_id_of(hook.DeploymentId),

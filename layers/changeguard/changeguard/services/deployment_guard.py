@@ -35,7 +35,6 @@ from changeguard.domain.clock import deadline
 from changeguard.domain.deployments import (
     FAILED_CHANGE,
     GROUP_TAG,
-    REDEPLOY_MARKER,
     AlarmSignal,
     CapCheck,
     Deployment,
@@ -49,6 +48,8 @@ from changeguard.domain.deployments import (
     StopCapContentionError,
     TimeWindow,
     change_id_of,
+    claimed_rollback_of,
+    claims_redeploy,
     decide_on_alarm,
     decide_on_health,
     evaluate_health,
@@ -56,9 +57,11 @@ from changeguard.domain.deployments import (
     groups_from_tag,
     health_plan,
     is_release,
+    marker_note,
     not_a_release,
     parse_reason_data,
     redeploy_description,
+    redeploy_mark,
     rollback_of,
     rollback_reason,
     stop_cap,
@@ -409,7 +412,7 @@ class DeploymentGuardService:
                 continue
             known = {d.deployment_id: d for d in recent}
             known.update({d.deployment_id: d for d in self.codedeploy.list_in_flight(ref.application, ref.group) or []})
-            decisions = decide_on_alarm(alarm, list(known.values()), bake_minutes=policy.bake_minutes)
+            decisions = decide_on_alarm(alarm, self.marked(list(known.values())), bake_minutes=policy.bake_minutes)
             if not decisions:
                 outcomes.append(
                     self._outcome(
@@ -432,6 +435,20 @@ class DeploymentGuardService:
             for ref in groups_from_tag(self.cloudwatch.alarm_tags(alarm.alarm_arn).get(GROUP_TAG)):
                 refs.setdefault(ref.key, ref)
         return list(refs.values())
+
+    def marked(self, deployments: Sequence[Deployment]) -> list[Deployment]:
+        """The deployments, with what the ledger says of those whose description claims to be the
+        guard's redeploy: anyone may write that description, and only a marked one is never stopped."""
+        now = self.clock.now()
+        out = []
+        for d in deployments:
+            if claims_redeploy(d.description):
+                claimed = claimed_rollback_of(d.description)
+                original = self.ledger.entries_for(change_id_of(claimed)) if claimed else []
+                mark = redeploy_mark(d.deployment_id, self.ledger.entries_for(d.deployment_id), original, now)
+                d = d.model_copy(update={"redeploy_mark": mark})
+            out.append(d)
+        return out
 
     # -- health -----------------------------------------------------------------------------------
     def health_of(self, deployment: Deployment, policy: Policy, now: datetime) -> HealthReport | None:
@@ -533,7 +550,7 @@ class DeploymentGuardService:
             if in_flight is None:
                 continue  # the group lives in other accounts or regions
             present.add(key)
-            for deployment in in_flight:
+            for deployment in self.marked(in_flight):
                 started = deployment.started_at
                 # Rollbacks and Auto Scaling's deployments of the current revision are not judged.
                 if not is_release(deployment) or started is None:
@@ -592,10 +609,12 @@ class DeploymentGuardService:
     def on_deployment_state(self, event: DeploymentStateChangeEvent) -> Outcome:
         detail = event.detail
         policy = self.policy()
-        deployment = self.codedeploy.get_deployment(detail.deploymentId)
+        found = self.codedeploy.get_deployment(detail.deploymentId)
+        deployment = self.marked([found])[0] if found else None
         now = self.clock.now()
         change_id = change_id_of(detail.deploymentId)
         rollback = rollback_reason(deployment) if deployment else None
+        note = marker_note(deployment) if deployment else None  # claims to be our redeploy, unmarked
         ticket = self.ticket_of(deployment, policy, event.account, event.region) if deployment else None
         # A deployment EC2 Auto Scaling or CodeDeploy's auto-update made ships nothing new: when it
         # fails, an instance failed to come up, not a change. Recorded, never a failed change.
@@ -684,7 +703,7 @@ class DeploymentGuardService:
             actions=[f"recorded {what}" + (f", ticket {ticket}" if ticket else "")]
             if new
             else ["duplicate delivery: already recorded"],
-            reasons=[f"a rollback: {rollback}"] if rollback else [],
+            reasons=[f"a rollback: {rollback}"] if rollback else [note] if note else [],
             duplicate=not new,
             alert_ids=alert_ids if new else [],
         )
@@ -864,7 +883,7 @@ class DeploymentGuardService:
         existing = [
             r
             for r in self.codedeploy.list_recent(d.application, d.group, now - _RECOVERY_LOOKBACK) or []
-            if rollback_of(r) == d.deployment_id and (r.description or "").startswith(REDEPLOY_MARKER)
+            if claimed_rollback_of(r.description) == d.deployment_id
         ]
         new_id = (
             existing[0].deployment_id
