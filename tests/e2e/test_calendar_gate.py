@@ -7,7 +7,7 @@ is checked against the embedded AWS (the deployment really ends up stopped, with
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -312,10 +312,33 @@ def test_a_stack_update_in_progress_is_cancelled(aws: EmbeddedAWS, harness: Harn
     )
 
 
+def test_a_late_update_stack_event_does_not_cancel_a_later_update(aws: EmbeddedAWS, harness: Harness) -> None:
+    """An UpdateStack that finished fast, then another update 3 minutes later: the first call's event,
+    processed late (CloudTrail and EventBridge lag, Lambda's retries), must not cancel the second."""
+    cfn = harness.admin_client("cloudformation")
+    cfn.create_stack(StackName="checkout-service", TemplateBody=TEMPLATE_V1)
+    first = trail_event(
+        aws, lambda: cfn.update_stack(StackName="checkout-service", TemplateBody=TEMPLATE_V2), "UpdateStack"
+    )
+    made = datetime.strptime(first["detail"]["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    first["detail"]["eventTime"] = (made - timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cloudformation_cancel.hold_updates(ACCOUNT, REGION, "checkout-service")
+    cfn.update_stack(StackName="checkout-service", TemplateBody=TEMPLATE_V1)  # the later update, in progress
+
+    outcome = gate_outcome(harness.process(first))
+
+    assert outcome["verdict"] == "OUTSIDE_CHANGE_WINDOW"
+    assert cfn.describe_stacks(StackName="checkout-service")["Stacks"][0]["StackStatus"] == "UPDATE_IN_PROGRESS"
+    [alert] = outcome["alerts"]
+    assert alert["subject"] == "Change window CLOSED: outside the window: UpdateStack of stack checkout-service"
+
+
 def test_an_executed_change_set_still_updating_is_cancelled(aws: EmbeddedAWS, harness: Harness) -> None:
     cfn = harness.admin_client("cloudformation")
     cfn.create_stack(StackName="checkout-service", TemplateBody=TEMPLATE_V1)
-    cfn.create_change_set(StackName="checkout-service", ChangeSetName="release-15", TemplateBody=TEMPLATE_V2)
+    cfn.create_change_set(
+        StackName="checkout-service", ChangeSetName="release-15", TemplateBody=TEMPLATE_V2, ChangeSetType="UPDATE"
+    )  # AWS's default type; moto's is CREATE (a second stack of the same name, never "updated")
 
     def execute() -> None:
         cfn.execute_change_set(StackName="checkout-service", ChangeSetName="release-15")

@@ -178,11 +178,36 @@ def test_a_stack_update_in_progress_is_cancelled_and_rolled_back(aws: EmbeddedAW
     answer = adapter.cancel_update(facts.stack_id)  # type: ignore[union-attr]
 
     assert facts is not None and facts.status == "UPDATE_IN_PROGRESS" and facts.tags == {"ChangeTicket": "CHG-9"}
-    assert facts.target().in_progress
+    assert facts.target(datetime.now(UTC)).in_progress
     assert "rolls back" in answer
     assert adapter.get("checkout-service").status == "UPDATE_ROLLBACK_COMPLETE"  # type: ignore[union-attr]
     events = [e["ResourceStatus"] for e in cfn.describe_stack_events(StackName="checkout-service")["StackEvents"]]
     assert "UPDATE_ROLLBACK_COMPLETE" in events
+
+
+def test_a_stack_says_when_its_update_started_and_with_which_change_set(aws: EmbeddedAWS) -> None:
+    """DescribeStacks' LastUpdatedTime (only once updated) and ChangeSetId, which tell one update from a later one."""
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(StackName="checkout-service", TemplateBody=TEMPLATE)
+    adapter = CloudFormationStacks(cfn)
+    created = adapter.get("checkout-service")
+    cloudformation_cancel.hold_updates(aws.account_id, REGION, "checkout-service")
+    before = datetime.now(UTC)
+    cfn.update_stack(StackName="checkout-service", TemplateBody=NEW_TEMPLATE)
+    updating = adapter.get("checkout-service")
+    cloudformation_cancel.finish_update(aws.account_id, REGION, "checkout-service")
+    finished = adapter.get("checkout-service")
+    change_set = cfn.create_change_set(
+        StackName="checkout-service", ChangeSetName="release-15", TemplateBody=TEMPLATE, ChangeSetType="UPDATE"
+    )
+    cfn.execute_change_set(StackName="checkout-service", ChangeSetName="release-15")
+    executed = adapter.get("checkout-service")
+
+    assert created is not None and created.last_updated is None and created.change_set_id is None
+    assert updating is not None and updating.last_updated is not None and updating.last_updated >= before
+    assert finished is not None and finished.last_updated == updating.last_updated  # when it started, not ended
+    assert executed is not None and executed.change_set_id == change_set["Id"]
+    assert executed.last_updated is not None and executed.last_updated > updating.last_updated
 
 
 def test_cancelling_an_update_that_already_finished_is_reported_not_raised(aws: EmbeddedAWS) -> None:

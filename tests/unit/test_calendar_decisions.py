@@ -233,12 +233,53 @@ def test_a_finished_deployment_is_reported_not_stopped() -> None:
 def test_stack_changes_are_cancelled_only_while_an_update_is_in_progress(
     operation: str, status: str, action: GateAction
 ) -> None:
-    facts = StackFacts(stack_id="arn:aws:cloudformation:us-east-1:1:stack/s/1", name="s", status=status).target()
+    stack = StackFacts(
+        stack_id="arn:aws:cloudformation:us-east-1:1:stack/s/1", name="s", status=status, last_updated=AT
+    )
 
-    decision = decide(change(GateKind.STACK, operation, "s"), reading(CalendarState.CLOSED), facts, ENFORCE)
+    decision = decide(change(GateKind.STACK, operation, "s"), reading(CalendarState.CLOSED), stack.target(AT), ENFORCE)
 
     assert decision.action is action
     assert decision.alerts
+
+
+STACK = "arn:aws:cloudformation:us-east-1:1:stack/s/1"
+CHANGE_SET = "arn:aws:cloudformation:us-east-1:1:changeSet/release-15/0f1e2d3c"
+
+
+@pytest.mark.parametrize(
+    ("operation", "started", "change_set_id", "cancel"),
+    [
+        # The call's own update: it started as the call was made (CloudTrail gives whole seconds).
+        ("UpdateStack", AT + timedelta(seconds=0.8), None, True),
+        ("ExecuteChangeSet", AT + timedelta(seconds=2), CHANGE_SET, True),
+        # A late event (01:59 closed, processed after a legitimate 02:02 update): a later update.
+        ("UpdateStack", AT + timedelta(minutes=3), None, False),
+        ("ExecuteChangeSet", AT + timedelta(minutes=3), CHANGE_SET, False),
+        # Another change set is being applied, whatever the times say.
+        ("ExecuteChangeSet", AT + timedelta(seconds=2), CHANGE_SET.replace("release-15", "release-16"), False),
+        # An update already running before the call could not have been started by it.
+        ("UpdateStack", AT - timedelta(minutes=5), None, False),
+        # No LastUpdatedTime: the update cannot be told from another one.
+        ("UpdateStack", None, None, False),
+    ],
+)
+def test_only_the_stack_update_the_call_started_is_cancelled(
+    operation: str, started: datetime | None, change_set_id: str | None, cancel: bool
+) -> None:
+    stack = StackFacts(
+        stack_id=STACK, name="s", status="UPDATE_IN_PROGRESS", last_updated=started, change_set_id=change_set_id
+    )
+    called_with = "release-15" if operation == "ExecuteChangeSet" else None
+
+    decision = decide(
+        change(GateKind.STACK, operation, "s"), reading(CalendarState.CLOSED), stack.target(AT, called_with), ENFORCE
+    )
+
+    assert decision.action is (GateAction.CANCEL_STACK_UPDATE if cancel else GateAction.ALERT)
+    assert decision.alerts
+    if not cancel:
+        assert any("not cancelled" in r for r in decision.reasons)
 
 
 def test_a_deleted_stack_is_still_reported_as_a_deletion() -> None:

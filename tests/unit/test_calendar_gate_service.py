@@ -95,7 +95,14 @@ OUTSIDE = DeploymentFacts(
     deployment_id="d-4UTS1DE01", status="InProgress", application="payments-api", deployment_group="payments-prod"
 )
 STACK_ARN = "arn:aws:cloudformation:us-east-1:123456789012:stack/checkout-service/8e2f4a60-c7b1-11f0-9a3e-0a1b2c3d4e5f"
-UPDATING = StackFacts(stack_id=STACK_ARN, name="checkout-service", status="UPDATE_IN_PROGRESS", tags={})
+# Updating since the call in 07-cloudtrail-update-stack.json (DescribeStacks' LastUpdatedTime).
+UPDATING = StackFacts(
+    stack_id=STACK_ARN,
+    name="checkout-service",
+    status="UPDATE_IN_PROGRESS",
+    tags={},
+    last_updated=datetime(2026, 11, 21, 9, 30, 0, 600000, tzinfo=UTC),
+)
 EXECUTION = PipelineFacts(
     pipeline="checkout-pipeline", execution_id="3f9b6c2a-1d4e-4a5b-9c8d-7e6f5a4b3c21", status="InProgress"
 )
@@ -409,13 +416,31 @@ def test_a_stack_update_in_progress_is_cancelled() -> None:
 
 def test_an_execute_change_set_by_arn_finds_its_stack() -> None:
     change_set = "arn:aws:cloudformation:us-east-1:123456789012:changeSet/release-15/0f1e2d3c"
-    service, parts = gate(stacks=FakeStacks(UPDATING, change_sets={change_set: STACK_ARN}))
+    executing = UPDATING.model_copy(  # since the call in 08-cloudtrail-execute-change-set.json
+        update={"last_updated": datetime(2026, 11, 21, 9, 35, 1, tzinfo=UTC), "change_set_id": change_set}
+    )
+    service, parts = gate(stacks=FakeStacks(executing, change_sets={change_set: STACK_ARN}))
     event = load_event("gate_change_window/08-cloudtrail-execute-change-set.json")
     event["detail"]["requestParameters"] = {"changeSetName": change_set}
 
     service.handle(event)
 
     assert parts["stacks"].cancels == [STACK_ARN]
+
+
+def test_a_late_update_stack_event_never_cancels_a_later_update() -> None:
+    """UpdateStack at 09:30 finished fast; a second update started at 09:33. The first call's event,
+    processed late (CloudTrail and EventBridge lag, Lambda's retries), must not cancel the second."""
+    later = UPDATING.model_copy(update={"last_updated": datetime(2026, 11, 21, 9, 33, tzinfo=UTC)})
+    service, parts = gate(stacks=FakeStacks(later))
+
+    outcome = service.handle(load_event("gate_change_window/07-cloudtrail-update-stack.json"))
+
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert parts["stacks"].cancels == []
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"] == "Change window CLOSED: outside the window: UpdateStack of stack checkout-service"
+    assert any("a later update, not cancelled" in r for r in alert["reasons"])
 
 
 @pytest.mark.parametrize("sample", ["06-cloudtrail-create-stack.json", "09-cloudtrail-delete-stack.json"])

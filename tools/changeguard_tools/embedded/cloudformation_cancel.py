@@ -12,6 +12,11 @@ directly, as an update CloudFormation is still working on (from ``ExecuteChangeS
 ``UPDATE_ROLLBACK_COMPLETE``; the previous template stays); on any other status it raises
 ``ValidationError`` "CancelUpdateStack cannot be called from current stack status"; an unknown stack
 raises ``ValidationError`` "Stack with id ... does not exist".
+
+``DescribeStacks`` also answers what moto leaves out of a stack: ``LastUpdatedTime``, "the time the
+stack was last updated", returned only once the stack has been updated (set when ``UpdateStack`` or
+``ExecuteChangeSet`` starts an update, not when it completes), and ``ChangeSetId``, the change set
+``ExecuteChangeSet`` updated it with.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from moto.cloudformation.exceptions import ValidationError
 from moto.cloudformation.models import CloudFormationBackend, Stack, cloudformation_backends
 from moto.cloudformation.responses import CloudFormationResponse
 from moto.core.responses import EmptyResult
+from moto.core.utils import utcnow
 
 from changeguard_tools.embedded.extensions import backend_state, installer, operation, wrap_method
 
@@ -53,6 +59,7 @@ def _held_update(original: Callable[..., Any]) -> Callable[..., Any]:
         names = ("name", "template", "role_arn", "parameters", "tags")
         call = dict(zip(names, args, strict=False)) | kwargs
         stack: Stack = self.get_stack(call["name"])
+        stack.last_updated_time = utcnow()  # the update starts now (DescribeStacks' LastUpdatedTime)
         if stack.stack_id not in _held(self):
             result: Stack = original(self, *args, **kwargs)
             return result
@@ -63,10 +70,30 @@ def _held_update(original: Callable[..., Any]) -> Callable[..., Any]:
     return update_stack
 
 
+def _dated_execution(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def execute_change_set(self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None) -> None:
+        found = self.change_sets.get(change_set_name) or next(
+            (c for c in self.change_sets.values() if c.change_set_name == change_set_name), None
+        )
+        stack = self.stacks.get(found.stack_id) if found is not None else None
+        # An update, unless the change set creates the stack (moto's ChangeSetType defaults to CREATE
+        # where AWS's defaults to UPDATE: the stack's status tells).
+        updating = stack is not None and stack.status != "REVIEW_IN_PROGRESS"
+        started = utcnow()
+        original(self, change_set_name, stack_name)
+        if updating and stack is not None and found is not None:
+            stack.last_updated_time = started
+            stack.change_set_id = found.change_set_id
+
+    return execute_change_set
+
+
 @installer
 def patch() -> None:
-    """Let held stacks' updates stay in progress (idempotent)."""
+    """Let held stacks' updates stay in progress, and date every update (idempotent)."""
     wrap_method(CloudFormationBackend, "update_stack", _held_update)
+    wrap_method(CloudFormationBackend, "execute_change_set", _dated_execution)
 
 
 def _backend(account_id: str, region: str) -> CloudFormationBackend:
@@ -96,7 +123,9 @@ def finish_update(account_id: str, region: str, stack: str) -> None:
         found.status = "UPDATE_COMPLETE"
         return
     name, template, role_arn, parameters, tags = pending
+    started = getattr(found, "last_updated_time", None)
     backend.update_stack(name=name, template=template, role_arn=role_arn, parameters=parameters, tags=tags)
+    found.last_updated_time = started or found.last_updated_time  # the update started when it was made
 
 
 @operation(CloudFormationResponse, "CancelUpdateStack")

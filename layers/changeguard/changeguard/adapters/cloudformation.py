@@ -42,6 +42,8 @@ class CloudFormationStacks:
             name=str(found.get("StackName") or stack),
             status=str(found.get("StackStatus") or "UNKNOWN"),
             tags={str(t["Key"]): str(t.get("Value", "")) for t in found.get("Tags") or []},
+            last_updated=found.get("LastUpdatedTime"),
+            change_set_id=found.get("ChangeSetId"),
         )
 
     def stack_of_change_set(self, change_set: str, stack: str | None = None) -> str | None:

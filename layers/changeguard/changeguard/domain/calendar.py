@@ -95,6 +95,7 @@ class TargetFacts(_Own):
     rollback_reason: str | None = None
     not_release: str | None = None  # why it ships nothing new (an Auto Scaling deployment): never stopped
     note: str | None = None  # worth saying whatever the verdict (a rollback claimed, not proven)
+    not_this: str | None = None  # why what is in progress is not the change judged (a later stack update)
 
 
 # What the gate re-reads of each kind of target, as the adapters report it.
@@ -163,6 +164,18 @@ class PipelineFacts(_Own):
         )
 
 
+#: How far a stack's ``LastUpdatedTime`` may be from the ``eventTime`` of the call that started the
+#: update (CloudTrail gives whole seconds; CloudFormation starts the update as it takes the call).
+STACK_UPDATE_MARGIN = timedelta(seconds=30)
+
+
+def _change_set_name(reference: str) -> str:
+    """``arn:aws:cloudformation:...:changeSet/<name>/<id>`` -> ``<name>``; a name stays a name."""
+    if reference.startswith("arn:") and ":changeSet/" in reference:
+        return reference.split(":changeSet/", 1)[1].split("/", 1)[0]
+    return reference
+
+
 class StackFacts(_Own):
     """A CloudFormation stack (``DescribeStacks``)."""
 
@@ -170,9 +183,50 @@ class StackFacts(_Own):
     name: str
     status: str
     tags: dict[str, str] = Field(default_factory=dict)
+    last_updated: datetime | None = None  # LastUpdatedTime: when the latest update started
+    change_set_id: str | None = None  # ChangeSetId: the change set the stack was last updated with
 
-    def target(self) -> TargetFacts:
-        return TargetFacts(status=self.status, in_progress=self.status == "UPDATE_IN_PROGRESS")
+    def target(self, call_time: datetime, change_set: str | None = None) -> TargetFacts:
+        """The stack as judged for a call made at ``call_time`` (``change_set``: the one it executed).
+
+        Only the update that call started may be cancelled. The call's event can come late
+        (CloudTrail and EventBridge lag, Lambda's retries for up to 6 h) and find the stack in a
+        later update, perhaps one made inside the window: that one is alerted on, never cancelled.
+        """
+        updating = self.status == "UPDATE_IN_PROGRESS"
+        return TargetFacts(
+            status=self.status,
+            in_progress=updating,
+            not_this=self._other_update(call_time, change_set) if updating else None,
+        )
+
+    def _other_update(self, call_time: datetime, change_set: str | None) -> str | None:
+        """Why the update in progress is not the one the call started, or None when it is."""
+        if change_set and self.change_set_id:
+            same = (
+                change_set == self.change_set_id
+                if change_set.startswith("arn:")
+                else change_set == _change_set_name(self.change_set_id)
+            )
+            if not same:
+                return (
+                    f"stack {self.name} is applying change set {self.change_set_id}, not {change_set}:"
+                    " a later update, not cancelled"
+                )
+        started = self.last_updated
+        if started is None:
+            return f"stack {self.name} does not say when its update started: it is not cancelled on a guess"
+        if started > call_time + STACK_UPDATE_MARGIN:
+            return (
+                f"the update of stack {self.name} in progress started at {started.isoformat()}, after the call at"
+                f" {call_time.isoformat()}: a later update, not cancelled"
+            )
+        if started < call_time - STACK_UPDATE_MARGIN:
+            return (
+                f"the update of stack {self.name} in progress started at {started.isoformat()}, before the call at"
+                f" {call_time.isoformat()}: not the call's update, not cancelled"
+            )
+        return None
 
 
 class GateVerdict(StrEnum):
@@ -266,6 +320,8 @@ def _blocking_action(change: GatedChange, target: TargetFacts) -> tuple[GateActi
     if change.kind is GateKind.STACK:
         if not target.in_progress:
             return GateAction.ALERT, f"stack {change.target} is {target.status or 'not updating'}: nothing to cancel"
+        if target.not_this:
+            return GateAction.ALERT, target.not_this
         return GateAction.CANCEL_STACK_UPDATE, None
     if not target.in_progress:
         return GateAction.ALERT, f"{change.label} is already {target.status or 'finished'}: nothing to stop"

@@ -498,12 +498,16 @@ class CalendarGateService(_GateBase):
         )
         key = self.policy().ticket_tag_key
         texts: list[str | None] = [request_tags(params).get(key), actor.source_identity, actor.session_name]
+        change_set = (
+            str(params["changeSetName"]) if action == "ExecuteChangeSet" and params.get("changeSetName") else None
+        )
 
         def read() -> tuple[TargetFacts, list[str | None]]:
             facts = self.stacks.get(stack_ref)
             if facts is None:
                 return TargetFacts(exists=False), texts
-            return facts.target(), [*texts, facts.tags.get(key)]
+            # Only the update this call started: a late event must not cancel a later update.
+            return facts.target(record.eventTime, change_set), [*texts, facts.tags.get(key)]
 
         return self._gate(change, read)
 
