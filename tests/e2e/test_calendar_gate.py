@@ -259,6 +259,26 @@ def test_an_unreadable_calendar_fails_closed_with_one_degraded_alert(harness: Ha
     assert sum("ChangeGuard degraded: change calendar" in s for s in subjects) == 1
 
 
+def test_a_calendar_outage_ends_with_one_recovered_alert(harness: Harness) -> None:
+    """The first change to read the calendar again leaves the outage to the follow-up, which ends it
+    with its `recovered` alert, once, however often it runs."""
+    fixtures.seed(harness, SERVER_DEPLOYMENTS)
+    harness.put_parameter("change-calendar-names", "no-such-calendar")
+    harness.process(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
+    harness.put_parameter("change-calendar-names", CALENDAR)  # fixed
+    harness.process(load_event("gate_change_window/02-codedeploy-start-in-window.json"))
+
+    runs = [harness.run_schedule("FollowUpChangesFunction") for _ in range(2)]
+
+    subjects = [a["subject"] for run in runs for o in run["outcomes"] for a in o["alerts"]]
+    assert [s for s in subjects if s.startswith("ChangeGuard recovered")] == [
+        "ChangeGuard recovered: change calendar answers again"
+    ]
+    table = DynamoDBLedger(harness.ctx.refs["ChangeLedgerTable"], harness.admin_client("dynamodb"))
+    facts = [e.entry for e in table.entries_for("outage:change-calendar") if e.kind is EntryKind.OUTAGE]
+    assert sorted(facts) == ["CLOSED#000001", "OPEN#000001"]
+
+
 def test_an_unreadable_calendar_lets_deployments_through_when_fail_open(harness: Harness) -> None:
     fixtures.seed(harness, SERVER_DEPLOYMENTS)
     harness.put_parameter("change-calendar-names", "no-such-calendar")

@@ -15,6 +15,8 @@ from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Ticket, TicketStatus, TicketType
 from changeguard.services.calendar_gate import OUTAGE_KEY, CalendarGateService, LifecycleHookService
+from changeguard.services.follow_up import FollowUpService
+from fakes import FakeCalendar as ReaderOfTheFollowUp
 from fakes import FakeClock, FakeTicketSource, InMemoryLedger
 from sample_events import load_event
 
@@ -485,17 +487,40 @@ def test_an_unreadable_calendar_blocks_and_raises_one_outage_alert() -> None:
     assert any(a.startswith(f"{OUTAGE_KEY}/") for a in first.alert_ids)
 
 
-def test_the_outage_ends_when_the_calendar_can_be_read_again() -> None:
+def test_the_outage_ends_with_one_recovered_alert_once_the_calendar_can_be_read_again() -> None:
+    """The gate opens the outage; the follow-up closes it with its `recovered` alert (README). A change
+    that reads the calendar first must not close it silently, leaving the follow-up nothing to close."""
     calendar = FakeCalendar(CalendarState.UNKNOWN)
     second = DeploymentFacts(deployment_id="d-1NW1ND0W1", status="InProgress")
     service, parts = gate(calendar=calendar, deployments=FakeDeployments(OUTSIDE, second))
+    follow_up = FollowUpService(
+        function="follow_up_changes",
+        ledger=parts["ledger"],
+        tickets=FakeTicketSource(),
+        policy=lambda: Policy(change_calendar_names=("prod-window",)),
+        clock=FakeClock(NOW + timedelta(minutes=15)),
+        calendar=lambda _: ReaderOfTheFollowUp(closed=False),
+    )
     service.handle(load_event("gate_change_window/01-codedeploy-start-outside-window.json"))
 
     calendar.state = CalendarState.OPEN
     service.handle(load_event("gate_change_window/02-codedeploy-start-in-window.json"))
+    follow_up.handle(load_event("follow_up_changes/scheduled.json"))
+    follow_up.handle(load_event("follow_up_changes/scheduled.json"))  # a duplicate run: nothing more
 
-    entries = [e.entry for e in parts["ledger"].entries_for(OUTAGE_KEY)]
-    assert "OPEN#000001" in entries and "CLOSED#000001" in entries
+    entries = [e.entry for e in parts["ledger"].entries_for(OUTAGE_KEY) if not e.entry.startswith("ALERT#")]
+    assert entries == ["CLOSED#000001", "OPEN#000001"]
+    assert [a["kind"] for a in alerts(parts["ledger"]) if a["change_id"] == OUTAGE_KEY] == ["degraded", "recovered"]
+
+    # A later outage is one more outage, with its own degraded alert.
+    calendar.state = CalendarState.UNKNOWN
+    third = DeploymentFacts(deployment_id="d-3RD000001", status="InProgress")
+    parts["deployments"].facts[third.deployment_id] = third
+    event = load_event("gate_change_window/02-codedeploy-start-in-window.json")
+    event["detail"]["deploymentId"] = third.deployment_id
+    outcome = service.handle(event)
+    assert f"{OUTAGE_KEY}/gate_change_window/degraded-2" in outcome.alert_ids
+    assert "OPEN#000002" in [e.entry for e in parts["ledger"].entries_for(OUTAGE_KEY)]
 
 
 def test_an_unreadable_calendar_lets_changes_through_when_fail_open() -> None:

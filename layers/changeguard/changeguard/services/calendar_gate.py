@@ -245,16 +245,16 @@ class _GateBase:
     def outage_entries(
         self, reading: CalendarReading, policy: Policy, now: datetime
     ) -> tuple[list[LedgerEntry], str | None]:
-        """One alert per outage of the calendar (while it cannot be read), and the entry that ends it."""
+        """One alert per outage of the calendar (while it cannot be read).
+
+        The follow-up ends the outage, with its one ``recovered`` alert, once the calendar answers
+        (``follow_up.calendar_outage``): a change that reads the calendar leaves it open, since
+        closing it here would end it without that alert.
+        """
         entries = self.ledger.entries_for(OUTAGE_KEY)
         opened = sum(1 for e in entries if e.entry.startswith("OPEN#"))
         closed = sum(1 for e in entries if e.entry.startswith("CLOSED#"))
-        if reading.state is not CalendarState.UNKNOWN:
-            if opened > closed:
-                ended = self._outage_entry(f"CLOSED#{opened:06d}", now, {"recovered_at": reading.at.isoformat()})
-                return [ended], None
-            return [], None
-        if opened > closed:
+        if reading.state is not CalendarState.UNKNOWN or opened > closed:
             return [], None
         generation = opened + 1
         alert = Alert(
@@ -279,7 +279,8 @@ class _GateBase:
             remediation=REMEDIATION[GateVerdict.CALENDAR_UNKNOWN],
         )
         outage = self._outage_entry(f"OPEN#{generation:06d}", now, {"error": reading.error})
-        return [outage, alert_entry(alert, now, now)], alert.alert_id
+        # The outage's number in the alert's key too: a later outage's alert must not meet this one's.
+        return [outage, alert_entry(alert, now, now, suffix=f"{generation:06d}")], alert.alert_id
 
     def _outage_entry(self, entry: str, now: datetime, body: dict[str, Any]) -> LedgerEntry:
         return LedgerEntry(
