@@ -202,6 +202,27 @@ def test_an_unreadable_calendar_blocks_when_fail_closed() -> None:
     assert any("InvalidDocument" in r for r in decision.reasons)
 
 
+@pytest.mark.parametrize(
+    ("kind", "operation", "target"),
+    [
+        (GateKind.STACK, "CreateStack", TargetFacts(status="CREATE_IN_PROGRESS")),
+        (GateKind.STACK, "DeleteStack", TargetFacts(status="DELETE_IN_PROGRESS")),
+        (GateKind.DEPLOYMENT, "START", TargetFacts(status="Succeeded", in_progress=False)),
+    ],
+)
+def test_an_unreadable_calendar_alerts_on_what_cannot_be_stopped_as_closed_would_when_fail_closed(
+    kind: GateKind, operation: str, target: TargetFacts
+) -> None:
+    unknown = decide(change(kind, operation), reading(CalendarState.UNKNOWN, None, "boom"), target, ENFORCE)
+    closed = decide(change(kind, operation), reading(CalendarState.CLOSED), target, ENFORCE)
+    fail_open = Policy(enforcement_mode="enforce", calendar_fail_closed=False)
+    open_ = decide(change(kind, operation), reading(CalendarState.UNKNOWN, None, "boom"), target, fail_open)
+
+    assert closed.action is unknown.action is GateAction.ALERT and closed.alerts
+    assert unknown.verdict is GateVerdict.CALENDAR_UNKNOWN and unknown.alerts
+    assert not open_.alerts
+
+
 def test_an_unreadable_calendar_lets_changes_through_when_fail_open() -> None:
     policy = Policy(enforcement_mode="enforce", calendar_fail_closed=False)
 

@@ -523,6 +523,21 @@ def test_the_outage_ends_with_one_recovered_alert_once_the_calendar_can_be_read_
     assert "OPEN#000002" in [e.entry for e in parts["ledger"].entries_for(OUTAGE_KEY)]
 
 
+@pytest.mark.parametrize("sample", ["06-cloudtrail-create-stack.json", "09-cloudtrail-delete-stack.json"])
+def test_an_unreadable_calendar_alerts_on_what_cannot_be_undone_as_closed_would_when_fail_closed(sample: str) -> None:
+    """A CreateStack with the calendar CLOSED alerts; with it unreadable and fail-closed on, so must it."""
+    service, parts = gate(CalendarState.UNKNOWN)
+
+    outcome = service.handle(load_event(f"gate_change_window/{sample}"))
+
+    assert outcome.verdict == "CALENDAR_UNKNOWN"
+    assert parts["stacks"].cancels == []
+    [alert] = [a for a in alerts(parts["ledger"]) if a["kind"] == "change-window"]
+    assert alert["subject"].startswith("Change calendar unreadable: ") and alert["subject"].endswith("(fail closed)")
+    assert alert["severity"] == "high" and any("cannot be undone safely" in r for r in alert["reasons"])
+    assert [a["kind"] for a in alerts(parts["ledger"]) if a["change_id"] == OUTAGE_KEY] == ["degraded"]
+
+
 def test_an_unreadable_calendar_lets_changes_through_when_fail_open() -> None:
     service, parts = gate(CalendarState.UNKNOWN, fail_closed=False)
 

@@ -249,6 +249,7 @@ class GateAction(StrEnum):
 
 
 _STOPS = frozenset({GateAction.STOP_DEPLOYMENT, GateAction.STOP_PIPELINE, GateAction.CANCEL_STACK_UPDATE})
+_GOES_AHEAD = frozenset({GateAction.NONE, GateAction.SUCCEED_HOOK})
 _STACK_UPDATES = frozenset({"UpdateStack", "ExecuteChangeSet"})
 
 
@@ -277,8 +278,10 @@ class GateDecision(_Own):
 
     @property
     def alerts(self) -> bool:
+        # An unreadable calendar with calendar-fail-closed on counts as CLOSED: alerted as CLOSED
+        # would be, whether or not the change could be stopped (CreateStack, a finished deployment).
         return self.verdict in (GateVerdict.OUTSIDE_CHANGE_WINDOW, GateVerdict.EMERGENCY) or (
-            self.verdict is GateVerdict.CALENDAR_UNKNOWN and self.blocks
+            self.verdict is GateVerdict.CALENDAR_UNKNOWN and self.action not in _GOES_AHEAD
         )
 
     @property

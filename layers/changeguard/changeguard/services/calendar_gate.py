@@ -203,7 +203,8 @@ class _GateBase:
         if decision.verdict is GateVerdict.EMERGENCY:
             subject = f"Emergency change under {decision.ticket_id} outside the change window: {change.label}"
         elif decision.verdict is GateVerdict.CALENDAR_UNKNOWN:
-            subject = f"Change calendar unreadable: {_doing(decision)} {change.label} (fail closed)"
+            doing = f"{_doing(decision)} " if decision.blocks else ""  # e.g. a CreateStack: alerted only
+            subject = f"Change calendar unreadable: {doing}{change.label} (fail closed)"
         else:
             subject = f"Change window CLOSED: {_doing(decision)} {change.label}"
         summary = decision.summary[0].upper() + decision.summary[1:] + "."
