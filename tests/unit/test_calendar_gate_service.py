@@ -691,6 +691,28 @@ def test_a_redelivered_hook_reports_once_and_ledgers_once() -> None:
     assert len(alerts(parts["ledger"])) == 1
 
 
+@pytest.mark.parametrize("mode", ["observe", "enforce"])
+def test_each_hook_execution_of_one_deployment_is_ledgered_and_alerted(mode: str) -> None:
+    """The hook on BeforeInstall and AfterAllowTestTraffic of one deployment: two executions, two decisions.
+    In observe mode both would have failed; in enforce mode an emergency lets both pass, flagged."""
+    emergency = DeploymentFacts(deployment_id="d-H00KGATE1", status="InProgress", description="CHG-2001 hotfix")
+    service, parts = hook(CalendarState.CLOSED, mode=mode, facts=emergency if mode == "enforce" else None)
+    service.tickets = FakeTicketSource(
+        Ticket(ticket_id="CHG-2001", type=TicketType.EMERGENCY, status=TicketStatus.OPEN)
+    )
+    first = load_event("gate_lifecycle_hook/01-before-allow-traffic.json")
+    second = first | {"LifecycleEventHookExecutionId": first["LifecycleEventHookExecutionId"][::-1]}
+
+    outcomes = [service.handle(e, function_arn=HOOK_ARN) for e in (first, second, second)]
+
+    assert [o.duplicate for o in outcomes] == [False, False, True]  # the third is a redelivery of the second
+    hooks = [e.entry for e in parts["ledger"].entries_for("codedeploy:d-H00KGATE1") if e.entry.startswith("HOOK#")]
+    assert len(hooks) == 2
+    assert len(alerts(parts["ledger"])) == 2
+    assert len({a["alert_id"] for a in alerts(parts["ledger"])}) == 2
+    assert outcomes[1].alert_ids and outcomes[2].alert_ids == []
+
+
 @pytest.mark.parametrize(
     "event", [{}, {"DeploymentId": "d-1"}, {"DeploymentId": "", "LifecycleEventHookExecutionId": "x"}, "text"]
 )

@@ -197,7 +197,8 @@ class _GateBase:
             body=body,
         )
 
-    def gate_alert(self, decision: GateDecision, actions: list[str]) -> Alert:
+    def gate_alert(self, decision: GateDecision, actions: list[str], suffix: str = "") -> Alert:
+        """The decision's alert; ``suffix`` tells apart several alerting decisions on one change (hooks)."""
         change, reading = decision.change, decision.reading
         opening = reading.next_opening
         if decision.verdict is GateVerdict.EMERGENCY:
@@ -214,7 +215,7 @@ class _GateBase:
             opening=f" (next opening {opening.isoformat()})" if opening else ""
         )
         return Alert(
-            alert_id=Alert.make_id(change.change_id, self.function, ALERT_KIND),
+            alert_id=Alert.make_id(change.change_id, self.function, f"{ALERT_KIND}-{suffix}" if suffix else ALERT_KIND),
             kind=ALERT_KIND,
             function=self.function,
             severity=decision.severity,
@@ -301,13 +302,14 @@ class _GateBase:
         entry: str,
         actions: list[str],
         acted_as: dict[str, str] | None = None,
+        alert_suffix: str = "",
     ) -> Outcome:
         now = self.clock.now()
         entries = [self.gate_entry(decision, entry, actions, now, acted_as)]
         alert_ids: list[str] = []
         if decision.alerts:
-            alert = self.gate_alert(decision, actions)
-            entries.append(alert_entry(alert, decision.change.event_time, now))
+            alert = self.gate_alert(decision, actions, alert_suffix)
+            entries.append(alert_entry(alert, decision.change.event_time, now, suffix=alert_suffix))
             alert_ids.append(alert.alert_id)
         new = self.ledger.append(entries)
         outage, outage_alert = self.outage_entries(decision.reading, policy, now)
@@ -757,4 +759,6 @@ class LifecycleHookService(_GateBase):
         actions = [f"reported {status} to CodeDeploy" if reported else "the hook's result was already reported"]
         if decision.blocks and not decision.enforce:
             actions.append(f"would have reported Failed for {change.label} (observe mode)")
-        return self.record(decision, policy, entry, actions)
+        # One alert per hook execution: a deployment runs the hook at more than one lifecycle event
+        # (BeforeInstall and AfterAllowTestTraffic), and a redelivery of the same one alerts nothing.
+        return self.record(decision, policy, entry, actions, alert_suffix=hook.LifecycleEventHookExecutionId)
