@@ -394,6 +394,36 @@ def test_a_pipeline_started_outside_the_window_is_abandoned() -> None:
     assert "CLOSED" in reason and len(reason) <= 200
 
 
+def test_a_failed_stage_retried_outside_the_window_is_decided_on_its_own_and_stopped() -> None:
+    """RetryStageExecution resumes an execution (RESUMED, attempt 2): it deploys again, maybe hours
+    after the start, so it is gated on its own and is no redelivery of the start's decision."""
+    service, parts = gate()
+    service.handle(load_event("gate_change_window/05-codepipeline-started.json"))
+    resumed = load_event("gate_change_window/13-codepipeline-resumed.json")
+
+    outcome = service.handle(resumed)
+
+    execution = "3f9b6c2a-1d4e-4a5b-9c8d-7e6f5a4b3c21"
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW" and not outcome.duplicate
+    assert outcome.change_id == f"{execution}#attempt-2"
+    assert [(p, e) for p, e, _ in parts["pipelines"].stops] == [("checkout-pipeline", execution)] * 2
+    assert any("a failed stage retried" in a for a in outcome.actions)
+    assert len(alerts(parts["ledger"])) == 2
+    again = service.handle(resumed)  # a redelivery of the same retry
+    assert again.duplicate and len(parts["pipelines"].stops) == 2
+
+
+def test_a_pipeline_state_that_starts_nothing_is_ignored() -> None:
+    service, parts = gate()
+    event = load_event("gate_change_window/13-codepipeline-resumed.json")
+    event["detail"]["state"] = "SUCCEEDED"
+
+    outcome = service.handle(event)
+
+    assert parts["pipelines"].stops == [] and outcome.verdict == "NOT_A_CHANGE"
+    assert outcome.reasons == ["pipeline execution state SUCCEEDED is not gated"]
+
+
 def test_a_pipeline_variable_can_name_the_emergency_ticket() -> None:
     facts = EXECUTION.model_copy(update={"variables": {"ChangeTicket": "CHG-2001"}})
     ticket = Ticket(ticket_id="CHG-2001", type=TicketType.EMERGENCY, status=TicketStatus.APPROVED)

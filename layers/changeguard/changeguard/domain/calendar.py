@@ -65,7 +65,7 @@ class GatedChange(_Own):
 
     change_id: str
     kind: GateKind
-    operation: str  # "START", "STARTED", "CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack"
+    operation: str  # "START", "STARTED", "RESUMED", "CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack"
     target: str  # deployment id, "pipeline/execution id", stack name or id
     event_time: datetime
     account: str | None = None
@@ -81,7 +81,8 @@ class GatedChange(_Own):
             where = f" ({self.application}/{self.group})" if self.application and self.group else ""
             return f"deployment {self.target}{where}"
         if self.kind is GateKind.PIPELINE:
-            return f"execution {self.target} of pipeline {self.application}"
+            retried = " (a failed stage retried)" if self.operation == "RESUMED" else ""
+            return f"execution {self.target} of pipeline {self.application}{retried}"
         return f"{self.operation} of stack {self.target}"
 
 

@@ -47,10 +47,15 @@ class PipelineExecutionStateChangeDetail(_AwsOwned):
     state: str
     version: float | None = None
     execution_trigger: ExecutionTrigger | None = Field(default=None, alias="execution-trigger")
+    #: 1 for the execution's start; each retry of a failed stage (RESUMED) counts one more.
+    attempt: float | None = Field(default=None, alias="pipeline-execution-attempt")
 
 
 class PipelineExecutionStateChangeEvent(Envelope):
-    """ "CodePipeline Pipeline Execution State Change" (STARTED, SUCCEEDED, FAILED, STOPPED, ...)."""
+    """ "CodePipeline Pipeline Execution State Change" (STARTED, RESUMED, SUCCEEDED, FAILED, STOPPED, ...).
+
+    RESUMED: a failed stage was retried (``RetryStageExecution``), and the execution runs again.
+    """
 
     detail: PipelineExecutionStateChangeDetail  # type: ignore[assignment]
 

@@ -5,7 +5,7 @@ change being judged (never the time of processing), re-reads the target, decides
 carries the decision out (stop with rollback, abandon, cancel, or only report in observe mode), and
 ledgers the decision with its alert in one append. Two entry points:
 
-* :class:`CalendarGateService` - rule-triggered: CodeDeploy START, CodePipeline STARTED, CloudFormation
+* :class:`CalendarGateService` - rule-triggered: CodeDeploy START, CodePipeline STARTED/RESUMED, CloudFormation
   stack calls seen in CloudTrail, and "Calendar State Change" (a window opened or closed);
 * :class:`LifecycleHookService` - a CodeDeploy lifecycle hook (``BeforeInstall``/``BeforeAllowTraffic``)
   that fails the deployment synchronously while the calendar is closed.
@@ -76,6 +76,8 @@ from changeguard.services.outcome import Outcome
 STACK_CALLS = frozenset({"CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack"})
 CFN_SOURCE = "cloudformation.amazonaws.com"
 GATE_ENTRY = EntryKind.CALENDAR.value
+#: Pipeline execution states that start a deployment: the start, and a failed stage retried.
+PIPELINE_STATES = frozenset({"STARTED", "RESUMED"})
 OUTAGE_KEY = "outage:change-calendar"
 ALERT_KIND = "change-window"
 NO_CALENDAR = "NO_CALENDAR"
@@ -427,13 +429,20 @@ class CalendarGateService(_GateBase):
 
     def on_pipeline(self, event: PipelineExecutionStateChangeEvent) -> Outcome:
         detail = event.detail
-        if detail.state != "STARTED":
-            return self._ignored(detail.execution_id, f"pipeline execution state {detail.state} is not STARTED")
+        if detail.state not in PIPELINE_STATES:
+            return self._ignored(detail.execution_id, f"pipeline execution state {detail.state} is not gated")
+        # A retried stage (RESUMED) deploys again, maybe in another window than the start: it is
+        # decided on its own, keyed by its attempt (or, lacking one, by its event, which a
+        # redelivery repeats).
+        change_id = detail.execution_id
+        if detail.state == "RESUMED":
+            attempt = f"attempt-{int(detail.attempt)}" if detail.attempt else f"resumed-{event.id}"
+            change_id = f"{detail.execution_id}#{attempt}"
         trigger = detail.execution_trigger
         change = GatedChange(
-            change_id=detail.execution_id,
+            change_id=change_id,
             kind=GateKind.PIPELINE,
-            operation="STARTED",
+            operation=detail.state,
             target=detail.execution_id,
             event_time=event.time,
             account=event.account,
