@@ -105,3 +105,29 @@ def test_out_of_scope_services_are_dropped_at_the_bus():
     event = load("01-approved-run-instances.json")
     event["detail"]["eventSource"] = "athena.amazonaws.com"
     assert not matches(CORRELATE, event)
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "category"),
+    [
+        ("s3.amazonaws.com", "PutObject", "Data"),
+        ("dynamodb.amazonaws.com", "PutItem", "Data"),
+        ("lambda.amazonaws.com", "Invoke", "Data"),
+        ("sns.amazonaws.com", "Publish", "Data"),
+        ("sqs.amazonaws.com", "SendMessage", "Data"),
+        ("kms.amazonaws.com", "ScheduleKeyDeletion", "NetworkActivity"),  # through a VPC endpoint
+    ],
+)
+def test_data_and_network_activity_events_are_dropped_at_the_bus(source, name, category):
+    """A trail with data events delivers object-level calls as "AWS API Call via CloudTrail" too."""
+    event = load("01-approved-run-instances.json")
+    event["detail"].update(eventSource=source, eventName=name, eventCategory=category, managementEvent=False)
+    assert not matches(CORRELATE, event)
+    event["detail"].update(eventCategory="Management", managementEvent=True)
+    assert matches(CORRELATE, event)
+
+
+def test_records_older_than_event_categories_reach_the_correlator():
+    event = load("01-approved-run-instances.json")
+    del event["detail"]["eventCategory"]
+    assert matches(CORRELATE, event)

@@ -164,6 +164,9 @@ def test_the_sweeps_filter_passes_exactly_what_the_correlators_rule_passes(aws):
         variants.append({**d, "eventSource": "athena.amazonaws.com"})
         variants.append({k: v for k, v in d.items() if k != "readOnly"})  # an old schema
         variants.append({**d, "eventType": "AwsConsoleSignIn"})
+        variants.append({**d, "eventCategory": "Data", "managementEvent": False})
+        variants.append({**d, "eventCategory": "NetworkActivity", "managementEvent": False})
+        variants.append({k: v for k, v in d.items() if k not in ("eventCategory", "managementEvent")})
         user = dict(d.get("userIdentity") or {})
         user["sessionContext"] = {"sessionIssuer": {"type": "Role", "arn": suite_role}}
         variants.append({**d, "userIdentity": user})

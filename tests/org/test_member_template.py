@@ -241,6 +241,9 @@ NOT_FORWARDED = {
     "read-only call": lambda a, r: _api_call(a, r, eventName="DescribeInstances", readOnly=True),
     "failed call": lambda a, r: _api_call(a, r, errorCode="Client.UnauthorizedOperation"),
     "service not correlated": lambda a, r: _api_call(a, r, eventSource="athena.amazonaws.com"),
+    "data event": lambda a, r: _api_call(
+        a, r, eventSource="s3.amazonaws.com", eventName="PutObject", eventCategory="Data", managementEvent=False
+    ),
     "another Config rule's verdict": lambda a, r: _other(
         "enforce_tags/10-config-non-compliant.json", a, r, detail__configRuleName="s3-bucket-versioning-enabled"
     ),

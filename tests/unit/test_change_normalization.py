@@ -79,6 +79,31 @@ def test_failed_calls_are_not_changes():
     assert not change_from_cloudtrail(parsed.detail, parsed.account, parsed.region).is_change
 
 
+@pytest.mark.parametrize(
+    ("category", "management"),
+    [("Data", False), ("NetworkActivity", False), ("Data", None), (None, False), (None, "false")],
+)
+def test_data_and_network_activity_events_are_not_changes(category, management):
+    """A trail with data events sends object-level calls (S3 PutObject, Lambda Invoke...) to EventBridge."""
+    event = load_event("correlate_change/02-console-no-ticket.json")
+    detail = event["detail"]
+    detail["eventName"] = "PutObject"
+    for key, value in (("eventCategory", category), ("managementEvent", management)):
+        if value is None:
+            detail.pop(key, None)
+        else:
+            detail[key] = value
+    parsed = CloudTrailEvent.model_validate(event)
+    change = change_from_cloudtrail(parsed.detail, parsed.account, parsed.region)
+    assert change.data_event and not change.is_change
+
+
+def test_management_events_and_records_older_than_event_categories_are_changes():
+    assert change_of("02-console-no-ticket.json").is_change  # eventCategory Management
+    change = change_of("08-iam-user-old-schema.json")  # neither eventCategory nor managementEvent
+    assert not change.data_event and change.is_change
+
+
 def test_unknown_extra_keys_and_json_string_parameters_are_tolerated():
     event = load_event("correlate_change/03-unapproved-ticket.json")
     event["detail"]["brandNewField"] = {"x": 1}

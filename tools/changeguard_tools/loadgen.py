@@ -1,7 +1,7 @@
 """Generated CloudTrail records for load replays: mixed services, identities and outcomes.
 
-Most records are what a busy account produces (read-only calls, failed calls, the suite's own
-calls, exempt pipelines, authorized changes); 5 % are violations (no ticket). Records are
+Most records are what a busy account produces (read-only calls, data events, failed calls, the
+suite's own calls, exempt pipelines, authorized changes); 5 % are violations (no ticket). Records are
 written in files of ``per_file`` records, so a replay streams them a file at a time.
 
 Every record has a label saying what it is (:data:`LABELS`), written in input order to
@@ -41,9 +41,9 @@ _WRITES: list[tuple[str, str, dict[str, Any]]] = [
     ("kms.amazonaws.com", "DisableKeyRotation", {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab"}),
     ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": "orders"}),
 ]
-#: What a record is; the first three never reach a function (the rules drop them at the bus).
-LABELS = ("read-only", "failed", "suite", "violation", "exempt", "authorized")
-DROPPED_AT_THE_BUS = frozenset({"read-only", "failed", "suite"})
+#: What a record is; the first four never reach a function (the rules drop them at the bus).
+LABELS = ("read-only", "data", "failed", "suite", "violation", "exempt", "authorized")
+DROPPED_AT_THE_BUS = frozenset({"read-only", "data", "failed", "suite"})
 #: The correlator's verdict for each label that reaches it, given :data:`FIXTURES`.
 EXPECTED_VERDICT = {"violation": "NO_TICKET", "exempt": "EXEMPT", "authorized": "AUTHORIZED"}
 LABELS_FILE = "labels.csv"
@@ -75,6 +75,14 @@ _READS = [
     ("iam.amazonaws.com", "GetRole"),
     ("lambda.amazonaws.com", "GetFunction20150331v2"),
     ("athena.amazonaws.com", "StartQueryExecution"),  # out of scope service
+]
+#: Object-level calls, logged by trails with data events: no configuration changes.
+_DATA: list[tuple[str, str, dict[str, Any]]] = [
+    ("s3.amazonaws.com", "PutObject", {"bucketName": "acme-data", "key": "orders/1.json"}),
+    ("dynamodb.amazonaws.com", "PutItem", {"tableName": "orders"}),
+    ("lambda.amazonaws.com", "Invoke", {"functionName": "checkout-api"}),
+    ("sns.amazonaws.com", "Publish", {"topicArn": f"arn:aws:sns:us-east-1:{ACCOUNT}:orders"}),
+    ("sqs.amazonaws.com", "SendMessage", {"queueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/orders"}),
 ]
 
 
@@ -127,14 +135,27 @@ def record(rng: random.Random, index: int, start: datetime) -> tuple[dict[str, A
         "eventID": str(uuid.UUID(int=rng.getrandbits(128))),
         "eventType": "AwsApiCall",
         "managementEvent": True,
+        "eventCategory": "Management",
         "recipientAccountId": ACCOUNT,
     }
-    if roll < 0.45:  # read-only traffic: dropped at the bus
+    if roll < 0.40:  # read-only traffic: dropped at the bus
         source, name = rng.choice(_READS)
         base.update(
             eventSource=source, eventName=name, readOnly=True, userIdentity=_identity("sso", "reader@example.com")
         )
         return base, "read-only"
+    if roll < 0.45:  # data events (writes to objects, not to configuration): dropped at the bus
+        source, name, params = rng.choice(_DATA)
+        base.update(
+            eventSource=source,
+            eventName=name,
+            readOnly=False,
+            managementEvent=False,
+            eventCategory="Data",
+            requestParameters=params,
+            userIdentity=_identity("sso", "alice@example.com"),
+        )
+        return base, "data"
     if roll < 0.55:  # failed calls: dropped at the bus
         source, name, params = rng.choice(_WRITES)
         base.update(

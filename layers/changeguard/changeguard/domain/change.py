@@ -81,11 +81,13 @@ class Change(_Own):
     error_code: str | None = None
     user_agent: str | None = None
     related_event_ids: tuple[str, ...] = ()
+    data_event: bool = False
 
     @property
     def is_change(self) -> bool:
-        """A failed or read-only call changed nothing."""
-        return not self.read_only and self.error_code is None
+        """A failed or read-only call changed nothing; a data event (an object read or written, a
+        function invoked, a message sent) uses a resource but changes no configuration."""
+        return not self.read_only and self.error_code is None and not self.data_event
 
     @property
     def day(self) -> str:
@@ -125,6 +127,19 @@ def is_read_only(record: CloudTrailRecord) -> bool:
     if record.readOnly is not None:
         return bool(record.readOnly)
     return canonical_action(record.eventName).startswith(_READ_PREFIXES)
+
+
+#: ``eventCategory`` of the records that are not management events (CloudTrail record contents).
+DATA_EVENT_CATEGORIES = ("Data", "NetworkActivity")
+
+
+def is_data_event(record: CloudTrailRecord) -> bool:
+    """A data or network-activity event: object-level use of a resource, not a configuration change.
+
+    ``eventCategory`` is in every record since eventVersion 1.07, ``managementEvent`` since 1.06;
+    a record without either (an older schema) is taken as a management event.
+    """
+    return record.managementEvent is False or record.eventCategory in DATA_EVENT_CATEGORIES
 
 
 def actor_from(record: CloudTrailRecord) -> Actor:
@@ -259,4 +274,5 @@ def change_from_cloudtrail(record: CloudTrailRecord, account: str, region: str) 
         read_only=is_read_only(record),
         error_code=record.errorCode,
         user_agent=record.userAgent,
+        data_event=is_data_event(record),
     )
