@@ -35,6 +35,7 @@ def build_service() -> CorrelateService:
         suite=factory.suite_resources(wiring),  # issue 8: changes to the suite are tampering
         heartbeat_parameter=wiring.heartbeat_parameter_name,  # issue 8: the heartbeat's canaries
         scope=accounts,
+        correlated_sources=wiring.correlated_event_sources,  # Config items of their calls only observe
     )
 
 

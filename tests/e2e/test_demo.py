@@ -15,6 +15,7 @@ def test_demo_runs_the_correlation_scenario(tmp_path):
     for verdict in ("NO_TICKET", "NOT_APPROVED", "SELF_APPROVED", "EMERGENCY", "EXEMPT"):
         assert f"CorrelateChangeFunction: {verdict}" in text, verdict
     assert "ALERT    [critical]" in text
-    assert "duplicate delivery: already recorded" in text
+    # The Config item of the console change is recorded as evidence, not judged again (nor instead).
+    assert "CorrelateChangeFunction: NOT_A_CHANGE; recorded the Config item" in text
     assert "Summary:" in text.splitlines()[-1] and "alert(s) received" in text
     assert (tmp_path / "handlers.log").exists()

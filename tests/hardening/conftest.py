@@ -160,7 +160,11 @@ def correlator_extras(wiring: Wiring) -> dict[str, Any]:
     """What app.build_service passes besides the adapters (kept in one place for the sandboxes)."""
     from changeguard import factory
 
-    return {"suite": factory.suite_resources(wiring), "heartbeat_parameter": wiring.heartbeat_parameter_name}
+    return {
+        "suite": factory.suite_resources(wiring),
+        "heartbeat_parameter": wiring.heartbeat_parameter_name,
+        "correlated_sources": wiring.correlated_event_sources,
+    }
 
 
 def concurrently(

@@ -40,7 +40,8 @@ class Wiring(BaseModel):
     # -- hardening (issue 8) -------------------------------------------------------------------
     # Comma-separated name prefixes of the suite's resources (self-protection: domain/self_protection.py).
     suite_resource_prefixes: tuple[str, ...] = ()
-    # Comma-separated CloudTrail event sources the correlator's rule passes (the reconciliation sweep).
+    # Comma-separated CloudTrail event sources the correlator's rule passes (the reconciliation sweep;
+    # the correlator: Config items of those calls are not judged, their CloudTrail records are).
     correlated_event_sources: tuple[str, ...] = ()
     # The parameter the heartbeat writes as its canary (domain/heartbeat.py).
     heartbeat_parameter_name: str | None = None

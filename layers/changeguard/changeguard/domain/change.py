@@ -63,6 +63,28 @@ class ChangeSource(StrEnum):
     CONFIG = "config"
 
 
+#: AWS Config namespaces (``AWS::<namespace>::<type>``) whose API is not ``<namespace>.amazonaws.com``
+#: in CloudTrail. Any other namespace is its API's name in lower case (``AWS::EC2::Instance``: ec2).
+_CONFIG_NAMESPACE_SOURCES = {
+    "ElasticLoadBalancingV2": "elasticloadbalancing.amazonaws.com",
+    "CloudWatch": "monitoring.amazonaws.com",
+    "StepFunctions": "states.amazonaws.com",
+    "Elasticsearch": "es.amazonaws.com",
+    "OpenSearch": "es.amazonaws.com",
+    "ApiGatewayV2": "apigateway.amazonaws.com",
+    "MSK": "kafka.amazonaws.com",
+    "WAFRegional": "waf-regional.amazonaws.com",
+}
+
+
+def config_event_source(resource_type: str | None) -> str | None:
+    """The CloudTrail ``eventSource`` of the API that changes a Config resource type."""
+    parts = (resource_type or "").split("::")
+    if len(parts) != 3 or not parts[1]:
+        return None
+    return _CONFIG_NAMESPACE_SOURCES.get(parts[1], f"{parts[1].lower()}.amazonaws.com")
+
+
 class Change(_Own):
     """What changed, where, when and by whom. ``change_id`` is the CloudTrail ``eventID``."""
 

@@ -34,6 +34,7 @@ class EntryKind(StrEnum):
     DIGEST = "DIGEST"
     HEARTBEAT = "HEARTBEAT"  # issue 8: canaries sent and arrived, heartbeat outages
     RECONCILED = "RECONCILED"  # issue 9: how far each account-region's CloudTrail was reconciled
+    CONFIG = "CONFIG"  # a Config item of a call whose CloudTrail record is judged: evidence, not a verdict
 
 
 class LedgerEntry(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from changeguard.domain.alerts import Alert, alert_entry
-from changeguard.domain.change import Change, ChangeSource, change_from_cloudtrail
+from changeguard.domain.change import Change, ChangeSource, change_from_cloudtrail, config_event_source
 from changeguard.domain.errors import (
     CalendarUnavailableError,
     InvalidEventError,
@@ -76,6 +76,7 @@ class CorrelateService:
         suite: SuiteResources | None = None,
         heartbeat_parameter: str | None = None,
         scope: ActingScope | None = None,
+        correlated_sources: tuple[str, ...] = (),
     ) -> None:
         # issue 9: a resource's or stack's current tags are read in the change's account.
         self.scope = scope
@@ -90,15 +91,20 @@ class CorrelateService:
         # issue 8: changes to the suite itself are tampering; the heartbeat's canaries are recorded.
         self.suite = suite
         self.heartbeat_parameter = heartbeat_parameter
+        # The event sources CloudTrailWriteCalls routes here: a Config item of a call of one of them
+        # never decides it (its CloudTrail record does). Empty: every source is taken as routed.
+        self.correlated_sources = frozenset(correlated_sources)
 
     # -- entry points -------------------------------------------------------------------------
     def handle(self, event: Mapping[str, Any]) -> Outcome:
         """Route a raw EventBridge event to the right parser; reject what is not ours."""
         if not isinstance(event, Mapping):
             raise InvalidEventError("event is not a JSON object")
+        config: ConfigItemChangeEvent | None = None
         try:
             if event.get("detail-type") == CONFIG_ITEM_CHANGE:
-                change = self.change_from_config(ConfigItemChangeEvent.model_validate(event))
+                config = ConfigItemChangeEvent.model_validate(event)
+                change = self.change_from_config(config)
             else:
                 parsed = CloudTrailEvent.model_validate(event)
                 canary = self.canary_of(parsed.detail)
@@ -109,6 +115,8 @@ class CorrelateService:
             raise InvalidEventError(f"not a CloudTrail or Config change event: {_short(exc)}") from exc
         if change is None:
             return Outcome(function=self.function, verdict=NOT_A_CHANGE)
+        if config is not None and self.judged_from_cloudtrail(config):
+            return self.record_config_item(change, config)
         return self.evaluate(change)
 
     def change_from_config(self, event: ConfigItemChangeEvent) -> Change | None:
@@ -138,6 +146,48 @@ class CorrelateService:
             resources=(resource,),
             request_tags=item.tags,
             related_event_ids=related,
+        )
+
+    def judged_from_cloudtrail(self, event: ConfigItemChangeEvent) -> bool:
+        """Whether the call behind a Config item is judged from its own CloudTrail record.
+
+        The CloudTrail record is authoritative for a call: it names the actor (self-approval,
+        exemptions, root, tampering all depend on it), and the Config item does not. The ledger
+        keeps the first verdict of a change and the default bus has no order, so a Config item
+        judged under its call's event id could take that verdict's place. It never does: when
+        CloudTrailWriteCalls routes the call here, the Config item is recorded as evidence only,
+        and a CloudTrail event that never arrives is judged by the reconciliation sweep. A call
+        of a service that rule does not route, or a change CloudTrail did not see (no
+        ``relatedEvents``), has no other judge: the Config item is judged.
+        """
+        item = event.detail.configurationItem
+        if item is None or not item.relatedEvents:
+            return False
+        return not self.correlated_sources or config_event_source(item.resourceType) in self.correlated_sources
+
+    def record_config_item(self, change: Change, event: ConfigItemChangeEvent) -> Outcome:
+        """Ledger a Config item under its call's event id as a ``CONFIG`` entry, never a verdict."""
+        item = event.detail.configurationItem
+        assert item is not None  # change_from_config returns None without one
+        entry = LedgerEntry(
+            change_id=change.change_id,
+            entry=f"{EntryKind.CONFIG.value}#{item.resourceType}#{item.resourceId}#{item.configurationStateId}",
+            kind=EntryKind.CONFIG,
+            function=self.function,
+            event_time=change.event_time,
+            recorded_at=self.clock.now(),
+            account=change.account,
+            region=change.region,
+            body={"change": change.model_dump(mode="json"), "status": item.configurationItemStatus},
+        )
+        new = self.ledger.append([entry])
+        return Outcome(
+            function=self.function,
+            change_id=change.change_id,
+            verdict=NOT_A_CHANGE,
+            actions=["recorded the Config item" if new else "duplicate delivery: already recorded"],
+            reasons=["Config item of a call judged from its CloudTrail record"],
+            duplicate=not new,
         )
 
     # -- the decision -------------------------------------------------------------------------

@@ -1,0 +1,151 @@
+"""Config items and the CloudTrail records of the calls behind them: one verdict per call, its CloudTrail's.
+
+A Config item names the calls that caused it (``relatedEvents``), not who made them, and the default
+bus delivers the two in any order. Whichever comes first, the call is judged from its CloudTrail
+record; the Config item is ledgered beside it as evidence.
+"""
+
+from __future__ import annotations
+
+import pytest
+from changeguard.domain.change import config_event_source
+from changeguard.domain.policy import Policy
+from changeguard.services.correlate import CorrelateService
+from changeguard_tools.template import Template
+from fakes import FakeClock, FakeTagReader, FakeTicketSource, InMemoryLedger
+from sample_events import load_event
+
+SUITE = "arn:aws:iam::123456789012:role/changeguard/"
+#: The event sources CloudTrailWriteCalls routes (template.yaml's default), as the correlator is given them.
+SOURCES = tuple(Template().parameter_defaults()["CorrelatedEventSources"])
+
+
+def service(correlated_sources: tuple[str, ...] = SOURCES) -> CorrelateService:
+    return CorrelateService(
+        function="correlate_change",
+        ledger=InMemoryLedger(),
+        tickets=FakeTicketSource(),
+        tags=FakeTagReader(),
+        policy=Policy,
+        clock=FakeClock(),
+        suite_role_prefixes=(SUITE,),
+        correlated_sources=correlated_sources,
+    )
+
+
+def config_item_of(call: dict, resource_type: str, resource_id: str, arn: str, state: int = 1) -> dict:
+    """The sample Config item, about ``resource_type``/``resource_id`` and caused by ``call``."""
+    event = load_event("correlate_change/10-config-item-change.json")
+    event["resources"] = [arn]
+    item = event["detail"]["configurationItem"]
+    item.update(
+        relatedEvents=[call["detail"]["eventID"]],
+        resourceType=resource_type,
+        resourceId=resource_id,
+        resourceName=resource_id,
+        ARN=arn,
+        configurationStateId=state,
+    )
+    return event
+
+
+def verdicts(svc: CorrelateService) -> list:
+    return svc.ledger.kinds("VERDICT")
+
+
+ROOT_STOP_LOGGING = load_event("correlate_change/07-root-stop-logging.json")
+TRAIL_ITEM = config_item_of(
+    ROOT_STOP_LOGGING,
+    "AWS::CloudTrail::Trail",
+    "org-trail",
+    "arn:aws:cloudtrail:us-east-1:123456789012:trail/org-trail",
+)
+
+
+@pytest.mark.parametrize("config_first", [True, False], ids=["config-first", "cloudtrail-first"])
+def test_a_config_item_never_takes_the_place_of_its_calls_cloudtrail_verdict(config_first):
+    """A root StopLogging keeps its actor and its tampering flag whichever event arrives first."""
+    svc = service()
+    order = [TRAIL_ITEM, ROOT_STOP_LOGGING] if config_first else [ROOT_STOP_LOGGING, TRAIL_ITEM]
+    outcomes = [svc.handle(event) for event in order]
+
+    assert not any(o.duplicate for o in outcomes)
+    [verdict] = verdicts(svc)
+    assert verdict.change_id == ROOT_STOP_LOGGING["detail"]["eventID"]
+    change, judgement = verdict.body["change"], verdict.body["judgement"]
+    assert change["source"] == "cloudtrail" and change["actor"]["kind"] == "root"
+    assert judgement["control_tampering"] is True and verdict.severity == "critical"
+    [observed] = svc.ledger.kinds("CONFIG")
+    assert observed.change_id == verdict.change_id and observed.verdict is None
+    assert observed.body["change"]["resources"] == [TRAIL_ITEM["resources"][0]]
+    config_outcome = outcomes[0] if config_first else outcomes[1]
+    assert config_outcome.verdict == "NOT_A_CHANGE" and config_outcome.actions == ["recorded the Config item"]
+
+
+def test_the_config_item_of_a_no_ticket_console_change_adds_evidence_not_a_second_verdict():
+    svc = service()
+    config = svc.handle(load_event("correlate_change/10-config-item-change.json"))
+    call = svc.handle(load_event("correlate_change/02-console-no-ticket.json"))
+    assert call.verdict == "NO_TICKET" and not call.duplicate and call.alert_ids
+    [verdict] = verdicts(svc)
+    assert verdict.body["change"]["actor"]["arn"].endswith("/dave@example.com")
+    again = svc.handle(load_event("correlate_change/10-config-item-change.json"))  # a duplicate delivery
+    assert not config.duplicate and again.duplicate
+    assert len(svc.ledger.kinds("CONFIG")) == 1 and len(verdicts(svc)) == 1
+
+
+def test_each_config_item_of_one_call_is_recorded():
+    """One call can change several resources (an instance, its volume, its interface): one entry each."""
+    svc = service()
+    call = load_event("correlate_change/01-approved-run-instances.json")
+    for resource_type, resource_id in (("AWS::EC2::Instance", "i-1"), ("AWS::EC2::Volume", "vol-1")):
+        svc.handle(config_item_of(call, resource_type, resource_id, f"arn:aws:ec2:::{resource_id}"))
+    assert len(svc.ledger.kinds("CONFIG")) == 2 and verdicts(svc) == []
+
+
+def test_a_config_item_without_related_events_is_judged_itself():
+    """A change CloudTrail did not see: the Config item is its only record."""
+    svc = service()
+    event = load_event("correlate_change/10-config-item-change.json")
+    event["detail"]["configurationItem"]["relatedEvents"] = []
+    outcome = svc.handle(event)
+    [verdict] = verdicts(svc)
+    assert outcome.verdict == "NO_TICKET" and verdict.body["change"]["source"] == "config"
+    assert verdict.change_id.startswith("config:AWS::S3::Bucket:acme-reports-prod:")
+
+
+def test_a_config_item_of_a_service_the_cloudtrail_rule_does_not_route_is_judged_itself():
+    """Its call never reaches the correlator (nor the reconciliation sweep): nothing else judges it."""
+    svc = service()
+    call = load_event("correlate_change/01-approved-run-instances.json")
+    arn = "arn:aws:ecs:us-east-1:123456789012:service/prod/checkout"
+    outcome = svc.handle(config_item_of(call, "AWS::ECS::Service", "checkout", arn))
+    [verdict] = verdicts(svc)
+    assert outcome.verdict == "NO_TICKET" and verdict.body["change"]["resources"] == [arn]
+    assert svc.ledger.kinds("CONFIG") == []
+
+
+def test_without_the_routed_sources_every_related_call_is_left_to_its_cloudtrail_record():
+    svc = service(correlated_sources=())
+    call = load_event("correlate_change/01-approved-run-instances.json")
+    svc.handle(config_item_of(call, "AWS::ECS::Service", "checkout", "arn:aws:ecs:::service/checkout"))
+    assert verdicts(svc) == [] and len(svc.ledger.kinds("CONFIG")) == 1
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "source"),
+    [
+        ("AWS::EC2::SecurityGroup", "ec2.amazonaws.com"),
+        ("AWS::S3::Bucket", "s3.amazonaws.com"),
+        ("AWS::CloudTrail::Trail", "cloudtrail.amazonaws.com"),
+        ("AWS::ElasticLoadBalancingV2::LoadBalancer", "elasticloadbalancing.amazonaws.com"),
+        ("AWS::ElasticLoadBalancing::LoadBalancer", "elasticloadbalancing.amazonaws.com"),
+        ("AWS::CloudWatch::Alarm", "monitoring.amazonaws.com"),
+        ("AWS::StepFunctions::StateMachine", "states.amazonaws.com"),
+        ("AWS::ECS::Service", "ecs.amazonaws.com"),
+        (None, None),
+        ("NotAType", None),
+    ],
+)
+def test_the_api_of_a_config_resource_type(resource_type, source):
+    assert config_event_source(resource_type) == source
