@@ -57,6 +57,44 @@ def test_old_schema_without_read_only_is_a_write_and_iam_user_is_recognized():
     assert change.resources == ("arn:aws:iam::123456789012:user/temp-contractor",)
 
 
+def federated_bob() -> dict:
+    """A call with GetFederationToken credentials: bob's token, asked for by the broker IAM user."""
+    event = load_event("correlate_change/08-iam-user-old-schema.json")
+    event["detail"]["userIdentity"] = {
+        "type": "FederatedUser",
+        "principalId": "123456789012:bob",
+        "arn": "arn:aws:sts::123456789012:federated-user/bob",
+        "accountId": "123456789012",
+        "accessKeyId": "ASIAEXAMPLEFEDERATED",
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "IAMUser",
+                "principalId": "AIDAEXAMPLEBROKER",
+                "arn": "arn:aws:iam::123456789012:user/token-broker",
+                "accountId": "123456789012",
+                "userName": "token-broker",
+            },
+            "attributes": {"creationDate": "2026-11-21T16:00:00Z", "mfaAuthenticated": "false"},
+        },
+    }
+    return event
+
+
+def test_a_federated_user_is_the_person_the_token_was_issued_for_not_its_broker():
+    parsed = CloudTrailEvent.model_validate(federated_bob())
+    actor = change_from_cloudtrail(parsed.detail, parsed.account, parsed.region).actor
+    assert actor.kind is ActorKind.FEDERATED and actor.user_name == "bob"
+    assert actor.session_issuer_arn == "arn:aws:iam::123456789012:user/token-broker"
+    assert actor.display == "bob via arn:aws:iam::123456789012:user/token-broker"
+
+
+def test_a_federated_user_without_an_arn_is_named_by_its_principal_id():
+    event = federated_bob()
+    del event["detail"]["userIdentity"]["arn"]
+    parsed = CloudTrailEvent.model_validate(event)
+    assert change_from_cloudtrail(parsed.detail, parsed.account, parsed.region).actor.user_name == "bob"
+
+
 def test_invoked_by_cloudformation_is_automation_and_reads_x_amz_tagging():
     change = change_of("09-invoked-by-cloudformation.json")
     assert change.actor.invoked_by == "cloudformation.amazonaws.com"

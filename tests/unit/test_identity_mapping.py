@@ -64,6 +64,7 @@ def judged(actor: Actor, ticket: Ticket | None, policy: Policy | None = None):
 def test_person_of_resolves_arns_and_the_map():
     assert person_of("arn:aws:sts::1:assumed-role/AWSReservedSSO_X_1/Bob@Example.com", {}) == "bob@example.com"
     assert person_of("arn:aws:iam::1:user/bob.jones", {}) == "bob.jones"
+    assert person_of("arn:aws:sts::1:federated-user/Bob", {}) == "bob"
     assert person_of("arn:aws:iam::123456789012:root", {}) == "root@123456789012"
     assert person_of("bob.jones", {"Bob.Jones": "bob@example.com"}) == "bob@example.com"
 
@@ -88,6 +89,39 @@ def test_independent_approvers_exclude_the_actor_through_every_alias():
         Approval(approver="carol.white"),  # the same person approving a second step counts once
     ]
     assert independent_approvers(IAM_BOB, approvals, {"carol.white": "carol@example.com"}) == {"carol@example.com"}
+
+
+def test_a_federated_user_is_matched_as_the_person_not_the_broker_that_issued_the_token():
+    """GetFederationToken: bob's session, issued through carol's IAM user (a token broker)."""
+    from changeguard.domain.change import actor_from
+    from changeguard.models.cloudtrail import CloudTrailRecord
+
+    record = CloudTrailRecord.model_validate(
+        {
+            "eventTime": "2026-11-21T10:00:00Z",
+            "eventSource": "ec2.amazonaws.com",
+            "eventName": "ModifyInstanceAttribute",
+            "userIdentity": {
+                "type": "FederatedUser",
+                "principalId": "123456789012:bob",
+                "arn": "arn:aws:sts::123456789012:federated-user/bob",
+                "accountId": "123456789012",
+                "sessionContext": {
+                    "sessionIssuer": {
+                        "type": "IAMUser",
+                        "arn": "arn:aws:iam::123456789012:user/carol.white",
+                        "userName": "carol.white",
+                    }
+                },
+            },
+        }
+    )
+    bob = actor_from(record)
+    people = {"carol.white": "carol@example.com"}
+    assert is_self_approved(bob, [Approval(approver="bob")], {})
+    assert is_self_approved(bob, [Approval(approver="bob@example.com")], {"bob": "bob@example.com"})
+    assert not is_self_approved(bob, [Approval(approver="carol@example.com")], people)
+    assert independent_approvers(bob, [Approval(approver="carol@example.com")], people) == {"carol@example.com"}
 
 
 # -- SELF_APPROVED through each source ------------------------------------------------------------

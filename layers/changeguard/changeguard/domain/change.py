@@ -164,6 +164,16 @@ def is_data_event(record: CloudTrailRecord) -> bool:
     return record.managementEvent is False or record.eventCategory in DATA_EVENT_CATEGORIES
 
 
+def federated_user_name(arn: str | None, principal_id: str | None) -> str | None:
+    """The name of a GetFederationToken session: ``arn:aws:sts::<account>:federated-user/<name>``,
+    principal id ``<account>:<name>``."""
+    if arn and ":federated-user/" in arn:
+        return arn.split(":federated-user/", 1)[1] or None
+    if principal_id and ":" in principal_id:
+        return principal_id.split(":", 1)[1] or None
+    return None
+
+
 def actor_from(record: CloudTrailRecord) -> Actor:
     """Canonical actor from ``userIdentity`` (every type CloudTrail documents)."""
     ui = record.userIdentity
@@ -191,7 +201,11 @@ def actor_from(record: CloudTrailRecord) -> Actor:
     }.get(raw_type, ActorKind.UNKNOWN)
     if kind is ActorKind.ASSUMED_ROLE and issuer_arn and _SSO_ROLE.search(issuer_arn):
         kind = ActorKind.SSO
-    user_name = ui.userName or (issuer.userName if kind is ActorKind.FEDERATED and issuer else None)
+    user_name = ui.userName
+    if raw_type == "FederatedUser":
+        # GetFederationToken: the session issuer is the IAM user that asked for the token (a broker),
+        # not the person; the person is the name the token was issued for.
+        user_name = federated_user_name(ui.arn, ui.principalId) or user_name
     if kind is ActorKind.SSO and session_name:
         user_name = session_name
     source_identity = ctx.sourceIdentity if ctx else None

@@ -28,8 +28,9 @@ def person_of(identity: str, mapping: Mapping[str, str]) -> str:
     """The person behind an identity string (ARN, SSO user name, e-mail, IAM user name, vendor id).
 
     ``mapping`` (configurable) wins; otherwise STS assumed-role ARNs resolve to their
-    session name (SSO sessions are named after the user, usually an e-mail address)
-    and IAM user ARNs to the user name.
+    session name (SSO sessions are named after the user, usually an e-mail address),
+    STS federated-user ARNs (GetFederationToken) to the federated user's name and IAM
+    user ARNs to the user name.
     """
     lowered = _lowered(mapping)
     ident = _norm(identity)
@@ -37,7 +38,9 @@ def person_of(identity: str, mapping: Mapping[str, str]) -> str:
         return lowered[ident]
     if ident.startswith("arn:"):
         resource = ident.split(":", 5)[-1]
-        if (resource.startswith("assumed-role/") and resource.count("/") >= 2) or resource.startswith("user/"):
+        if (resource.startswith("assumed-role/") and resource.count("/") >= 2) or resource.startswith(
+            ("user/", "federated-user/")
+        ):
             ident = resource.rsplit("/", 1)[1]
         elif resource == "root":
             ident = "root@" + identity.split(":")[4]
