@@ -329,7 +329,7 @@ def test_calendar_consulted_at_event_time_for_manual_changes_only():
     svc = service(tickets=[ticket()], calendar=cal)
     out = svc.evaluate(change(request_tags={"ChangeTicket": "CHG-1001"}))
     assert out.verdict == "OUTSIDE_CHANGE_WINDOW" and cal.asked == [T]
-    auto = actor_with(session_name="bot")
+    auto = actor_with(session_name="bot", invoked_by="codepipeline.amazonaws.com")  # gated where it started
     svc.evaluate(change(change_id="e2", actor=auto.model_copy(update={"automation": True})))
     assert cal.asked == [T]
 

@@ -45,6 +45,15 @@ class Actor(_Own):
     user_name: str | None = None
 
     @property
+    def pipeline_call(self) -> bool:
+        """A call CloudFormation, CodeDeploy or CodePipeline made on someone's behalf (``invokedBy``).
+
+        The change calendar gates those where they start (``gate_change_window``), not call by call.
+        ``automation`` is only a description: a role session of a person running the CLI looks like it.
+        """
+        return (self.invoked_by or "") in _AUTOMATION_AGENTS
+
+    @property
     def principal_arns(self) -> tuple[str, ...]:
         """Every ARN this actor can be matched by (the session and the role that issued it)."""
         return tuple(a for a in (self.arn, self.session_issuer_arn) if a)

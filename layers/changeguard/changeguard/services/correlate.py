@@ -215,7 +215,9 @@ class CorrelateService:
             lookup = self.lookup(ref)
         closed: bool | None = None
         calendar_error: str | None = None
-        if self.calendar and not exempt and not change.actor.automation:
+        # Every change needs an open window or an emergency ticket; calls a pipeline or stack makes
+        # were gated where that started, and exempt principals (pipeline roles) have their own gate.
+        if self.calendar and not exempt and not change.actor.pipeline_call:
             reader = self.calendar(policy)
             try:
                 closed = reader.is_closed(change.event_time) if reader else None
