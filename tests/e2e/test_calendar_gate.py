@@ -58,8 +58,14 @@ SEED: dict[str, Any] = {
             "test_evidence": "https://ci.example.com/runs/1",
             "rollback_plan": "terminate the instances",
             "approvals": [
-                {"approver": "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_1/bob@example.com"},
-                {"approver": "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_1/carol@example.com"},
+                {
+                    "approver": "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_1/bob@example.com",
+                    "at": "2026-11-20T10:00:00Z",
+                },
+                {
+                    "approver": "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_1/carol@example.com",
+                    "at": "2026-11-20T11:00:00Z",
+                },
             ],
         },
     ],

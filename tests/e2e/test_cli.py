@@ -75,8 +75,8 @@ def fixtures_file(tmp_path):
         "    test_evidence: ci\n"
         "    rollback_plan: revert\n"
         "    approvals:\n"
-        "      - {approver: 'arn:aws:sts::123456789012:assumed-role/A/bob@example.com'}\n"
-        "      - {approver: 'arn:aws:sts::123456789012:assumed-role/A/carol@example.com'}\n"
+        "      - {approver: 'arn:aws:sts::123456789012:assumed-role/A/bob@example.com', at: '2026-11-20T10:00:00Z'}\n"
+        "      - {approver: 'arn:aws:sts::123456789012:assumed-role/A/carol@example.com', at: '2026-11-20T11:00:00Z'}\n"
     )
     return path
 

@@ -63,7 +63,7 @@ def emergency(*approvers: str, at: datetime | None = None, **kw) -> Ticket:
 def normal(*approvers: str) -> Ticket:
     return Ticket(
         ticket_id="CHG-1004",
-        approvals=tuple(Approval(approver=a) for a in approvers),
+        approvals=tuple(Approval(approver=a, approved_at=EVENT_TIME - timedelta(hours=2)) for a in approvers),
         test_evidence="ci",
         rollback_plan="revert",
         window_start=EVENT_TIME - timedelta(hours=1),
@@ -260,6 +260,23 @@ def test_rejudged_as_authorized_gets_no_alert():
     [recheck] = world.rechecks()
     assert recheck.verdict == "AUTHORIZED"
     assert [a.body["alert"]["kind"] for a in world.alerts()] == ["recovered"]
+
+
+def test_approvals_given_while_the_source_was_down_do_not_authorize_the_change_when_rejudged():
+    world = World(normal())
+    world.tickets.down = True
+    world.correlate()
+    after = EVENT_TIME + timedelta(minutes=10)
+    world.set_ticket(normal(BOB, CAROL).model_copy(
+        update={"approvals": tuple(Approval(approver=a, approved_at=after) for a in (BOB, CAROL))}
+    ))  # fmt: skip
+    world.tickets.down = False
+    world.run(EVENT_TIME + timedelta(minutes=30))
+    [recheck] = world.rechecks()
+    assert recheck.verdict == "NOT_APPROVED"
+    assert "0 independent approval(s) before the change" in " ".join(
+        r["detail"] for r in recheck.body["judgement"]["reasons"]
+    )
 
 
 def test_rejudged_as_an_overdue_emergency_is_followed_in_the_same_run():

@@ -141,10 +141,14 @@ def test_self_approved_through_the_dynamodb_ticket_table(aws):
              test_evidence="ci", rollback_plan="back")  # fmt: skip
     # `changeguard tickets approve` records the approver's STS identity: bob approved as himself.
     book.approve(
-        "CHG-3001", approver="arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_2/bob@example.com"
+        "CHG-3001",
+        approver="arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_2/bob@example.com",
+        approved_at="2026-11-21T07:00:00Z",
     )
     book.approve(
-        "CHG-3001", approver="arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_2/carol@example.com"
+        "CHG-3001",
+        approver="arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Approver_2/carol@example.com",
+        approved_at="2026-11-21T07:00:00Z",
     )
     ticket = DynamoDBTicketSource("tickets", ddb).get("CHG-3001")
     assert judged(SSO_BOB, ticket).verdict is Verdict.SELF_APPROVED

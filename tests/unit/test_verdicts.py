@@ -13,6 +13,7 @@ from changeguard.services.correlate import CorrelateService
 from fakes import FakeCalendar, FakeClock, FakeTagReader, FakeTicketSource, InMemoryLedger
 
 T = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+BEFORE = T - timedelta(days=1)  # when the fixtures' approvals were given
 SUITE = "arn:aws:iam::123456789012:role/changeguard/"
 ALICE = Actor(
     arn="arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_1/alice@example.com",
@@ -46,7 +47,7 @@ def change(**kw) -> Change:
 def ticket(**kw) -> Ticket:
     base = dict(
         ticket_id="CHG-1001",
-        approvals=(Approval(approver=BOB), Approval(approver=CAROL)),
+        approvals=(Approval(approver=BOB, approved_at=BEFORE), Approval(approver=CAROL, approved_at=BEFORE)),
         window_start=T - timedelta(hours=1),
         window_end=T + timedelta(hours=1),
         test_evidence="ci run 1",
@@ -97,6 +98,41 @@ def test_not_approved_counts_independent_approvals_only():
 
 def test_rejected_ticket_is_not_approved():
     assert verdict_of(t=ticket(status="rejected")).verdict is Verdict.NOT_APPROVED
+
+
+def test_approvals_given_after_the_change_are_not_prior_approval():
+    """A late delivery, the follow-up's re-judgement and the reconcile sweep judge after the fact."""
+    late = (Approval(approver=BOB, approved_at=T + timedelta(hours=1)), Approval(approver=CAROL, approved_at=BEFORE))
+    j = verdict_of(t=ticket(approvals=late))
+    assert j.verdict is Verdict.NOT_APPROVED
+    assert "1 independent approval(s) before the change; 2 required (1 given after the change not counted)" in (
+        j.reasons[0].detail
+    )
+    # An approval given at the very moment of the change precedes it.
+    on_time = (Approval(approver=BOB, approved_at=T), Approval(approver=CAROL, approved_at=BEFORE))
+    assert verdict_of(t=ticket(approvals=on_time)).verdict is Verdict.AUTHORIZED
+
+
+def test_an_approval_without_a_time_is_not_prior_approval():
+    untimed = (Approval(approver=BOB), Approval(approver=CAROL, approved_at=BEFORE))
+    j = verdict_of(t=ticket(approvals=untimed))
+    assert j.verdict is Verdict.NOT_APPROVED and "(1 without a time not counted)" in j.reasons[0].detail
+
+
+def test_a_self_approval_given_after_the_change_is_still_self_approval():
+    after = T + timedelta(hours=1)
+    approvals = (
+        Approval(approver=ALICE_APPROVER, approved_at=after),
+        Approval(approver=BOB, approved_at=BEFORE),
+        Approval(approver=CAROL, approved_at=BEFORE),
+    )
+    assert verdict_of(t=ticket(approvals=approvals)).verdict is Verdict.SELF_APPROVED
+
+
+def test_an_emergency_ticket_approved_after_the_change_stays_an_emergency():
+    late = tuple(Approval(approver=a, approved_at=T + timedelta(hours=2)) for a in (BOB, CAROL))
+    j = verdict_of(t=ticket(type=TicketType.EMERGENCY, approvals=late))
+    assert j.verdict is Verdict.EMERGENCY and j.retro_approval_due == T + timedelta(hours=24)
 
 
 def test_self_approved_beats_not_approved():

@@ -166,7 +166,11 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _approved_by(approval: dict[str, Any]) -> list[Approval]:
-    """One ``Approval`` per approver whose own decision is ``approved``."""
+    """One ``Approval`` per approver whose own decision is ``approved``.
+
+    Its time is the step's ``completedDate`` (JSM gives no time per approver): never earlier than
+    the approver's decision, and absent while the step is pending, so such an approval is not yet
+    counted as given before a change."""
     completed = approval.get("completedDate")
     at = parse_time(completed.get("iso8601"), "approval completedDate") if isinstance(completed, dict) else None
     out: list[Approval] = []

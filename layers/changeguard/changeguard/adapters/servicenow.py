@@ -112,6 +112,8 @@ class ServiceNowTicketSource(HttpTicketSource[ServiceNowOptions]):
             ]
             if not identities:
                 continue
+            # The record has no column for the decision's time: sys_updated_on (its last update) is
+            # never earlier than the decision, so an approval edited since looks later, never earlier.
             out.append(
                 Approval(
                     approver=identities[0],

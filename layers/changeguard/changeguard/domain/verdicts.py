@@ -197,16 +197,27 @@ def judge(
                 )
             )
         # Every identity of every approver (vendor aliases included) is compared with the actor.
-        independent = independent_approvers(change.actor, ticket.approvals, mapping)
+        # Only approvals given by the change's own time approve it in advance: one given later (seen
+        # by a late delivery, the follow-up's re-judgement or the reconcile sweep) is after the fact,
+        # and one without a time cannot be shown to precede the change, so neither counts. Emergency
+        # tickets are approved retroactively: the follow-up counts their approvals whenever they come.
+        # A self-approval above is checked on every approval, whenever given: it is still one.
+        prior = tuple(a for a in ticket.approvals if a.approved_at is not None and a.approved_at <= change.event_time)
+        independent = independent_approvers(change.actor, prior, mapping)
         if ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
             reasons.append(Reason(verdict=Verdict.NOT_APPROVED, detail=f"{ticket.ticket_id} is {ticket.status}"))
         elif not ticket.is_emergency and len(independent) < policy.required_approvals:
+            late = sum(1 for a in ticket.approvals if a.approved_at is not None and a.approved_at > change.event_time)
+            untimed = sum(1 for a in ticket.approvals if a.approved_at is None)
+            uncounted = [f"{late} given after the change"] if late else []
+            uncounted += [f"{untimed} without a time"] if untimed else []
             reasons.append(
                 Reason(
                     verdict=Verdict.NOT_APPROVED,
                     detail=(
-                        f"{ticket.ticket_id} has {len(independent)} independent approval(s);"
+                        f"{ticket.ticket_id} has {len(independent)} independent approval(s) before the change;"
                         f" {policy.required_approvals} required"
+                        + (f" ({' and '.join(uncounted)} not counted)" if uncounted else "")
                     ),
                 )
             )
