@@ -211,6 +211,20 @@ def test_a_rejected_emergency_ticket_is_overdue_not_approved():
     assert recheck.body["result"] == "overdue" and "rejected" in recheck.body["detail"]
 
 
+def test_approvers_approving_while_the_ticket_system_still_waits_is_no_retroactive_approval():
+    world = World(emergency())
+    world.correlate()
+    world.set_ticket(
+        emergency(BOB, CAROL, at=EVENT_TIME + timedelta(hours=1), approved_in_source=False, source="servicenow")
+    )
+    world.run(DUE + timedelta(minutes=1))
+    [recheck] = world.rechecks()
+    assert recheck.body["result"] == "overdue" and "the ticket is not approved in servicenow" in recheck.body["detail"]
+    world.set_ticket(emergency(BOB, CAROL, at=EVENT_TIME + timedelta(hours=1), approved_in_source=True))
+    world.run(DUE + timedelta(minutes=20))
+    assert [r.body["result"] for r in world.rechecks()] == ["overdue", "retro-approved"]
+
+
 def test_changes_older_than_the_look_back_window_are_not_followed():
     world = World(emergency(), policy=Policy(follow_up_lookback_days=2))
     world.correlate()

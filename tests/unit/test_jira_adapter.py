@@ -102,6 +102,43 @@ def test_pending_and_declined_approvers_do_not_count(jira):
     assert any("is rejected" in r.detail for r in verdict(declined).reasons)
 
 
+def test_a_request_still_waiting_on_an_approval_step_does_not_authorize(jira):
+    seed_change(jira)
+    jira.add_approval("CHG-2001", [("bob@example.com", "approved"), ("carol@example.com", "approved")])
+    jira.add_approval("CHG-2001", [("cab@example.com", "pending")], name="CAB approval")
+    waiting = source(jira).get("CHG-2001")
+    assert waiting is not None and len(waiting.approvals) == 2 and waiting.approved_in_source is False
+    judged = verdict(waiting)
+    assert judged.verdict is Verdict.NOT_APPROVED
+    assert [r.detail for r in judged.reasons] == ["CHG-2001 is not approved in jira (ticket status open)"]
+
+    seed_change(jira, "CHG-2002")
+    jira.add_approval("CHG-2002", [("bob@example.com", "approved")])
+    jira.add_approval("CHG-2002", [("carol@example.com", "approved")], name="CAB approval")
+    every_step = source(jira).get("CHG-2002")
+    assert every_step is not None and every_step.approved_in_source is True
+    assert verdict(every_step).verdict is Verdict.AUTHORIZED
+
+
+def test_a_resolved_request_authorizes_what_was_done_before_its_resolution_not_after(jira):
+    done = {"status": "Closed", "status_category": "done"}
+    seed_change(jira, "CHG-2001", resolutiondate="2026-11-21T09:00:00Z", **done)
+    seed_change(jira, "CHG-2002", resolutiondate="2026-11-21T11:00:00Z", **done)
+    seed_change(jira, "CHG-2003", **done)  # done, with no resolution date
+    for key in ("CHG-2001", "CHG-2002", "CHG-2003"):
+        jira.add_approval(key, [("bob@example.com", "approved"), ("carol@example.com", "approved")])
+    src = source(jira)
+    before, after, unknown = (src.get(k) for k in ("CHG-2001", "CHG-2002", "CHG-2003"))
+    assert before is not None and before.status is TicketStatus.CLOSED
+    assert before.closed_at == datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    assert verdict(before).verdict is Verdict.NOT_APPROVED
+    assert "was closed at 2026-11-21T09:00:00+00:00, before the change" in verdict(before).reasons[0].detail
+    assert verdict(after).verdict is Verdict.AUTHORIZED
+    assert "its close time is unknown" in verdict(unknown).reasons[0].detail
+    issue_request = next(r for r in jira.requests if "/rest/api/3/issue/" in r.path)
+    assert "resolutiondate" in issue_request.query["fields"].split(",")
+
+
 def test_approvals_are_read_across_pages(jira):
     seed_change(jira)
     for n in range(55):  # the adapter asks for 50 per page

@@ -100,6 +100,46 @@ def test_one_approval_of_two_required_is_not_approved(snow):
     assert verdict(ticket).verdict is Verdict.NOT_APPROVED
 
 
+@pytest.mark.parametrize(
+    ("state", "approval"),
+    [
+        ("-3", "requested"),  # Authorize: a CAB approver has not answered yet
+        ("-5", "not requested"),  # New: approval never asked for
+    ],
+)
+def test_approved_approvers_do_not_authorize_a_change_its_own_approval_has_not_granted(snow, state, approval):
+    seed(snow, state=state, approval=approval)
+    snow.add_approver("CHG0030001", "bob.jones@example.com")
+    snow.add_approver("CHG0030001", "carol.white@example.com")
+    snow.add_approver("CHG0030001", "cab.member@example.com", state="requested")
+    ticket = source(snow).get("CHG0030001")
+    assert ticket is not None and len(ticket.approvals) == 2 and ticket.approved_in_source is False
+    judged = verdict(ticket)
+    assert judged.verdict is Verdict.NOT_APPROVED
+    assert "CHG0030001 is not approved in servicenow (ticket status open)" in [r.detail for r in judged.reasons]
+
+
+def test_a_closed_change_authorizes_what_was_done_before_it_was_closed_not_after(snow):
+    seed(snow, state="3", extra={AFFECTED: BUCKET, "closed_at": "2026-11-21 09:00:00"})
+    seed(snow, "CHG0030002", state="3", extra={AFFECTED: BUCKET, "closed_at": "2026-11-21 11:00:00"})
+    seed(snow, "CHG0030003", state="3")  # closed, its close time not recorded
+    for number in ("CHG0030001", "CHG0030002", "CHG0030003"):
+        snow.add_approver(number, "bob.jones@example.com")
+        snow.add_approver(number, "carol.white@example.com")
+    src = source(snow)
+    closed_before, closed_after, unknown = (src.get(n) for n in ("CHG0030001", "CHG0030002", "CHG0030003"))
+    assert closed_before is not None and closed_before.status is TicketStatus.CLOSED
+    assert closed_before.closed_at == datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    judged = verdict(closed_before)
+    assert judged.verdict is Verdict.NOT_APPROVED
+    assert "CHG0030001 was closed at 2026-11-21T09:00:00+00:00, before the change" in judged.reasons[0].detail
+    assert verdict(closed_after, number="CHG0030002").verdict is Verdict.AUTHORIZED
+    judged = verdict(unknown, number="CHG0030003")
+    assert judged.verdict is Verdict.NOT_APPROVED and "its close time is unknown" in judged.reasons[0].detail
+    change_call = next(r for r in snow.requests if r.path.endswith("/change_request"))
+    assert "closed_at" in change_call.query["sysparm_fields"].split(",")
+
+
 def test_rejected_and_cancelled_changes(snow):
     seed(snow, approval="rejected", state="-5")
     seed(snow, "CHG0030002", approval="requested", state="4")

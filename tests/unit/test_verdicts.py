@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from changeguard.domain.change import Actor, ActorKind, Change
 from changeguard.domain.policy import Policy
-from changeguard.domain.tickets import Approval, Ticket, TicketLookup, TicketRef, TicketRefSource, TicketType
+from changeguard.domain.tickets import (
+    Approval,
+    Ticket,
+    TicketLookup,
+    TicketRef,
+    TicketRefSource,
+    TicketStatus,
+    TicketType,
+)
 from changeguard.domain.verdicts import PRECEDENCE, Severity, Verdict, judge
 from changeguard.services.correlate import CorrelateService
 from fakes import FakeCalendar, FakeClock, FakeTagReader, FakeTicketSource, InMemoryLedger
@@ -133,6 +141,35 @@ def test_an_emergency_ticket_approved_after_the_change_stays_an_emergency():
     late = tuple(Approval(approver=a, approved_at=T + timedelta(hours=2)) for a in (BOB, CAROL))
     j = verdict_of(t=ticket(type=TicketType.EMERGENCY, approvals=late))
     assert j.verdict is Verdict.EMERGENCY and j.retro_approval_due == T + timedelta(hours=24)
+
+
+def test_approvers_do_not_authorize_a_ticket_its_own_system_has_not_approved():
+    j = verdict_of(t=ticket(source="servicenow", approved_in_source=False))
+    assert j.verdict is Verdict.NOT_APPROVED
+    assert [r.detail for r in j.reasons] == ["CHG-1001 is not approved in servicenow (ticket status open)"]
+    assert verdict_of(t=ticket(source="servicenow", approved_in_source=True)).verdict is Verdict.AUTHORIZED
+    # The DynamoDB table keeps no decision of its own: its approval records are the approval.
+    assert verdict_of(t=ticket(approved_in_source=None)).verdict is Verdict.AUTHORIZED
+
+
+def test_a_closed_ticket_authorizes_no_change_after_it_was_closed():
+    closed = {"status": TicketStatus.CLOSED}
+    assert verdict_of(t=ticket(closed_at=T + timedelta(minutes=5), **closed)).verdict is Verdict.AUTHORIZED
+    before = verdict_of(t=ticket(closed_at=T - timedelta(minutes=5), **closed))
+    assert before.verdict is Verdict.NOT_APPROVED and "before the change" in before.reasons[0].detail
+    unknown = verdict_of(t=ticket(**closed))
+    assert unknown.verdict is Verdict.NOT_APPROVED
+    assert unknown.reasons[0].detail == (
+        "CHG-1001 is closed and its close time is unknown: a closed ticket authorizes no later change"
+    )
+    emergency = verdict_of(t=ticket(type=TicketType.EMERGENCY, closed_at=T - timedelta(hours=1), **closed))
+    assert emergency.verdict is Verdict.NOT_APPROVED
+
+
+def test_a_standard_ticket_is_not_pre_approved():
+    """Standard changes need the approvals a normal one needs (README, "Ticket sources")."""
+    j = verdict_of(t=ticket(type=TicketType.STANDARD, approvals=(), approved_in_source=True))
+    assert j.verdict is Verdict.NOT_APPROVED and "0 independent approval(s)" in j.reasons[0].detail
 
 
 def test_self_approved_beats_not_approved():

@@ -9,6 +9,7 @@ Schema (every section optional)::
       - id: CHG-1001
         type: normal       # normal | standard | emergency
         status: open       # open | approved | rejected | cancelled | closed
+        closed_at: null    # a closed ticket's close time (unknown: it authorizes no change)
         title: Launch payments workers
         requested_by: alice@example.com
         window: {start: 2026-11-21T00:00:00Z, end: 2026-11-22T00:00:00Z}
@@ -125,6 +126,7 @@ def seed(harness: Harness, data: dict[str, Any]) -> None:
                 affected_resources=spec.get("affected_resources") or (),
                 test_evidence=spec.get("test_evidence"),
                 rollback_plan=spec.get("rollback_plan"),
+                closed_at=spec.get("closed_at"),
             )
             for approval in spec.get("approvals") or ():
                 book.approve(str(spec["id"]), approver=str(approval["approver"]), approved_at=approval.get("at"))

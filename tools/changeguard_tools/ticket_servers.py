@@ -359,6 +359,7 @@ class JiraServer(TicketServer):
         test_evidence: str | None = None,
         rollback_plan: str | None = None,
         service_request: bool = True,
+        resolutiondate: Any = None,
         extra_fields: Mapping[str, Any] | None = None,
     ) -> _JiraIssue:
         ids = self.field_ids
@@ -392,6 +393,7 @@ class JiraServer(TicketServer):
             },
             "reporter": self.user(reporter) if reporter else None,
             "created": _jira_time(created or datetime(2026, 11, 20, 9, 0, tzinfo=UTC)),
+            "resolutiondate": _jira_time(resolutiondate),  # null until resolved
             ids.change_type: (
                 {"self": f"{self.base_url}/rest/api/3/customFieldOption/10100", "value": change_type, "id": "10100"}
                 if change_type
@@ -471,6 +473,7 @@ class JiraServer(TicketServer):
             affected_resources=spec.get("affected_resources") or (),
             test_evidence=spec.get("test_evidence"),
             rollback_plan=spec.get("rollback_plan"),
+            resolutiondate=spec.get("closed_at") if category == "done" else None,
         )
         for approval in spec.get("approvals") or ():
             self.add_approval(key, [(str(approval["approver"]), "approved")], completed=approval.get("at"))
@@ -607,6 +610,7 @@ class ServiceNowServer(TicketServer):
         end_date: Any = None,
         test_plan: str = "",
         backout_plan: str = "",
+        closed_at: Any = None,
         extra: Mapping[str, Any] | None = None,
     ) -> str:
         sys_id = _sys_id("change_request:" + number)
@@ -623,6 +627,7 @@ class ServiceNowServer(TicketServer):
             "test_plan": test_plan,
             "backout_plan": backout_plan,
             "sys_created_on": "2026-11-20 09:00:00",
+            "closed_at": _sn_time(closed_at),
             "sys_class_name": "change_request",
             "active": "true",
         }
@@ -664,6 +669,7 @@ class ServiceNowServer(TicketServer):
             end_date=window.get("end"),
             test_plan=str(spec.get("test_evidence") or ""),
             backout_plan=str(spec.get("rollback_plan") or ""),
+            closed_at=spec.get("closed_at") if state == "3" else None,
             extra={affected_column: "\n".join(resources)} if resources else None,
         )
         for item in spec.get("approvals") or ():

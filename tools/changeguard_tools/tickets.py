@@ -49,6 +49,7 @@ class TicketBook:
         affected_resources: Iterable[str] = (),
         test_evidence: str | None = None,
         rollback_plan: str | None = None,
+        closed_at: Any = None,
     ) -> None:
         item: dict[str, Any] = {
             "ticket_id": {"S": ticket_id},
@@ -64,6 +65,7 @@ class TicketBook:
             "window_end": _iso(window_end) if window_end else None,
             "test_evidence": test_evidence,
             "rollback_plan": rollback_plan,
+            "closed_at": _iso(closed_at) if closed_at else None,
         }
         item.update({k: {"S": str(v)} for k, v in optional.items() if v})
         resources = [str(r) for r in affected_resources]

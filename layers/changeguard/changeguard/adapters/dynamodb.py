@@ -333,4 +333,5 @@ def ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:
         test_evidence=_str(head, "test_evidence"),
         rollback_plan=_str(head, "rollback_plan"),
         created_at=_dt(head, "created_at"),
+        closed_at=_dt(head, "closed_at"),
     )

@@ -2,12 +2,14 @@
 
 Two documented calls per ticket (cached within an invocation):
 
-* ``GET /rest/api/{3|2}/issue/{key}?fields=...`` - the change: type, status, reporter and the
-  custom fields named in configuration (scheduled window, affected resources, test evidence,
-  rollback plan, change type). Field ids differ per site (``customfield_10061``...), hence
-  configuration (``TICKET_SOURCE_OPTIONS``, see :class:`JiraOptions`).
+* ``GET /rest/api/{3|2}/issue/{key}?fields=...`` - the change: type, status, reporter, when it
+  was resolved (``resolutiondate``) and the custom fields named in configuration (scheduled
+  window, affected resources, test evidence, rollback plan, change type). Field ids differ per
+  site (``customfield_10061``...), hence configuration (``TICKET_SOURCE_OPTIONS``, see
+  :class:`JiraOptions`).
 * ``GET /rest/servicedeskapi/request/{key}/approval`` - the approvals, each with its approvers and
-  their ``approverDecision``; only approvers who decided ``approved`` count.
+  their ``approverDecision``; only approvers who decided ``approved`` count, and the request is
+  approved only when every approval's ``finalDecision`` is ``approved``.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ class JiraTicketSource(HttpTicketSource[JiraOptions]):
     # -- the two calls ---------------------------------------------------------------------------
     def _fetch(self, key: str) -> Ticket | None:
         quoted = urllib.parse.quote(key, safe="")
-        fields = ",".join(("summary", "status", "issuetype", "reporter", "created", *self.options.custom_fields))
+        fields = ",".join(
+            ("summary", "status", "issuetype", "reporter", "created", "resolutiondate", *self.options.custom_fields)
+        )
         issue = self.http.get(f"/rest/api/{self.options.api_version}/issue/{quoted}", {"fields": fields})
         if issue is None:
             return None
@@ -158,6 +162,8 @@ class JiraTicketSource(HttpTicketSource[JiraOptions]):
             test_evidence=text_of(field(opts.test_evidence)),
             rollback_plan=text_of(field(opts.rollback_plan)),
             created_at=parse_time(fields.get("created"), f"{key} created"),
+            approved_in_source=all_approved,
+            closed_at=parse_time(fields.get("resolutiondate"), f"{key} resolutiondate"),
         )
 
 

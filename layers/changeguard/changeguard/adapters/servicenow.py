@@ -1,8 +1,8 @@
 """ServiceNow as a ticket source, through the Table API (two documented calls, cached per invocation).
 
 * ``GET /api/now/table/change_request?sysparm_query=number=CHG0000001`` - the change: ``type``
-  (emergency), ``state``, ``approval``, ``start_date``/``end_date``, ``test_plan``, ``backout_plan``
-  and, where configured, a field listing the affected resources.
+  (emergency), ``state``, ``approval`` (its own decision), ``closed_at``, ``start_date``/``end_date``,
+  ``test_plan``, ``backout_plan`` and, where configured, a field listing the affected resources.
 * ``GET /api/now/table/sysapproval_approver?sysparm_query=sysapproval=<sys_id>^state=approved`` -
   who approved, dot-walked to the approver's ``user_name`` and ``email``.
 
@@ -55,6 +55,7 @@ class ServiceNowOptions(HttpSourceOptions):
             "requested_by.user_name",
             "requested_by.email",
             "sys_created_on",
+            "closed_at",
             self.window_start,
             self.window_end,
             self.test_evidence,
@@ -159,6 +160,9 @@ class ServiceNowTicketSource(HttpTicketSource[ServiceNowOptions]):
             test_evidence=text_of(record.get(opts.test_evidence)),
             rollback_plan=text_of(record.get(opts.rollback_plan)),
             created_at=parse_time(record.get("sys_created_on"), f"{number} sys_created_on"),
+            # approval: not requested, requested, approved, rejected (the change's own decision).
+            approved_in_source=approval == "approved",
+            closed_at=parse_time(record.get("closed_at"), f"{number} closed_at"),
         )
 
 

@@ -202,6 +202,7 @@ def _emergency(tracked: Tracked, lookup: TicketLookup, policy: Policy, now: date
         ticket is not None
         and count >= required
         and ticket.status not in (TicketStatus.REJECTED, TicketStatus.CANCELLED)
+        and ticket.approved_in_source is not False  # the ticket system still waits for an approval
     ):
         times = [a.approved_at for a in ticket.approvals if a.approved_at is not None]
         arrived = max(times) if times else now
@@ -226,6 +227,8 @@ def _emergency(tracked: Tracked, lookup: TicketLookup, policy: Policy, now: date
         state = "does not exist" if ticket is None else f"has {count} of {required} independent approval(s)"
         if ticket is not None and ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
             state = f"is {ticket.status.value}"
+        elif ticket is not None and count >= required:
+            state = f"is not approved in {ticket.source}"
         return FollowUp(
             change_id=change.change_id,
             result=FollowUpResult.OVERDUE,

@@ -55,6 +55,13 @@ class Ticket(_Own):
     test_evidence: str | None = None
     rollback_plan: str | None = None
     created_at: datetime | None = None
+    #: The ticket system's own approval decision, where it keeps one (ServiceNow's ``approval``
+    #: field, every JSM approval step approved): its approvers can have approved while the ticket
+    #: still waits for another (a CAB member, the next step). None where the approvals are the only
+    #: record of approval (the DynamoDB ticket table).
+    approved_in_source: bool | None = None
+    #: When a CLOSED ticket was closed (ServiceNow ``closed_at``, Jira ``resolutiondate``), if known.
+    closed_at: datetime | None = None
 
     @property
     def is_emergency(self) -> bool:

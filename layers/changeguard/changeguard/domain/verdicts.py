@@ -204,9 +204,32 @@ def judge(
         # A self-approval above is checked on every approval, whenever given: it is still one.
         prior = tuple(a for a in ticket.approvals if a.approved_at is not None and a.approved_at <= change.event_time)
         independent = independent_approvers(change.actor, prior, mapping)
-        if ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
+        if ticket.status is TicketStatus.CLOSED and (ticket.closed_at is None or change.event_time > ticket.closed_at):
+            # A closed ticket covered the work done while it was open, not what comes after it.
+            when = (
+                f"was closed at {ticket.closed_at.isoformat()}, before the change"
+                if ticket.closed_at
+                else "is closed and its close time is unknown"
+            )
+            reasons.append(
+                Reason(
+                    verdict=Verdict.NOT_APPROVED,
+                    detail=f"{ticket.ticket_id} {when}: a closed ticket authorizes no later change",
+                )
+            )
+        withdrawn = ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED)
+        if withdrawn:
             reasons.append(Reason(verdict=Verdict.NOT_APPROVED, detail=f"{ticket.ticket_id} is {ticket.status}"))
-        elif not ticket.is_emergency and len(independent) < policy.required_approvals:
+        elif not ticket.is_emergency and ticket.approved_in_source is False:
+            # Its approvers' "approved" is not the ticket's: the ticket system still waits for an
+            # approval (a CAB member, a further step), or was never asked for one.
+            reasons.append(
+                Reason(
+                    verdict=Verdict.NOT_APPROVED,
+                    detail=f"{ticket.ticket_id} is not approved in {ticket.source} (ticket status {ticket.status})",
+                )
+            )
+        if not withdrawn and not ticket.is_emergency and len(independent) < policy.required_approvals:
             late = sum(1 for a in ticket.approvals if a.approved_at is not None and a.approved_at > change.event_time)
             untimed = sum(1 for a in ticket.approvals if a.approved_at is None)
             uncounted = [f"{late} given after the change"] if late else []
