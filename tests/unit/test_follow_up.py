@@ -265,6 +265,35 @@ def test_unverified_changes_are_rejudged_once_the_source_answers_and_the_outage_
     assert world.ledger.items == items
 
 
+def test_a_ticket_whose_approvals_cannot_be_read_is_unverified_alone_and_rejudged_once_they_can():
+    unreadable = "jira: the approvals of CHG-1004 could not be read (the JSM approval API answered 404)"
+    world = World(normal().model_copy(update={"approvals_error": unreadable}))
+    assert world.correlate().verdict == Verdict.UNVERIFIED
+    # Not an outage of the ticket source (which answered): no degraded alert, one alert for the change.
+    assert world.ledger.entries_for("outage:fake") == []
+    [alert] = world.alerts("correlate_change")
+    assert alert.body["alert"]["kind"] == "verdict" and alert.verdict == "UNVERIFIED"
+    assert f"approvals unverified: {unreadable}" in alert.body["alert"]["reasons"]
+    assert "the ticket's approvals" in alert.body["alert"]["remediation"]
+
+    still = world.run(EVENT_TIME + timedelta(minutes=15))
+    assert world.rechecks() == [] and still.alert_ids == []  # nothing new while they stay unreadable
+
+    world.set_ticket(normal(BOB, CAROL))
+    world.run(EVENT_TIME + timedelta(minutes=30))
+    [recheck] = world.rechecks()
+    assert recheck.verdict == "AUTHORIZED" and recheck.body["previous_verdict"] == "UNVERIFIED"
+
+
+def test_an_emergency_ticket_whose_approvals_cannot_be_read_is_overdue_saying_so():
+    world = World(emergency())
+    world.correlate()
+    world.set_ticket(emergency(BOB, CAROL, at=EVENT_TIME, approvals_error="jira: the approvals could not be read"))
+    world.run(DUE + timedelta(minutes=1))
+    [recheck] = world.rechecks()
+    assert recheck.body["result"] == "overdue" and "could not be read" in recheck.body["detail"]
+
+
 def test_rejudged_as_authorized_gets_no_alert():
     world = World(normal(BOB, CAROL))
     world.tickets.down = True

@@ -149,11 +149,40 @@ def test_approvals_are_read_across_pages(jira):
     assert pages == ["0", "50"]
 
 
-def test_an_issue_that_is_no_service_request_has_no_approvals(jira):
+def test_an_issue_whose_approvals_answer_404_is_unverified_not_unapproved(jira):
+    """Jira's 404 is also "you may not see it": approvals that cannot be read are unknown, not none."""
     seed_change(jira, service_request=False)
     ticket = source(jira).get("CHG-2001")
     assert ticket is not None and ticket.approvals == ()
-    assert verdict(ticket).verdict is Verdict.NOT_APPROVED
+    assert ticket.approvals_error is not None and "could not be read" in ticket.approvals_error
+    judged = verdict(ticket)
+    assert judged.verdict is Verdict.UNVERIFIED
+    assert [r.detail for r in judged.reasons] == [f"approvals unverified: {ticket.approvals_error}"]
+
+
+def test_approvals_hidden_from_changeguards_account_are_unverified(jira):
+    seed_change(jira)
+    jira.add_approval("CHG-2001", [("bob@example.com", "approved"), ("carol@example.com", "approved")])
+    jira.fail(404, path="/approval")  # the request exists; the account may not view it
+    ticket = source(jira).get("CHG-2001")
+    assert ticket is not None and ticket.approvals_error is not None and ticket.approved_in_source is None
+    assert verdict(ticket).verdict is Verdict.UNVERIFIED
+    # A violation found without the approvals is one whatever they say, and keeps its verdict.
+    seed_change(jira, "CHG-2002", window_start="2026-11-22T08:00:00Z", window_end="2026-11-22T12:00:00Z")
+    later = source(jira).get("CHG-2002")
+    judged = judge(
+        change(), TicketRef(ticket_id="CHG-2002", found_in=TicketRefSource.REQUEST_TAGS), TicketLookup(ticket=later),
+        Policy(),
+    )  # fmt: skip
+    assert judged.verdict is Verdict.OUTSIDE_TICKET_WINDOW
+    assert judged.reasons[-1].detail.startswith("approvals unverified: jira: the approvals of CHG-2002")
+
+
+def test_an_issue_that_cannot_be_read_is_unknown_and_the_reason_says_it_may_be_hidden(jira):
+    ticket = source(jira).get("CHG-9999")
+    assert ticket is None
+    judged = verdict(ticket)
+    assert judged.verdict is Verdict.UNKNOWN_TICKET and "may not see it" in judged.reasons[0].detail
 
 
 # -- custom fields --------------------------------------------------------------------------------

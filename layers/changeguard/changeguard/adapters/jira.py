@@ -84,9 +84,19 @@ class JiraTicketSource(HttpTicketSource[JiraOptions]):
         if not isinstance(issue, dict) or not isinstance(issue.get("fields"), dict):
             raise TicketSourceUnavailableError(f"jira: unexpected issue body for {key}")
         approvals, declined, all_approved = self._approvals(quoted)
+        if approvals is None:
+            # Jira answers 404 both for "no such request" and for "you may not see it": the issue
+            # was readable, so its approvals are unknown, not absent.
+            error = (
+                f"jira: the approvals of {key} could not be read (the JSM approval API answered 404:"
+                " ChangeGuard's account may not view the request, or the issue is no service desk request)"
+            )
+            return self._ticket(key, issue["fields"], (), declined=False, all_approved=False, approvals_error=error)
         return self._ticket(key, issue["fields"], approvals, declined=declined, all_approved=all_approved)
 
-    def _approvals(self, quoted_key: str) -> tuple[tuple[Approval, ...], bool, bool]:
+    def _approvals(self, quoted_key: str) -> tuple[tuple[Approval, ...] | None, bool, bool]:
+        """The approvers who approved, whether any approval was declined, whether all were approved;
+        ``None`` for the approvers when the approval API answers 404."""
         found: list[Approval] = []
         decisions: list[str] = []
         start = 0
@@ -94,8 +104,8 @@ class JiraTicketSource(HttpTicketSource[JiraOptions]):
             page = self.http.get(
                 f"/rest/servicedeskapi/request/{quoted_key}/approval", {"start": str(start), "limit": "50"}
             )
-            if page is None:  # not a service request: an issue without JSM approvals
-                break
+            if page is None:
+                return None, False, False
             values = page.get("values") if isinstance(page, dict) else None
             if not isinstance(values, list):
                 raise TicketSourceUnavailableError("jira: unexpected approvals body")
@@ -120,6 +130,7 @@ class JiraTicketSource(HttpTicketSource[JiraOptions]):
         *,
         declined: bool,
         all_approved: bool,
+        approvals_error: str | None = None,
     ) -> Ticket:
         opts = self.options
 
@@ -162,7 +173,8 @@ class JiraTicketSource(HttpTicketSource[JiraOptions]):
             test_evidence=text_of(field(opts.test_evidence)),
             rollback_plan=text_of(field(opts.rollback_plan)),
             created_at=parse_time(fields.get("created"), f"{key} created"),
-            approved_in_source=all_approved,
+            approved_in_source=None if approvals_error else all_approved,
+            approvals_error=approvals_error,
             closed_at=parse_time(fields.get("resolutiondate"), f"{key} resolutiondate"),
         )
 

@@ -177,6 +177,8 @@ def _rejudge(
         closed = any(r.verdict is Verdict.OUTSIDE_CHANGE_WINDOW for r in tracked.original.reasons)
         answered = "the ticket source answered"
     judgement = judge(tracked.change, ref, lookup, policy, suite_role_prefixes=prefixes, calendar_closed=closed)
+    if judgement.verdict is Verdict.UNVERIFIED:
+        return None  # still not verifiable (its ticket's approvals unreadable): nothing new to record
     return FollowUp(
         change_id=tracked.change.change_id,
         result=FollowUpResult.REJUDGED,
@@ -195,7 +197,8 @@ def _emergency(tracked: Tracked, lookup: TicketLookup, policy: Policy, now: date
     due = retro_approval_due(change, policy)
     required = policy.required_approvals
     independent: set[str] = set()
-    if ticket is not None and ticket.status not in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
+    withdrawn = (TicketStatus.REJECTED, TicketStatus.CANCELLED)
+    if ticket is not None and not ticket.approvals_error and ticket.status not in withdrawn:
         independent = independent_approvers(change.actor, ticket.approvals, policy.identity_map)
     count = len(independent)
     if (
@@ -227,6 +230,8 @@ def _emergency(tracked: Tracked, lookup: TicketLookup, policy: Policy, now: date
         state = "does not exist" if ticket is None else f"has {count} of {required} independent approval(s)"
         if ticket is not None and ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
             state = f"is {ticket.status.value}"
+        elif ticket is not None and ticket.approvals_error:
+            state = f"has approvals that could not be read ({ticket.approvals_error})"
         elif ticket is not None and count >= required:
             state = f"is not approved in {ticket.source}"
         return FollowUp(

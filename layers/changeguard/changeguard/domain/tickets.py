@@ -62,6 +62,10 @@ class Ticket(_Own):
     approved_in_source: bool | None = None
     #: When a CLOSED ticket was closed (ServiceNow ``closed_at``, Jira ``resolutiondate``), if known.
     closed_at: datetime | None = None
+    #: Why the ticket's approvals could not be read although the ticket could (JSM's approval API
+    #: answering 404: no permission to view the request, or no service desk request): ``approvals``
+    #: is then unknown, not empty.
+    approvals_error: str | None = None
 
     @property
     def is_emergency(self) -> bool:

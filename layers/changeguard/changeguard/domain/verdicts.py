@@ -34,6 +34,10 @@ class Verdict(StrEnum):
 #: How a reason says the change window could not be checked (the change calendar was unreadable):
 #: the follow-up reads the calendar at the change's time once it answers, and judges again.
 WINDOW_UNVERIFIED = "change window unverified"
+#: How a reason says the ticket was read but its approvals could not be (Jira's approval API
+#: answered 404): a matter of that ticket, not an outage of the ticket source. The follow-up
+#: judges the change again once they can be read.
+APPROVALS_UNVERIFIED = "approvals unverified"
 
 # The winning verdict is the first that applies, in this order.
 PRECEDENCE: tuple[Verdict, ...] = tuple(Verdict)
@@ -175,6 +179,7 @@ def judge(
     if exempt:
         reasons.append(Reason(verdict=Verdict.EXEMPT, detail=exempt))
     retro_due: datetime | None = None
+    approvals_unread: str | None = None
     ticket = lookup.ticket if lookup else None
     if exempt and lookup is None:
         pass  # exempt principals are not asked for a ticket
@@ -185,7 +190,13 @@ def judge(
         reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=f"{ref.ticket_id}: {detail}"))
     elif ticket is None:
         reasons.append(
-            Reason(verdict=Verdict.UNKNOWN_TICKET, detail=f"{ref.ticket_id} does not exist in the ticket source")
+            Reason(
+                verdict=Verdict.UNKNOWN_TICKET,
+                detail=(
+                    f"{ref.ticket_id} does not exist in the ticket source, or ChangeGuard's account there"
+                    " may not see it (Jira answers both alike)"
+                ),
+            )
         )
     else:
         mapping = policy.identity_map
@@ -220,6 +231,8 @@ def judge(
         withdrawn = ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED)
         if withdrawn:
             reasons.append(Reason(verdict=Verdict.NOT_APPROVED, detail=f"{ticket.ticket_id} is {ticket.status}"))
+        elif not ticket.is_emergency and ticket.approvals_error:
+            approvals_unread = ticket.approvals_error  # unknown, not missing: decided below
         elif not ticket.is_emergency and ticket.approved_in_source is False:
             # Its approvers' "approved" is not the ticket's: the ticket system still waits for an
             # approval (a CAB member, a further step), or was never asked for one.
@@ -229,7 +242,12 @@ def judge(
                     detail=f"{ticket.ticket_id} is not approved in {ticket.source} (ticket status {ticket.status})",
                 )
             )
-        if not withdrawn and not ticket.is_emergency and len(independent) < policy.required_approvals:
+        if (
+            not withdrawn
+            and not ticket.is_emergency
+            and not ticket.approvals_error
+            and len(independent) < policy.required_approvals
+        ):
             late = sum(1 for a in ticket.approvals if a.approved_at is not None and a.approved_at > change.event_time)
             untimed = sum(1 for a in ticket.approvals if a.approved_at is None)
             uncounted = [f"{late} given after the change"] if late else []
@@ -296,6 +314,11 @@ def judge(
             )
         )
     applied = {r.verdict for r in reasons}
+    # Approvals that could not be read hold back, as an unreadable calendar does below, only what
+    # would otherwise be authorized: a violation found without them is one whatever they say.
+    if approvals_unread and applied <= {Verdict.UNVERIFIED}:
+        reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=f"{APPROVALS_UNVERIFIED}: {approvals_unread}"))
+        applied.add(Verdict.UNVERIFIED)
     # An unreadable calendar (``calendar_error``) leaves the window unknown. It holds back only what
     # would otherwise be authorized (or is UNVERIFIED already): a violation found without the
     # calendar is a violation whatever the calendar says, and keeps its alert. An emergency change
@@ -305,6 +328,8 @@ def judge(
         reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=f"{WINDOW_UNVERIFIED}: {calendar_error}"))
         applied.add(Verdict.UNVERIFIED)
     verdict = next((v for v in PRECEDENCE if v in applied), Verdict.AUTHORIZED)
+    if approvals_unread and verdict is not Verdict.UNVERIFIED:
+        reasons.append(Reason(verdict=verdict, detail=f"{APPROVALS_UNVERIFIED}: {approvals_unread}"))
     if verdict is Verdict.AUTHORIZED:
         reasons.append(
             Reason(
@@ -341,6 +366,15 @@ def window_unverified(judgement: Judgement) -> bool:
 
 def ticket_unverified(judgement: Judgement) -> bool:
     """Whether ``judgement`` was made without the ticket (its source could not be read)."""
-    return any(
-        r.verdict is Verdict.UNVERIFIED and not r.detail.startswith(WINDOW_UNVERIFIED) for r in judgement.reasons
-    )
+    return any(r.verdict is Verdict.UNVERIFIED and not r.detail.startswith(_NOT_THE_SOURCE) for r in judgement.reasons)
+
+
+def unverified_alone(judgement: Judgement) -> bool:
+    """Whether ``judgement`` is UNVERIFIED for a reason of its own change (its ticket's approvals
+    could not be read), which no outage's degraded alert covers: the change alerts by itself."""
+    return any(r.verdict is Verdict.UNVERIFIED and r.detail.startswith(_CHANGE_ALONE) for r in judgement.reasons)
+
+
+# UNVERIFIED reasons that are not the ticket source's outage, and those of the change alone.
+_CHANGE_ALONE: tuple[str, ...] = (APPROVALS_UNVERIFIED,)
+_NOT_THE_SOURCE: tuple[str, ...] = (WINDOW_UNVERIFIED, *_CHANGE_ALONE)

@@ -30,6 +30,7 @@ from changeguard.domain.verdicts import (
     is_exempt,
     judge,
     ticket_unverified,
+    unverified_alone,
 )
 from changeguard.models.cloudtrail import CloudTrailRecord
 from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
@@ -42,7 +43,7 @@ CFN_AGENT = "cloudformation.amazonaws.com"
 REMEDIATION: Mapping[Verdict, str] = {
     Verdict.NO_TICKET: "Raise a change ticket, tag the resource ChangeTicket=<id> (or pass it as the"
     " session name / source identity), and get it approved retroactively.",
-    Verdict.UNKNOWN_TICKET: "Check the ticket id: it does not exist in the ticket system.",
+    Verdict.UNKNOWN_TICKET: "Check the ticket id, and that ChangeGuard's account in the ticket system may see it.",
     Verdict.SELF_APPROVED: "Have someone other than the implementer approve the ticket.",
     Verdict.NOT_APPROVED: "Collect the missing approvals on the ticket before changing production.",
     Verdict.INCOMPLETE_TICKET: "Attach test evidence and a rollback plan to the ticket.",
@@ -52,6 +53,11 @@ REMEDIATION: Mapping[Verdict, str] = {
     Verdict.EMERGENCY: "Get the emergency ticket approved retroactively before the deadline.",
     Verdict.UNVERIFIED: "Restore access to the ticket source; ChangeGuard re-checks automatically.",
 }
+#: For a change UNVERIFIED on its own account (``unverified_alone``), not through an outage.
+UNVERIFIED_ALONE_REMEDIATION = (
+    "Check that ChangeGuard may read what the reasons name (the ticket's approvals);"
+    " it re-checks the change automatically."
+)
 
 
 def _ref_from_text(text: str | None, source: TicketRefSource, policy: Policy) -> TicketRef | None:
@@ -310,8 +316,10 @@ class CorrelateService:
         )
         entries = [verdict_entry]
         alert_ids: list[str] = []
-        # UNVERIFIED changes share the one degraded-mode alert, except tampering, which always alerts.
-        if judgement.alerts and (judgement.verdict is not Verdict.UNVERIFIED or judgement.control_tampering):
+        # UNVERIFIED changes share the one degraded-mode alert, except tampering, which always alerts,
+        # and a change unverified on its own account (its ticket's approvals unreadable): no outage covers it.
+        alone = unverified_alone(judgement)
+        if judgement.alerts and (judgement.verdict is not Verdict.UNVERIFIED or judgement.control_tampering or alone):
             alert = verdict_alert(change, judgement, self.function)
             entries.append(alert_entry(alert, change.event_time, now))
             alert_ids.append(alert.alert_id)
@@ -464,7 +472,11 @@ def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
         ticket_id=judgement.ticket_id,
         reasons=tuple(r.detail for r in judgement.reasons),
         actions=("recorded the verdict in the change ledger",),
-        remediation=REMEDIATION.get(judgement.verdict),
+        remediation=(
+            UNVERIFIED_ALONE_REMEDIATION
+            if judgement.verdict is Verdict.UNVERIFIED and unverified_alone(judgement)
+            else REMEDIATION.get(judgement.verdict)
+        ),
     )
 
 
