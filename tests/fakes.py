@@ -155,18 +155,26 @@ class FakeTicketSource:
 
 
 class FakeTagReader:
-    def __init__(self, tags: dict[str, dict[str, str]] | None = None, stacks: dict[str, dict[str, str]] | None = None):
+    """Tags by ARN and by stack; those in ``unreadable`` cannot be read (None), as when refused."""
+
+    def __init__(
+        self,
+        tags: dict[str, dict[str, str]] | None = None,
+        stacks: dict[str, dict[str, str]] | None = None,
+        unreadable: set[str] | None = None,
+    ):
         self.tags = tags or {}
         self.stacks = stacks or {}
+        self.unreadable = unreadable if unreadable is not None else set()
         self.calls: list[str] = []
 
     def tags_of(self, arn: str) -> dict[str, str] | None:
         self.calls.append(arn)
-        return self.tags.get(arn, {})
+        return None if arn in self.unreadable else self.tags.get(arn, {})
 
     def stack_tags(self, stack: str) -> dict[str, str] | None:
         self.calls.append(f"stack:{stack}")
-        return self.stacks.get(stack)
+        return None if stack in self.unreadable else self.stacks.get(stack, {})
 
 
 class FakeCalendar:

@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from changeguard import factory
+from changeguard.adapters.tagging import AwsTagReader
 from changeguard.domain.clock import SystemClock
 from changeguard.handlers import rejects_poison
 from changeguard.services.follow_up import FollowUpService
@@ -21,6 +22,7 @@ metrics = Metrics()
 @cache
 def build_service() -> FollowUpService:
     wiring = Wiring.from_env()
+    accounts = factory.account_clients(wiring)  # tags are read again in the change's account
     return FollowUpService(
         function=FUNCTION,
         ledger=factory.ledger(wiring),
@@ -29,6 +31,8 @@ def build_service() -> FollowUpService:
         clock=SystemClock(),
         suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
         calendar=factory.calendar_reader,
+        tags=AwsTagReader(accounts=accounts),
+        scope=accounts,
     )
 
 

@@ -208,3 +208,42 @@ def test_an_unreadable_calendar_leaves_changes_unverified_until_the_follow_up_re
     }
     # Both were re-judged at 10:15, when the calendar is CLOSED: the one made at 03:10 came out
     # AUTHORIZED only because the follow-up asked the calendar about the change's own time.
+
+
+def test_tags_that_could_not_be_read_leave_the_change_unverified_until_the_follow_up_reads_them(aws):
+    """dave's console change to the reports bucket: its ticket is only in the bucket's tags."""
+    from changeguard_tools import fixtures
+    from changeguard_tools.embedded.faults import fast_retries
+
+    h = harness(aws)
+    ticket = next(t for t in _fixtures("10-correlation.yaml")["tickets"] if t["id"] == "CHG-1001")
+    fixtures.seed(h, {"tickets": [ticket], "resource_tags": {"arn:aws:s3:::acme-reports-prod": {"ChangeTicket": "CHG-1001"}}})  # fmt: skip
+    event = load_event("correlate_change/02-console-no-ticket.json")  # 2026-11-21T09:42:17Z
+    change_id = event["detail"]["eventID"]
+
+    with fast_retries():
+        refused = aws.faults.fail("denied", operations=["GetResources"])
+        judged = h.process(event)
+        [outcome] = [o for o in judged["outcomes"] if o["function"] == "CorrelateChangeFunction"]
+        assert outcome["verdict"] == "UNVERIFIED"
+        [verdict] = [e for e in ledger(h, change_id) if e.entry == "VERDICT"]
+        assert [r["detail"] for r in verdict.body["judgement"]["reasons"]] == [
+            "ticket reference unverified: the tags of arn:aws:s3:::acme-reports-prod could not be read"
+        ]
+        # One alert for the change, no degraded alert: the ticket source was never the problem.
+        [alert] = alerts(judged)
+        assert alert["subject"].startswith("UNVERIFIED: s3:PutBucketPolicy on acme-reports-prod by dave@example.com")
+        assert ledger(h, "outage:dynamodb") == []
+        waiting = schedule(h, datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
+        assert alerts(waiting) == [] and [e for e in ledger(h, change_id) if e.entry.startswith("RECHECK#")] == []
+        assert refused.injected >= 2  # the correlator's read and the follow-up's
+        aws.faults.clear()
+
+    recovered = schedule(h, datetime(2026, 11, 21, 10, 15, tzinfo=UTC))
+    assert alerts(recovered) == []  # authorized: no alert
+    [recheck] = [e for e in ledger(h, change_id) if e.entry.startswith("RECHECK#")]
+    assert recheck.verdict == "AUTHORIZED" and recheck.body["previous_verdict"] == "UNVERIFIED"
+    assert (recheck.body["judgement"]["ticket_id"], recheck.body["judgement"]["ticket_ref_source"]) == (
+        "CHG-1001",
+        "resource_tag",
+    )

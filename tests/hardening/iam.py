@@ -308,6 +308,12 @@ REACHED_BY_OTHER_TESTS: Mapping[str, Mapping[str, str]] = {
             "a change judged while the change calendar was unreadable is judged again at its own time"
             " (tests/e2e/test_follow_up.py)"
         ),
+        "tag:GetResources": "a change judged while its resource's tags were unreadable (tests/e2e/test_follow_up.py)",
+        "cloudformation:DescribeStacks": "a CloudFormation change judged while its stack's tags were unreadable",
+        "iam:ListRoleTags": "an IAM role's change judged while the role's tags were unreadable",
+        "iam:ListUserTags": "an IAM user's change judged while the user's tags were unreadable",
+        "iam:ListPolicyTags": "a managed policy's change judged while the policy's tags were unreadable",
+        "sts:AssumeRole": "a member account's change judged while its tags were unreadable, with an OrganizationId",
     },
     "gate_change_window": {
         "sts:AssumeRole": "an event from a member account, with an OrganizationId (tests/org/test_cross_account.py)",

@@ -491,7 +491,8 @@ def test_acting_roles_grant_what_the_central_functions_do():
     stack = member_stack(ACCOUNT_B, CENTRAL_REGION)
     granted = {lid: _actions(_statements(stack.resources[lid])) for lid in ACTING_ROLES}
     assert granted["ReadTagsRole"] >= _central_actions(
-        ("CorrelateChangeFunction", "ReconcileChangesFunction"), ("tag", "cloudformation", "cloudtrail")
+        ("CorrelateChangeFunction", "ReconcileChangesFunction", "FollowUpChangesFunction"),
+        ("tag", "cloudformation", "cloudtrail"),
     )
     assert granted["StopDeploymentsRole"] >= _central_actions(
         ("GateChangeWindowFunction", "GuardDeploymentFunction"),
@@ -621,6 +622,7 @@ def test_forwarded_events_get_verdicts_in_the_central_ledger_with_their_own_acco
 ACTING_FUNCTIONS = {
     "CorrelateChangeFunction": "ReadTagsRole",
     "ReconcileChangesFunction": "ReadTagsRole",
+    "FollowUpChangesFunction": "ReadTagsRole",  # tags that could not be read, read again
     "GateChangeWindowFunction": "StopDeploymentsRole",
     "GuardDeploymentFunction": "StopDeploymentsRole",
     "EnforceTagsFunction": "QuarantineRole",

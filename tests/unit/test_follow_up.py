@@ -74,8 +74,15 @@ def normal(*approvers: str) -> Ticket:
 class World:
     """The correlator and the follow-up sharing one ledger, one ticket source and one clock."""
 
-    def __init__(self, *tickets: Ticket, policy: Policy | None = None, calendar_closed: bool | None = None) -> None:
+    def __init__(
+        self,
+        *tickets: Ticket,
+        policy: Policy | None = None,
+        calendar_closed: bool | None = None,
+        tags: FakeTagReader | None = None,
+    ) -> None:
         self.ledger = InMemoryLedger()
+        self.tags = tags = tags or FakeTagReader()
         self.tickets = FakeTicketSource(*tickets)
         self.clock = FakeClock(EVENT_TIME + timedelta(minutes=1))
         self.policy = policy or Policy()
@@ -84,7 +91,7 @@ class World:
             function="correlate_change",
             ledger=self.ledger,
             tickets=self.tickets,
-            tags=FakeTagReader(),
+            tags=tags,
             policy=lambda: self.policy,
             clock=self.clock,
             calendar=(lambda _p: calendar) if calendar_closed is not None else None,
@@ -96,6 +103,7 @@ class World:
             policy=lambda: self.policy,
             clock=self.clock,
             calendar=(lambda _p: calendar) if calendar_closed is not None else None,
+            tags=tags,
         )
 
     def correlate(self, c: Change | None = None):
@@ -292,6 +300,31 @@ def test_an_emergency_ticket_whose_approvals_cannot_be_read_is_overdue_saying_so
     world.run(DUE + timedelta(minutes=1))
     [recheck] = world.rechecks()
     assert recheck.body["result"] == "overdue" and "could not be read" in recheck.body["detail"]
+
+
+@pytest.mark.parametrize(("tagged", "verdict", "alerted"), [(True, "AUTHORIZED", 0), (False, "NO_TICKET", 1)])
+def test_tags_that_could_not_be_read_are_read_again_by_the_follow_up(tagged, verdict, alerted):
+    untagged = change().model_copy(update={"request_tags": {}})  # its ticket, if any, is in its tags
+    world = World(normal(BOB, CAROL), tags=FakeTagReader(unreadable={DB}))
+    assert world.correlate(untagged).verdict == Verdict.UNVERIFIED
+    assert world.ledger.entries_for("outage:fake") == []  # a tag read is no ticket-source outage
+    assert [a.verdict for a in world.alerts("correlate_change")] == ["UNVERIFIED"]
+
+    still = world.run(EVENT_TIME + timedelta(minutes=15))
+    assert world.rechecks() == [] and still.alert_ids == []
+    assert still.reasons == [f"evt-emergency: ticket reference not checked (the tags of {DB} could not be read)"]
+
+    world.tags.unreadable.clear()
+    world.tags.tags[DB] = {"ChangeTicket": "CHG-1004"} if tagged else {}
+    outcome = world.run(EVENT_TIME + timedelta(minutes=30))
+    [recheck] = world.rechecks()
+    assert recheck.verdict == verdict and recheck.body["previous_verdict"] == "UNVERIFIED"
+    assert recheck.body["detail"] == f"re-judged once the tags could be read: {verdict}"
+    assert recheck.body["judgement"]["ticket_id"] == ("CHG-1004" if tagged else None)
+    assert len(outcome.alert_ids) == alerted
+    items = dict(world.ledger.items)
+    world.run(EVENT_TIME + timedelta(minutes=45))
+    assert world.ledger.items == items  # done: nothing more to record
 
 
 def test_rejudged_as_authorized_gets_no_alert():

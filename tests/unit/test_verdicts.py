@@ -300,12 +300,14 @@ def test_every_reason_is_kept():
 # -- ticket reference sources, first hit wins in the configured order --------------------------------
 
 
-def service(policy: Policy = POLICY, tags=None, stacks=None, tickets=(), calendar=None) -> CorrelateService:
+def service(
+    policy: Policy = POLICY, tags=None, stacks=None, tickets=(), calendar=None, unreadable=None
+) -> CorrelateService:
     return CorrelateService(
         function="correlate_change",
         ledger=InMemoryLedger(),
         tickets=FakeTicketSource(*tickets),
-        tags=FakeTagReader(tags, stacks),
+        tags=FakeTagReader(tags, stacks, unreadable),
         policy=lambda: policy,
         clock=FakeClock(),
         suite_role_prefixes=(SUITE,),
@@ -367,6 +369,36 @@ def test_ticket_pattern_is_configurable():
     c = change(request_tags={"ChangeTicket": "CHG0001234"})
     assert service(snow).find_ticket_ref(c, snow).ticket_id == "CHG0001234"
     assert service().find_ticket_ref(c, POLICY) is None
+
+
+def test_tags_that_cannot_be_read_leave_the_change_unverified_not_without_a_ticket():
+    svc = service(unreadable={INSTANCE})
+    outcome = svc.evaluate(change())
+    assert outcome.verdict == "UNVERIFIED"
+    assert outcome.reasons == [f"ticket reference unverified: the tags of {INSTANCE} could not be read"]
+    # Not an outage of the ticket source (never asked): no degraded alert; the change alerts alone.
+    assert svc.ledger.entries_for("outage:fake") == [] and svc.tickets.calls == 0
+    [alert] = svc.ledger.kinds("ALERT")
+    assert alert.body["alert"]["kind"] == "verdict" and alert.severity == "medium"
+    assert "the resource's or stack's tags" in alert.body["alert"]["remediation"]
+
+
+def test_a_stack_whose_tags_cannot_be_read_leaves_the_change_unverified():
+    c = change(
+        actor=actor_with(invoked_by="cloudformation.amazonaws.com"),
+        request_tags={"aws:cloudformation:stack-name": "checkout"},
+    )
+    outcome = service(unreadable={"checkout"}).evaluate(c)
+    assert outcome.verdict == "UNVERIFIED" and "the tags of stack checkout could not be read" in outcome.reasons[0]
+
+
+def test_a_ticket_found_elsewhere_is_judged_whatever_the_tags():
+    svc = service(unreadable={INSTANCE}, tickets=[ticket()])
+    assert svc.evaluate(change(request_tags={"ChangeTicket": "CHG-1001"})).verdict == "AUTHORIZED"
+
+
+def test_a_resource_deleted_since_has_no_ticket_tag_and_no_ticket():
+    assert service(tags={}).evaluate(change()).verdict == "NO_TICKET"  # its tags read as none
 
 
 def test_service_records_once_and_alerts_once():

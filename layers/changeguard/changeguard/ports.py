@@ -40,10 +40,12 @@ class Ledger(Protocol):
 
 class TagReader(Protocol):
     def tags_of(self, arn: str) -> dict[str, str] | None:
-        """Current tags, or None when the resource cannot be read."""
+        """Current tags (``{}``: none, or the resource is gone), or None when they cannot be read."""
         ...
 
-    def stack_tags(self, stack: str) -> dict[str, str] | None: ...
+    def stack_tags(self, stack: str) -> dict[str, str] | None:
+        """A stack's tags (``{}``: none, or no such stack), or None when they cannot be read."""
+        ...
 
 
 class AlertPublisher(Protocol):

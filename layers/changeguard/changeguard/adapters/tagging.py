@@ -49,6 +49,8 @@ class AwsTagReader:
         return f"{account or '-'}|{name}"
 
     def tags_of(self, arn: str) -> dict[str, str] | None:
+        """The resource's current tags; ``{}`` when it has none or no longer exists, None when they
+        could not be read (refused, throttled past the retries): not the same as "no ticket tag"."""
         key = self._key(arn)
         hit, value = self._cache.get(key)
         if hit:
@@ -95,6 +97,7 @@ class AwsTagReader:
             raise
 
     def stack_tags(self, stack: str) -> dict[str, str] | None:
+        """The stack's tags; ``{}`` for a stack that does not exist, None when they could not be read."""
         key = self._key(f"stack:{stack}")
         hit, value = self._cache.get(key)
         if hit:
@@ -107,8 +110,12 @@ class AwsTagReader:
         except CrossAccountAccessError as exc:
             self.denied = exc
             return None
-        except ClientError:
-            return None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ValidationError":
+                return None
+            # DescribeStacks' one parameter is the stack: ValidationError is "no such stack" (deleted
+            # since, by name), which is nothing to read, not a failure to read it.
+            stacks = []
         tags = {t["Key"]: t.get("Value", "") for t in (stacks[0].get("Tags", []) if stacks else [])}
         self._cache.put(key, tags)
         return tags

@@ -4,7 +4,8 @@
   approvals within ``emergency_approval_hours`` of the change (the event time, not the time the
   event arrived). When they arrive the follow-up records it (``retro-approved``); when the deadline
   passes first it records ``overdue`` and alerts, once; it keeps looking for the approvals after that.
-* An UNVERIFIED change was judged while the ticket source could not answer. Once it answers the
+* An UNVERIFIED change was judged while the ticket source could not answer (or the ticket's
+  approvals, the change calendar, the resource's tags could not be read). Once they answer the
   change is judged again, at its own time, and the new verdict is recorded (``re-judged``).
 
 The ledger is append-only, so the state of a change is its VERDICT entry plus its RECHECK
@@ -25,7 +26,7 @@ from changeguard.domain.identity import independent_approvers
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, TicketStatus
-from changeguard.domain.verdicts import Judgement, Severity, Verdict, judge, window_unverified
+from changeguard.domain.verdicts import Judgement, Severity, Verdict, judge, ref_unverified, window_unverified
 
 FOLLOWED = (Verdict.EMERGENCY, Verdict.UNVERIFIED)
 
@@ -148,26 +149,35 @@ def decide(
     *,
     suite_role_prefixes: Sequence[str] = (),
     calendar_closed: bool | None = None,
+    ref: TicketRef | None = None,
 ) -> FollowUp | None:
     """The next fact to record about ``tracked``, or None (nothing new, or the source did not answer).
 
     Deadlines run from the change's event time against ``now``, the clock at evaluation.
     ``calendar_closed`` is the calendar's state at the change's time, read now, for a change first
     judged without it (``window_unverified``); the caller reads it, and skips the change while the
-    calendar still does not answer.
+    calendar still does not answer. ``ref`` is the ticket reference found by reading the tags again
+    (None: there is none) for a change first judged without them (``ref_unverified``); the caller
+    reads them, looks the ticket up (``lookup``), and skips the change while they cannot be read.
     """
     if tracked.done or lookup.unavailable:
         return None
     if tracked.verdict is Verdict.UNVERIFIED:
-        return _rejudge(tracked, lookup, policy, suite_role_prefixes, calendar_closed)
+        return _rejudge(tracked, lookup, policy, suite_role_prefixes, calendar_closed, ref)
     return _emergency(tracked, lookup, policy, now)
 
 
 def _rejudge(
-    tracked: Tracked, lookup: TicketLookup, policy: Policy, prefixes: Sequence[str], calendar_closed: bool | None
+    tracked: Tracked,
+    lookup: TicketLookup,
+    policy: Policy,
+    prefixes: Sequence[str],
+    calendar_closed: bool | None,
+    found: TicketRef | None,
 ) -> FollowUp | None:
-    ref = tracked.ref
-    if ref is None:
+    reread = ref_unverified(tracked.original)
+    ref = tracked.ref or found
+    if ref is None and not reread:
         return None
     if window_unverified(tracked.original):
         closed = bool(calendar_closed)  # read now, at the change's own time
@@ -176,7 +186,11 @@ def _rejudge(
         # The calendar was read when the change was first judged; its answer stands.
         closed = any(r.verdict is Verdict.OUTSIDE_CHANGE_WINDOW for r in tracked.original.reasons)
         answered = "the ticket source answered"
-    judgement = judge(tracked.change, ref, lookup, policy, suite_role_prefixes=prefixes, calendar_closed=closed)
+    if reread:
+        answered = "the tags could be read"
+    judgement = judge(
+        tracked.change, ref, lookup if ref else None, policy, suite_role_prefixes=prefixes, calendar_closed=closed
+    )
     if judgement.verdict is Verdict.UNVERIFIED:
         return None  # still not verifiable (its ticket's approvals unreadable): nothing new to record
     return FollowUp(

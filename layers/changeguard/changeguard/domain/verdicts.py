@@ -38,6 +38,10 @@ WINDOW_UNVERIFIED = "change window unverified"
 #: answered 404): a matter of that ticket, not an outage of the ticket source. The follow-up
 #: judges the change again once they can be read.
 APPROVALS_UNVERIFIED = "approvals unverified"
+#: How a reason says no ticket reference was found but a resource's or stack's tags could not be
+#: read (refused, throttled): not "no ticket", and no outage of the ticket source. The follow-up
+#: reads the tags again and judges the change once they answer.
+REF_UNVERIFIED = "ticket reference unverified"
 
 # The winning verdict is the first that applies, in this order.
 PRECEDENCE: tuple[Verdict, ...] = tuple(Verdict)
@@ -165,12 +169,14 @@ def judge(
     calendar_closed: bool | None = None,
     calendar_error: str | None = None,
     suite: SuiteResources | None = None,
+    ref_error: str | None = None,
 ) -> Judgement:
     """Every reason that applies to ``change``, and the winning verdict by ``PRECEDENCE``.
 
     Judged at the change's own time: the ticket window and the calendar are checked
     against ``change.event_time``, never against the clock at processing. A change to the
     suite's own resources (``suite``) is control tampering, whoever makes it (issue 8).
+    ``ref_error`` says which tag read failed when no ticket reference was found.
     """
     reasons: list[Reason] = []
     altered = suite.altered_by(change) if suite is not None else ()
@@ -183,6 +189,8 @@ def judge(
     ticket = lookup.ticket if lookup else None
     if exempt and lookup is None:
         pass  # exempt principals are not asked for a ticket
+    elif ref is None and ref_error:
+        reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=f"{REF_UNVERIFIED}: {ref_error}"))
     elif ref is None:
         reasons.append(Reason(verdict=Verdict.NO_TICKET, detail="no change ticket reference found"))
     elif lookup is None or lookup.unavailable:
@@ -369,12 +377,17 @@ def ticket_unverified(judgement: Judgement) -> bool:
     return any(r.verdict is Verdict.UNVERIFIED and not r.detail.startswith(_NOT_THE_SOURCE) for r in judgement.reasons)
 
 
+def ref_unverified(judgement: Judgement) -> bool:
+    """Whether ``judgement`` was made without a ticket reference because tags could not be read."""
+    return any(r.verdict is Verdict.UNVERIFIED and r.detail.startswith(REF_UNVERIFIED) for r in judgement.reasons)
+
+
 def unverified_alone(judgement: Judgement) -> bool:
-    """Whether ``judgement`` is UNVERIFIED for a reason of its own change (its ticket's approvals
-    could not be read), which no outage's degraded alert covers: the change alerts by itself."""
+    """Whether ``judgement`` is UNVERIFIED for a reason of its own change (its ticket's approvals or
+    its tags could not be read), which no outage's degraded alert covers: the change alerts by itself."""
     return any(r.verdict is Verdict.UNVERIFIED and r.detail.startswith(_CHANGE_ALONE) for r in judgement.reasons)
 
 
 # UNVERIFIED reasons that are not the ticket source's outage, and those of the change alone.
-_CHANGE_ALONE: tuple[str, ...] = (APPROVALS_UNVERIFIED,)
+_CHANGE_ALONE: tuple[str, ...] = (APPROVALS_UNVERIFIED, REF_UNVERIFIED)
 _NOT_THE_SOURCE: tuple[str, ...] = (WINDOW_UNVERIFIED, *_CHANGE_ALONE)

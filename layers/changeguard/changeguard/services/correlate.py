@@ -55,8 +55,8 @@ REMEDIATION: Mapping[Verdict, str] = {
 }
 #: For a change UNVERIFIED on its own account (``unverified_alone``), not through an outage.
 UNVERIFIED_ALONE_REMEDIATION = (
-    "Check that ChangeGuard may read what the reasons name (the ticket's approvals);"
-    " it re-checks the change automatically."
+    "Check that ChangeGuard may read what the reasons name (the ticket's approvals, the resource's or"
+    " stack's tags); it re-checks the change automatically."
 )
 
 
@@ -212,9 +212,10 @@ class CorrelateService:
         policy = self.policy()
         exempt = is_exempt(change, policy, self.suite_role_prefixes) is not None
         with acting_in(self.scope, change.account, change.region, change.change_id):
-            ref = self.find_ticket_ref(change, policy)
+            ref, unread = find_ticket_ref(change, policy, self.tags)
         # issue 9: the member account's tags could not be read (its read-tags role refused): the
-        # verdict stands on what could be read, and the team hears that the account is blind.
+        # verdict stands on what could be read (UNVERIFIED when no ticket reference was found
+        # without them), and the team hears that the account is blind.
         refused = self.scope.refused(change.account) if self.scope is not None else None
         lookup: TicketLookup | None = None
         if ref and not exempt:
@@ -240,6 +241,7 @@ class CorrelateService:
             calendar_closed=closed,
             calendar_error=calendar_error,
             suite=self.suite,
+            ref_error=unread,
         )
         outcome = self.record(change, judgement, policy)
         if calendar_error is not None and not outcome.duplicate:
@@ -263,30 +265,7 @@ class CorrelateService:
 
     def find_ticket_ref(self, change: Change, policy: Policy) -> TicketRef | None:
         """First hit wins, in the configured order."""
-        key = policy.ticket_tag_key
-        for source in policy.ticket_ref_order:
-            ref: TicketRef | None = None
-            if source is TicketRefSource.REQUEST_TAGS:
-                ref = _ref_from_text(change.request_tags.get(key), source, policy)
-            elif source is TicketRefSource.SOURCE_IDENTITY:
-                ref = _ref_from_text(change.actor.source_identity, source, policy)
-            elif source is TicketRefSource.SESSION_NAME:
-                ref = _ref_from_text(change.actor.session_name, source, policy)
-            elif source is TicketRefSource.RESOURCE_TAG:
-                for arn in change.resources:
-                    tags = self.tags.tags_of(arn) or {}
-                    ref = _ref_from_text(tags.get(key), source, policy)
-                    if ref:
-                        break
-            elif source is TicketRefSource.STACK_TAG and change.actor.invoked_by == CFN_AGENT:
-                stack = change.request_tags.get("aws:cloudformation:stack-id") or change.request_tags.get(
-                    "aws:cloudformation:stack-name"
-                )
-                if stack:
-                    ref = _ref_from_text((self.tags.stack_tags(stack) or {}).get(key), source, policy)
-            if ref:
-                return ref
-        return None
+        return find_ticket_ref(change, policy, self.tags)[0]
 
     def lookup(self, ref: TicketRef) -> TicketLookup:
         try:
@@ -317,7 +296,8 @@ class CorrelateService:
         entries = [verdict_entry]
         alert_ids: list[str] = []
         # UNVERIFIED changes share the one degraded-mode alert, except tampering, which always alerts,
-        # and a change unverified on its own account (its ticket's approvals unreadable): no outage covers it.
+        # and a change unverified on its own account (its ticket's approvals or its tags unreadable):
+        # no outage covers it.
         alone = unverified_alone(judgement)
         if judgement.alerts and (judgement.verdict is not Verdict.UNVERIFIED or judgement.control_tampering or alone):
             alert = verdict_alert(change, judgement, self.function)
@@ -444,6 +424,42 @@ class CorrelateService:
             label=label,
         )
         return alert.alert_id if self.ledger.append(items) else None
+
+
+def find_ticket_ref(change: Change, policy: Policy, tags: TagReader) -> tuple[TicketRef | None, str | None]:
+    """The change's ticket reference, first hit in the configured order, and, when there is none,
+    which tag read failed (None: every read answered). Tags that could not be read are not tags
+    without a ticket: the change is then UNVERIFIED, not NO_TICKET (``judge``'s ``ref_error``)."""
+    key = policy.ticket_tag_key
+    unread: str | None = None
+    for source in policy.ticket_ref_order:
+        ref: TicketRef | None = None
+        if source is TicketRefSource.REQUEST_TAGS:
+            ref = _ref_from_text(change.request_tags.get(key), source, policy)
+        elif source is TicketRefSource.SOURCE_IDENTITY:
+            ref = _ref_from_text(change.actor.source_identity, source, policy)
+        elif source is TicketRefSource.SESSION_NAME:
+            ref = _ref_from_text(change.actor.session_name, source, policy)
+        elif source is TicketRefSource.RESOURCE_TAG:
+            for arn in change.resources:
+                found = tags.tags_of(arn)
+                if found is None:
+                    unread = unread or f"the tags of {arn} could not be read"
+                ref = _ref_from_text((found or {}).get(key), source, policy)
+                if ref:
+                    break
+        elif source is TicketRefSource.STACK_TAG and change.actor.invoked_by == CFN_AGENT:
+            stack = change.request_tags.get("aws:cloudformation:stack-id") or change.request_tags.get(
+                "aws:cloudformation:stack-name"
+            )
+            if stack:
+                found = tags.stack_tags(stack)
+                if found is None:
+                    unread = unread or f"the tags of stack {stack} could not be read"
+                ref = _ref_from_text((found or {}).get(key), source, policy)
+        if ref:
+            return ref, None
+    return None, unread
 
 
 def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:

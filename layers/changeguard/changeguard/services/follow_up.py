@@ -16,17 +16,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from changeguard.domain.alerts import Alert, alert_entry
+from changeguard.domain.change import Change
 from changeguard.domain.errors import CalendarUnavailableError, TicketSourceUnavailableError
 from changeguard.domain.follow_up import FOLLOWED, FollowUp, FollowUpResult, Tracked, decide, tracked_from
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.outage import CALENDAR_LABEL, CALENDAR_SOURCE, OutageState, closing, opening
 from changeguard.domain.policy import Policy
 from changeguard.domain.resources import resource_type_of
-from changeguard.domain.tickets import TicketLookup
-from changeguard.domain.verdicts import Verdict, window_unverified
+from changeguard.domain.tickets import TicketLookup, TicketRef
+from changeguard.domain.verdicts import Verdict, ref_unverified, window_unverified
 from changeguard.models.scheduled import parse_scheduled
-from changeguard.ports import CalendarReader, Clock, Ledger, TicketSource
-from changeguard.services.correlate import REMEDIATION, verdict_alert
+from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
+from changeguard.services.acting import acting_in
+from changeguard.services.correlate import REMEDIATION, find_ticket_ref, verdict_alert
 from changeguard.services.outcome import Outcome
 
 PROBE_TICKET = "CHANGEGUARD-PROBE-1"  # any well-formed id: the question is whether the source answers
@@ -46,6 +48,8 @@ class FollowUpService:
         clock: Clock,
         suite_role_prefixes: tuple[str, ...] = (),
         calendar: Callable[[Policy], CalendarReader | None] | None = None,
+        tags: TagReader | None = None,
+        scope: ActingScope | None = None,
     ) -> None:
         self.function = function
         self.ledger = ledger
@@ -55,6 +59,17 @@ class FollowUpService:
         self.suite_role_prefixes = suite_role_prefixes
         # The change calendar, for changes first judged without it (it could not be read).
         self.calendar = calendar
+        # Resource and stack tags, read in the change's account, for changes first judged without
+        # them (they could not be read, so no ticket reference was found).
+        self.tags = tags
+        self.scope = scope
+
+    def find_ticket_ref(self, change: Change, policy: Policy) -> tuple[TicketRef | None, str | None]:
+        """The change's ticket reference, its tags read again (as the correlator reads them)."""
+        if self.tags is None:
+            return None, "no tag reader"
+        with acting_in(self.scope, change.account, change.region, change.change_id):
+            return find_ticket_ref(change, policy, self.tags)
 
     # -- entry point -----------------------------------------------------------------------------
     def handle(self, event: Mapping[str, Any]) -> Outcome:
@@ -93,6 +108,7 @@ class FollowUpService:
         if decision.result is FollowUpResult.REJUDGED and decision.judgement is not None:
             alert = verdict_alert(change, decision.judgement, self.function)
             what = "change calendar" if window_unverified(tracked.original) else "ticket source"
+            what = "resource's tags" if ref_unverified(tracked.original) else what
             return alert.model_copy(
                 update={
                     "summary": alert.summary + f" Judged again once the {what} answered (was UNVERIFIED).",
@@ -193,12 +209,23 @@ class _Run:
         service = self.service
         for step in range(1, MAX_STEPS + 1):
             tracked = tracked_from(service.ledger.entries_for(change_id))
-            if tracked is None or tracked.done or tracked.ref is None:
+            if tracked is None or tracked.done:
                 return
-            lookup = self.lookup(tracked.ref.ticket_id)
-            if lookup.unavailable:
-                self.reasons.append(f"{change_id}: {tracked.ref.ticket_id} not checked ({lookup.error})")
+            ref = tracked.ref
+            reread = ref is None and tracked.verdict is Verdict.UNVERIFIED and ref_unverified(tracked.original)
+            if reread:
+                ref, unread = service.find_ticket_ref(tracked.change, self.policy)
+                if unread is not None:
+                    self.reasons.append(f"{change_id}: ticket reference not checked ({unread})")
+                    return
+            elif ref is None:
                 return
+            lookup = TicketLookup()  # no reference in the tags read again: nothing to look up
+            if ref is not None:
+                lookup = self.lookup(ref.ticket_id)
+                if lookup.unavailable:
+                    self.reasons.append(f"{change_id}: {ref.ticket_id} not checked ({lookup.error})")
+                    return
             closed: bool | None = None
             window = tracked.verdict is Verdict.UNVERIFIED and window_unverified(tracked.original)
             if window:
@@ -214,6 +241,7 @@ class _Run:
                 self.now,
                 suite_role_prefixes=service.suite_role_prefixes,
                 calendar_closed=closed,
+                ref=ref,
             )
             if decision is None:
                 return
