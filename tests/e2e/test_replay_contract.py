@@ -123,7 +123,11 @@ def test_write_calls_get_verdicts_and_others_are_clean(replay):
     objects = [json.loads(line) for line in replay.stdout.splitlines()]
     by_file = [(o["source_file"].rsplit("/", 1)[1], o) for o in objects]
     old, read_only, sign_in, number = (o for f, o in by_file if f == "a-log.json")
-    assert old["routed_to"] == ["CorrelateChangeFunction"] and old["outcomes"][0]["verdict"] == "NO_TICKET"
+    # Account 111122223333 is no configured member: its resources' tags (where a ticket may be) cannot
+    # be read, so the call is UNVERIFIED, not NO_TICKET, and the account is reported as unread.
+    assert old["routed_to"] == ["CorrelateChangeFunction"] and old["outcomes"][0]["verdict"] == "UNVERIFIED"
+    subjects = [a["subject"] for a in old["outcomes"][0]["alerts"]]
+    assert any(s.startswith("ChangeGuard cannot act in account 111122223333") for s in subjects), subjects
     assert old["error"] is None
     assert read_only["routed_to"] == [] and read_only["error"] is None
     assert sign_in["detail_type"] == "AWS Console Sign In via CloudTrail" and sign_in["routed_to"] == []

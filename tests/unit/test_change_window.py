@@ -23,7 +23,10 @@ T = datetime(2026, 11, 21, 3, 10, tzinfo=UTC)  # the sample RunInstances' time
 APPROVER = f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_ChangeApprover_5e6f7a8b9c0d1e2f"
 TICKET = Ticket(
     ticket_id="CHG-1001",
-    approvals=(Approval(approver=f"{APPROVER}/bob@example.com"), Approval(approver=f"{APPROVER}/carol@example.com")),
+    approvals=(
+        Approval(approver=f"{APPROVER}/bob@example.com", approved_at=T - timedelta(hours=4)),
+        Approval(approver=f"{APPROVER}/carol@example.com", approved_at=T - timedelta(hours=4)),
+    ),
     window_start=T - timedelta(hours=3),
     window_end=T + timedelta(hours=3),
     test_evidence="https://ci.example.com/1",
