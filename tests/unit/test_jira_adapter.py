@@ -102,6 +102,24 @@ def test_pending_and_declined_approvers_do_not_count(jira):
     assert any("is rejected" in r.detail for r in verdict(declined).reasons)
 
 
+def test_a_request_declined_then_approved_in_a_new_round_is_approved_by_that_round_only(jira):
+    seed_change(jira)
+    jira.add_approval("CHG-2001", [("bob@example.com", "approved"), ("carol@example.com", "declined")])
+    declined = source(jira).get("CHG-2001")
+    assert declined is not None and declined.status is TicketStatus.REJECTED
+
+    # Sent back through the workflow, the request gets a new approval round: that round decides.
+    jira.add_approval("CHG-2001", [("dan@example.com", "approved"), ("erin@example.com", "approved")])
+    approved = source(jira).get("CHG-2001")
+    assert approved is not None and approved.status is TicketStatus.APPROVED
+    # Bob approved the declined round: that approval is not part of the one that stands.
+    assert [a.approver for a in approved.approvals] == ["dan@example.com", "erin@example.com"]
+
+    jira.add_approval("CHG-2001", [("cab@example.com", "declined")], name="CAB approval")
+    again = source(jira).get("CHG-2001")
+    assert again is not None and again.status is TicketStatus.REJECTED
+
+
 def test_a_request_still_waiting_on_an_approval_step_does_not_authorize(jira):
     seed_change(jira)
     jira.add_approval("CHG-2001", [("bob@example.com", "approved"), ("carol@example.com", "approved")])

@@ -95,10 +95,15 @@ class JiraTicketSource(HttpTicketSource[JiraOptions]):
         return self._ticket(key, issue["fields"], approvals, declined=declined, all_approved=all_approved)
 
     def _approvals(self, quoted_key: str) -> tuple[tuple[Approval, ...] | None, bool, bool]:
-        """The approvers who approved, whether any approval was declined, whether all were approved;
-        ``None`` for the approvers when the approval API answers 404."""
-        found: list[Approval] = []
-        decisions: list[str] = []
+        """The approvers who approved, whether the request stands declined, whether it is approved;
+        ``None`` for the approvers when the approval API answers 404.
+
+        The API lists every approval step the request has been through. A declined step sends it
+        back through its workflow, and the approval it then gets is a new round of steps: a decline
+        counts while it is the request's last decision, and only the steps after the last decline
+        (the current round) approve it, with their approvers.
+        """
+        steps: list[tuple[str, list[Approval]]] = []
         start = 0
         for _ in range(MAX_APPROVAL_PAGES):
             page = self.http.get(
@@ -112,14 +117,17 @@ class JiraTicketSource(HttpTicketSource[JiraOptions]):
             for approval in values:
                 if not isinstance(approval, dict):
                     continue
-                decisions.append(str(approval.get("finalDecision") or "pending").lower())
-                found.extend(_approved_by(approval))
+                steps.append((str(approval.get("finalDecision") or "pending").lower(), _approved_by(approval)))
             if page.get("isLastPage", True) or not values:
                 break
             start += len(values)
-        declined = "declined" in decisions
-        all_approved = bool(decisions) and all(d == "approved" for d in decisions)
-        return tuple(found), declined, all_approved
+        if steps and steps[-1][0] == "declined":
+            return tuple(a for a in steps[-1][1]), True, False
+        last_decline = max((i for i, (decision, _) in enumerate(steps) if decision == "declined"), default=-1)
+        current = steps[last_decline + 1 :]
+        found = tuple(a for _, approvers in current for a in approvers)
+        all_approved = bool(current) and all(decision == "approved" for decision, _ in current)
+        return found, False, all_approved
 
     # -- mapping -------------------------------------------------------------------------------
     def _ticket(
