@@ -830,6 +830,44 @@ def test_function_tags_are_read_with_list_tags_so_tagged_functions_are_left_alon
     assert w.lam.get_function_concurrency(FunctionName="ingest")["ReservedConcurrentExecutions"] == 5
 
 
+def test_a_reservation_taken_by_others_while_quarantined_is_drift_and_the_function_runs_again(aws):
+    """AWS keeps at least 100 of the account's 1000 concurrent executions unreserved. While the function
+    sits at 0, another reserves that capacity: putting the saved reservation back is refused. The release
+    removes the 0 (the function runs again, unreserved) and reports DRIFT saying what is missing and why,
+    once; the next sweep does not fail on it."""
+    w = World(aws)
+    role = w.h.admin_client("iam").create_role(RoleName="fns", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    for name in ("ingest", "hog"):
+        w.call(
+            lambda name=name: w.lam.create_function(
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=role,
+                Handler="app.handler",
+                Code={"ZipFile": _zip()},
+                Tags={"ChangeTicket": "CHG-1001", "Environment": "prod"} if name == "ingest" else REQUIRED,
+            )
+        )
+    w.call(lambda: w.lam.put_function_concurrency(FunctionName="ingest", ReservedConcurrentExecutions=500))
+    w.at(T0 + timedelta(hours=25))
+    w.sweep()
+    assert _function_quarantined(w, "ingest")
+    w.call(lambda: w.lam.put_function_concurrency(FunctionName="hog", ReservedConcurrentExecutions=450))
+
+    arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ingest"
+    _, results = w.call(lambda: w.lam.tag_resource(Resource=arn, Tags={"Owner": "payments"}))
+    released = outcome(results)
+    assert released["verdict"] == "COMPLIANT"
+    assert any(a.startswith("DRIFT on lambda:function ingest") for a in released["actions"])
+    assert "ReservedConcurrentExecutions" not in w.lam.get_function_concurrency(FunctionName="ingest")
+    entries = w.ledger(f"resource:{arn}")
+    [alert] = [e for e in entries if e.entry.startswith("ALERT#") and e.body["alert"]["subject"].startswith("DRIFT")]
+    summary = alert.body["alert"]["summary"]
+    assert "reserved concurrency 500 could not be restored" in summary and "unreserved" in summary
+    w.at(T0 + timedelta(hours=27))
+    mine_failed(w.sweep())
+
+
 def test_policy_defaults_match_the_template(aws):
     w = World(aws)
     defaults = w.h.template.parameter_defaults()

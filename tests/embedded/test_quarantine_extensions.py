@@ -145,3 +145,32 @@ def test_get_function_answers_as_to_a_caller_without_list_tags(aws):
     assert "Tags" not in function and function["TagsError"]["ErrorCode"]
     assert function["Configuration"]["FunctionName"] == "orders"
     assert lam.list_tags(Resource=arn)["Tags"] == {"Owner": "payments"}
+
+
+def test_a_reservation_must_leave_100_of_the_accounts_1000_unreserved(aws):
+    """PutFunctionConcurrency: at least 100 concurrent executions stay unreserved (default account limit
+    1000); a reservation that would leave less is refused with InvalidParameterValueException."""
+    role = aws.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("app.py", "def handler(e, c):\n    return 1\n")
+    lam = aws.client("lambda")
+    arns = {
+        name: lam.create_function(
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=role,
+            Handler="app.handler",
+            Code={"ZipFile": archive.getvalue()},
+        )["FunctionArn"]
+        for name in ("orders", "hog")
+    }
+    lam.put_function_concurrency(FunctionName="hog", ReservedConcurrentExecutions=450)
+    lam.put_function_concurrency(FunctionName=arns["orders"], ReservedConcurrentExecutions=450)  # 100 left
+    lam.put_function_concurrency(FunctionName=arns["orders"], ReservedConcurrentExecutions=450)  # not counted twice
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.put_function_concurrency(FunctionName="orders", ReservedConcurrentExecutions=451)
+    assert lam.get_function_concurrency(FunctionName="orders")["ReservedConcurrentExecutions"] == 450
+    lam.put_function_concurrency(FunctionName="orders", ReservedConcurrentExecutions=0)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.put_function_concurrency(FunctionName="hog", ReservedConcurrentExecutions=901)

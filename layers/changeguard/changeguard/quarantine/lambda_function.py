@@ -1,9 +1,13 @@
 """Lambda functions: reserved concurrency 0, which throttles every version and alias of the function.
 
 The original reserved concurrency is saved, including "none" (the function used the account's
-unreserved pool), and put back on release. Asynchronous events that arrive meanwhile are
-retried for up to 6 hours and then dropped (or sent to the function's on-failure destination):
-the alert says so.
+unreserved pool), and put back on release. AWS keeps at least 100 of the account's concurrency
+unreserved (PutFunctionConcurrency: InvalidParameterValueException), so a reservation others took
+while the function sat at 0 can make the saved one impossible to put back: the release then removes
+the 0, so the function runs again, unreserved, and reports DRIFT saying so.
+
+Asynchronous events that arrive meanwhile are retried for up to 6 hours and then dropped (or sent
+to the function's on-failure destination): the alert says so.
 
 Tags are read with ``ListTags``, never from ``GetFunction``: GetFunction returns them only to a
 caller explicitly allowed ``lambda:ListTags`` and otherwise answers with ``TagsError`` and no
@@ -24,6 +28,7 @@ from changeguard.quarantine.base import (
     QuarantineSettings,
     ReleaseOutcome,
     ResourceState,
+    error_code,
     register,
 )
 
@@ -123,14 +128,40 @@ class LambdaFunctionQuarantine(QuarantineHandler):
         if not dry_run:
             if original is None:
                 self.api(ref).delete_function_concurrency(FunctionName=ref.arn)
-            else:
-                self.api(ref).put_function_concurrency(FunctionName=ref.arn, ReservedConcurrentExecutions=original)
+            elif not self._reserve(ref, original):
+                # The capacity was reserved by others meanwhile: the function runs again, unreserved.
+                self.api(ref).delete_function_concurrency(FunctionName=ref.arn)
+                return ReleaseOutcome(
+                    result=ReleaseResult.DRIFT,
+                    detail=(
+                        f"its reserved concurrency {original} could not be restored: AWS refused it"
+                        f" (InvalidParameterValueException), as a reservation must leave at least 100 of the"
+                        f" account's concurrency unreserved and other functions reserved it while this one was"
+                        f" quarantined. The quarantine's reservation of 0 was removed, so the function runs"
+                        f" again, unreserved, without its guaranteed {original}: reserve it again once capacity"
+                        f" is free"
+                    ),
+                    calls=("reserved concurrency none (unreserved)",),
+                )
         shown = "none (unreserved)" if original is None else str(original)
         return ReleaseOutcome(
             result=ReleaseResult.RESTORED,
             detail=f"reserved concurrency restored to {shown}",
             calls=(f"reserved concurrency {shown}",),
         )
+
+    def _reserve(self, ref: ResourceRef, concurrency: int) -> bool:
+        """Reserve ``concurrency``; False when AWS refuses it because it would leave under 100 of the
+        account's concurrency unreserved (PutFunctionConcurrency: InvalidParameterValueException)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.api(ref).put_function_concurrency(FunctionName=ref.arn, ReservedConcurrentExecutions=concurrency)
+        except ClientError as exc:
+            if error_code(exc) == "InvalidParameterValueException":
+                return False
+            raise
+        return True
 
     # -- tags ---------------------------------------------------------------------------------
     def set_tags(self, ref: ResourceRef, tags: Mapping[str, str]) -> None:
