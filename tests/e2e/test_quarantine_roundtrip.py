@@ -494,6 +494,101 @@ def test_groups_changed_while_quarantined_are_reported_as_drift_and_kept(aws):
     assert release.verdict == "DRIFT"
 
 
+def _inbound_rules(w: World, group: str) -> dict[str, dict[str, Any]]:
+    """The group's inbound rules by source and port, with their IDs and tags (DescribeSecurityGroupRules)."""
+    rules = w.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])
+    return {
+        f"{r.get('CidrIpv4') or r.get('CidrIpv6')}:{r['FromPort']}": r
+        for r in rules["SecurityGroupRules"]
+        if not r["IsEgress"]
+    }
+
+
+def test_a_groups_rule_ids_and_tags_are_saved_and_the_release_names_the_new_ids_and_the_lost_tags(aws):
+    """A re-created rule gets a new sgr- ID (no call keeps one) and the suite may not write its owner's
+    tag keys: the saved state holds each revoked rule's ID and tags, and the release says which new
+    rule replaced which and which tags to put back by hand."""
+    w = World(aws)
+    group = _group_create(w)
+    w.ec2.create_tags(
+        Resources=[_inbound_rules(w, group)["0.0.0.0/0:443"]["SecurityGroupRuleId"]],
+        Tags=[{"Key": "Owner", "Value": "web-team"}],
+    )
+    before = _inbound_rules(w, group)
+    w.at(T0 + timedelta(hours=25))
+    w.sweep()
+    assert _group_quarantined(w, group)
+    arn = KITS["ec2:security-group"].arn(group)
+    [quarantine] = [e for e in w.ledger(f"resource:{arn}") if e.entry.startswith("QUARANTINE#")]
+    saved = {tuple(r["key"]): r for r in quarantine.body["saved"]["rules"]}
+    assert saved[("tcp", "443", "443", "ipv4", "0.0.0.0/0")] == {
+        "key": ["tcp", "443", "443", "ipv4", "0.0.0.0/0"],
+        "id": before["0.0.0.0/0:443"]["SecurityGroupRuleId"],
+        "tags": {"Owner": "web-team"},
+    }
+    assert saved[("tcp", "22", "22", "ipv6", "::/0")]["tags"] == {}
+
+    w.call(lambda: _ec2_tag(w, group, REQUIRED))
+    after = _inbound_rules(w, group)
+    [release] = [e for e in w.ledger(f"resource:{arn}") if e.entry.startswith("RELEASE#")]
+    assert release.verdict == "RESTORED"
+    new_id, old_id = after["0.0.0.0/0:443"]["SecurityGroupRuleId"], before["0.0.0.0/0:443"]["SecurityGroupRuleId"]
+    assert f"tcp 443 443 from 0.0.0.0/0 as {new_id} (was {old_id})" in release.body["calls"]
+    assert f"re-tag them by hand: {new_id}: Owner=web-team" in release.body["detail"]
+    assert after["10.0.0.0/8:22"]["SecurityGroupRuleId"] == before["10.0.0.0/8:22"]["SecurityGroupRuleId"]
+
+
+def test_a_group_state_saved_before_rule_ids_and_tags_still_releases(aws):
+    from changeguard.quarantine.security_group import SecurityGroupQuarantine
+
+    ec2 = aws.client("ec2")
+    group = ec2.create_security_group(GroupName="orders-api", Description="api")["GroupId"]
+    https = {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[https])
+    handler = SecurityGroupQuarantine(api=ec2)
+    ref = handler.ref(group, ACCOUNT, REGION)
+    state = handler.read(ref)
+    assert state is not None
+    saved = handler.quarantine(ref, state, QuarantineSettings())
+    old_format = {k: v for k, v in saved.items() if k != "rules"}
+    released = handler.release(ref, old_format)
+    assert released.result is ReleaseResult.RESTORED
+    assert released.detail == "re-authorized 1 world-open inbound rule(s)"
+    [g] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]
+    assert [r["CidrIp"] for p in g["IpPermissions"] for r in p["IpRanges"]] == ["0.0.0.0/0"]
+
+
+def test_a_rule_left_open_by_the_revoke_fails_the_quarantine(aws):
+    """AWS answers a revoke that matches no rule (in a default VPC) with success and UnknownIpPermissions,
+    so a rule changed between the read and the revoke stays open: the group is described again after
+    the revoke, and a world-open rule still there fails the quarantine instead of reporting it done."""
+    from changeguard.domain.errors import QuarantineIncompleteError
+    from changeguard.quarantine.security_group import SecurityGroupQuarantine
+
+    ec2 = aws.client("ec2")
+    group = ec2.create_security_group(GroupName="orders-api", Description="api")["GroupId"]
+    https = {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[https])
+
+    class Racing:
+        """The owner opens SSH to the world between the suite's read and its revoke."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ec2, name)
+
+        def revoke_security_group_ingress(self, **kwargs: Any) -> Any:
+            ssh = {**https, "FromPort": 22, "ToPort": 22}
+            ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[ssh])
+            return ec2.revoke_security_group_ingress(**kwargs)
+
+    handler = SecurityGroupQuarantine(api=Racing())
+    ref = handler.ref(group, ACCOUNT, REGION)
+    state = handler.read(ref)
+    assert state is not None
+    with pytest.raises(QuarantineIncompleteError, match=r"tcp 22 22 from 0\.0\.0\.0/0"):
+        handler.quarantine(ref, state, QuarantineSettings())
+
+
 def test_a_bucket_policy_removed_while_quarantined_is_drift_and_stays_removed(aws):
     w = World(aws)
     bucket = _bucket_create(w)

@@ -418,6 +418,7 @@ NO_RESOURCE_LEVEL = {
     "tag:GetResources",
     "ec2:DescribeInstances",
     "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSecurityGroupRules",
     "codedeploy:ListApplications",
     "cloudwatch:GetMetricData",
     "cloudtrail:LookupEvents",

@@ -52,3 +52,8 @@ class TrailAccessDeniedError(ChangeGuardError):
     def __init__(self, code: str, detail: str = "") -> None:
         self.code = code
         super().__init__(f"cloudtrail:LookupEvents refused ({code}){': ' + detail if detail else ''}")
+
+
+class QuarantineIncompleteError(ChangeGuardError):
+    """Containment was applied but the resource is still not contained (checked by describing it again):
+    for instance a security group rule changed between the read and the revoke stays open."""

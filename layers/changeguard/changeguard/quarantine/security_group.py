@@ -1,8 +1,18 @@
 """Security groups: revoke the inbound rules open to the world (0.0.0.0/0 or ::/0).
 
-The revoked rules are saved exactly (protocol, ports, range and description) so release can
-authorize them again. Only inbound rules are touched: every group allows all outbound traffic
-by default, and revoking that would cut the group's instances off from everything. Other rules
+The revoked rules are saved exactly (protocol, ports, range and description, and each rule's ID
+and tags, read with DescribeSecurityGroupRules) so release can authorize them again. A re-created
+rule gets a new ``sgr-`` ID from AWS, which no call can keep: the release result records old and new
+IDs. Rule tags are not put back: that would take ``ec2:CreateTags`` for keys other than the suite's
+own, which its roles are never granted; the release result names each rule's lost tags instead.
+States saved before IDs and tags were saved are released as before.
+
+After revoking, the group is described again: a rule still open to the world (AWS answers a revoke
+in a default VPC that matches no rule with success and ``UnknownIpPermissions``, so a rule changed
+meanwhile is not revoked) fails the quarantine with :class:`QuarantineIncompleteError`.
+
+Only inbound rules are touched: every group allows all outbound traffic by default, and revoking
+that would cut the group's instances off from everything. Other rules
 are never touched, so a round trip may change the order AWS lists rules in, never the rules.
 """
 
@@ -11,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from changeguard.domain.errors import QuarantineIncompleteError
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
 from changeguard.quarantine.base import (
     QuarantineSettings,
@@ -64,6 +75,35 @@ def _as_lists(rules: Iterable[Rule]) -> list[list[str]]:
     return [list(r) for r in rules]
 
 
+def _key(protocol: Any, from_port: Any, to_port: Any, family: str, source: Any) -> list[str]:
+    """A rule's identity (what a revoke matches): DescribeSecurityGroupRules says -1 where
+    DescribeSecurityGroups omits the ports of an all-protocols rule."""
+    ports = ["", ""]
+    if str(protocol) != "-1":
+        ports = ["" if from_port is None else str(from_port), "" if to_port is None else str(to_port)]
+    return [str(protocol), *ports, family, str(source)]
+
+
+def _rule_key(rule: Mapping[str, Any]) -> list[str] | None:
+    """The identity of a DescribeSecurityGroupRules (or Authorize...) rule open to the world, else None."""
+    for field, family, world in (("CidrIpv4", "ipv4", WORLD_V4), ("CidrIpv6", "ipv6", WORLD_V6)):
+        if rule.get(field) == world:
+            return _key(rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort"), family, world)
+    return None
+
+
+def _world_keys(permissions: Iterable[Mapping[str, Any]]) -> list[list[str]]:
+    """The identity of each world-open rule of a permission list, sorted."""
+    found: list[list[str]] = []
+    for perm in permissions:
+        for field, family, cidr in (("IpRanges", "ipv4", "CidrIp"), ("Ipv6Ranges", "ipv6", "CidrIpv6")):
+            for r in perm.get(field, []):
+                found.append(
+                    _key(perm.get("IpProtocol"), perm.get("FromPort"), perm.get("ToPort"), family, r.get(cidr))
+                )
+    return sorted(found)
+
+
 @register
 class SecurityGroupQuarantine(Ec2Resource):
     type = "ec2:security-group"
@@ -74,6 +114,7 @@ class SecurityGroupQuarantine(Ec2Resource):
     notes = ("Outbound rules and rules open to narrower ranges are left as they are.",)
     permissions = (
         "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSecurityGroupRules",
         "ec2:RevokeSecurityGroupIngress",
         "ec2:AuthorizeSecurityGroupIngress",
         "ec2:CreateTags",
@@ -93,17 +134,33 @@ class SecurityGroupQuarantine(Ec2Resource):
 
         try:
             groups = self.api(ref).describe_security_groups(GroupIds=[ref.resource_id])["SecurityGroups"]
+            group = next((g for g in groups if g.get("GroupId") == ref.resource_id), None)
+            if group is None:
+                return None
+            rules = self._world_open_rules(ref)
         except ClientError:
-            return None
-        group = next((g for g in groups if g.get("GroupId") == ref.resource_id), None)
-        if group is None:
             return None
         return ResourceState(
             ref=ref,
             name=group.get("GroupName"),
             tags={t["Key"]: t.get("Value", "") for t in group.get("Tags", [])},
-            config={"ingress": list(group.get("IpPermissions", []))},
+            config={"ingress": list(group.get("IpPermissions", [])), "rules": rules},
         )
+
+    def _world_open_rules(self, ref: ResourceRef) -> list[dict[str, Any]]:
+        """The group's inbound world-open rules with their IDs and tags (DescribeSecurityGroupRules)."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"Filters": [{"Name": "group-id", "Values": [ref.resource_id]}]}
+        while True:
+            page = self.api(ref).describe_security_group_rules(**kwargs)
+            for rule in page.get("SecurityGroupRules", []):
+                key = _rule_key(rule)
+                if key is not None and not rule.get("IsEgress") and rule.get("GroupId") == ref.resource_id:
+                    tags = {t["Key"]: t.get("Value", "") for t in rule.get("Tags", [])}
+                    found.append({"key": key, "id": rule.get("SecurityGroupRuleId"), "tags": tags})
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
 
     def snapshot(self, ref: ResourceRef, state: ResourceState, settings: QuarantineSettings) -> dict[str, Any]:
         ingress = state.config["ingress"]
@@ -114,6 +171,7 @@ class SecurityGroupQuarantine(Ec2Resource):
             "revoked": revoked,
             "original": _as_lists(original),
             "remaining": _as_lists(r for r in original if r not in gone),
+            "rules": list(state.config.get("rules", [])),
         }
 
     # -- quarantine ---------------------------------------------------------------------------
@@ -129,6 +187,13 @@ class SecurityGroupQuarantine(Ec2Resource):
         still_open = [p for p in saved["revoked"] if set(rules_of([p])) & present]
         if still_open:
             self.api(ref).revoke_security_group_ingress(GroupId=ref.resource_id, IpPermissions=still_open)
+            after = self.read(ref)
+            left = world_open(after.config["ingress"]) if after is not None else []
+            if left:
+                shown = ", ".join(f"{' '.join(r[:3])} from {r[4]}" for r in rules_of(left))
+                raise QuarantineIncompleteError(
+                    f"{ref.resource_id} still has inbound rules open to the world after the revoke: {shown}"
+                )
         return saved
 
     # -- release ------------------------------------------------------------------------------
@@ -142,11 +207,34 @@ class SecurityGroupQuarantine(Ec2Resource):
             return ReleaseOutcome(result=ReleaseResult.NOOP, detail="the original inbound rules are in place")
         if current != saved.get("remaining"):
             return ReleaseOutcome(result=ReleaseResult.DRIFT, detail="inbound rules changed while quarantined")
+        saved_rules = {tuple(r["key"]): r for r in saved.get("rules") or []}
+        created: dict[tuple[str, ...], str] = {}
         if not dry_run:
-            self.api(ref).authorize_security_group_ingress(GroupId=ref.resource_id, IpPermissions=revoked)
-        shown = [f"{' '.join(r[:3])} from {r[4]}" for r in rules_of(revoked)]
+            answer = self.api(ref).authorize_security_group_ingress(GroupId=ref.resource_id, IpPermissions=revoked)
+            for rule in (answer or {}).get("SecurityGroupRules", []):
+                rule_key = _rule_key(rule)
+                if rule_key is not None and rule.get("SecurityGroupRuleId"):
+                    created[tuple(rule_key)] = str(rule["SecurityGroupRuleId"])
+        shown: list[str] = []
+        untagged: list[str] = []
+        for key in _world_keys(revoked):
+            line = f"{' '.join(key[:3])} from {key[4]}"
+            old = saved_rules.get(tuple(key)) or {}
+            new_id = created.get(tuple(key))
+            if new_id:
+                line += f" as {new_id}" + (f" (was {old['id']})" if old.get("id") else "")
+            if old.get("tags"):
+                tags = ", ".join(f"{k}={v}" for k, v in sorted(old["tags"].items()))
+                untagged.append(f"{new_id or line}: {tags}")
+            shown.append(line)
+        detail = f"re-authorized {len(shown)} world-open inbound rule(s)"
+        if "rules" in saved:
+            detail += " under new rule IDs (AWS gives a re-created rule a new ID)"
+        if untagged:
+            # The suite may write only its own tag keys (changeguard:*), never an owner's.
+            detail += f"; their tags were not put back, re-tag them by hand: {'; '.join(untagged)}"
         return ReleaseOutcome(
             result=ReleaseResult.RESTORED,
-            detail=f"re-authorized {len(shown)} world-open inbound rule(s)",
+            detail=detail,
             calls=tuple(shown),
         )
