@@ -476,3 +476,81 @@ def test_marks_are_searched_in_every_account_and_region_side_by_side_and_a_refus
     refused = [a for a in outcome.actions if "333333333333" in a]
     assert len(refused) == 1 and refused[0].startswith("could not find marked resources in account 333333333333")
     assert len(outcome.alert_ids) == 1
+
+
+# -- a release racing the sweep's containment --------------------------------------------------------
+
+
+def _release_during(w: World, step: str) -> None:
+    """The owner tags the instance, and enforce_tags releases it, while the sweep is at ``step``."""
+    inner = getattr(w.instances, step)
+
+    def racing(ref, state, settings, saved=None):  # type: ignore[no-untyped-def]
+        if not w.instances.calls or w.instances.calls[-1] != ("raced",):
+            w.instances.calls.append(("raced",))
+            w.instances.resources[INSTANCE]["tags"].update(TAGS)
+            w.service.handle(create_tags(TAGS))
+        return inner(ref, state, settings, saved)
+
+    setattr(w.instances, step, racing)
+
+
+def test_a_release_recorded_while_the_sweep_contains_it_is_followed_by_a_real_release():
+    w = World()
+    w.instances.add(groups="sg-web")
+    w.service.handle(run_instances())
+    w.clock.at = NOW + timedelta(hours=25)
+    _release_during(w, "quarantine")  # after QUARANTINE is ledgered, before the groups change
+    swept = w.sweep()
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+    assert not any(k.startswith("changeguard:") for k in w.instances.resources[INSTANCE]["tags"])
+    releases = {e.entry: e.body["result"] for e in w.ledger.entries_for(CHANGE_ID) if e.entry.startswith("RELEASE#")}
+    assert releases == {
+        "RELEASE#2026-11-23T09:05:00Z": "NOOP",  # what enforce_tags saw: not contained yet
+        "RELEASE#2026-11-23T09:05:00Z#after-containment": "RESTORED",  # what happened after
+    }
+    assert any(a.endswith("/sweep_quarantine/release") for a in swept.alert_ids)
+
+
+def test_a_release_recorded_while_the_sweep_contains_it_again_is_followed_by_a_real_release():
+    w = quarantined_world()
+    w.instances.resources[INSTANCE]["groups"] = "sg-web"  # someone undid the containment
+    w.clock.at = NOW + timedelta(hours=26)
+    _release_during(w, "quarantine")  # the sweep read it non-compliant; the release lands before it re-contains
+    w.sweep()
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+    assert not any(k.startswith("changeguard:") for k in w.instances.resources[INSTANCE]["tags"])
+    late = [
+        e
+        for e in w.ledger.entries_for(CHANGE_ID)
+        if e.entry.startswith("RELEASE#") and e.entry.endswith("#after-containment")
+    ]
+    assert [e.body["result"] for e in late] == ["RESTORED"]
+
+
+def test_a_compliant_resource_still_contained_after_its_release_is_released_by_the_next_sweep():
+    w = quarantined_world()
+    # A release that read it just before the containment and was ledgered just after (NOOP), tags kept.
+    w.instances.resources[INSTANCE]["tags"].update(TAGS)
+    w.ledger.append(
+        [
+            e.model_copy(update={"entry": "RELEASE#2026-11-23T09:05:00Z", "body": {"result": "NOOP"}})
+            for e in w.ledger.entries_for(CHANGE_ID)
+            if e.entry == "QUARANTINE#2026-11-23T09:05:00Z"
+        ]
+    )
+    w.clock.at = NOW + timedelta(hours=26)
+    w.sweep()
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+    assert not any(k.startswith("changeguard:") for k in w.instances.resources[INSTANCE]["tags"])
+    late = [
+        e
+        for e in w.ledger.entries_for(CHANGE_ID)
+        if e.entry.startswith("RELEASE#") and e.entry.endswith("#after-containment")
+    ]
+    assert [e.body["result"] for e in late] == ["RESTORED"]
+    calls = w.instances.mutations()
+    w.clock.at = NOW + timedelta(hours=27)
+    w.service.handle(create_tags(TAGS))
+    w.sweep()
+    assert w.instances.mutations() == calls  # nothing done twice

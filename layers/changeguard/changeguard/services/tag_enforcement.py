@@ -176,7 +176,8 @@ class Enforcer:
         own = suite_owned(ref.arn, state.name, state.tags, stack_name=self.stack_name)
         if own:
             return ResourceResult(ref, TagVerdict.SKIPPED, reasons=[f"{ref.short} is ChangeGuard's own ({own})"])
-        episode = episode_of(self.ledger.entries_for(ref.change_id))
+        entries = self.ledger.entries_for(ref.change_id)
+        episode = episode_of(entries)
         marked_after = episode.marked_after or parse_time(state.tags.get(QUARANTINE_AFTER))
         evaluation, judged = judge_tags(
             trigger.kind, state.tags, policy, requested=trigger.requested, removed=trigger.removed
@@ -205,6 +206,12 @@ class Enforcer:
         elif decision.action is Action.RELEASE:
             step.release(decision, episode)
         elif decision.action is Action.UNMARK:
+            # A release recorded while the sweep was still containing it closed the episode as NOOP, and
+            # the containment came after: release from the saved state (a NOOP when nothing is contained).
+            after = decision.quarantine_after
+            contained = _entry(entries, entry_key(EntryKind.QUARANTINE, after)) if after is not None else None
+            if contained is not None and not step.observe:
+                step.release_late(decision, contained)
             step.unmark(decision)
         else:
             step.keep(decision, episode, contain=budget is not None)
@@ -352,18 +359,48 @@ class _Step:
             self.result.actions.append(f"{self.ref.short}: another run is quarantining it")
             return
         self.handler.quarantine(self.ref, self.state, settings, saved)
+        if self.released_meanwhile(decision, after, Episode(quarantine_entry=key, saved=saved)):
+            return
         self.handler.set_tags(
             self.ref, {QUARANTINE_AFTER: format_time(after), QUARANTINE_REF: ref_tag_value(self.ref.change_id, key)}
         )
         self.result.actions.append(f"quarantined {self.ref.short}: {self.handler.describes}")
 
+    def released_meanwhile(self, decision: Decision, after: datetime, episode: Episode) -> bool:
+        """After containing: whether a release of this episode was recorded in between (it saw the
+        resource not yet contained, so it restored nothing); if so, release it now."""
+        released = entry_key(EntryKind.RELEASE, after)
+        if _entry(self.e.ledger.entries_for(self.ref.change_id), released) is None:
+            return False
+        late = decision.model_copy(
+            update={
+                "verdict": TagVerdict.COMPLIANT,
+                "action": Action.RELEASE,
+                "reasons": (f"its release ({released}) was recorded while ChangeGuard was containing it",),
+            }
+        )
+        self.release(late, episode, late=True)
+        self.result.verdict = late.verdict
+        self.drop_tags([QUARANTINE_AFTER, QUARANTINE_REF])
+        return True
+
+    def release_late(self, decision: Decision, quarantine: LedgerEntry) -> None:
+        """Release an episode already closed in the ledger, whose containment came after its release."""
+        saved = quarantine.body.get("saved")
+        episode = Episode(quarantine_entry=quarantine.entry, saved=saved if isinstance(saved, dict) else {})
+        self.release(decision, episode, late=True)
+
     # -- release ------------------------------------------------------------------------------
-    def release(self, decision: Decision, episode: Episode) -> None:
+    def release(self, decision: Decision, episode: Episode, *, late: bool = False) -> None:
+        """``late``: the episode's RELEASE is already recorded (NOOP, before the containment): this
+        release is recorded beside it, unless it too finds nothing to restore."""
         assert episode.quarantine_entry is not None
         after = parse_time(episode.quarantine_entry.split("#", 1)[1])
         assert after is not None
         outcome = self.handler.release(self.ref, dict(episode.saved or {}), dry_run=self.observe)
-        key = entry_key(EntryKind.RELEASE, after, observe=self.observe)
+        if late and outcome.result is ReleaseResult.NOOP:
+            return
+        key = entry_key(EntryKind.RELEASE, after, observe=self.observe) + (f"#{LATE_SUFFIX}" if late else "")
         drift = outcome.result is ReleaseResult.DRIFT
         why = decision.reasons[0] if decision.reasons else decision.verdict.value
         if drift:
@@ -459,6 +496,9 @@ class _Step:
                 # Still non-compliant and quarantined: converge to the quarantined state (an interrupted
                 # quarantine finishes; a containment someone undid comes back). The saved state stays.
                 self.handler.quarantine(self.ref, self.state, self.e.settings(self.policy), dict(episode.saved or {}))
+                assert after is not None
+                if self.released_meanwhile(decision, after, episode):
+                    return
             pointer = ref_tag_value(self.ref.change_id, episode.quarantine_entry)
             if self.state.tags.get(QUARANTINE_REF) != pointer:
                 wanted[QUARANTINE_REF] = pointer
@@ -510,6 +550,14 @@ class _Step:
             actions=actions,
             details=details,
         )
+
+
+#: The suffix of a RELEASE recorded after the episode's first one: the containment came after it.
+LATE_SUFFIX = "after-containment"
+
+
+def _entry(entries: Iterable[LedgerEntry], key: str) -> LedgerEntry | None:
+    return next((e for e in entries if e.entry == key), None)
 
 
 def build_fact(
