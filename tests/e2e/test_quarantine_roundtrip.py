@@ -603,6 +603,71 @@ def test_a_bucket_policy_removed_while_quarantined_is_drift_and_stays_removed(aw
     assert w.mutations_by(ENFORCE, since) == ["s3:PutBucketTagging"]  # its own tags only
 
 
+def test_an_interface_attached_while_quarantined_is_ledgered_contained_and_given_its_groups_back(aws):
+    w = World(aws)
+    instance_id = _instance_create(w)
+    w.at(T0 + timedelta(hours=25))
+    w.sweep()
+    [before] = _instance_describe(w, instance_id)[0]["Instances"]
+    isolation = before["NetworkInterfaces"][0]["Groups"][0]["GroupId"]
+    app = w.web_group("orders-batch")
+    eni = w.ec2.create_network_interface(SubnetId=before["SubnetId"], Groups=[app])["NetworkInterface"]
+    w.ec2.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=1)
+    w.at(T0 + timedelta(hours=26))
+    swept = w.sweep()
+    assert any(a["subject"].startswith(f"DRIFT: ec2:instance {instance_id} changed while") for a in alerts(swept))
+
+    def groups() -> dict[str, list[str]]:
+        [instance] = _instance_describe(w, instance_id)[0]["Instances"]
+        return {n["NetworkInterfaceId"]: [g["GroupId"] for g in n["Groups"]] for n in instance["NetworkInterfaces"]}
+
+    assert groups()[eni["NetworkInterfaceId"]] == [isolation]  # contained too ...
+    change_id = f"resource:{KITS['ec2:instance'].arn(instance_id)}"
+
+    def recontained() -> list[Any]:
+        return [e for e in w.ledger(change_id) if e.entry.startswith("QUARANTINE#") and "#recontained-" in e.entry]
+
+    [fact] = recontained()  # ... once its groups were ledgered
+    assert fact.body["overwritten"]["interfaces"][eni["NetworkInterfaceId"]] == [app]
+    w.at(T0 + timedelta(hours=27))
+    w.sweep()
+    assert len(recontained()) == 1  # contained as before: nothing new to record
+    w.call(lambda: _ec2_tag(w, instance_id, REQUIRED))
+    [release] = [e for e in w.ledger(change_id) if e.entry.startswith("RELEASE#")]
+    assert release.body["result"] == "RESTORED"
+    restored = groups()
+    assert restored[eni["NetworkInterfaceId"]] == [app]
+    assert restored[before["NetworkInterfaces"][0]["NetworkInterfaceId"]] != [isolation]
+
+
+def test_a_bucket_policy_put_while_quarantined_is_ledgered_before_it_is_contained_again(aws):
+    w = World(aws)
+    bucket = _bucket_create(w)
+    w.at(T0 + timedelta(hours=25))
+    w.sweep()
+    owner = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "OwnerNewPolicy",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+                    "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/*",
+                }
+            ],
+        }
+    )
+    w.s3.put_bucket_policy(Bucket=bucket, Policy=owner)
+    w.at(T0 + timedelta(hours=26))
+    w.sweep()
+    assert "OwnerNewPolicy" not in w.s3.get_bucket_policy(Bucket=bucket)["Policy"]  # contained again ...
+    change_id = f"resource:{KITS['s3:bucket'].arn(bucket)}"
+    [fact] = [e for e in w.ledger(change_id) if e.entry.startswith("QUARANTINE#") and "#recontained-" in e.entry]
+    assert json.loads(fact.body["overwritten"]["policy"]) == json.loads(owner)  # ... and the owner's policy is kept
+
+
 # -- observe mode makes no change ---------------------------------------------------------------------
 
 

@@ -6,6 +6,9 @@ step has one deterministic ledger key and a repeated step is a duplicate, not a 
 
 * ``MARK#<after>``        the resource was marked: quarantine after ``<after>`` unless it complies;
 * ``QUARANTINE#<after>``  quarantined; the body holds the saved (original) state;
+* ``QUARANTINE#<after>#recontained-<digest>``  changed while quarantined: the state the sweep's
+  re-containment overwrote, recorded before it; its ``saved`` (the saved state, plus what the
+  resource gained meanwhile) is the one a release restores from then on;
 * ``RELEASE#<after>``     the episode is over: RESTORED, NOOP (nothing to restore) or DRIFT.
 
 Observe mode writes the same facts with an ``#observe`` suffix: they report, they never open an
@@ -187,6 +190,8 @@ def quarantine_deadline(now: datetime, grace_hours: float) -> datetime:
 # -- episodes in the ledger ------------------------------------------------------------------------
 
 OBSERVE_SUFFIX = "observe"
+#: The third part of a re-containment's key (``QUARANTINE#<after>#recontained-<digest>``).
+RECONTAINED = "recontained-"
 
 
 def entry_key(kind: EntryKind, after: datetime, *, observe: bool = False) -> str:
@@ -230,8 +235,13 @@ def episode_of(entries: Iterable[LedgerEntry]) -> Episode:
     marks: dict[str, LedgerEntry] = {}
     quarantines: dict[str, LedgerEntry] = {}
     released: set[str] = set()
+    resaved: dict[str, LedgerEntry] = {}
     for item in entries:
         parts = item.entry.split("#")
+        if len(parts) == 3 and parts[0] == EntryKind.QUARANTINE.value and parts[2].startswith(RECONTAINED):
+            latest = resaved.get(parts[1])
+            if latest is None or (item.recorded_at, item.entry) > (latest.recorded_at, latest.entry):
+                resaved[parts[1]] = item
         if len(parts) != 2 or parse_time(parts[1]) is None:
             continue  # alerts, observe reports and alert-only notes are not episode steps
         kind, after = parts
@@ -246,7 +256,7 @@ def episode_of(entries: Iterable[LedgerEntry]) -> Episode:
     if open_quarantines:
         after = open_quarantines[-1]
         entry = quarantines[after]
-        saved = entry.body.get("saved")
+        saved = resaved.get(after, entry).body.get("saved")
         return Episode(
             marked_after=parse_time(after),
             quarantine_entry=entry.entry,

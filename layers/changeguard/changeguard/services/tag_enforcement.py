@@ -18,6 +18,8 @@ In observe mode nothing but the ledger is written: every step is reported as "wo
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +33,7 @@ from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import (
+    RECONTAINED,
     VERDICT_WEIGHT,
     Action,
     Budget,
@@ -491,20 +494,68 @@ class _Step:
         wanted: dict[str, str] = {}
         if after is not None and self.state.tags.get(QUARANTINE_AFTER) != format_time(after):
             wanted[QUARANTINE_AFTER] = format_time(after)
-        if episode.quarantine_entry is not None:
+        entry = episode.quarantine_entry
+        if entry is not None:
             if contain:
                 # Still non-compliant and quarantined: converge to the quarantined state (an interrupted
-                # quarantine finishes; a containment someone undid comes back). The saved state stays.
-                self.handler.quarantine(self.ref, self.state, self.e.settings(self.policy), dict(episode.saved or {}))
+                # quarantine finishes; a containment someone undid comes back). The saved state stays;
+                # what someone changed meanwhile is ledgered before it is overwritten.
+                settings = self.e.settings(self.policy)
+                episode = self.record_overwritten(decision, episode, settings)
+                self.handler.quarantine(self.ref, self.state, settings, dict(episode.saved or {}))
                 assert after is not None
                 if self.released_meanwhile(decision, after, episode):
                     return
-            pointer = ref_tag_value(self.ref.change_id, episode.quarantine_entry)
+            pointer = ref_tag_value(self.ref.change_id, entry)
             if self.state.tags.get(QUARANTINE_REF) != pointer:
                 wanted[QUARANTINE_REF] = pointer
         if wanted:
             self.handler.set_tags(self.ref, wanted)
             self.result.actions.append(f"restored ChangeGuard's tags on {self.ref.short}")
+
+    def record_overwritten(self, decision: Decision, episode: Episode, settings: QuarantineSettings) -> Episode:
+        """Before re-containing a resource changed while quarantined (a release would report DRIFT):
+        ledger its current state, which re-containment overwrites, with a HIGH alert. What it gained
+        that the saved state lacks (an interface attached meanwhile) joins the saved state, so a
+        release restores that too. Returns the episode with the saved state to use."""
+        assert episode.quarantine_entry is not None
+        probe = self.handler.release(self.ref, dict(episode.saved or {}), dry_run=True)
+        if probe.result is not ReleaseResult.DRIFT:
+            return episode
+        current = self.handler.snapshot(self.ref, self.state, settings)
+        saved = {
+            k: {**current[k], **v} if isinstance(v, dict) and isinstance(current.get(k), dict) else v
+            for k, v in dict(episode.saved or {}).items()
+        }
+        config = json.dumps(self.state.config, sort_keys=True, default=str)
+        key = f"{episode.quarantine_entry}#{RECONTAINED}{hashlib.sha256(config.encode()).hexdigest()[:16]}"
+        alert = self.alert(
+            "drift",
+            decision,
+            key,
+            severity=Severity.HIGH,
+            subject=f"DRIFT: {self.ref.short} changed while quarantined; contained again",
+            summary=(
+                f"{self.ref.short} still lacks required tags, and {probe.detail}. ChangeGuard recorded its"
+                f" current state in the change ledger ({key}) before containing it again: nothing it"
+                " overwrote is lost. A release restores the saved state; restore later changes by hand."
+            ),
+            actions=(
+                "recorded the state it overwrites in the change ledger",
+                f"contain again: {self.handler.describes}",
+            ),
+            details={"detail": probe.detail, "ledger_ref": ref_tag_value(self.ref.change_id, episode.quarantine_entry)},
+        )
+        body = {
+            "overwritten": dict(self.state.config),
+            "detail": probe.detail,
+            "saved": saved,
+            "quarantine_entry": episode.quarantine_entry,
+        }
+        _, ids = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body, verdict="DRIFT"), alert)
+        self.result.alert_ids += ids
+        self.result.actions.append(f"DRIFT on {self.ref.short}: {probe.detail}; ledgered, then contained again")
+        return episode.model_copy(update={"saved": saved})
 
     # -- helpers ------------------------------------------------------------------------------
     def drop_tags(self, keys: list[str]) -> None:
