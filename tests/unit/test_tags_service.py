@@ -554,3 +554,39 @@ def test_a_compliant_resource_still_contained_after_its_release_is_released_by_t
     w.service.handle(create_tags(TAGS))
     w.sweep()
     assert w.instances.mutations() == calls  # nothing done twice
+
+
+def test_a_containment_that_fails_is_ledgered_and_alerted_as_failed_not_as_done():
+    w = World()
+    w.instances.add(groups="sg-web")
+    w.service.handle(run_instances())
+    w.clock.at = NOW + timedelta(hours=25)
+    inner = w.instances.quarantine
+
+    def denied(ref, state, settings, saved=None):  # type: ignore[no-untyped-def]
+        raise PermissionError("AccessDenied: ec2:ModifyNetworkInterfaceAttribute")
+
+    w.instances.quarantine = denied  # type: ignore[method-assign]
+    with pytest.raises(PermissionError):
+        w.sweep()
+
+    def alerts() -> list[str]:
+        return [
+            str(e.body["alert"]["subject"]) for e in w.ledger.entries_for(CHANGE_ID) if e.entry.startswith("ALERT#")
+        ]
+
+    key = "QUARANTINE#2026-11-23T09:05:00Z"
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+    assert {e for e in w.entries() if e.startswith("QUARANTINE#")} == {key, f"{key}#failed"}  # the saved state kept
+    assert alerts()[1:] == [f"Could not quarantine untagged ec2:instance {INSTANCE}"]  # after the mark's
+    with pytest.raises(PermissionError):
+        w.sweep()  # still failing: nothing new to say
+    assert len(alerts()) == 2
+    w.instances.quarantine = inner  # type: ignore[method-assign]
+    w.clock.at = NOW + timedelta(hours=26)
+    w.sweep()  # the next run contains it, and only now says so
+    assert w.instances.resources[INSTANCE]["groups"] == "isolation"
+    assert f"{key}#contained" in w.entries()
+    assert f"Quarantined untagged ec2:instance {INSTANCE}" in alerts()
+    w.sweep()
+    assert len(alerts()) == 3

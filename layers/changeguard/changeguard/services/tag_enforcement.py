@@ -9,8 +9,9 @@ would have a cap of its own. Events mark, release and unmark (releasing only eve
 Order of operations, chosen so that a crash at any point leaves something a retry converges:
 
 * mark: ledger (MARK + alert), then the ``quarantine-after`` tag;
-* quarantine: ledger first (QUARANTINE with the saved state + alert), then the changes, then the
-  ``quarantine-ref`` tag. The saved state is never only in memory;
+* quarantine: ledger first (QUARANTINE with the saved state: the intent), then the changes, then
+  what they did (``#contained`` + alert, or ``#failed`` + alert), then the ``quarantine-ref`` tag.
+  The saved state is never only in memory, and no alert says "quarantined" before it is;
 * release: the restore first, then the ledger (RELEASE + alert), then the suite's tags go.
 
 In observe mode nothing but the ledger is written: every step is reported as "would ...".
@@ -336,9 +337,34 @@ class _Step:
         settings = self.e.settings(self.policy)
         saved = self.handler.snapshot(self.ref, self.state, settings)
         key = entry_key(EntryKind.QUARANTINE, after, observe=self.observe)
+        alert = self.quarantine_alert(decision, key)
+        body = {"saved": saved, "describes": self.handler.describes}
+        if self.observe:
+            new, ids = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body), alert)
+            self.result.alert_ids += ids
+            self.result.actions.append(f"would quarantine {self.ref.short}" if new else "already reported")
+            return
+        # The saved state first (what makes it undoable), as an intent: that it was contained, or not,
+        # is a fact of its own, with the alert, once the calls are done.
+        body["step"] = "saved before containing; QUARANTINE#<time>#contained or #failed says how it went"
+        new, _ = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body), None)
+        if not new:
+            self.result.actions.append(f"{self.ref.short}: another run is quarantining it")
+            return
+        self.contain(decision, key, saved, settings, alert)
+        if self.released_meanwhile(decision, after, Episode(quarantine_entry=key, saved=saved)):
+            return
+        self.handler.set_tags(
+            self.ref, {QUARANTINE_AFTER: format_time(after), QUARANTINE_REF: ref_tag_value(self.ref.change_id, key)}
+        )
+        self.result.actions.append(f"quarantined {self.ref.short}: {self.handler.describes}")
+
+    def quarantine_alert(self, decision: Decision, key: str) -> Alert:
+        after = decision.quarantine_after
+        assert after is not None
         verb = "would quarantine" if self.observe else "quarantined"
         notes = self.handler.notes
-        alert = self.alert(
+        return self.alert(
             "quarantine",
             decision,
             key,
@@ -352,22 +378,40 @@ class _Step:
             actions=(f"{verb}: {self.handler.describes}", "saved the original state in the change ledger"),
             details={"quarantine_after": format_time(after), "ledger_ref": ref_tag_value(self.ref.change_id, key)},
         )
-        fact = self.fact(EntryKind.QUARANTINE, key, decision, {"saved": saved, "describes": self.handler.describes})
-        new, ids = self.e.record(fact, alert)
+
+    def contain(
+        self, decision: Decision, key: str, saved: dict[str, Any], settings: QuarantineSettings, alert: Alert | None
+    ) -> None:
+        """Contain it, then ledger what happened: ``<key>#contained`` with the quarantine alert, or
+        ``<key>#failed`` with a HIGH alert and the error, which then propagates (the next sweep
+        retries). Each at most once per episode: a retry or a re-containment adds nothing."""
+        alert = alert or self.quarantine_alert(decision, key)
+        try:
+            self.handler.quarantine(self.ref, self.state, settings, saved)
+        except Exception as exc:
+            failed = f"{key}#{FAILED_SUFFIX}"
+            error = f"{type(exc).__name__}: {exc}"
+            failure = self.alert(
+                "quarantine",
+                decision,
+                failed,
+                severity=Severity.HIGH,
+                subject=f"Could not quarantine untagged {self.ref.short}",
+                summary=(
+                    f"{self.ref.short} is still missing required tags after its grace period, and ChangeGuard"
+                    f" could not {self.handler.describes}: {error}. It is NOT contained; the next sweep tries again."
+                ),
+                actions=(f"tried to {self.handler.describes}: failed",),
+                details={"error": error, "ledger_ref": ref_tag_value(self.ref.change_id, key)},
+            )
+            body = {"error": error, "quarantine_entry": key}
+            _, ids = self.e.record(self.fact(EntryKind.QUARANTINE, failed, decision, body, verdict="FAILED"), failure)
+            self.result.alert_ids += ids
+            raise
+        done = f"{key}#{CONTAINED_SUFFIX}"
+        body = {"describes": self.handler.describes, "quarantine_entry": key}
+        _, ids = self.e.record(self.fact(EntryKind.QUARANTINE, done, decision, body), alert)
         self.result.alert_ids += ids
-        if self.observe:
-            self.result.actions.append(f"would quarantine {self.ref.short}" if new else "already reported")
-            return
-        if not new:
-            self.result.actions.append(f"{self.ref.short}: another run is quarantining it")
-            return
-        self.handler.quarantine(self.ref, self.state, settings, saved)
-        if self.released_meanwhile(decision, after, Episode(quarantine_entry=key, saved=saved)):
-            return
-        self.handler.set_tags(
-            self.ref, {QUARANTINE_AFTER: format_time(after), QUARANTINE_REF: ref_tag_value(self.ref.change_id, key)}
-        )
-        self.result.actions.append(f"quarantined {self.ref.short}: {self.handler.describes}")
 
     def released_meanwhile(self, decision: Decision, after: datetime, episode: Episode) -> bool:
         """After containing: whether a release of this episode was recorded in between (it saw the
@@ -502,7 +546,7 @@ class _Step:
                 # what someone changed meanwhile is ledgered before it is overwritten.
                 settings = self.e.settings(self.policy)
                 episode = self.record_overwritten(decision, episode, settings)
-                self.handler.quarantine(self.ref, self.state, settings, dict(episode.saved or {}))
+                self.contain(decision, entry, dict(episode.saved or {}), settings, None)
                 assert after is not None
                 if self.released_meanwhile(decision, after, episode):
                     return
@@ -603,6 +647,9 @@ class _Step:
         )
 
 
+#: The suffixes of the facts that say how a quarantine went (``QUARANTINE#<time>`` is its intent).
+CONTAINED_SUFFIX = "contained"
+FAILED_SUFFIX = "failed"
 #: The suffix of a RELEASE recorded after the episode's first one: the containment came after it.
 LATE_SUFFIX = "after-containment"
 
