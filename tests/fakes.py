@@ -213,3 +213,16 @@ class MemoryBucket:
 
     def keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
+
+
+def create_ticket_table(ddb: Any, name: str = "tickets") -> None:
+    """The DynamoDB ticket table as the template defines it: a ticket and its approvals per partition."""
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "ticket_id", "KeyType": "HASH"}, {"AttributeName": "record", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "ticket_id", "AttributeType": "S"},
+            {"AttributeName": "record", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )

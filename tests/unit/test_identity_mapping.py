@@ -16,6 +16,7 @@ from changeguard.domain.tickets import Approval, Ticket, TicketLookup, TicketRef
 from changeguard.domain.verdicts import Verdict, judge
 from changeguard_tools.ticket_servers import JiraServer, ServiceNowServer
 from changeguard_tools.tickets import TicketBook
+from fakes import create_ticket_table
 
 T = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 INSTANCE = "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc"
@@ -127,15 +128,7 @@ def test_a_federated_user_is_matched_as_the_person_not_the_broker_that_issued_th
 # -- SELF_APPROVED through each source ------------------------------------------------------------
 def test_self_approved_through_the_dynamodb_ticket_table(aws):
     ddb = aws.client("dynamodb")
-    ddb.create_table(
-        TableName="tickets",
-        KeySchema=[{"AttributeName": "ticket_id", "KeyType": "HASH"}, {"AttributeName": "record", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "ticket_id", "AttributeType": "S"},
-            {"AttributeName": "record", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_ticket_table(ddb)
     book = TicketBook("tickets", ddb)
     book.add("CHG-3001", title="Resize", window_start=WINDOW["start"], window_end=WINDOW["end"],
              test_evidence="ci", rollback_plan="back")  # fmt: skip

@@ -495,6 +495,19 @@ def _release_during(w: World, step: str) -> None:
     setattr(w.instances, step, racing)
 
 
+def assert_released_after_containment(w) -> None:
+    """The instance has its own groups back, none of the suite's tags, and the ledger a real release
+    recorded after the containment (next to the NOOP the racing release wrote)."""
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
+    assert not any(k.startswith("changeguard:") for k in w.instances.resources[INSTANCE]["tags"])
+    late = [
+        e
+        for e in w.ledger.entries_for(CHANGE_ID)
+        if e.entry.startswith("RELEASE#") and e.entry.endswith("#after-containment")
+    ]
+    assert [e.body["result"] for e in late] == ["RESTORED"]
+
+
 def test_a_release_recorded_while_the_sweep_contains_it_is_followed_by_a_real_release():
     w = World()
     w.instances.add(groups="sg-web")
@@ -518,14 +531,7 @@ def test_a_release_recorded_while_the_sweep_contains_it_again_is_followed_by_a_r
     w.clock.at = NOW + timedelta(hours=26)
     _release_during(w, "quarantine")  # the sweep read it non-compliant; the release lands before it re-contains
     w.sweep()
-    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
-    assert not any(k.startswith("changeguard:") for k in w.instances.resources[INSTANCE]["tags"])
-    late = [
-        e
-        for e in w.ledger.entries_for(CHANGE_ID)
-        if e.entry.startswith("RELEASE#") and e.entry.endswith("#after-containment")
-    ]
-    assert [e.body["result"] for e in late] == ["RESTORED"]
+    assert_released_after_containment(w)
 
 
 def test_a_compliant_resource_still_contained_after_its_release_is_released_by_the_next_sweep():
@@ -541,14 +547,7 @@ def test_a_compliant_resource_still_contained_after_its_release_is_released_by_t
     )
     w.clock.at = NOW + timedelta(hours=26)
     w.sweep()
-    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"
-    assert not any(k.startswith("changeguard:") for k in w.instances.resources[INSTANCE]["tags"])
-    late = [
-        e
-        for e in w.ledger.entries_for(CHANGE_ID)
-        if e.entry.startswith("RELEASE#") and e.entry.endswith("#after-containment")
-    ]
-    assert [e.body["result"] for e in late] == ["RESTORED"]
+    assert_released_after_containment(w)
     calls = w.instances.mutations()
     w.clock.at = NOW + timedelta(hours=27)
     w.service.handle(create_tags(TAGS))

@@ -11,6 +11,7 @@ from changeguard.adapters.cache import CachedTicketSource, TtlCache
 from changeguard.adapters.dynamodb import TICKET_CACHE_SECONDS, DynamoDBTicketSource
 from changeguard.domain.errors import TicketSourceUnavailableError
 from changeguard.domain.tickets import Ticket
+from fakes import create_ticket_table
 from moto import mock_aws
 
 
@@ -84,15 +85,7 @@ def test_an_id_the_source_does_not_accept_is_not_found_without_a_call(clock: Clo
 @mock_aws
 def test_dynamodb_tickets_see_an_approval_recorded_after_the_cache_lifetime(clock: Clock) -> None:
     ddb = boto3.client("dynamodb", region_name="us-east-1")
-    ddb.create_table(
-        TableName="tickets",
-        KeySchema=[{"AttributeName": "ticket_id", "KeyType": "HASH"}, {"AttributeName": "record", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "ticket_id", "AttributeType": "S"},
-            {"AttributeName": "record", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_ticket_table(ddb)
     ddb.put_item(TableName="tickets", Item={"ticket_id": {"S": "CHG9"}, "record": {"S": "TICKET"}})
     source = DynamoDBTicketSource("tickets", ddb=ddb)
     before = source.get("CHG9")
@@ -108,28 +101,15 @@ def test_dynamodb_tickets_see_an_approval_recorded_after_the_cache_lifetime(cloc
     assert after is not None and [a.approver for a in after.approvals] == ["arn:aws:sts::1:x/alice"]
 
 
-def _ticket_table() -> object:
-    ddb = boto3.client("dynamodb", region_name="us-east-1")
-    ddb.create_table(
-        TableName="tickets",
-        KeySchema=[{"AttributeName": "ticket_id", "KeyType": "HASH"}, {"AttributeName": "record", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "ticket_id", "AttributeType": "S"},
-            {"AttributeName": "record", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return ddb
-
-
 @mock_aws
 def test_dynamodb_ticket_times_without_an_offset_are_utc_and_unreadable_ones_an_error(clock: Clock) -> None:
-    ddb = _ticket_table()
-    ddb.put_item(  # type: ignore[attr-defined]
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    create_ticket_table(ddb)
+    ddb.put_item(
         TableName="tickets",
         Item={"ticket_id": {"S": "CHG7"}, "record": {"S": "TICKET"}, "window_start": {"S": "2026-11-21T08:00:00"}},
     )
-    ddb.put_item(  # type: ignore[attr-defined]
+    ddb.put_item(
         TableName="tickets",
         Item={
             "ticket_id": {"S": "CHG7"},
@@ -141,7 +121,7 @@ def test_dynamodb_ticket_times_without_an_offset_are_utc_and_unreadable_ones_an_
     ticket = DynamoDBTicketSource("tickets", ddb=ddb).get("CHG7")
     assert ticket is not None and ticket.window_start == datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
     assert ticket.approvals[0].approved_at == datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
-    ddb.put_item(  # type: ignore[attr-defined]
+    ddb.put_item(
         TableName="tickets",
         Item={"ticket_id": {"S": "CHG8"}, "record": {"S": "TICKET"}, "window_end": {"S": "tomorrow evening"}},
     )
