@@ -25,7 +25,7 @@ from changeguard.domain.change import Change
 from changeguard.domain.identity import independent_approvers
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
-from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, TicketStatus
+from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource
 from changeguard.domain.verdicts import Judgement, Severity, Verdict, judge, ref_unverified, window_unverified
 
 FOLLOWED = (Verdict.EMERGENCY, Verdict.UNVERIFIED)
@@ -211,14 +211,13 @@ def _emergency(tracked: Tracked, lookup: TicketLookup, policy: Policy, now: date
     due = retro_approval_due(change, policy)
     required = policy.required_approvals
     independent: set[str] = set()
-    withdrawn = (TicketStatus.REJECTED, TicketStatus.CANCELLED)
-    if ticket is not None and not ticket.approvals_error and ticket.status not in withdrawn:
+    if ticket is not None and not ticket.approvals_error and not ticket.withdrawn:
         independent = independent_approvers(change.actor, ticket.approvals, policy.identity_map)
     count = len(independent)
     if (
         ticket is not None
         and count >= required
-        and ticket.status not in (TicketStatus.REJECTED, TicketStatus.CANCELLED)
+        and not ticket.withdrawn
         and ticket.approved_in_source is not False  # the ticket system still waits for an approval
     ):
         times = [a.approved_at for a in ticket.approvals if a.approved_at is not None]
@@ -242,7 +241,7 @@ def _emergency(tracked: Tracked, lookup: TicketLookup, policy: Policy, now: date
         )
     if now > due and FollowUpResult.OVERDUE not in tracked.results:
         state = "does not exist" if ticket is None else f"has {count} of {required} independent approval(s)"
-        if ticket is not None and ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED):
+        if ticket is not None and ticket.withdrawn:
             state = f"is {ticket.status.value}"
         elif ticket is not None and ticket.approvals_error:
             state = f"has approvals that could not be read ({ticket.approvals_error})"

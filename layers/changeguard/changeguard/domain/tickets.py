@@ -68,6 +68,11 @@ class Ticket(_Own):
     approvals_error: str | None = None
 
     @property
+    def withdrawn(self) -> bool:
+        """Rejected or cancelled: it authorizes nothing, and no approval on it counts."""
+        return self.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED)
+
+    @property
     def is_emergency(self) -> bool:
         return self.type is TicketType.EMERGENCY
 

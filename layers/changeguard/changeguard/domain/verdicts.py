@@ -236,7 +236,7 @@ def judge(
                     detail=f"{ticket.ticket_id} {when}: a closed ticket authorizes no later change",
                 )
             )
-        withdrawn = ticket.status in (TicketStatus.REJECTED, TicketStatus.CANCELLED)
+        withdrawn = ticket.withdrawn
         if withdrawn:
             reasons.append(Reason(verdict=Verdict.NOT_APPROVED, detail=f"{ticket.ticket_id} is {ticket.status}"))
         elif not ticket.is_emergency and ticket.approvals_error:
@@ -367,25 +367,30 @@ def judge(
     )
 
 
+def _unverified(judgement: Judgement, because: str | tuple[str, ...], *, only: bool = True) -> bool:
+    """Whether an UNVERIFIED reason of ``judgement`` starts with ``because`` (``only=False``: with none of it)."""
+    return any(r.verdict is Verdict.UNVERIFIED and r.detail.startswith(because) is only for r in judgement.reasons)
+
+
 def window_unverified(judgement: Judgement) -> bool:
     """Whether ``judgement`` was made without the change calendar (it could not be read)."""
-    return any(r.verdict is Verdict.UNVERIFIED and r.detail.startswith(WINDOW_UNVERIFIED) for r in judgement.reasons)
+    return _unverified(judgement, WINDOW_UNVERIFIED)
 
 
 def ticket_unverified(judgement: Judgement) -> bool:
     """Whether ``judgement`` was made without the ticket (its source could not be read)."""
-    return any(r.verdict is Verdict.UNVERIFIED and not r.detail.startswith(_NOT_THE_SOURCE) for r in judgement.reasons)
+    return _unverified(judgement, _NOT_THE_SOURCE, only=False)
 
 
 def ref_unverified(judgement: Judgement) -> bool:
     """Whether ``judgement`` was made without a ticket reference because tags could not be read."""
-    return any(r.verdict is Verdict.UNVERIFIED and r.detail.startswith(REF_UNVERIFIED) for r in judgement.reasons)
+    return _unverified(judgement, REF_UNVERIFIED)
 
 
 def unverified_alone(judgement: Judgement) -> bool:
     """Whether ``judgement`` is UNVERIFIED for a reason of its own change (its ticket's approvals or
     its tags could not be read), which no outage's degraded alert covers: the change alerts by itself."""
-    return any(r.verdict is Verdict.UNVERIFIED and r.detail.startswith(_CHANGE_ALONE) for r in judgement.reasons)
+    return _unverified(judgement, _CHANGE_ALONE)
 
 
 # UNVERIFIED reasons that are not the ticket source's outage, and those of the change alone.
