@@ -17,7 +17,7 @@ from changeguard.domain.tickets import (
     TicketType,
 )
 from changeguard.domain.verdicts import PRECEDENCE, Severity, Verdict, judge
-from changeguard.services.correlate import CorrelateService
+from changeguard.services.correlate import CorrelateService, find_ticket_ref
 from fakes import FakeCalendar, FakeClock, FakeTagReader, FakeTicketSource, InMemoryLedger
 
 T = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -326,6 +326,11 @@ def actor_with(session_name=None, source_identity=None, invoked_by=None):
     )
 
 
+def ticket_ref(svc: CorrelateService, c: Change, policy: Policy) -> TicketRef | None:
+    """The reference the correlator finds for ``c``, reading tags through ``svc``'s reader."""
+    return find_ticket_ref(c, policy, svc.tags)[0]
+
+
 @pytest.mark.parametrize(
     ("source", "kwargs", "expected"),
     [
@@ -335,15 +340,13 @@ def actor_with(session_name=None, source_identity=None, invoked_by=None):
     ],
 )
 def test_ticket_ref_from_the_event(source, kwargs, expected):
-    ref = service().find_ticket_ref(change(**kwargs), POLICY)
+    ref = ticket_ref(service(), change(**kwargs), POLICY)
     assert ref == TicketRef(ticket_id=expected, found_in=source)
 
 
 def test_ticket_ref_from_the_resource_current_tag():
     svc = service(tags={INSTANCE: {"ChangeTicket": "CHG-2004"}})
-    assert svc.find_ticket_ref(change(), POLICY) == TicketRef(
-        ticket_id="CHG-2004", found_in=TicketRefSource.RESOURCE_TAG
-    )
+    assert ticket_ref(svc, change(), POLICY) == TicketRef(ticket_id="CHG-2004", found_in=TicketRefSource.RESOURCE_TAG)
 
 
 def test_ticket_ref_from_the_stack_for_calls_invoked_by_cloudformation():
@@ -352,23 +355,23 @@ def test_ticket_ref_from_the_stack_for_calls_invoked_by_cloudformation():
         actor=actor_with(invoked_by="cloudformation.amazonaws.com"),
         request_tags={"aws:cloudformation:stack-name": "checkout"},
     )
-    assert svc.find_ticket_ref(c, POLICY) == TicketRef(ticket_id="CHG-2005", found_in=TicketRefSource.STACK_TAG)
+    assert ticket_ref(svc, c, POLICY) == TicketRef(ticket_id="CHG-2005", found_in=TicketRefSource.STACK_TAG)
     # not invoked by CloudFormation: the stack tag is not consulted
-    assert svc.find_ticket_ref(change(request_tags={"aws:cloudformation:stack-name": "checkout"}), POLICY) is None
+    assert ticket_ref(svc, change(request_tags={"aws:cloudformation:stack-name": "checkout"}), POLICY) is None
 
 
 def test_first_hit_wins_and_order_is_configurable():
     c = change(request_tags={"ChangeTicket": "CHG-3001"}, actor=actor_with(session_name="CHG-3002"))
-    assert service().find_ticket_ref(c, POLICY).ticket_id == "CHG-3001"
+    assert ticket_ref(service(), c, POLICY).ticket_id == "CHG-3001"
     reordered = Policy(ticket_ref_order="session_name,request_tags")
-    assert service(reordered).find_ticket_ref(c, reordered).ticket_id == "CHG-3002"
+    assert ticket_ref(service(reordered), c, reordered).ticket_id == "CHG-3002"
 
 
 def test_ticket_pattern_is_configurable():
     snow = Policy(ticket_id_pattern=r"CHG\d{7}")
     c = change(request_tags={"ChangeTicket": "CHG0001234"})
-    assert service(snow).find_ticket_ref(c, snow).ticket_id == "CHG0001234"
-    assert service().find_ticket_ref(c, POLICY) is None
+    assert ticket_ref(service(snow), c, snow).ticket_id == "CHG0001234"
+    assert ticket_ref(service(), c, POLICY) is None
 
 
 def test_tags_that_cannot_be_read_leave_the_change_unverified_not_without_a_ticket():

@@ -263,10 +263,6 @@ class CorrelateService:
             )
         return outcome
 
-    def find_ticket_ref(self, change: Change, policy: Policy) -> TicketRef | None:
-        """First hit wins, in the configured order."""
-        return find_ticket_ref(change, policy, self.tags)[0]
-
     def lookup(self, ref: TicketRef) -> TicketLookup:
         try:
             return TicketLookup(ticket=self.tickets.get(ref.ticket_id), checked=[self.tickets.name])
