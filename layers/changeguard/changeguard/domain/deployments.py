@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -248,6 +248,18 @@ def redeploy_mark(
     if intent is not None and not results and now - intent.recorded_at < REDEPLOY_PENDING:
         return RedeployMark.PENDING
     return RedeployMark.UNMARKED
+
+
+def read_redeploy_mark(
+    entries_for: Callable[[str], Sequence[LedgerEntry]], deployment_id: str, description: str | None, now: datetime
+) -> RedeployMark | None:
+    """:func:`redeploy_mark` from the ledger (``entries_for``), or None when the description claims
+    nothing: the two entry lists it weighs, under the deployment and under the one it claims to roll back."""
+    if not claims_redeploy(description):
+        return None
+    claimed = claimed_rollback_of(description)
+    original = entries_for(change_id_of(claimed)) if claimed else []
+    return redeploy_mark(deployment_id, entries_for(deployment_id), original, now)
 
 
 def unmarked_redeploy(deployment_id: str) -> str:

@@ -42,8 +42,7 @@ from changeguard.domain.deployments import (
     RedeployMarkPendingError,
     change_id_of,
     claimed_rollback_of,
-    claims_redeploy,
-    redeploy_mark,
+    read_redeploy_mark,
 )
 from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError, TicketSourceUnavailableError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
@@ -130,20 +129,17 @@ class _GateBase:
         without its result, re-read briefly, then raise for Lambda to retry the event rather than
         stop the guard's rollback or trust a description anyone can write.
         """
-        if not claims_redeploy(facts.description):
-            return facts
-        claimed = claimed_rollback_of(facts.description)
         for pause in (*MARK_REREADS, None):
-            original = self.ledger.entries_for(change_id_of(claimed)) if claimed else []
-            marks = self.ledger.entries_for(facts.deployment_id)
-            mark = redeploy_mark(facts.deployment_id, marks, original, self.clock.now())
+            mark = read_redeploy_mark(self.ledger.entries_for, facts.deployment_id, facts.description, self.clock.now())
+            if mark is None:
+                return facts
             if mark is not RedeployMark.PENDING:
                 return facts.model_copy(update={"redeploy_mark": mark})
             if pause is not None:
                 self.sleep(pause)
         raise RedeployMarkPendingError(
-            f"{facts.deployment_id} claims to be the deployment guard's redeploy of {claimed}, whose rollback"
-            " is under way but not yet ledgered: retry"
+            f"{facts.deployment_id} claims to be the deployment guard's redeploy of"
+            f" {claimed_rollback_of(facts.description)}, whose rollback is under way but not yet ledgered: retry"
         )
 
     def reading(self, policy: Policy, at: datetime) -> CalendarReading | None:

@@ -49,7 +49,6 @@ from changeguard.domain.deployments import (
     TimeWindow,
     change_id_of,
     claimed_rollback_of,
-    claims_redeploy,
     decide_on_alarm,
     decide_on_health,
     evaluate_health,
@@ -60,8 +59,8 @@ from changeguard.domain.deployments import (
     marker_note,
     not_a_release,
     parse_reason_data,
+    read_redeploy_mark,
     redeploy_description,
-    redeploy_mark,
     rollback_of,
     rollback_reason,
     stop_cap,
@@ -442,12 +441,8 @@ class DeploymentGuardService:
         now = self.clock.now()
         out = []
         for d in deployments:
-            if claims_redeploy(d.description):
-                claimed = claimed_rollback_of(d.description)
-                original = self.ledger.entries_for(change_id_of(claimed)) if claimed else []
-                mark = redeploy_mark(d.deployment_id, self.ledger.entries_for(d.deployment_id), original, now)
-                d = d.model_copy(update={"redeploy_mark": mark})
-            out.append(d)
+            mark = read_redeploy_mark(self.ledger.entries_for, d.deployment_id, d.description, now)
+            out.append(d if mark is None else d.model_copy(update={"redeploy_mark": mark}))
         return out
 
     # -- health -----------------------------------------------------------------------------------
