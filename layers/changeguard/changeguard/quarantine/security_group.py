@@ -93,15 +93,8 @@ def _rule_key(rule: Mapping[str, Any]) -> list[str] | None:
 
 
 def _world_keys(permissions: Iterable[Mapping[str, Any]]) -> list[list[str]]:
-    """The identity of each world-open rule of a permission list, sorted."""
-    found: list[list[str]] = []
-    for perm in permissions:
-        for field, family, cidr in (("IpRanges", "ipv4", "CidrIp"), ("Ipv6Ranges", "ipv6", "CidrIpv6")):
-            for r in perm.get(field, []):
-                found.append(
-                    _key(perm.get("IpProtocol"), perm.get("FromPort"), perm.get("ToPort"), family, r.get(cidr))
-                )
-    return sorted(found)
+    """The identity of each IP-range rule of a (world-open) permission list, sorted."""
+    return sorted(_key(*rule[:5]) for rule in rules_of(permissions) if rule[3] in ("ipv4", "ipv6"))
 
 
 @register
