@@ -297,6 +297,24 @@ def quarantined_world() -> World:
     return w
 
 
+def test_a_later_sweep_of_a_quarantined_resource_writes_nothing_to_the_ledger():
+    """Its containment is recorded once (``#contained``): a sweep that finds it still contained and
+    untagged checks it again, and writes no fact (a refused conditional write still costs capacity)."""
+    w = quarantined_world()
+    appended: list[list[str]] = []
+    append = w.ledger.append
+
+    def recording(entries, *args, **kwargs):
+        appended.append([e.entry for e in entries])
+        return append(entries, *args, **kwargs)
+
+    w.ledger.append = recording  # type: ignore[method-assign]
+    w.clock.at = NOW + timedelta(hours=26)
+    w.sweep()
+    assert w.instances.resources[INSTANCE]["groups"] == "isolation"
+    assert appended == []
+
+
 def test_the_sweep_quarantines_after_the_grace_period_and_only_once():
     w = World()
     w.instances.add(groups="sg-web")

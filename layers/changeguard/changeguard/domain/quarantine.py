@@ -192,6 +192,8 @@ def quarantine_deadline(now: datetime, grace_hours: float) -> datetime:
 OBSERVE_SUFFIX = "observe"
 #: The third part of a re-containment's key (``QUARANTINE#<after>#recontained-<digest>``).
 RECONTAINED = "recontained-"
+#: The third part of the fact that a quarantine's calls succeeded (``QUARANTINE#<after>#contained``).
+CONTAINED = "contained"
 
 
 def entry_key(kind: EntryKind, after: datetime, *, observe: bool = False) -> str:
@@ -224,6 +226,7 @@ class Episode(_Own):
     quarantine_entry: str | None = None  # an open quarantine (no release yet)
     saved: dict[str, Any] | None = None  # the state that quarantine saved
     quarantined_at: datetime | None = None
+    contained_recorded: bool = False  # its ``#contained`` fact is in the ledger already
 
     @property
     def quarantined(self) -> bool:
@@ -236,8 +239,11 @@ def episode_of(entries: Iterable[LedgerEntry]) -> Episode:
     quarantines: dict[str, LedgerEntry] = {}
     released: set[str] = set()
     resaved: dict[str, LedgerEntry] = {}
+    contained: set[str] = set()
     for item in entries:
         parts = item.entry.split("#")
+        if len(parts) == 3 and parts[0] == EntryKind.QUARANTINE.value and parts[2] == CONTAINED:
+            contained.add(parts[1])
         if len(parts) == 3 and parts[0] == EntryKind.QUARANTINE.value and parts[2].startswith(RECONTAINED):
             latest = resaved.get(parts[1])
             if latest is None or (item.recorded_at, item.entry) > (latest.recorded_at, latest.entry):
@@ -262,6 +268,7 @@ def episode_of(entries: Iterable[LedgerEntry]) -> Episode:
             quarantine_entry=entry.entry,
             saved=saved if isinstance(saved, dict) else {},
             quarantined_at=entry.recorded_at,
+            contained_recorded=after in contained,
         )
     if open_marks:
         return Episode(marked_after=parse_time(open_marks[-1]))

@@ -34,6 +34,7 @@ from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import (
+    CONTAINED,
     RECONTAINED,
     VERDICT_WEIGHT,
     Action,
@@ -380,11 +381,19 @@ class _Step:
         )
 
     def contain(
-        self, decision: Decision, key: str, saved: dict[str, Any], settings: QuarantineSettings, alert: Alert | None
+        self,
+        decision: Decision,
+        key: str,
+        saved: dict[str, Any],
+        settings: QuarantineSettings,
+        alert: Alert | None,
+        *,
+        recorded: bool = False,
     ) -> None:
         """Contain it, then ledger what happened: ``<key>#contained`` with the quarantine alert, or
         ``<key>#failed`` with a HIGH alert and the error, which then propagates (the next sweep
-        retries). Each at most once per episode: a retry or a re-containment adds nothing."""
+        retries). Each at most once per episode: a retry or a re-containment adds nothing, and
+        when ``#contained`` is ``recorded`` already (every later sweep) it is not written again."""
         alert = alert or self.quarantine_alert(decision, key)
         try:
             self.handler.quarantine(self.ref, self.state, settings, saved)
@@ -408,6 +417,8 @@ class _Step:
             _, ids = self.e.record(self.fact(EntryKind.QUARANTINE, failed, decision, body, verdict="FAILED"), failure)
             self.result.alert_ids += ids
             raise
+        if recorded:
+            return
         done = f"{key}#{CONTAINED_SUFFIX}"
         body = {"describes": self.handler.describes, "quarantine_entry": key}
         _, ids = self.e.record(self.fact(EntryKind.QUARANTINE, done, decision, body), alert)
@@ -546,7 +557,9 @@ class _Step:
                 # what someone changed meanwhile is ledgered before it is overwritten.
                 settings = self.e.settings(self.policy)
                 episode = self.record_overwritten(decision, episode, settings)
-                self.contain(decision, entry, dict(episode.saved or {}), settings, None)
+                self.contain(
+                    decision, entry, dict(episode.saved or {}), settings, None, recorded=episode.contained_recorded
+                )
                 assert after is not None
                 if self.released_meanwhile(decision, after, episode):
                     return
@@ -648,7 +661,7 @@ class _Step:
 
 
 #: The suffixes of the facts that say how a quarantine went (``QUARANTINE#<time>`` is its intent).
-CONTAINED_SUFFIX = "contained"
+CONTAINED_SUFFIX = CONTAINED
 FAILED_SUFFIX = "failed"
 #: The suffix of a RELEASE recorded after the episode's first one: the containment came after it.
 LATE_SUFFIX = "after-containment"
