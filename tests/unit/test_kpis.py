@@ -509,3 +509,31 @@ def test_the_deployment_guards_entries_as_it_files_them():
     d1, d2 = population.deployments
     assert d1.rolled_back and d1.failed and d2.rolled_back and d2.failed
     assert k["rollback_rate"].value == 100.0 and k["change_failure_rate"].denominator == 2
+
+
+def test_a_change_is_quarantined_only_once_its_resource_was_contained():
+    """The tag enforcer writes the quarantine's intent before its calls, then ``#contained`` or ``#failed``;
+    observe mode writes ``#observe``. Only containment makes the change's ``quarantined`` flag true,
+    and every one of them still counts the change as not tag-compliant."""
+    step = "saved before containing; QUARANTINE#<time>#contained or #failed says how it went"
+    at = T + 5 * H
+    entries = [verdict(cid, Verdict.NO_TICKET, T + i * H) for i, cid in enumerate(("C1", "F1", "P1", "O1", "R1"))]
+    entries += [
+        # C1: intent, then contained.
+        fact(EntryKind.QUARANTINE, "resource:i-C1", at, change_id="C1", step=step),
+        fact(EntryKind.QUARANTINE, "resource:i-C1", at, "#contained", change_id="C1"),
+        # F1: intent, then the calls failed.
+        fact(EntryKind.QUARANTINE, "resource:i-F1", at, change_id="F1", step=step),
+        fact(EntryKind.QUARANTINE, "resource:i-F1", at, "#failed", change_id="F1", error="AccessDenied"),
+        # P1: an intent with no outcome yet (the run is still containing it, or died).
+        fact(EntryKind.QUARANTINE, "resource:i-P1", at, change_id="P1", step=step),
+        # O1: observe mode reports what it would have done.
+        fact(EntryKind.QUARANTINE, "resource:i-O1", at, "#observe", change_id="O1"),
+        # R1: contained again after its owner changed it.
+        fact(EntryKind.QUARANTINE, "resource:i-R1", at, "#recontained-0123456789abcdef", change_id="R1"),
+    ]
+    population, _ = kpis_of(entries)
+    by_id = {c.change_id: c for c in population.changes}
+    assert {cid for cid, c in by_id.items() if c.quarantined} == {"C1", "R1"}
+    assert all(c.tag_compliant is False for c in by_id.values())
+    assert by_id["F1"].marked and by_id["P1"].marked and by_id["O1"].marked

@@ -43,7 +43,9 @@ ticket source. Retroactive approvals (after the change) do not count.
 *Tag compliance* = governed changes that touched at least one resource and were not marked
 non-compliant / governed changes that touched at least one resource. A change is marked
 non-compliant by a ``MARK`` or ``QUARANTINE`` entry under its ``change_id`` (or naming it in
-``body.change_id``).
+``body.change_id``). Its ``quarantined`` flag says the resource was contained (a ``#contained``
+or ``#recontained-`` fact); a quarantine's intent, its ``#failed`` fact and an observe-mode report
+flag it ``marked`` only.
 
 Entries of kinds this module does not count (CALENDAR, OUTAGE, DIGEST, and any added later)
 are ignored, except that every in-period entry is counted by kind in ``activity``.
@@ -67,6 +69,7 @@ from changeguard.domain.kpi_targets import COMPARISONS as COMPARISONS  # re-expo
 from changeguard.domain.kpi_targets import Comparison as Comparison
 from changeguard.domain.kpi_targets import KpiTargets as KpiTargets
 from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.quarantine import CONTAINED, RECONTAINED
 from changeguard.domain.tickets import Ticket
 from changeguard.domain.verdicts import Verdict
 
@@ -488,6 +491,16 @@ def _linked_ids(entry: LedgerEntry) -> set[str]:
     return ids
 
 
+def _contained(entry: LedgerEntry) -> bool:
+    """Whether a QUARANTINE entry says its resource was contained: ``#contained``, ``#recontained-...``,
+    or a quarantine recorded before intents existed (no ``step`` in its body). The intent
+    (``QUARANTINE#<time>``, written before the calls), ``#failed`` and ``#observe`` do not."""
+    parts = entry.entry.split("#")
+    if len(parts) > 2:
+        return parts[2] == CONTAINED or parts[2].startswith(RECONTAINED)
+    return "step" not in entry.body
+
+
 def _order(entry: LedgerEntry) -> tuple[datetime, datetime, str]:
     return (entry.recorded_at, entry.event_time, entry.entry)
 
@@ -512,8 +525,11 @@ def build_population(
     alert_ids: dict[str, list[str]] = {}
     for e in in_period:
         if e.kind in (EntryKind.STOP, EntryKind.ROLLBACK, EntryKind.QUARANTINE, EntryKind.RELEASE, EntryKind.MARK):
+            # A quarantine counts once its resource was contained. Its intent, its failure and an
+            # observe-mode report say only that the resource was flagged for missing tags.
+            kind = EntryKind.MARK if e.kind is EntryKind.QUARANTINE and not _contained(e) else e.kind
             for cid in _linked_ids(e):
-                facts.setdefault(cid, set()).add(e.kind)
+                facts.setdefault(cid, set()).add(kind)
         elif e.kind is EntryKind.ALERT:
             alert = _dict(e.body.get("alert"))
             alert_ids.setdefault(e.change_id, []).append(str(alert.get("alert_id") or e.entry))
