@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from changeguard.domain.change import Actor, ActorKind, Change
-from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.errors import ConfigurationError, InvalidEventError
 from changeguard.domain.follow_up import FollowUpResult, tracked_from
+from changeguard.domain.kpis import Period, build_population
 from changeguard.domain.ledger import EntryKind
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
@@ -241,6 +242,92 @@ def test_changes_older_than_the_look_back_window_are_not_followed():
     world.policy = Policy(follow_up_lookback_days=7)
     world.run(EVENT_TIME + timedelta(days=3, hours=1))
     assert [r.body["result"] for r in world.rechecks()] == ["overdue"]
+
+
+ENDS = EVENT_TIME + timedelta(days=7)  # follow-up-lookback-days (7) after the change
+
+
+def test_an_emergency_change_still_unapproved_when_its_follow_up_ends_gets_one_expired_entry_and_alert():
+    world = World(emergency())
+    world.correlate()
+    world.run(DUE + timedelta(minutes=1))
+    world.run(ENDS - timedelta(minutes=1))
+    assert [r.body["result"] for r in world.rechecks()] == ["overdue"]
+    [overdue] = world.alerts()
+    assert f"until {ENDS.isoformat()}" in " ".join(overdue.body["alert"]["actions"])
+
+    outcome = world.run(ENDS + timedelta(minutes=14))
+    _, expired = world.rechecks()
+    assert expired.body["result"] == "expired" and expired.entry.endswith("#1-expired")
+    assert (expired.verdict, expired.body["previous_verdict"]) == ("EMERGENCY", "EMERGENCY")
+    assert expired.body["followed_until"] == ENDS.isoformat() and expired.severity == "high"
+    assert "no retroactive approval of CHG-1004" in expired.body["detail"]
+    alert = next(a for a in world.alerts() if a.entry == "ALERT#follow_up_changes#follow-up-expired")
+    assert len(world.alerts()) == 2 and outcome.alert_ids == ["evt-emergency/follow_up_changes/follow-up-expired"]
+    body = alert.body["alert"]
+    assert body["subject"].startswith("FOLLOW-UP STOPPED: CHG-1004") and body["verdict"] == "EMERGENCY"
+    assert "will not record an approval that arrives now" in body["remediation"]
+
+    items = dict(world.ledger.items)
+    world.set_ticket(emergency(BOB, CAROL, at=ENDS + timedelta(hours=1)))  # too late to be recorded
+    for later in (ENDS + timedelta(minutes=29), ENDS + timedelta(hours=20), ENDS + timedelta(days=5)):
+        again = world.run(later)
+        assert again.alert_ids == []
+    assert world.ledger.items == items
+
+
+def test_a_change_is_given_up_by_a_run_up_to_a_day_after_its_follow_up_ended():
+    """Runs that failed for most of a day still leave the change in view: one more day is read."""
+    world = World(emergency())
+    world.correlate()
+    world.run(ENDS + timedelta(hours=23, minutes=59))
+    assert [r.body["result"] for r in world.rechecks()] == ["overdue", "expired"]
+    assert [r.entry.rsplit("#", 1)[-1] for r in world.rechecks()] == ["1-overdue", "2-expired"]
+
+
+def test_an_unverified_change_whose_source_never_answers_is_given_up_saying_why():
+    world = World(normal(BOB, CAROL))
+    world.tickets.down = True
+    assert world.correlate().verdict == Verdict.UNVERIFIED
+    world.run(ENDS - timedelta(minutes=1))
+    assert world.rechecks() == []
+    outcome = world.run(ENDS + timedelta(minutes=1))
+    [expired] = world.rechecks()
+    assert expired.body["result"] == "expired" and expired.verdict == "UNVERIFIED"
+    assert expired.body["detail"].endswith(
+        "the follow-up stopped (last attempt: CHG-1004 not checked (connection refused))"
+    )
+    [alert] = [a for a in world.alerts() if a.entry == "ALERT#follow_up_changes#follow-up-expired"]
+    assert alert.body["alert"]["subject"].startswith("FOLLOW-UP STOPPED: UNVERIFIED rds:ModifyDBInstance")
+    assert "evt-emergency/follow_up_changes/follow-up-expired" in outcome.alert_ids
+
+    world.tickets.down = False  # answering now changes nothing: the follow-up has stopped
+    world.run(ENDS + timedelta(hours=2))
+    assert [r.body["result"] for r in world.rechecks()] == ["expired"]
+    assert tracked_from(world.ledger.entries_for("evt-emergency")).done
+
+
+def test_an_expired_follow_up_shows_in_the_change_record():
+    world = World(emergency())
+    world.correlate()
+    world.run(ENDS + timedelta(minutes=1))
+    population = build_population(world.ledger.items.values(), Period.parse("2026-11"))
+    [record] = population.changes
+    assert (record.verdict, record.follow_up) == ("EMERGENCY", ("overdue", "expired"))
+
+
+@pytest.mark.parametrize(("hours", "days"), [(168, 7), (200, 7), (24, 1)])
+def test_an_approval_deadline_the_follow_up_would_not_reach_is_rejected(hours, days):
+    with pytest.raises(ConfigurationError, match="must be less than follow-up-lookback-days"):
+        Policy.from_parameters(
+            {
+                "/changeguard/prod/emergency-approval-hours": str(hours),
+                "/changeguard/prod/follow-up-lookback-days": str(days),
+            }
+        )
+    assert (
+        Policy(emergency_approval_hours=days * 24 - 0.5, follow_up_lookback_days=days).follow_up_lookback_days == days
+    )
 
 
 # -- UNVERIFIED changes and outages ---------------------------------------------------------------

@@ -3,10 +3,14 @@
 * An EMERGENCY change is allowed, but its ticket needs ``required_approvals`` independent
   approvals within ``emergency_approval_hours`` of the change (the event time, not the time the
   event arrived). When they arrive the follow-up records it (``retro-approved``); when the deadline
-  passes first it records ``overdue`` and alerts, once; it keeps looking for the approvals after that.
+  passes first it records ``overdue`` and alerts, once; it keeps looking for the approvals after that,
+  until the follow-up ends.
 * An UNVERIFIED change was judged while the ticket source could not answer (or the ticket's
   approvals, the change calendar, the resource's tags could not be read). Once they answer the
   change is judged again, at its own time, and the new verdict is recorded (``re-judged``).
+* Either is followed for ``follow_up_lookback_days`` after the change. One still open then gets a
+  last entry, ``expired``, with its verdict unchanged and one alert: the follow-up stops, and a
+  person has to finish it by hand. Every followed change so ends in a recorded state.
 
 The ledger is append-only, so the state of a change is its VERDICT entry plus its RECHECK
 entries, read back in key order (``RECHECK#<time>#<step>-<result>``).
@@ -35,6 +39,7 @@ class FollowUpResult(StrEnum):
     RETRO_APPROVED = "retro-approved"
     OVERDUE = "overdue"
     REJUDGED = "re-judged"
+    EXPIRED = "expired"  # followed for follow_up_lookback_days, still open: the follow-up stopped
 
 
 class _Own(BaseModel):
@@ -55,8 +60,10 @@ class Tracked(_Own):
 
     @property
     def done(self) -> bool:
-        """Nothing left to follow: approved retroactively, or re-judged to a verdict we do not follow."""
-        return FollowUpResult.RETRO_APPROVED in self.results or self.verdict not in FOLLOWED
+        """Nothing left to follow: approved retroactively, given up on (expired), or re-judged to a
+        verdict we do not follow."""
+        ended = (FollowUpResult.RETRO_APPROVED, FollowUpResult.EXPIRED)
+        return any(r in ended for r in self.results) or self.verdict not in FOLLOWED
 
     @property
     def ref(self) -> TicketRef | None:
@@ -112,6 +119,8 @@ class FollowUp(_Own):
     required: int = 0
     judgement: Judgement | None = None
     alert: bool = False
+    #: Until when the follow-up looks (``overdue``) or looked (``expired``): ``follow_up_ends``.
+    followed_until: datetime | None = None
 
     def body(self) -> dict[str, Any]:
         """What the RECHECK entry records."""
@@ -127,6 +136,8 @@ class FollowUp(_Own):
             out["approvers"] = list(self.approvers)
         if self.judgement is not None:
             out["judgement"] = self.judgement.model_dump(mode="json")
+        if self.followed_until is not None:
+            out["followed_until"] = self.followed_until.isoformat()
         return out
 
 
@@ -134,6 +145,51 @@ def retro_approval_due(change: Change, policy: Policy) -> datetime:
     """When the retroactive approval of an emergency change is due: from the change's own time."""
     due: datetime = change.event_time + timedelta(hours=policy.emergency_approval_hours)
     return due
+
+
+def follow_up_ends(change: Change, policy: Policy) -> datetime:
+    """When the follow-up stops looking at a change: ``follow_up_lookback_days`` after its own time.
+
+    The policy keeps the retroactive approval's deadline before this (``Policy`` rejects
+    ``emergency_approval_hours >= follow_up_lookback_days * 24``), so an overdue change is recorded
+    overdue before it expires.
+    """
+    ends: datetime = change.event_time + timedelta(days=policy.follow_up_lookback_days)
+    return ends
+
+
+def expire(tracked: Tracked, policy: Policy, now: datetime, *, last: str | None = None) -> FollowUp | None:
+    """The follow-up's last word on a change still open at ``follow_up_ends``, or None.
+
+    ``expired`` keeps the verdict the change had (EMERGENCY without its retroactive approval,
+    UNVERIFIED never verified) and alerts, so that a person finishes it by hand. ``last`` is why the
+    run that gives up could not settle it (a source that did not answer), when it says.
+    """
+    if tracked.done:
+        return None
+    ends = follow_up_ends(tracked.change, policy)
+    if now < ends:
+        return None
+    days = policy.follow_up_lookback_days
+    ticket_id = tracked.judgement.ticket_id
+    if tracked.verdict is Verdict.EMERGENCY:
+        what = f"no retroactive approval of {ticket_id or 'the emergency ticket'} was recorded"
+    else:
+        what = "it could not be verified (its ticket, approvals, change window or tags stayed unreadable)"
+    detail = f"followed for {days} day(s) after the change, until {ends.isoformat()}; {what}; the follow-up stopped"
+    if last:
+        detail += f" (last attempt: {last})"
+    return FollowUp(
+        change_id=tracked.change.change_id,
+        result=FollowUpResult.EXPIRED,
+        previous=tracked.verdict,
+        verdict=tracked.verdict,
+        severity=_max_severity(Severity.HIGH, tracked.judgement.severity),
+        detail=detail,
+        required=policy.required_approvals if tracked.verdict is Verdict.EMERGENCY else 0,
+        alert=True,
+        followed_until=ends,
+    )
 
 
 def _max_severity(*values: Severity) -> Severity:
@@ -261,5 +317,6 @@ def _emergency(tracked: Tracked, lookup: TicketLookup, policy: Policy, now: date
             approvals=count,
             required=required,
             alert=True,
+            followed_until=follow_up_ends(change, policy),
         )
     return None

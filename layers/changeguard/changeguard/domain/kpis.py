@@ -334,7 +334,8 @@ class ChangeRecord(_Own):
     released: bool = False
     marked: bool = False
     alert_ids: tuple[str, ...] = ()
-    #: What the emergency follow-up recorded (``retro-approved``, ``overdue``, ``re-judged``).
+    #: What the emergency follow-up recorded (``retro-approved``, ``overdue``, ``re-judged``, ``expired``:
+    #: it stopped with the change still EMERGENCY unapproved or UNVERIFIED; the verdict stays).
     follow_up: tuple[str, ...] = ()
     content_hash: str = ""
 

@@ -9,7 +9,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from changeguard.domain.deployments import HealthCriteria, parse_health_criteria  # issue 5
 from changeguard.domain.errors import ConfigurationError
@@ -98,6 +98,18 @@ class Policy(BaseModel):
     def _compiles(cls, value: str) -> str:
         re.compile(value)
         return value
+
+    @model_validator(mode="after")
+    def _follow_up_outlasts_the_deadline(self) -> Policy:
+        # The follow-up stops looking at a change follow_up_lookback_days after it; a deadline at or
+        # past that would never be found overdue. Raised as is: pydantic wraps only ValueError.
+        if self.emergency_approval_hours >= self.follow_up_lookback_days * 24:
+            raise ConfigurationError(
+                f"emergency-approval-hours ({self.emergency_approval_hours:g}) must be less than"
+                f" follow-up-lookback-days * 24 ({self.follow_up_lookback_days * 24}): the follow-up stops"
+                " looking at a change after follow-up-lookback-days, before its approval would be overdue"
+            )
+        return self
 
     @cached_property
     def ticket_pattern(self) -> re.Pattern[str]:

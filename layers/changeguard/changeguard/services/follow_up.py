@@ -1,8 +1,9 @@
 """The scheduled follow-up: re-check EMERGENCY and UNVERIFIED changes, and close ticket-source outages.
 
-Each run reads the ledger's by-day index over the look-back window, decides per change
-(``domain.follow_up.decide``) and records each decision as a new RECHECK entry, with its alert in
-the same transaction (the outbox). Nothing is ever updated, and every write is conditional, so a
+Each run reads the ledger's by-day index over the look-back window (and a day more), decides per
+change (``domain.follow_up.decide``) and records each decision as a new RECHECK entry, with its
+alert in the same transaction (the outbox); a change still open when its follow-up ends gets a last
+one (``domain.follow_up.expire``). Nothing is ever updated, and every write is conditional, so a
 second run (or a duplicate delivery of the schedule) writes nothing new.
 
 Outages of the ticket source are the correlator's ``outage:<source>`` entries: ``OPEN#<n>`` when
@@ -18,7 +19,15 @@ from typing import Any
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change
 from changeguard.domain.errors import CalendarUnavailableError, TicketSourceUnavailableError
-from changeguard.domain.follow_up import FOLLOWED, FollowUp, FollowUpResult, Tracked, decide, tracked_from
+from changeguard.domain.follow_up import (
+    FOLLOWED,
+    FollowUp,
+    FollowUpResult,
+    Tracked,
+    decide,
+    expire,
+    tracked_from,
+)
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.outage import CALENDAR_LABEL, CALENDAR_SOURCE, OutageState, closing, opening
 from changeguard.domain.policy import Policy
@@ -103,6 +112,58 @@ class FollowUpService:
             body={**decision.body(), "mode": policy.enforcement_mode.value},
         )
 
+    def expired_alert(self, tracked: Tracked, decision: FollowUp) -> Alert:
+        """The follow-up stopped with the change still open: what a person has to finish by hand."""
+        change = tracked.change
+        resource = change.resources[0] if change.resources else None
+        target = resource.rsplit(":", 1)[-1] if resource else change.service
+        ticket = tracked.judgement.ticket_id
+        until = decision.followed_until.isoformat() if decision.followed_until else "-"
+        if tracked.verdict is Verdict.EMERGENCY:
+            subject = (
+                f"FOLLOW-UP STOPPED: {ticket or '-'} never approved for {change.service}:{change.action} on {target}"
+            )
+            summary = (
+                f"{change.actor.display} made an emergency change under {ticket or 'an emergency ticket'}. ChangeGuard"
+                f" looked for its retroactive approval until {until} and did not find it; it no longer looks."
+            )
+            remediation = (
+                f"Have {decision.required} people other than the implementer approve {ticket or 'the ticket'} and keep"
+                " the ticket as the evidence: ChangeGuard will not record an approval that arrives now."
+            )
+        else:
+            subject = f"FOLLOW-UP STOPPED: UNVERIFIED {change.service}:{change.action} on {target}"
+            summary = (
+                f"{change.actor.display} made a change ChangeGuard could not verify: its ticket source, the"
+                f" ticket's approvals, the change calendar or the resource's tags stayed unreadable until {until}."
+                " It no longer re-checks it; the change stays UNVERIFIED in the ledger."
+            )
+            remediation = (
+                "Check the change by hand against its ticket, approvals and change window, and record the"
+                " finding with the audit evidence: ChangeGuard will not judge it again."
+            )
+        return Alert(
+            alert_id=Alert.make_id(change.change_id, self.function, "follow-up-expired"),
+            kind="follow-up-expired",
+            function=self.function,
+            severity=decision.severity,
+            verdict=decision.verdict.value,
+            subject=subject,
+            summary=summary,
+            change_id=change.change_id,
+            event_time=change.event_time,
+            account=change.account,
+            region=change.region,
+            resource_type=resource_type_of(resource) if resource else change.service,
+            resources=change.resources,
+            actor=change.actor.arn or change.actor.display,
+            ticket_id=ticket,
+            reasons=(decision.detail,),
+            actions=("recorded the expired follow-up in the change ledger", "stopped following the change"),
+            remediation=remediation,
+            details={"followed_until": until, "verdict": decision.verdict.value},
+        )
+
     def alert_for(self, tracked: Tracked, decision: FollowUp) -> Alert | None:
         change = tracked.change
         if decision.result is FollowUpResult.REJUDGED and decision.judgement is not None:
@@ -115,6 +176,8 @@ class FollowUpService:
                     "actions": (*alert.actions, f"re-checked after the {what} recovered"),
                 }
             )
+        if decision.result is FollowUpResult.EXPIRED:
+            return self.expired_alert(tracked, decision)
         if decision.result is not FollowUpResult.OVERDUE:
             return None
         resource = change.resources[0] if change.resources else None
@@ -140,7 +203,12 @@ class FollowUpService:
             actor=change.actor.arn or change.actor.display,
             ticket_id=tracked.judgement.ticket_id,
             reasons=(decision.detail,),
-            actions=("recorded the overdue follow-up in the change ledger", "keeps checking for the approval"),
+            actions=(
+                "recorded the overdue follow-up in the change ledger",
+                "keeps checking for the approval until "
+                + (decision.followed_until.isoformat() if decision.followed_until else "-")
+                + " (follow-up-lookback-days after the change), then alerts again if it has not arrived",
+            ),
             remediation=(
                 f"Have {decision.required} people other than the implementer approve {ticket};"
                 " ChangeGuard records the approval when it arrives."
@@ -193,10 +261,15 @@ class _Run:
 
     # -- which changes ---------------------------------------------------------------------------
     def candidates(self) -> list[str]:
-        """Changes whose verdict (or latest re-judgement) is EMERGENCY or UNVERIFIED, oldest first."""
+        """Changes whose verdict (or latest re-judgement) is EMERGENCY or UNVERIFIED, oldest first.
+
+        Entries sit on their change's day. A change is followed until ``follow_up_ends`` (the look-back
+        after its own time); reading one day more than the look-back keeps it in view for at least a
+        day after that, so a run (every 15 minutes) records its ``expired`` entry.
+        """
         today = self.now.date()
         found: dict[str, datetime] = {}
-        for back in range(self.policy.follow_up_lookback_days + 1):
+        for back in range(self.policy.follow_up_lookback_days + 2):
             day = (today - timedelta(days=back)).isoformat()
             for verdict in FOLLOWED:
                 for entry in self.service.ledger.entries_on(day, verdict.value):
@@ -206,57 +279,86 @@ class _Run:
 
     # -- one change ------------------------------------------------------------------------------
     def follow(self, change_id: str) -> None:
-        service = self.service
-        for step in range(1, MAX_STEPS + 1):
-            tracked = tracked_from(service.ledger.entries_for(change_id))
+        """Record what is new about one change, step by step; then, past its follow-up, give it up."""
+        step, tracked, noted = 1, None, len(self.reasons)
+        for step in range(1, MAX_STEPS + 2):
+            tracked = tracked_from(self.service.ledger.entries_for(change_id))
             if tracked is None or tracked.done:
                 return
-            ref = tracked.ref
-            reread = ref is None and tracked.verdict is Verdict.UNVERIFIED and ref_unverified(tracked.original)
-            if reread:
-                ref, unread = service.find_ticket_ref(tracked.change, self.policy)
-                if unread is not None:
-                    self.reasons.append(f"{change_id}: ticket reference not checked ({unread})")
-                    return
-            elif ref is None:
-                return
-            lookup = TicketLookup()  # no reference in the tags read again: nothing to look up
-            if ref is not None:
-                lookup = self.lookup(ref.ticket_id)
-                if lookup.unavailable:
-                    self.reasons.append(f"{change_id}: {ref.ticket_id} not checked ({lookup.error})")
-                    return
-            closed: bool | None = None
-            window = tracked.verdict is Verdict.UNVERIFIED and window_unverified(tracked.original)
-            if window:
-                try:
-                    closed = self.calendar_closed_at(tracked.change.event_time)
-                except CalendarUnavailableError as exc:
-                    self.reasons.append(f"{change_id}: change window not checked ({exc})")
-                    return
-            decision = decide(
-                tracked,
-                lookup,
-                self.policy,
-                self.now,
-                suite_role_prefixes=service.suite_role_prefixes,
-                calendar_closed=closed,
-                ref=ref,
-            )
-            if decision is None:
-                return
-            self.window_rejudged += window and decision.result is FollowUpResult.REJUDGED
-            entries = [service.recheck_entry(tracked, decision, self.now, self.policy, step)]
-            alert = service.alert_for(tracked, decision) if decision.alert else None
-            if alert is not None:
-                entries.append(alert_entry(alert, tracked.change.event_time, self.now))
-            if not service.ledger.append(entries):
-                return  # already recorded (a concurrent or repeated run): nothing new
-            self.actions.append(f"{change_id}: {decision.result.value} - {decision.detail}")
-            if decision.result is FollowUpResult.REJUDGED:
-                self.rejudged += 1
-            if alert is not None:
-                self.alert_ids.append(alert.alert_id)
+            if step > MAX_STEPS or not self.step(tracked, step):
+                break
+        if tracked is not None:
+            self.give_up(tracked, step, self.reasons[noted:])
+
+    def step(self, tracked: Tracked, step: int) -> bool:
+        """Decide and record the next fact about ``tracked``; False when there is none (or no answer)."""
+        service = self.service
+        change_id = tracked.change.change_id
+        ref = tracked.ref
+        reread = ref is None and tracked.verdict is Verdict.UNVERIFIED and ref_unverified(tracked.original)
+        if reread:
+            ref, unread = service.find_ticket_ref(tracked.change, self.policy)
+            if unread is not None:
+                self.reasons.append(f"{change_id}: ticket reference not checked ({unread})")
+                return False
+        elif ref is None:
+            return False
+        lookup = TicketLookup()  # no reference in the tags read again: nothing to look up
+        if ref is not None:
+            lookup = self.lookup(ref.ticket_id)
+            if lookup.unavailable:
+                self.reasons.append(f"{change_id}: {ref.ticket_id} not checked ({lookup.error})")
+                return False
+        closed: bool | None = None
+        window = tracked.verdict is Verdict.UNVERIFIED and window_unverified(tracked.original)
+        if window:
+            try:
+                closed = self.calendar_closed_at(tracked.change.event_time)
+            except CalendarUnavailableError as exc:
+                self.reasons.append(f"{change_id}: change window not checked ({exc})")
+                return False
+        decision = decide(
+            tracked,
+            lookup,
+            self.policy,
+            self.now,
+            suite_role_prefixes=service.suite_role_prefixes,
+            calendar_closed=closed,
+            ref=ref,
+        )
+        if decision is None:
+            return False
+        self.window_rejudged += window and decision.result is FollowUpResult.REJUDGED
+        if not self.record(tracked, decision, step):
+            return False  # already recorded (a concurrent or repeated run): nothing new
+        if decision.result is FollowUpResult.REJUDGED:
+            self.rejudged += 1
+        return True
+
+    def give_up(self, tracked: Tracked, step: int, reasons: list[str]) -> None:
+        """Past ``follow_up_ends``, a change still open gets its last entry (``expired``) and one alert.
+
+        Whatever this run could not check (``reasons``) goes into the entry. The alert's entry has
+        a fixed key, so the pair is written once, however many runs see the change afterwards.
+        """
+        last = "; ".join(r.split(": ", 1)[-1] for r in reasons) or None
+        decision = expire(tracked, self.policy, self.now, last=last)
+        if decision is not None:
+            self.record(tracked, decision, step)
+
+    def record(self, tracked: Tracked, decision: FollowUp, step: int) -> bool:
+        """The RECHECK entry and its alert, in one conditional transaction; False if already there."""
+        service = self.service
+        entries = [service.recheck_entry(tracked, decision, self.now, self.policy, step)]
+        alert = service.alert_for(tracked, decision) if decision.alert else None
+        if alert is not None:
+            entries.append(alert_entry(alert, tracked.change.event_time, self.now))
+        if not service.ledger.append(entries):
+            return False
+        self.actions.append(f"{tracked.change.change_id}: {decision.result.value} - {decision.detail}")
+        if alert is not None:
+            self.alert_ids.append(alert.alert_id)
+        return True
 
     def calendar_closed_at(self, at: datetime) -> bool | None:
         """The change calendar's state at ``at`` (None: no calendar configured any more).
