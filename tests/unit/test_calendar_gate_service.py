@@ -721,6 +721,99 @@ def test_a_redelivered_hook_reports_once_and_ledgers_once() -> None:
     assert len(alerts(parts["ledger"])) == 1
 
 
+class Throttled(Exception):
+    """A transient AWS error (throttling, 5xx): the function errors and Lambda retries the invocation."""
+
+
+@pytest.mark.parametrize("fails", ["report", "alert write"])
+def test_a_retried_hook_reports_and_ledgers_the_decision_it_made_first(fails: str) -> None:
+    """Closed when first invoked, open by the retry a minute later: CodeDeploy takes one status per hook
+    execution, so the retry must report, ledger and alert the first decision, never a new one."""
+    service, parts = hook(CalendarState.CLOSED)
+    event = load_event("gate_lifecycle_hook/01-before-allow-traffic.json")
+    deployments, ledger = parts["deployments"], parts["ledger"]
+    real_report, real_append = deployments.put_hook_status, ledger.append
+
+    def report_throttled(deployment_id: str, execution_id: str, status: str) -> bool:
+        deployments.hooks.append((deployment_id, execution_id, status))
+        raise Throttled("ThrottlingException")
+
+    def alert_write_throttled(entries: Any) -> bool:
+        if any(e.entry.startswith("ALERT#") for e in entries):
+            raise Throttled("ProvisionedThroughputExceededException")
+        return real_append(entries)
+
+    if fails == "report":
+        deployments.put_hook_status = report_throttled
+    else:
+        ledger.append = alert_write_throttled
+    with pytest.raises(Throttled):
+        service.handle(event, function_arn=HOOK_ARN)
+    deployments.put_hook_status, ledger.append = real_report, real_append
+    parts["calendar"].state = CalendarState.OPEN  # the window opened before Lambda's retry
+
+    retried = service.handle(event, function_arn=HOOK_ARN)
+
+    assert [s for _, _, s in deployments.hooks] == ["Failed", "Failed"]
+    assert deployments.reported == {event["LifecycleEventHookExecutionId"]}
+    assert parts["calendar"].asked == [NOW]  # decided once
+    [decision] = [e for e in ledger.entries_for("codedeploy:d-H00KGATE1") if e.entry.startswith("HOOK#")]
+    assert decision.verdict == retried.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert decision.body["decision"]["action"] == "fail_hook"
+    [alert] = alerts(ledger)
+    assert alert["subject"].startswith("Change window CLOSED: failed")
+    assert alert["actions"][0].startswith("reported Failed to CodeDeploy")
+    assert not retried.duplicate and retried.alert_ids == [alert["alert_id"]]
+
+
+def test_a_hook_whose_decision_could_not_be_ledgered_reported_nothing_and_decides_on_retry() -> None:
+    """The decision is ledgered before it is reported: when that write fails, CodeDeploy was told nothing
+    and the retry decides afresh (at its own time)."""
+    service, parts = hook(CalendarState.CLOSED)
+    event = load_event("gate_lifecycle_hook/01-before-allow-traffic.json")
+    ledger = parts["ledger"]
+    real_append = ledger.append
+
+    def throttled(entries: Any) -> bool:
+        raise Throttled("ProvisionedThroughputExceededException")
+
+    ledger.append = throttled
+    with pytest.raises(Throttled):
+        service.handle(event, function_arn=HOOK_ARN)
+    ledger.append = real_append
+    assert parts["deployments"].hooks == []
+    parts["calendar"].state = CalendarState.OPEN
+
+    retried = service.handle(event, function_arn=HOOK_ARN)
+
+    assert [s for _, _, s in parts["deployments"].hooks] == ["Succeeded"]
+    assert retried.verdict == "IN_WINDOW" and alerts(ledger) == []
+
+
+def test_a_concurrent_delivery_reports_the_decision_ledgered_first() -> None:
+    """Two deliveries of one execution at once: the one whose decision lost the conditional put reports
+    the winner's decision, so CodeDeploy and the ledger agree whichever report lands first."""
+    service, parts = hook(CalendarState.OPEN)
+    event = load_event("gate_lifecycle_hook/01-before-allow-traffic.json")
+    closed_earlier = hook(CalendarState.CLOSED)[0]
+    closed_earlier.ledger = parts["ledger"]
+    closed_earlier.deployments = FakeDeployments(DeploymentFacts(deployment_id="d-H00KGATE1", status="InProgress"))
+    real_append = parts["ledger"].append
+
+    def other_delivery_first(entries: Any) -> bool:
+        parts["ledger"].append = real_append
+        closed_earlier.handle(event, function_arn=HOOK_ARN)  # writes its decision (Failed) first
+        return real_append(entries)
+
+    parts["ledger"].append = other_delivery_first
+    service.handle(event, function_arn=HOOK_ARN)
+
+    assert [s for _, _, s in parts["deployments"].hooks] == ["Failed"]
+    [decision] = [e for e in parts["ledger"].entries_for("codedeploy:d-H00KGATE1") if e.entry.startswith("HOOK#")]
+    assert decision.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert len(alerts(parts["ledger"])) == 1
+
+
 @pytest.mark.parametrize("mode", ["observe", "enforce"])
 def test_each_hook_execution_of_one_deployment_is_ledgered_and_alerted(mode: str) -> None:
     """The hook on BeforeInstall and AfterAllowTestTraffic of one deployment: two executions, two decisions.

@@ -716,13 +716,54 @@ class LifecycleHookService(_GateBase):
         self.deployments = deployments
 
     def handle(self, event: Any, function_arn: str | None = None) -> Outcome:
-        """Decide for one hook invocation and report ``Succeeded`` or ``Failed`` to CodeDeploy."""
+        """Decide for one hook invocation and report ``Succeeded`` or ``Failed`` to CodeDeploy.
+
+        The decision is ledgered (``HOOK#<executionId>``, a conditional put) *before* it is reported,
+        and every later attempt reports the recorded one and never decides again: CodeDeploy takes
+        one status per hook execution (a second ``PutLifecycleEventHookExecutionStatus`` is refused
+        with ``LifecycleEventAlreadyCompletedException``), so a retry that decided anew at a new
+        "now" (the window opened meanwhile) would ledger a verdict CodeDeploy never received. The
+        alert is written after the report, so it says what was done; a failed report or alert write
+        raises, and Lambda's retry reports the recorded status again and writes the alert then.
+        """
         if not isinstance(event, Mapping):
             raise InvalidEventError("event is not a JSON object")
         hook = _parse(LifecycleHookInvocation, event)
         policy = self.policy()
-        now = self.clock.now()
+        change_id = change_id_of(hook.DeploymentId)
         entry = f"HOOK#{hook.LifecycleEventHookExecutionId}"
+        decision, fresh = self.recorded(change_id, entry), False
+        if decision is None:
+            decided = self.decide(hook, policy, function_arn)
+            if isinstance(decided, Outcome):
+                return decided  # no calendar: nothing decided, nothing ledgered
+            intent = self.gate_entry(
+                decided, entry, [f"report {_hook_status(decided)} to CodeDeploy"], self.clock.now()
+            )
+            fresh = self.ledger.append([intent])
+            # Lost a race with a concurrent delivery of the same execution: report its decision, not ours.
+            decision = decided if fresh else self.recorded(change_id, entry)
+            if decision is None:
+                raise RuntimeError(f"{change_id} {entry} was refused as written but cannot be read back: retry")
+        status = _hook_status(decision)
+        reported = self.deployments.put_hook_status(hook.DeploymentId, hook.LifecycleEventHookExecutionId, status)
+        actions = [
+            f"reported {status} to CodeDeploy"
+            if reported
+            else f"reported {status} to CodeDeploy (already reported: CodeDeploy takes one status per hook execution)"
+        ]
+        if decision.blocks and not decision.enforce:
+            actions.append(f"would have reported Failed for {decision.change.label} (observe mode)")
+        return self.report(decision, policy, actions, fresh or reported, suffix=hook.LifecycleEventHookExecutionId)
+
+    def recorded(self, change_id: str, entry: str) -> GateDecision | None:
+        """The decision an earlier attempt ledgered for this hook execution, if any."""
+        found = next((e for e in self.ledger.entries_for(change_id) if e.entry == entry), None)
+        return GateDecision.model_validate(found.body["decision"]) if found is not None else None
+
+    def decide(self, hook: LifecycleHookInvocation, policy: Policy, function_arn: str | None) -> GateDecision | Outcome:
+        """The decision for this execution now; with no calendar configured, report Succeeded and stop there."""
+        now = self.clock.now()
         facts = self.deployments.get(hook.DeploymentId)
         if facts is None:
             # issue 8: CodeDeploy invokes hooks of its own deployments only; nobody waits on this one.
@@ -737,10 +778,9 @@ class LifecycleHookService(_GateBase):
             event_time=now,  # the hook runs during the deployment: "now" is the change's time
             account=arn[4] if len(arn) > 5 else None,
             region=arn[3] if len(arn) > 5 else None,
-            application=facts.application if facts else None,
-            group=facts.deployment_group if facts else None,
+            application=facts.application,
+            group=facts.deployment_group,
         )
-        target = facts.target() if facts else TargetFacts(exists=False)
         reading = self.reading(policy, now)
         if reading is None:
             reported = self.deployments.put_hook_status(
@@ -748,22 +788,45 @@ class LifecycleHookService(_GateBase):
             )
             return Outcome(
                 function=self.function,
-                change_id=change_id_of(hook.DeploymentId),
+                change_id=change.change_id,
                 verdict=NO_CALENDAR,
                 actions=["reported Succeeded" if reported else "already reported"],
                 reasons=["no change calendar is configured (change-calendar-names)"],
             )
+        target = facts.target()
         ticket, note = (None, None)
         if reading.state is not CalendarState.OPEN and not (target.rollback or target.not_release):
-            ticket, note = self.emergency_ticket([facts.description if facts else None], policy)
-        decision = decide(change, reading, target, policy, ticket=ticket, ticket_note=note, hook=True)
-        status = "Failed" if decision.mutates else "Succeeded"
-        # Report first: CodeDeploy waits for it, and a retry after a failed ledger write reports again
-        # harmlessly (the second report is refused as already completed).
-        reported = self.deployments.put_hook_status(hook.DeploymentId, hook.LifecycleEventHookExecutionId, status)
-        actions = [f"reported {status} to CodeDeploy" if reported else "the hook's result was already reported"]
-        if decision.blocks and not decision.enforce:
-            actions.append(f"would have reported Failed for {change.label} (observe mode)")
-        # One alert per hook execution: a deployment runs the hook at more than one lifecycle event
-        # (BeforeInstall and AfterAllowTestTraffic), and a redelivery of the same one alerts nothing.
-        return self.record(decision, policy, entry, actions, alert_suffix=hook.LifecycleEventHookExecutionId)
+            ticket, note = self.emergency_ticket([facts.description], policy)
+        return decide(change, reading, target, policy, ticket=ticket, ticket_note=note, hook=True)
+
+    def report(self, decision: GateDecision, policy: Policy, actions: list[str], new: bool, suffix: str) -> Outcome:
+        """The recorded decision's alert (and calendar outage), written once, after the report.
+
+        One alert per hook execution: a deployment runs the hook at more than one lifecycle event
+        (BeforeInstall and AfterAllowTestTraffic), and a redelivery of the same one alerts nothing.
+        """
+        now = self.clock.now()
+        alert_ids: list[str] = []
+        if decision.alerts:
+            alert = self.gate_alert(decision, actions, suffix)
+            if self.ledger.append([alert_entry(alert, decision.change.event_time, now, suffix=suffix)]):
+                alert_ids.append(alert.alert_id)
+                new = True
+        outage, outage_alert = self.outage_entries(decision.reading, policy, now)
+        if outage and self.ledger.append(outage) and outage_alert:
+            alert_ids.append(outage_alert)
+        return Outcome(
+            function=self.function,
+            change_id=decision.change.change_id,
+            verdict=decision.verdict.value,
+            severity=decision.severity.value,
+            actions=actions if new else ["duplicate delivery: already recorded"],
+            reasons=[decision.summary, *decision.reasons],
+            duplicate=not new,
+            alert_ids=alert_ids,
+        )
+
+
+def _hook_status(decision: GateDecision) -> str:
+    """What CodeDeploy is told: ``Failed`` only for a failed hook in enforce mode."""
+    return "Failed" if decision.mutates else "Succeeded"
