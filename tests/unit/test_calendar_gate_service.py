@@ -836,6 +836,35 @@ def test_each_hook_execution_of_one_deployment_is_ledgered_and_alerted(mode: str
     assert outcomes[1].alert_ids and outcomes[2].alert_ids == []
 
 
+@pytest.mark.parametrize("hook_first", [True, False], ids=["hook, then START", "START, then hook"])
+def test_a_hooked_deployment_also_gated_on_its_start_is_blocked_by_both_and_alerted_once(hook_first: bool) -> None:
+    """The AppSpec names the hook and the START event reaches the rule-triggered gate: one change, judged
+    twice, in either order. Both act (fail closed whatever the order), one alert is sent."""
+    hooked = DeploymentFacts(
+        deployment_id="d-H00KGATE1", status="InProgress", application="payments-api", deployment_group="payments-prod"
+    )
+    deployments = FakeDeployments(hooked)
+    on_start, parts = gate(CalendarState.CLOSED, deployments=deployments)
+    on_hook = hook(CalendarState.CLOSED)[0]
+    on_hook.ledger, on_hook.deployments = parts["ledger"], deployments
+    start = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    start["detail"]["deploymentId"] = "d-H00KGATE1"
+    invocation = load_event("gate_lifecycle_hook/01-before-allow-traffic.json")
+    both = [lambda: on_hook.handle(invocation, function_arn=HOOK_ARN), lambda: on_start.handle(start)]
+
+    outcomes = [run() for run in (both if hook_first else both[::-1])]
+
+    assert deployments.stops == [("d-H00KGATE1", True)]
+    assert [s for _, _, s in deployments.hooks] == ["Failed"]
+    [alert] = alerts(parts["ledger"])
+    assert alert["function"] == ("gate_lifecycle_hook" if hook_first else "gate_change_window")
+    assert [o.alert_ids for o in outcomes] == [[alert["alert_id"]], []]
+    decisions = [e for e in parts["ledger"].entries_for("codedeploy:d-H00KGATE1") if e.kind is EntryKind.CALENDAR]
+    assert sorted(e.verdict or "" for e in decisions) == ["OUTSIDE_CHANGE_WINDOW"] * 2
+    second = next(e for e in decisions if e.function != alert["function"])
+    assert f"alert {alert['alert_id']} covers this deployment" in second.body["actions"][-1]
+
+
 @pytest.mark.parametrize(
     "event", [{}, {"DeploymentId": "d-1"}, {"DeploymentId": "", "LifecycleEventHookExecutionId": "x"}, "text"]
 )

@@ -293,6 +293,24 @@ class _GateBase:
             body=body,
         )
 
+    def alerted_by_the_other_gate(self, decision: GateDecision) -> str | None:
+        """The other entry point's change-window alert on this deployment, when it raised one.
+
+        A deployment whose AppSpec names the lifecycle hook is judged twice, for one change: by the
+        hook and by the rule-triggered gate on its START event, which come in either order. One
+        closed-window alert is enough: whichever alerts second records its decision and names the
+        first alert instead of raising its own. Both still act (the hook reports, the gate stops),
+        so the deployment is blocked whatever the order; two running at the same instant can
+        still both alert (this is a read, not a lock).
+        """
+        if decision.change.kind is not GateKind.DEPLOYMENT:
+            return None
+        for e in self.ledger.entries_for(decision.change.change_id):
+            alert = e.body.get("alert") if e.kind is EntryKind.ALERT else None
+            if alert and e.function != self.function and alert.get("kind") == ALERT_KIND:
+                return str(alert["alert_id"])
+        return None
+
     def record(
         self,
         decision: GateDecision,
@@ -303,9 +321,12 @@ class _GateBase:
         alert_suffix: str = "",
     ) -> Outcome:
         now = self.clock.now()
+        alerted = self.alerted_by_the_other_gate(decision) if decision.alerts else None
+        if alerted:
+            actions = [*actions, _covered(alerted)]
         entries = [self.gate_entry(decision, entry, actions, now, acted_as)]
         alert_ids: list[str] = []
-        if decision.alerts:
+        if decision.alerts and not alerted:
             alert = self.gate_alert(decision, actions, alert_suffix)
             entries.append(alert_entry(alert, decision.change.event_time, now, suffix=alert_suffix))
             alert_ids.append(alert.alert_id)
@@ -339,6 +360,10 @@ def _doing(decision: GateDecision) -> str:
     if verb is None:
         return "outside the window:"
     return verb if decision.enforce else f"would have {verb}"
+
+
+def _covered(alert_id: str) -> str:
+    return f"not alerted again: alert {alert_id} covers this deployment"
 
 
 def _stack_name(reference: str) -> str:
@@ -737,9 +762,10 @@ class LifecycleHookService(_GateBase):
             decided = self.decide(hook, policy, function_arn)
             if isinstance(decided, Outcome):
                 return decided  # no calendar: nothing decided, nothing ledgered
-            intent = self.gate_entry(
-                decided, entry, [f"report {_hook_status(decided)} to CodeDeploy"], self.clock.now()
-            )
+            plan = [f"report {_hook_status(decided)} to CodeDeploy"]
+            if decided.alerts and (alerted := self.alerted_by_the_other_gate(decided)):
+                plan.append(_covered(alerted))  # the START gate judged this deployment first
+            intent = self.gate_entry(decided, entry, plan, self.clock.now())
             fresh = self.ledger.append([intent])
             # Lost a race with a concurrent delivery of the same execution: report its decision, not ours.
             decision = decided if fresh else self.recorded(change_id, entry)
@@ -807,7 +833,10 @@ class LifecycleHookService(_GateBase):
         """
         now = self.clock.now()
         alert_ids: list[str] = []
-        if decision.alerts:
+        alerted = self.alerted_by_the_other_gate(decision) if decision.alerts else None
+        if alerted:
+            actions = [*actions, _covered(alerted)]
+        elif decision.alerts:
             alert = self.gate_alert(decision, actions, suffix)
             if self.ledger.append([alert_entry(alert, decision.change.event_time, now, suffix=suffix)]):
                 alert_ids.append(alert.alert_id)
