@@ -131,3 +131,44 @@ def test_records_older_than_event_categories_reach_the_correlator():
     event = load("01-approved-run-instances.json")
     del event["detail"]["eventCategory"]
     assert matches(CORRELATE, event)
+
+
+# -- only AWS services' events: a custom event shaped like one is never taken -------------------------
+def _source_conditions_are_aws_only(conditions: list) -> bool:
+    """Whether a pattern's ``source`` conditions admit only sources starting with "aws."."""
+    return all(
+        (isinstance(c, str) and c.startswith("aws."))
+        or (isinstance(c, dict) and set(c) == {"prefix"} and str(c["prefix"]).startswith("aws."))
+        for c in conditions
+    )
+
+
+@pytest.mark.parametrize(("logical_id", "rule", "pattern"), RULES, ids=[f"{a}.{b}" for a, b, _ in RULES])
+def test_every_rule_takes_only_events_of_aws_services(logical_id, rule, pattern):
+    """PutEvents refuses a custom event whose Source starts with "aws." (NotAuthorizedForSourceException).
+
+    So a `source` condition on "aws." is what tells an AWS service's event from one anyone allowed to
+    put events on the bus (the organization's accounts, issue 9) made up.
+    """
+    assert "source" in pattern, f"{rule} does not name its source"
+    assert _source_conditions_are_aws_only(pattern["source"]), pattern["source"]
+
+
+TAG_CALLS = next(r.pattern for r in FUNCTIONS["EnforceTagsFunction"].rules if r.name == "CloudTrailTagCalls")
+
+
+@pytest.mark.parametrize(
+    ("rule", "folder", "name"),
+    [
+        ("CloudTrailWriteCalls", "correlate_change", "01-approved-run-instances.json"),
+        ("CloudTrailWriteCalls", "correlate_change", "04-self-approved.json"),
+        ("CloudTrailTagCalls", "enforce_tags", "01-run-instances-untagged.json"),
+    ],
+)
+def test_a_forged_cloudtrail_event_reaches_no_function(rule, folder, name):
+    genuine = json.loads((ROOT / "events" / folder / name).read_text())
+    pattern = CORRELATE if rule == "CloudTrailWriteCalls" else TAG_CALLS
+    assert matches(pattern, genuine)
+    forged = {**genuine, "source": "com.attacker"}
+    assert not matches(pattern, forged)
+    assert not any(matches(r.pattern, forged) for f in FUNCTIONS.values() for r in f.rules)

@@ -267,6 +267,24 @@ def test_what_no_central_rule_wants_is_not_forwarded(kind):
     assert not central_routes(event)  # the same filtering as the central rules
 
 
+def test_a_custom_event_shaped_like_a_cloudtrail_record_is_not_forwarded():
+    """Anyone in a member account may put events on its bus, but not with a source starting "aws."."""
+    genuine = _api_call(ACCOUNT_B, "eu-west-1")
+    assert member_stack(ACCOUNT_B, "eu-west-1").forwarding_rules(genuine) == ["ForwardApiCallsRule"]
+    forged = {**genuine, "source": "com.attacker"}
+    assert not member_stack(ACCOUNT_B, "eu-west-1").forwarding_rules(forged)
+    assert not central_routes(forged)  # nor taken if put straight on the central bus
+
+
+def test_every_forwarding_rule_takes_only_events_of_aws_services():
+    for name, rule in member_stack(ACCOUNT_B, "eu-west-1").rules.items():
+        sources = rule["Properties"]["EventPattern"].get("source")
+        assert sources, f"{name} does not name its source"
+        for condition in sources:
+            prefix = condition["prefix"] if isinstance(condition, dict) else condition
+            assert isinstance(prefix, str) and prefix.startswith("aws."), (name, condition)
+
+
 def test_the_suites_own_calls_in_a_member_account_are_not_forwarded():
     """The suite acts in member accounts through roles under its path; those calls must not come back.
 
