@@ -70,6 +70,62 @@ def test_encryption_the_suite_key_rotates() -> None:
     assert TEMPLATE.resources[KEY]["Properties"].get("EnableKeyRotation") is True
 
 
+#: Where a resource names the KMS key that encrypts it (SQS, SNS, DynamoDB, S3, Logs, Lambda).
+KEY_PROPERTIES = frozenset({"KmsMasterKeyId", "KMSMasterKeyId", "KMSMasterKeyID", "KmsKeyId", "KmsKeyArn"})
+
+
+def _keys_named(value: Any, under_key_property: bool = False) -> set[str]:
+    """Logical ids of the resources that ``value`` names (Ref or GetAtt) under a key property."""
+    if isinstance(value, dict):
+        if under_key_property and "Ref" in value:
+            return {str(value["Ref"])}
+        if under_key_property and "Fn::GetAtt" in value:
+            target = value["Fn::GetAtt"]
+            return {str(target[0] if isinstance(target, list) else str(target).split(".", 1)[0])}
+        return set().union(*(_keys_named(v, under_key_property or k in KEY_PROPERTIES) for k, v in value.items()))
+    if isinstance(value, list):
+        return set().union(*(_keys_named(v, under_key_property) for v in value))
+    return set()
+
+
+def _retained(logical_id: str) -> bool:
+    resource = TEMPLATE.resources[logical_id]
+    return resource.get("DeletionPolicy") == "Retain" and resource.get("UpdateReplacePolicy") == "Retain"
+
+
+RETAINED = sorted(lid for lid in TEMPLATE.resources if _retained(lid) and _keys_named(TEMPLATE.resources[lid]))
+
+
+def test_encryption_the_retained_resources_are_found() -> None:
+    assert {"ChangeLedgerTable", "TicketTable", "EvidenceBucket"} <= set(RETAINED), RETAINED
+
+
+@pytest.mark.parametrize("logical_id", RETAINED)
+def test_encryption_the_key_of_every_retained_resource_is_retained_too(logical_id: str) -> None:
+    """Data kept when the stack goes must stay readable: its key must not be scheduled for deletion.
+
+    A KMS key removed from a stack is scheduled for deletion ("AWS::KMS::Key", PendingWindowInDays)
+    and what it encrypted is unrecoverable once it is gone.
+    """
+    for key in _keys_named(TEMPLATE.resources[logical_id]):
+        assert key in TEMPLATE.resources, f"{logical_id} names {key}, which the template does not define"
+        assert _retained(key), f"{logical_id} is retained but its key {key} is deleted with the stack"
+
+
+def test_encryption_the_suite_key_keeps_the_longest_deletion_window_and_its_alias() -> None:
+    assert TEMPLATE.resources[KEY]["Properties"].get("PendingWindowInDays") == 30
+    aliases = [lid for lid, r in _resources("AWS::KMS::Alias").items() if KEY in repr(r["Properties"]["TargetKeyId"])]
+    assert aliases and all(_retained(lid) for lid in aliases), aliases
+
+
+@pytest.mark.parametrize("logical_id", sorted(_resources("AWS::Logs::LogGroup")))
+def test_logs_the_log_groups_outlive_the_stack(logical_id: str) -> None:
+    """The functions' logs are audit evidence kept LogRetentionDays (a year): deleting the stack must not erase them."""
+    assert _retained(logical_id)
+    assert TEMPLATE.resources[logical_id]["Properties"].get("RetentionInDays") == {"Ref": "LogRetentionDays"}
+    assert "LogGroupName" not in TEMPLATE.resources[logical_id]["Properties"]  # a new stack makes its own
+
+
 def test_logs_powertools_never_logs_the_event_and_logs_at_info() -> None:
     env = TEMPLATE.raw["Globals"]["Function"]["Environment"]["Variables"]
     assert str(env.get("POWERTOOLS_LOGGER_LOG_EVENT")).lower() == "false"
