@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from changeguard_tools.embedded import EmbeddedAWS
-from changeguard_tools.template import Template
+from changeguard_tools.template import Template, resolve
 from hardening.drive import SMALL_LEDGER, aws_environment, fresh, scenario_harness, triggers_of
 
 TEMPLATE = Template()
@@ -116,6 +116,36 @@ def test_encryption_the_suite_key_keeps_the_longest_deletion_window_and_its_alia
     assert TEMPLATE.resources[KEY]["Properties"].get("PendingWindowInDays") == 30
     aliases = [lid for lid, r in _resources("AWS::KMS::Alias").items() if KEY in repr(r["Properties"]["TargetKeyId"])]
     assert aliases and all(_retained(lid) for lid in aliases), aliases
+
+
+def test_encryption_cloudwatch_logs_may_use_the_key_for_this_accounts_log_groups_only() -> None:
+    """Without the key policy allowing logs.<region>.amazonaws.com, creating the log groups fails.
+
+    "Encrypt log data in CloudWatch Logs using AWS KMS": the key policy must allow the regional
+    CloudWatch Logs principal kms:Encrypt*, Decrypt*, ReEncrypt*, GenerateDataKey* and Describe*,
+    scoped with kms:EncryptionContext:aws:logs:arn. moto does not enforce key policies, so only this
+    test sees it.
+    """
+    users = [lid for lid, r in _resources("AWS::Logs::LogGroup").items() if _refers_to_key(r["Properties"])]
+    assert users, "no log group uses the suite key: the test would prove nothing"
+    ctx = TEMPLATE.context()
+    policy = resolve(TEMPLATE.resources[KEY]["Properties"]["KeyPolicy"], ctx)
+    service = f"logs.{ctx.region}.amazonaws.com"
+    log_groups = f"arn:aws:logs:{ctx.region}:{ctx.account}:log-group:*"
+    needed = {"kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"}
+    granted = [
+        st
+        for st in policy["Statement"]
+        if st["Effect"] == "Allow" and service in _as_list((st.get("Principal") or {}).get("Service"))
+    ]
+    assert granted, f"the key policy does not allow {service}"
+    for st in granted:
+        assert needed <= set(_as_list(st["Action"])), st["Action"]
+        assert st.get("Condition") == {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}}, st
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
 
 
 @pytest.mark.parametrize("logical_id", sorted(_resources("AWS::Logs::LogGroup")))
