@@ -428,3 +428,52 @@ def test_the_operations_topic_is_encrypted_and_cloudwatch_may_publish_to_it():
     assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and statement["Action"] == "sns:Publish"
     key_policy = RESOURCES["ChangeGuardKey"]["Properties"]["KeyPolicy"]["Statement"]
     assert any("cloudwatch.amazonaws.com" in s.get("Principal", {}).get("Service", []) for s in key_policy)
+
+
+#: Every DynamoDB API call that can write an item's attributes, with the IAM actions it is authorized
+#: as: "Using IAM with DynamoDB transactions" (a transaction's Put and Update are PutItem and
+#: UpdateItem) and "IAM security policies with PartiQL for DynamoDB" (INSERT, UPDATE and DELETE
+#: statements, alone, batched or in a transaction, are PartiQLInsert, PartiQLUpdate, PartiQLDelete).
+ITEM_WRITES: dict[str, tuple[str, ...]] = {
+    "PutItem": ("dynamodb:PutItem",),
+    "UpdateItem": ("dynamodb:UpdateItem",),
+    "BatchWriteItem": ("dynamodb:BatchWriteItem",),
+    "TransactWriteItems": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "ExecuteStatement": ("dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete"),
+    "BatchExecuteStatement": ("dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete"),
+    "ExecuteTransaction": ("dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete"),
+}
+APPROVAL_ATTRIBUTES = {"approver", "approver_name", "approved_at"}
+#: Condition keys the item API puts in the request: a Deny may narrow itself to approval items with it.
+ATTRIBUTE_FILTERED = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem"}
+
+
+def _ticket_table_denials() -> list[dict[str, Any]]:
+    ctx = TEMPLATE.context()
+    policy = resolve(TEMPLATE.resources["TicketTable"]["Properties"]["ResourcePolicy"], ctx)
+    statements = policy["PolicyDocument"]["Statement"]
+    return [st for st in statements if st["Effect"] == "Deny" and st.get("Principal") == "*"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "action"), [(op, a) for op, actions in ITEM_WRITES.items() for a in actions], ids=str
+)
+def test_only_approvers_can_write_an_approval_whatever_api_they_use(operation, action):
+    """An admin with dynamodb:* must not forge an approval through any write API (SOC 2 CC8: who approved).
+
+    Each action is denied to every principal outside /changeguard/approvers/, and the Deny is narrowed
+    only by the approval attributes where the request names them (the item API's dynamodb:Attributes);
+    a PartiQL statement's attributes are not filtered that way, so its Deny is not narrowed at all.
+    """
+    ctx = TEMPLATE.context()
+    approvers = f"arn:aws:iam::{ctx.account}:role/changeguard/approvers/*"
+    covering = [st for st in _ticket_table_denials() if action in st["Action"]]
+    assert covering, f"{operation} ({action}) can write the ticket table without being an approver"
+    for st in covering:
+        condition = dict(st.get("Condition") or {})
+        assert condition.pop("ArnNotLike") == {"aws:PrincipalArn": approvers}, st
+        if action in ATTRIBUTE_FILTERED and condition:
+            assert list(condition) == ["ForAnyValue:StringEquals"], st
+            assert set(condition["ForAnyValue:StringEquals"]["dynamodb:Attributes"]) == APPROVAL_ATTRIBUTES, st
+        else:
+            assert not condition, f"{action} is denied only under {condition}, which PartiQL cannot be filtered on"
