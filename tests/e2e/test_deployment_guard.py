@@ -114,13 +114,15 @@ def test_the_eventbridge_rule_delivers_the_alarm_and_the_deployment_is_stopped_w
     assert alert["subject"] == "Stopping deployment d-CHK0000U1 (checkout/checkout-prod): alarm checkout-api-errors"
     assert alert["severity"] == "high" and alert["verdict"] == "FAILED_CHANGE"
     entries = ledger(harness, "codedeploy:d-CHK0000U1")
+    # The intent is the decision; the result, written after StopDeployment answered, is the fact.
     stop = entries["STOP"]
-    assert stop.kind is EntryKind.STOP and stop.ticket_id == "CHG-2002" and stop.verdict == "FAILED_CHANGE"
+    assert stop.kind is EntryKind.DEPLOYMENT and stop.ticket_id == "CHG-2002" and stop.verdict == "STOP"
     # The health criteria were evaluated when the alarm fired: their values are the evidence.
     evidence = stop.body["evidence"]
     assert evidence["metric.error_rate_percent"] == pytest.approx(4.8)
     assert evidence["metric.latency_p99"] == 400.0 and evidence["metric.latency_p99_baseline"] == 130.0
     assert entries[f"STOP#{rollback_id}"].kind is EntryKind.ROLLBACK
+    assert entries[f"STOP#{rollback_id}"].verdict == "FAILED_CHANGE"
 
 
 def test_the_alarm_topics_sns_subscription_delivers_the_alarm(harness):

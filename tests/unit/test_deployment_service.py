@@ -19,6 +19,7 @@ from changeguard.domain.deployments import (
     StopCapContentionError,
 )
 from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.kpis import Period, build_population
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.services.deployment_guard import DeploymentGuardService
@@ -183,12 +184,16 @@ def test_enforce_stops_the_in_flight_deployment_records_intent_alert_and_result(
     assert outcome.verdict == "STOPPED"
     assert guard.codedeploy.stops == ["d-CHK0000U1"]
     entries = guard.entries("codedeploy:d-CHK0000U1")
+    # The intent is the decision, written before the call; the result is the fact (a failed change):
+    # StopDeployment may find the deployment already finished.
     stop = entries["STOP"]
-    assert stop.kind is EntryKind.STOP and stop.verdict == "FAILED_CHANGE" and stop.ticket_id == "CHG-2002"
-    assert stop.body["failed_change"] is True and stop.body["deployment_id"] == "d-CHK0000U1"
+    assert stop.kind is EntryKind.DEPLOYMENT and stop.verdict == "STOP" and stop.ticket_id == "CHG-2002"
+    assert stop.body["failed_change"] is False and stop.body["deployment_id"] == "d-CHK0000U1"
     assert stop.body["evidence"]["metric.error_rate_percent"] == 4.8
     result = entries["STOP#d-RB0000001"]
     assert result.kind is EntryKind.ROLLBACK and result.body["rollback_deployment_id"] == "d-RB0000001"
+    assert result.verdict == "FAILED_CHANGE" and result.body["failed_change"] is True
+    assert result.body["deployment_id"] == "d-CHK0000U1" and result.ticket_id == "CHG-2002"
     (alert_entry,) = guard.alerts()
     alert = alert_entry.body["alert"]
     assert alert["kind"] == "stop" and alert["severity"] == "high"
@@ -570,6 +575,96 @@ def test_the_sweep_never_checks_a_deployment_that_is_not_a_release(creator):
     assert guard.service.handle(SWEEP).verdict is None
     assert guard.codedeploy.stops == [] and guard.entries("codedeploy:d-ASG0000S1") == {}
     assert guard.entries("guard:stops:123456789012:us-east-1:checkout") == {}
+
+
+class FinishesFirst(FakeCodeDeploy):
+    """Lists the release in flight; by the time StopDeployment arrives it has finished with ``status``."""
+
+    def __init__(self, *deployments: Deployment, status: str = "Succeeded") -> None:
+        super().__init__(*deployments)
+        self.finish_as = status
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> Stopped:
+        d = self.deployments[deployment_id]
+        if d.in_flight:
+            done = {"status": self.finish_as, "complete_time": NOW - timedelta(seconds=5)}
+            self.deployments[deployment_id] = d.model_copy(update=done)
+        return super().stop(deployment_id, auto_rollback=auto_rollback)
+
+
+def race_guard(status: str) -> Guard:
+    previous = dep(
+        "d-CHK0000P0",
+        status="Succeeded",
+        revision=V15,
+        create_time=START - timedelta(days=1),
+        start_time=START - timedelta(days=1),
+        complete_time=START - timedelta(hours=20),
+    )
+    return Guard(codedeploy=FinishesFirst(previous, dep("d-CHK0000U1", previous_revision=V15), status=status))
+
+
+def guard_facts(guard: Guard, deployment_id: str) -> list[LedgerEntry]:
+    """The STOP and ROLLBACK facts the KPIs count for the deployment (its change id or naming it)."""
+    return [
+        e
+        for e in guard.ledger.items.values()
+        if e.kind in (EntryKind.STOP, EntryKind.ROLLBACK)
+        and (e.change_id == f"codedeploy:{deployment_id}" or e.body.get("deployment_id") == deployment_id)
+    ]
+
+
+def test_a_release_that_succeeded_before_the_stop_is_not_a_stop_and_is_rolled_back_in_the_bake_window():
+    """CodeDeploy answers DeploymentAlreadyCompletedException: nothing was stopped. The alarm decides
+    again and the bake-window redeploy applies; no guard stop, no "stopping" alert, the slot given back."""
+    guard = race_guard("Succeeded")
+    outcome = guard.alarm()
+    assert outcome.verdict == "ROLLED_BACK"
+    ((new, revision, _),) = guard.codedeploy.redeploys
+    assert revision == V15
+    entries = guard.entries("codedeploy:d-CHK0000U1")
+    result = entries["STOP#already-completed"]
+    assert result.kind is EntryKind.DEPLOYMENT and result.verdict is None
+    assert result.body["status_after"] == "Succeeded" and result.body["failed_change"] is False
+    assert [e.entry for e in guard_facts(guard, "d-CHK0000U1") if e.kind is EntryKind.STOP] == []
+    assert entries["ROLLBACK"].verdict == "FAILED_CHANGE" and entries[f"ROLLBACK#{new}"].body["redeploy_id"] == new
+    # The alerts say what happened: a rollback, never a stop.
+    alerts = [a.body["alert"] for a in guard.alerts()]
+    assert [a["kind"] for a in alerts] == ["rollback"]
+    assert not any("stopping" in (a["subject"] + a["summary"]).lower() for a in alerts)
+    # The stop's slot is given back; the redeploy took the next one.
+    cap = guard.entries("guard:stops:123456789012:us-east-1:checkout")
+    assert sorted(cap) == ["SLOT#000001", "SLOT#000001#released", "SLOT#000002"]
+    assert guard.service._cap("checkout", guard.policy, "123456789012", "us-east-1").used == 1
+    # The KPIs: rolled back (a failed change), not stopped.
+    period = Period.parse("2026-11-24")
+    (record,) = [
+        d for d in build_population(guard.ledger.items.values(), period).deployments if d.deployment_id == "d-CHK0000U1"
+    ]
+    assert record.rolled_back and not record.stopped
+    # The alarm again: nothing twice.
+    assert guard.alarm("alarm-sns.json").duplicate
+    assert len(guard.codedeploy.redeploys) == 1 and len(guard.alerts()) == 1
+
+
+def test_a_deployment_codedeploy_stopped_first_is_a_failed_change_but_not_the_guards_stop():
+    guard = race_guard("Stopped")
+    outcome = guard.alarm()
+    assert outcome.verdict == "NO_ACTION" and guard.codedeploy.redeploys == []
+    result = guard.entries("codedeploy:d-CHK0000U1")["STOP#already-completed"]
+    assert result.kind is EntryKind.DEPLOYMENT and result.verdict == "FAILED_CHANGE"
+    assert result.body["state"] == "STOP" and result.body["stopped_by_guard"] is False
+    assert "by CodeDeploy" in result.body["result"]
+    assert guard_facts(guard, "d-CHK0000U1") == []
+    (alert,) = [a.body["alert"] for a in guard.alerts()]
+    assert alert["kind"] == "already-completed" and alert["subject"].startswith("Deployment d-CHK0000U1")
+    assert "stopped by CodeDeploy" in alert["subject"] and "stopping" not in alert["summary"].lower()
+    assert guard.service._cap("checkout", guard.policy, "123456789012", "us-east-1").used == 0
+    period = Period.parse("2026-11-24")
+    (record,) = [
+        d for d in build_population(guard.ledger.items.values(), period).deployments if d.deployment_id == "d-CHK0000U1"
+    ]
+    assert record.failed and not record.stopped and not record.rolled_back
 
 
 class PendingStopCodeDeploy(FakeCodeDeploy):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -800,11 +800,18 @@ class CapCheck(_Own):
         return f"{self.used} of {self.limit} stops/rollbacks for {application} in the last hour: the cap is reached"
 
 
-def stop_cap(slots: Mapping[int, datetime], now: datetime, limit: int, window: timedelta = CAP_WINDOW) -> CapCheck:
+def stop_cap(
+    slots: Mapping[int, datetime],
+    now: datetime,
+    limit: int,
+    window: timedelta = CAP_WINDOW,
+    released: Collection[int] = (),
+) -> CapCheck:
     """Stops and rollbacks of one application take numbered slots; at most ``limit`` in any ``window``.
 
     The next slot number serialises concurrent stops (only one writer gets it); the count of
-    slots taken inside the window is the cap.
+    slots taken inside the window is the cap. A ``released`` slot (a stop that found the deployment
+    already finished, so stopped nothing) keeps its number taken but is not counted.
     """
-    used = sum(1 for at in slots.values() if now - window < at <= now + timedelta(minutes=1))
+    used = sum(1 for n, at in slots.items() if n not in released and now - window < at <= now + timedelta(minutes=1))
     return CapCheck(allowed=used < limit, slot=max(slots, default=0) + 1, used=used, limit=limit)

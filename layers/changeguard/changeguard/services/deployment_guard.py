@@ -12,10 +12,17 @@ Triggers (all wired in template.yaml):
   miss one, and there is no schedule to create, clean up or pass a role to.
 
 Order of work, so that retries converge and nothing happens twice: decide; write the intent
-(the STOP/ROLLBACK entry, its cap slot and its ALERT) in one conditional append; then act; then
-record what the action produced. A repeated alarm finds the deployment already stopped (not in
-flight) or its intent entry already written; a retry after a crash finds the intent and finishes
-the action. Observe mode writes the intent as "would have" and makes no call to CodeDeploy.
+(the STOP/ROLLBACK entry, its cap slot and, for a rollback, its ALERT) in one conditional append;
+then act; then record what the action produced. A repeated alarm finds the deployment already
+stopped (not in flight) or its intent entry already written; a retry after a crash finds the intent
+and finishes the action. Observe mode writes the intent as "would have" and makes no call to CodeDeploy.
+
+A stop's intent is a decision, not a stop: the deployment may finish between the listing and
+``StopDeployment`` (an all-at-once release reaching Succeeded, or CodeDeploy's own alarm monitoring
+stopping it first), and CodeDeploy then answers ``DeploymentAlreadyCompletedException``. So the
+stop's fact (``STOP#...``, a failed change) and its alert are written with the result; a deployment
+found finished gets ``STOP#already-completed`` instead, its cap slot back, and, when it succeeded
+inside the bake window, the alarm's decision again: the bake-window redeploy.
 """
 
 from __future__ import annotations
@@ -96,6 +103,8 @@ _CAP_ATTEMPTS = 5
 #: template.yaml (60 s). Lambda retries a failed invocation a minute or more later (issue 8).
 ATTEMPT_TIMEOUT = timedelta(seconds=60)
 _RECOVERY_LOOKBACK = timedelta(days=1)
+#: A finished deployment's status as the state its CodeDeploy state-change event carries (what the KPIs read).
+_FINAL_STATES = {"Succeeded": "SUCCESS", "Failed": "FAILURE", "Stopped": "STOP"}
 
 # Outcome verdicts, most significant first (the merged outcome of several decisions shows the first).
 STOPPED = "STOPPED"
@@ -424,8 +433,25 @@ class DeploymentGuardService:
             for decision in decisions:
                 if decision.action is not GuardAction.SKIP:
                     decision = decision.with_health(self.health_of(decision.deployment, policy, now))
-                outcomes.append(self.carry_out(decision, policy, alarm.account, alarm.region))
+                again = partial(self._decide_again, alarm, policy, since)
+                outcomes.append(self.carry_out(decision, policy, alarm.account, alarm.region, again=again))
         return merge(self.function, outcomes)
+
+    def _decide_again(
+        self, alarm: AlarmSignal, policy: Policy, since: datetime, finished: Deployment
+    ) -> GuardDecision | None:
+        """The alarm's redeploy decision for a deployment ``StopDeployment`` found finished and Succeeded.
+
+        It finished after the listing: for the alarm it is now the latest release, succeeded inside
+        the bake window, and redeploying the last known good revision is the way back."""
+        known = {
+            d.deployment_id: d for d in self.codedeploy.list_recent(finished.application, finished.group, since) or []
+        }
+        known[finished.deployment_id] = finished
+        for decision in decide_on_alarm(alarm, self.marked(list(known.values())), bake_minutes=policy.bake_minutes):
+            if decision.action is GuardAction.REDEPLOY and decision.deployment.deployment_id == finished.deployment_id:
+                return decision
+        return None
 
     def watching_groups(self, alarm: AlarmSignal) -> list[GroupRef]:
         """Groups whose alarm configuration lists the alarm, and those its group tag names."""
@@ -711,7 +737,10 @@ class DeploymentGuardService:
         account: str,
         region: str,
         extra: Sequence[LedgerEntry] = (),
+        again: Callable[[Deployment], GuardDecision | None] | None = None,
     ) -> Outcome:
+        """Write the intent, then act. ``again``: the trigger's decision for the deployment should
+        ``StopDeployment`` find it finished (an alarm's bake-window redeploy), or None."""
         d = decision.deployment
         if decision.action is GuardAction.SKIP:
             return self._outcome(
@@ -733,26 +762,27 @@ class DeploymentGuardService:
             intent = "STOP" if stop else "ROLLBACK"
         entries = self.ledger.entries_for(d.change_id)
         if any(e.entry == intent for e in entries):
-            return self._resume(decision, policy, intent, entries, account, region)
+            return self._resume(decision, policy, intent, entries, account, region, again)
         for _ in range(_CAP_ATTEMPTS):
             cap = self._cap(d.application, policy, account, region)
             if not cap.allowed:
                 return self._capped(decision, policy, cap, account, region, extra)
+            # A stop's alert is written with its result: only StopDeployment's answer tells whether
+            # there was anything to stop.
+            alert = [] if intent == "STOP" else [self._alert(decision, policy, intent, cap, account, region)]
             appended = self.ledger.append(
                 [
                     *extra,
                     self._intent_entry(decision, policy, intent, cap, account, region),
                     self._slot_entry(decision, policy, cap, account, region),
-                    alert_entry(
-                        self._alert(decision, policy, intent, cap, account, region), self.clock.now(), self.clock.now()
-                    ),
+                    *(alert_entry(a, self.clock.now(), self.clock.now()) for a in alert),
                 ]
             )
             if appended:
-                return self._act(decision, policy, intent, cap, account, region, duplicate=False)
+                return self._act(decision, policy, intent, cap, account, region, duplicate=False, again=again)
             entries = self.ledger.entries_for(d.change_id)
             if any(e.entry == intent for e in entries):  # a concurrent delivery wrote it first
-                return self._resume(decision, policy, intent, entries, account, region)
+                return self._resume(decision, policy, intent, entries, account, region, again)
         raise StopCapContentionError(f"could not take a stop slot for {d.application}")
 
     def _act(
@@ -765,19 +795,20 @@ class DeploymentGuardService:
         region: str,
         *,
         duplicate: bool,
+        again: Callable[[Deployment], GuardDecision | None] | None = None,
     ) -> Outcome:
         d = decision.deployment
         verdict = {"STOP": STOPPED, "ROLLBACK": ROLLED_BACK, "WOULD_STOP": WOULD_STOP}.get(intent, WOULD_ROLL_BACK)
         alert_ids = [] if duplicate else [Alert.make_id(d.change_id, self.function, _alert_kind(intent))]
         reasons = list(decision.reasons) + ([cap.describe(d.application)] if cap else [])
+        if intent == "STOP":
+            return self._stop(decision, policy, reasons, account, region, resumed=duplicate, again=again)
         if intent == "WOULD_STOP":
             actions = [f"would have stopped {d.deployment_id} ({d.ref.key}) with automatic rollback (observe mode)"]
         elif intent == "WOULD_ROLL_BACK":
             actions = [
                 f"would have redeployed the last known good revision of {d.ref.key} over {d.deployment_id} (observe mode)"
             ]
-        elif intent == "STOP":
-            actions = [self._stop(decision)]
         else:
             actions = [self._redeploy(decision, policy, account, region)]
         return self._outcome(
@@ -798,14 +829,16 @@ class DeploymentGuardService:
         entries: Sequence[LedgerEntry],
         account: str,
         region: str,
+        again: Callable[[Deployment], GuardDecision | None] | None = None,
     ) -> Outcome:
         """The intent is already ledgered (a repeated alarm, a redelivery, or a retry after a crash)."""
         d = decision.deployment
         done = [e for e in entries if e.entry.startswith(f"{intent}#")]
         if done or intent.startswith("WOULD_"):
             what = done[0].body.get("result", "done") if done else "reported"
+            verdict = {"STOP": STOPPED, "ROLLBACK": ROLLED_BACK, "WOULD_STOP": WOULD_STOP}.get(intent, WOULD_ROLL_BACK)
             return self._outcome(
-                {"STOP": STOPPED, "ROLLBACK": ROLLED_BACK, "WOULD_STOP": WOULD_STOP}.get(intent, WOULD_ROLL_BACK),
+                NO_ACTION if done and done[0].body.get("already_completed") else verdict,
                 change_id=d.change_id,
                 actions=[f"duplicate: {d.deployment_id} already handled ({what})"],
                 reasons=list(decision.reasons),
@@ -823,29 +856,41 @@ class DeploymentGuardService:
                 reasons=list(decision.reasons),
                 duplicate=True,
             )
-        return self._act(decision, policy, intent, None, account, region, duplicate=True)
+        return self._act(decision, policy, intent, None, account, region, duplicate=True, again=again)
 
-    def _stop(self, decision: GuardDecision) -> str:
+    def _stop(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        reasons: list[str],
+        account: str,
+        region: str,
+        *,
+        resumed: bool,
+        again: Callable[[Deployment], GuardDecision | None] | None,
+    ) -> Outcome:
+        """``StopDeployment``, then its fact and its alert in one append (or, when it had already
+        finished, what happened instead)."""
         d = decision.deployment
         result = self.codedeploy.stop(d.deployment_id, auto_rollback=True)
         after = self.codedeploy.get_deployment(d.deployment_id)
+        if result.already_completed:
+            return self._already_completed(decision, policy, reasons, account, region, after, resumed, again)
         rollback_id = after.rollback_deployment_id if after else None
         # ``Pending``: the stop has been accepted, not carried out. CodeDeploy creates the rollback
         # deployment once it completes, so none exists yet; the rollback's own state changes are
         # ledgered when they arrive (``rollback_of``), and the KPIs count the stop as a rollback then.
-        pending = not rollback_id and not result.already_completed and result.status == "Pending"
-        if result.already_completed:
-            text = f"{d.deployment_id} had already finished ({after.status if after else 'unknown'}): nothing to stop"
+        pending = not rollback_id and result.status == "Pending"
+        text = f"stopped {d.deployment_id} ({d.ref.key}) with automatic rollback: {result.describe()}"
+        if rollback_id:
+            text += f"; rollback deployment {rollback_id}"
+        elif pending:
+            text += "; the stop is in progress and CodeDeploy starts the rollback deployment when it completes"
         else:
-            text = f"stopped {d.deployment_id} ({d.ref.key}) with automatic rollback: {result.describe()}"
-            if rollback_id:
-                text += f"; rollback deployment {rollback_id}"
-            elif pending:
-                text += "; the stop is in progress and CodeDeploy starts the rollback deployment when it completes"
-            else:
-                text += "; CodeDeploy created no rollback deployment"
+            text += "; CodeDeploy created no rollback deployment"
         now = self.clock.now()
-        self.ledger.append(
+        alert = self._alert(decision, policy, "STOP", None, account, region)
+        new = self.ledger.append(
             [
                 LedgerEntry(
                     change_id=d.change_id,
@@ -854,19 +899,128 @@ class DeploymentGuardService:
                     function=self.function,
                     event_time=now,
                     recorded_at=now,
+                    verdict=FAILED_CHANGE,
+                    ticket_id=self.ticket_of(d, policy, account, region),
+                    account=account,
+                    region=region,
                     body={
                         "result": text,
+                        "deployment_id": d.deployment_id,
+                        "failed_change": True,
                         "stop_status": result.status,
-                        "already_completed": result.already_completed,
+                        "already_completed": False,
                         "rollback_deployment_id": rollback_id,
                         "status_after": after.status if after else None,
                         # issue 9: where the stop was made, and as whom (audit evidence).
                         "acted_as": acted_as(self.scope),
                     },
-                )
+                ),
+                alert_entry(alert, now, now),
             ]
         )
-        return text
+        return self._outcome(
+            STOPPED,
+            change_id=d.change_id,
+            severity=Severity.HIGH.value,
+            actions=[text],
+            reasons=reasons,
+            duplicate=resumed or not new,
+            alert_ids=[alert.alert_id] if new else [],
+        )
+
+    def _already_completed(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        reasons: list[str],
+        account: str,
+        region: str,
+        after: Deployment | None,
+        resumed: bool,
+        again: Callable[[Deployment], GuardDecision | None] | None,
+    ) -> Outcome:
+        """``StopDeployment`` answered ``DeploymentAlreadyCompletedException`` ("The deployment is already
+        complete", API reference): nothing was stopped. The stop's cap slot is given back; the
+        deployment's own status says what happened. Succeeded: it finished between the listing and
+        the call, and the trigger decides again (an alarm's bake-window redeploy). Stopped or Failed:
+        CodeDeploy ended it first (its alarm monitoring, a failure or another StopDeployment): a failed
+        change, but not the guard's stop."""
+        d = decision.deployment
+        status = after.status if after else None
+        redo = again(after) if again and after is not None and status == "Succeeded" else None
+        intent = next((e for e in self.ledger.entries_for(d.change_id) if e.entry == "STOP"), None)
+        slot = ((intent.body.get("cap") or {}) if intent else {}).get("slot")
+        state = _FINAL_STATES.get(status or "")
+        failed = state in ("STOP", "FAILURE")
+        if status == "Succeeded":
+            text = (
+                f"{d.deployment_id} ({d.ref.key}) had already succeeded when StopDeployment was called: nothing stopped"
+            )
+        elif failed:
+            by = (
+                "by CodeDeploy, another StopDeployment, or this guard's earlier attempt that did not record its result"
+                if resumed
+                else "by CodeDeploy (its alarm monitoring or a failure) or another StopDeployment"
+            )
+            text = f"{d.deployment_id} ({d.ref.key}) was already {status} ({by}): ChangeGuard stopped nothing"
+        else:
+            text = f"{d.deployment_id} ({d.ref.key}) had already finished ({status or 'not found'}): nothing stopped"
+        now = self.clock.now()
+        entries = [
+            LedgerEntry(
+                change_id=d.change_id,
+                entry="STOP#already-completed",
+                kind=EntryKind.DEPLOYMENT,
+                function=self.function,
+                event_time=now,
+                recorded_at=now,
+                verdict=FAILED_CHANGE if failed else None,
+                ticket_id=self.ticket_of(d, policy, account, region),
+                account=account,
+                region=region,
+                body={
+                    "result": text,
+                    "deployment_id": d.deployment_id,
+                    "application": d.application,
+                    "deployment_group": d.group,
+                    "stop_status": "AlreadyCompleted",
+                    "already_completed": True,
+                    "status_after": status,
+                    "failed_change": failed,
+                    "stopped_by_guard": False,
+                    **({"state": state} if state else {}),
+                    **(
+                        {"finished_at": after.complete_time.isoformat()}
+                        if state and after is not None and after.complete_time
+                        else {}
+                    ),
+                    "redeploy_decided": redo is not None,
+                    "released_slot": slot,
+                    "acted_as": acted_as(self.scope),
+                },
+            )
+        ]
+        if isinstance(slot, int):
+            entries.append(self._slot_release(decision, policy, slot, account, region))
+        alert = None
+        if redo is None:
+            alert = self._alert(decision, policy, "ALREADY_COMPLETED", None, account, region, status=status)
+            entries.append(alert_entry(alert, now, now))
+        new = self.ledger.append(entries)
+        outcome = self._outcome(
+            NO_ACTION,
+            change_id=d.change_id,
+            actions=[text],
+            reasons=reasons,
+            duplicate=resumed or not new,
+            alert_ids=[alert.alert_id] if alert and new else [],
+        )
+        if redo is None:
+            return outcome
+        # A crash before this point is retried: the alarm then decides the redeploy directly.
+        return merge(
+            self.function, [outcome, self.carry_out(redo.with_health(decision.health), policy, account, region)]
+        )
 
     def _redeploy(self, decision: GuardDecision, policy: Policy, account: str, region: str) -> str:
         d = decision.deployment
@@ -984,10 +1138,29 @@ class DeploymentGuardService:
 
     def _cap(self, application: str, policy: Policy, account: str, region: str) -> CapCheck:
         slots: dict[int, datetime] = {}
+        released: set[int] = set()
         for e in self.ledger.entries_for(self._cap_key(application, policy, account, region)):
-            if e.entry.startswith("SLOT#"):
-                slots[int(e.entry.split("#", 1)[1])] = e.event_time
-        return stop_cap(slots, self.clock.now(), policy.max_stops_per_app_hour)
+            parts = e.entry.split("#")
+            if parts[0] == "SLOT" and len(parts) == 2:
+                slots[int(parts[1])] = e.event_time
+            elif parts[0] == "SLOT" and parts[2:] == ["released"]:
+                released.add(int(parts[1]))
+        return stop_cap(slots, self.clock.now(), policy.max_stops_per_app_hour, released=released)
+
+    def _slot_release(
+        self, decision: GuardDecision, policy: Policy, slot: int, account: str, region: str
+    ) -> LedgerEntry:
+        """Gives back a stop's slot: the stop found the deployment already finished and stopped nothing."""
+        now = self.clock.now()
+        return LedgerEntry(
+            change_id=self._cap_key(decision.deployment.application, policy, account, region),
+            entry=f"SLOT#{slot:06d}#released",
+            kind=EntryKind.STOP,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            body={"for_deployment": decision.deployment.deployment_id, "released": True},
+        )
 
     def _slot_entry(
         self, decision: GuardDecision, policy: Policy, cap: CapCheck, account: str, region: str
@@ -1045,9 +1218,10 @@ class DeploymentGuardService:
         enforced = intent in ("STOP", "ROLLBACK")
         # Only a stop or rollback that happens is a STOP/ROLLBACK fact; "would have", capped and
         # impossible ones are decisions about the deployment (and never count as failed changes).
-        kind = EntryKind.DEPLOYMENT
-        if enforced:
-            kind = EntryKind.STOP if decision.action is GuardAction.STOP else EntryKind.ROLLBACK
+        # So is a stop's intent: StopDeployment may find the deployment already finished, and the
+        # stop's result entry (``STOP#...``) is the fact. A redeploy always creates a deployment.
+        failed = intent == "ROLLBACK"
+        kind = EntryKind.ROLLBACK if failed else EntryKind.DEPLOYMENT
         return LedgerEntry(
             change_id=d.change_id,
             entry=intent,
@@ -1055,7 +1229,7 @@ class DeploymentGuardService:
             function=self.function,
             event_time=now,
             recorded_at=now,
-            verdict=FAILED_CHANGE if enforced else intent,
+            verdict=FAILED_CHANGE if failed else intent,
             severity=(Severity.CRITICAL if "CAPPED" in intent else Severity.HIGH).value,
             ticket_id=self.ticket_of(d, policy, account, region),
             account=account,
@@ -1064,7 +1238,7 @@ class DeploymentGuardService:
                 "action": decision.action.value,
                 "mode": policy.enforcement_mode.value,
                 "enforced": enforced,
-                "failed_change": enforced,
+                "failed_change": failed,
                 "deployment_id": d.deployment_id,
                 "application": d.application,
                 "deployment_group": d.group,
@@ -1086,9 +1260,14 @@ class DeploymentGuardService:
         cap: CapCheck | None,
         account: str,
         region: str,
+        status: str | None = None,
     ) -> Alert:
+        """``status``: for ALREADY_COMPLETED, the status the deployment had finished with."""
         d = decision.deployment
         where = f"{d.application}/{d.group}"
+        ended = "succeeded" if status == "Succeeded" else f"finished ({status or 'status unknown'})"
+        if status in ("Stopped", "Failed"):
+            ended = f"{status.lower()} by CodeDeploy"
         subject, summary, actions, severity = {
             "STOP": (
                 f"Stopping deployment {d.deployment_id} ({where}): {decision.trigger}",
@@ -1126,6 +1305,13 @@ class DeploymentGuardService:
                 ("nothing: the stop cap protects releases from a broken alarm",),
                 Severity.CRITICAL,
             ),
+            "ALREADY_COMPLETED": (
+                f"Deployment {d.deployment_id} ({where}) had already {ended}: not stopped ({decision.trigger})",
+                f"ChangeGuard decided to stop deployment {d.deployment_id} of {where}, but CodeDeploy reported it"
+                f" already complete ({status or 'status unknown'}): ChangeGuard stopped nothing.",
+                ("StopDeployment: DeploymentAlreadyCompletedException (nothing to stop)",),
+                Severity.HIGH if status == "Succeeded" else Severity.MEDIUM,
+            ),
             "NO_ROLLBACK": (
                 f"Regression after {d.deployment_id} ({where}): nothing to roll back to",
                 f"{d.deployment_id} regressed inside the bake window and no earlier successful revision is known.",
@@ -1138,6 +1324,9 @@ class DeploymentGuardService:
             " max-stops-per-app-hour only if the stops were right.",
             "ROLLBACK_CAPPED": "Check the alarm; roll back by hand if the release is bad.",
             "NO_ROLLBACK": "Roll forward with a fix, or deploy a known good revision by hand.",
+            "ALREADY_COMPLETED": "Check the release: roll back by hand if it is bad."
+            if status == "Succeeded"
+            else "Check that CodeDeploy's rollback (if the group rolls back automatically) restored the last good revision.",
         }.get(intent, "Fix the release under its change ticket; the ledger records this as a failed change.")
         details: dict[str, str | int | float | bool | None] = {
             "deployment_id": d.deployment_id,
@@ -1156,7 +1345,7 @@ class DeploymentGuardService:
             kind=_alert_kind(intent),
             function=self.function,
             severity=severity,
-            verdict=FAILED_CHANGE if intent in ("STOP", "ROLLBACK") else intent,
+            verdict=FAILED_CHANGE if intent in ("STOP", "ROLLBACK") or status in ("Stopped", "Failed") else intent,
             subject=subject,
             summary=summary + (f" Change ticket {ticket}." if ticket else " No change ticket found."),
             change_id=d.change_id,
