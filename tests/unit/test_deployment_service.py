@@ -691,6 +691,29 @@ def test_a_pending_stop_is_recorded_as_pending_not_as_a_stop_without_rollback():
     assert guard.alarm().duplicate and guard.codedeploy.stops == ["d-CHK0000U1"]
 
 
+class ForcedStopCodeDeploy(FakeCodeDeploy):
+    """``StopDeployment`` answering ``Forced`` (a valid value the API reference does not describe), no rollback id yet."""
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> Stopped:
+        self.stops.append(deployment_id)
+        return Stopped("Forced")
+
+
+def test_a_stop_status_other_than_pending_or_succeeded_is_recorded_as_unknown_not_as_no_rollback():
+    guard = Guard(codedeploy=ForcedStopCodeDeploy(dep("d-CHK0000U1")))
+    guard.cloudwatch.metrics = SICK
+    outcome = guard.alarm()
+    assert outcome.verdict == "STOPPED" and guard.codedeploy.stops == ["d-CHK0000U1"]
+    entries = guard.entries("codedeploy:d-CHK0000U1")
+    assert "STOP#no-rollback" not in entries
+    result = entries["STOP#unknown"]
+    assert result.kind is EntryKind.STOP and result.verdict == "FAILED_CHANGE"
+    assert result.body["stop_status"] == "Forced" and "no rollback" not in result.body["result"]
+    assert "'Forced'" in result.body["result"]
+    # A redelivered alarm finds the stop done: no second StopDeployment.
+    assert guard.alarm().duplicate and guard.codedeploy.stops == ["d-CHK0000U1"]
+
+
 # -- CodeDeploy state changes ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("sample", "state", "failed"),

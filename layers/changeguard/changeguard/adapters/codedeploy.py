@@ -66,7 +66,8 @@ class CodeDeployDeployments:
             resp = cd.stop_deployment(deploymentId=deployment_id, autoRollbackEnabled=auto_rollback)
         except cd.exceptions.DeploymentAlreadyCompletedException:
             return StopResult(status="AlreadyCompleted", already_completed=True)
-        return StopResult(status=str(resp.get("status") or "Pending"), message=resp.get("statusMessage"))
+        # ``status`` is optional in the API reference: a missing one is not known to be Pending.
+        return StopResult(status=str(resp.get("status") or "Unknown"), message=resp.get("statusMessage"))
 
     def put_hook_status(self, deployment_id: str, execution_id: str, status: str) -> bool:
         """Report a lifecycle hook's result; False when it was already reported (a redelivery)."""

@@ -881,20 +881,31 @@ class DeploymentGuardService:
         # deployment once it completes, so none exists yet; the rollback's own state changes are
         # ledgered when they arrive (``rollback_of``), and the KPIs count the stop as a rollback then.
         pending = not rollback_id and result.status == "Pending"
+        # The API reference lists Pending | Succeeded | Forced and describes only the first two. Only
+        # after ``Succeeded`` does a missing rollback id mean CodeDeploy created none; any other
+        # answer is recorded as what it is, and a rollback's own state changes are ledgered when
+        # they arrive (``rollback_of``).
+        unknown = not rollback_id and result.status not in ("Pending", "Succeeded")
         text = f"stopped {d.deployment_id} ({d.ref.key}) with automatic rollback: {result.describe()}"
         if rollback_id:
             text += f"; rollback deployment {rollback_id}"
         elif pending:
             text += "; the stop is in progress and CodeDeploy starts the rollback deployment when it completes"
+        elif unknown:
+            text += (
+                f"; StopDeployment answered status {result.status!r}, which this code does not know:"
+                " whether CodeDeploy rolls back is not known yet"
+            )
         else:
             text += "; CodeDeploy created no rollback deployment"
+        outcome = rollback_id or ("pending" if pending else "unknown" if unknown else "no-rollback")
         now = self.clock.now()
         alert = self._alert(decision, policy, "STOP", None, account, region)
         new = self.ledger.append(
             [
                 LedgerEntry(
                     change_id=d.change_id,
-                    entry=f"STOP#{rollback_id or ('pending' if pending else 'no-rollback')}",
+                    entry=f"STOP#{outcome}",
                     kind=EntryKind.ROLLBACK if rollback_id else EntryKind.STOP,
                     function=self.function,
                     event_time=now,
