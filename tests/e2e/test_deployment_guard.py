@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -189,6 +189,27 @@ def test_all_three_shapes_of_one_alarm_give_one_stop_and_one_alert(harness, aws)
     assert sum(len(o["alerts"]) for r in results for o in r["outcomes"]) + len(late_alerts) == 1
     rollback_id = assert_stopped_with_rollback(harness)
     assert any(f"left {rollback_id} alone" in a for a in results[1]["outcomes"][0]["actions"])
+
+
+def test_a_pending_stop_is_recorded_as_pending_and_a_redelivered_alarm_does_not_stop_again(harness, aws):
+    """StopDeployment answers Pending (the API's "the stop operation is pending"): the deployment is still
+    in progress, with no rollback yet, when EventBridge redelivers the alarm."""
+    codedeploy_deployments.answer_stops_pending(60)
+    fire(harness, "checkout-api-errors")
+    event = load_event("guard_deployment/alarm-state-change.json")
+
+    outcome = guard_outcome(harness.process(event))
+
+    assert outcome["verdict"] == "STOPPED"
+    assert deployment(harness, "d-CHK0000U1")["status"] == "InProgress"
+    result = ledger(harness, "codedeploy:d-CHK0000U1")["STOP#pending"]
+    assert result.kind is EntryKind.STOP and result.verdict == "FAILED_CHANGE"
+    assert result.body["stop_status"] == "Pending" and result.body["rollback_deployment_id"] is None
+    again = guard_outcome(harness.process(event))  # still in flight: the stop is found done, not repeated
+    assert again["alerts"] == [] and any(a.startswith("duplicate: d-CHK0000U1") for a in again["actions"])
+    assert len(codedeploy_calls(aws, "StopDeployment")) == 1
+    at(harness, ALARM_FIRED + timedelta(seconds=61))  # CodeDeploy carries the stop out, then rolls back
+    assert_stopped_with_rollback(harness)
 
 
 def test_the_guard_acts_with_its_own_role(harness, aws):

@@ -144,6 +144,28 @@ def test_stop_with_auto_rollback_creates_the_linked_rollback_deployment(cd, cloc
     assert info(cd, rollback_id)["status"] == "Succeeded"
 
 
+def test_a_stop_can_answer_pending_and_happen_later_with_its_rollback(cd, clock):
+    good = create(cd, "v15")
+    codedeploy_deployments.advance(good, "Succeeded")
+    bad = create(cd, "v16")
+    codedeploy_deployments.answer_stops_pending(60)
+    answer = cd.stop_deployment(deploymentId=bad, autoRollbackEnabled=True)
+    assert answer["status"] == "Pending"
+    assert info(cd, bad)["status"] == "InProgress" and "rollbackInfo" not in info(cd, bad)
+    assert cd.stop_deployment(deploymentId=bad, autoRollbackEnabled=True)["status"] == "Pending"  # nothing new
+    clock.at += timedelta(seconds=60)
+    stopped = info(cd, bad)
+    assert stopped["status"] == "Stopped" and stopped["completeTime"] == T0 + timedelta(seconds=60)
+    (rollback,) = cd.list_deployments(
+        applicationName="checkout", deploymentGroupName="prod", includeOnlyStatuses=["InProgress"]
+    )["deployments"]
+    assert stopped["rollbackInfo"]["rollbackDeploymentId"] == rollback
+    assert info(cd, rollback)["revision"] == REV["v15"]
+    codedeploy_deployments.answer_stops_pending(None)
+    other = create(cd, "v16")
+    assert cd.stop_deployment(deploymentId=other, autoRollbackEnabled=False)["status"] == "Succeeded"
+
+
 def test_a_finished_deployment_cannot_be_stopped(cd, clock):
     deployment_id = create(cd, "v16")
     codedeploy_deployments.advance(deployment_id, "Succeeded")

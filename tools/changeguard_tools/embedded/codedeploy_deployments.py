@@ -23,6 +23,10 @@ this module adds and replaces:
   whose own ``rollbackInfo.rollbackDeploymentId`` names the rollback. A group with no successful
   deployment has nothing to roll back to: the stop happens, the message says so. A rollback
   deployment runs for :data:`ROLLBACK_SECONDS` (on :func:`now`'s clock), then succeeds.
+  The API also documents the answer ``Pending`` ("the stop operation is pending"): after
+  :func:`answer_stops_pending` the deployment stays in progress, the answer is ``status: Pending``,
+  and the stop (with its rollback) happens the given number of seconds later; a second
+  ``StopDeployment`` meanwhile answers ``Pending`` again and schedules nothing new.
 * **GetDeploymentGroup** (replaced) and **BatchGetDeploymentGroups** (added, up to 100 groups of
   one application) return the ``alarmConfiguration`` the group was created with.
 
@@ -36,6 +40,7 @@ Everything runs on one clock, :func:`now`: the system clock, or the one given to
   not exist yet (it appears when the clock reaches it), so a scenario can seed its whole story
   up front and let ``clock`` steps play it.
 * :func:`advance` moves a deployment to a status now (and drops what its timeline still had).
+* :func:`answer_stops_pending` makes ``StopDeployment`` answer ``Pending`` and stop later.
 * :func:`state_change_event` is the "CodeDeploy Deployment State-change Notification" EventBridge
   would deliver for a deployment's current state.
 
@@ -67,6 +72,7 @@ __all__ = [
     "IN_FLIGHT",
     "ROLLBACK_SECONDS",
     "advance",
+    "answer_stops_pending",
     "create_deployment",
     "get",
     "now",
@@ -133,6 +139,10 @@ class _Progress:
     pending: list[tuple[datetime, str]] = field(default_factory=list)
     previous_revision: dict[str, Any] | None = None
     rollback_info: dict[str, str] = field(default_factory=dict)
+    #: A ``StopDeployment`` answered ``Pending``: the ``Stopped`` step in ``pending`` is that stop,
+    #: with an automatic rollback when ``stop_rollback``.
+    stop_pending: bool = False
+    stop_rollback: bool = False
 
 
 def _progress(backend: CodeDeployBackend) -> dict[str, _Progress]:
@@ -216,7 +226,11 @@ def catch_up(backend: CodeDeployBackend) -> None:
                         p: _Progress = p, d: DeploymentInfo = found, when: datetime = when, s: str = status
                     ) -> None:
                         p.pending.pop(0)
-                        if d.status not in FINISHED:
+                        if d.status in FINISHED:
+                            return
+                        if s == "Stopped" and p.stop_pending:
+                            _stop(backend, d, when, auto_rollback=p.stop_rollback)
+                        else:
                             _set_status(d, s, when)
 
                     due.append((when, 1, apply))
@@ -600,35 +614,66 @@ def stop_deployment_operation(self: Any) -> ActionResult:
             )
         at = now()
         progress = _progress(backend).setdefault(deployment_id, _Progress())
-        progress.pending.clear()
-        _set_status(deployment, "Stopped", at)
-        message = f"Deployment {deployment_id} stopped."
-        if auto_rollback:
-            good = _last_succeeded(
-                backend, deployment.application_name, deployment.deployment_group_name, exclude=deployment_id
-            )
-            if good is None:
-                message += " No previous successful revision to roll back to: no rollback deployment was created."
-            else:
-                rollback = _create(
-                    backend,
-                    deployment.application_name,
-                    deployment.deployment_group_name,
-                    good.revision,
-                    creator=_ROLLBACK_CREATOR,
-                    created=at,
-                    timeline=[(at, "InProgress"), (at + timedelta(seconds=ROLLBACK_SECONDS), "Succeeded")],
-                )
-                progress.rollback_info = {
-                    "rollbackDeploymentId": rollback.deployment_id,
-                    "rollbackMessage": f"Stopped with automatic rollback; rollback deployment {rollback.deployment_id}.",
-                }
-                _progress(backend)[rollback.deployment_id].rollback_info = {
-                    "rollbackTriggeringDeploymentId": deployment_id,
-                    "rollbackMessage": f"Automatic rollback of stopped deployment {deployment_id}.",
-                }
-                message += f" Automatic rollback deployment {rollback.deployment_id} created."
+        if progress.stop_pending:
+            return ActionResult({"status": "Pending", "statusMessage": f"Stopping deployment {deployment_id}."})
+        delay = _stop_delay(backend)
+        if delay is not None:
+            progress.pending = [(at + timedelta(seconds=delay), "Stopped")]
+            progress.stop_pending, progress.stop_rollback = True, auto_rollback
+            return ActionResult({"status": "Pending", "statusMessage": f"Stopping deployment {deployment_id}."})
+        message = _stop(backend, deployment, at, auto_rollback=auto_rollback)
     return ActionResult({"status": "Succeeded", "statusMessage": message})
+
+
+def _stop_delay(backend: CodeDeployBackend) -> float | None:
+    delay: list[float] = backend_state(backend, "stop_pending_seconds", list)
+    return delay[0] if delay else None
+
+
+def answer_stops_pending(
+    seconds: float | None, *, account_id: str = str(DEFAULT_ACCOUNT_ID), region: str = "us-east-1"
+) -> None:
+    """``StopDeployment`` answers ``Pending`` and the deployment stops ``seconds`` later (on :func:`now`'s
+    clock); ``None``: it stops at once and answers ``Succeeded`` (the default). Reset restores the default."""
+    with _lock:
+        delay: list[float] = backend_state(_backend(account_id, region), "stop_pending_seconds", list)
+        delay[:] = [] if seconds is None else [seconds]
+
+
+def _stop(backend: CodeDeployBackend, deployment: DeploymentInfo, at: datetime, *, auto_rollback: bool) -> str:
+    """The deployment ends ``Stopped`` at ``at``; with ``auto_rollback`` the group's last success is redeployed."""
+    deployment_id = deployment.deployment_id
+    progress = _progress(backend).setdefault(deployment_id, _Progress())
+    progress.pending.clear()
+    progress.stop_pending = False
+    _set_status(deployment, "Stopped", at)
+    message = f"Deployment {deployment_id} stopped."
+    if auto_rollback:
+        good = _last_succeeded(
+            backend, deployment.application_name, deployment.deployment_group_name, exclude=deployment_id
+        )
+        if good is None:
+            message += " No previous successful revision to roll back to: no rollback deployment was created."
+        else:
+            rollback = _create(
+                backend,
+                deployment.application_name,
+                deployment.deployment_group_name,
+                good.revision,
+                creator=_ROLLBACK_CREATOR,
+                created=at,
+                timeline=[(at, "InProgress"), (at + timedelta(seconds=ROLLBACK_SECONDS), "Succeeded")],
+            )
+            progress.rollback_info = {
+                "rollbackDeploymentId": rollback.deployment_id,
+                "rollbackMessage": f"Stopped with automatic rollback; rollback deployment {rollback.deployment_id}.",
+            }
+            _progress(backend)[rollback.deployment_id].rollback_info = {
+                "rollbackTriggeringDeploymentId": deployment_id,
+                "rollbackMessage": f"Automatic rollback of stopped deployment {deployment_id}.",
+            }
+            message += f" Automatic rollback deployment {rollback.deployment_id} created."
+    return message
 
 
 @installer
