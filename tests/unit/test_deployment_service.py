@@ -667,6 +667,23 @@ def test_a_deployment_codedeploy_stopped_first_is_a_failed_change_but_not_the_gu
     assert record.failed and not record.stopped and not record.rolled_back
 
 
+def test_a_release_the_health_check_finds_succeeded_before_its_stop_is_alerted_not_recorded_as_stopped():
+    """The health check has no bake window: nothing is redeployed, and the alert says nothing was stopped."""
+    guard = race_guard("Succeeded")
+    guard.cloudwatch.metrics = SICK
+    guard.clock.at = START + timedelta(minutes=5)
+    outcome = guard.service.handle(SWEEP)
+    assert outcome.verdict == "NO_ACTION" and guard.codedeploy.redeploys == []
+    assert guard.entries("codedeploy:d-CHK0000U1")["STOP#already-completed"].body["status_after"] == "Succeeded"
+    assert guard_facts(guard, "d-CHK0000U1") == []
+    (alert,) = [a.body["alert"] for a in guard.alerts()]
+    assert alert["kind"] == "already-completed" and alert["severity"] == "high"
+    assert alert["subject"].startswith(
+        "Deployment d-CHK0000U1 (checkout/checkout-prod) had already succeeded: not stopped"
+    )
+    assert "roll back by hand" in alert["remediation"]
+
+
 class PendingStopCodeDeploy(FakeCodeDeploy):
     """``StopDeployment`` answering ``Pending``: accepted, not carried out, no rollback deployment yet."""
 
