@@ -117,11 +117,14 @@ def test_missed_changes_of_member_accounts_and_other_regions_are_judged_where_th
     mark = len(aws.trail.records())
     later = h.invoke(RECONCILE, h.scheduled_event(RECONCILE))
     assert later.error is None, later.error
-    starts = {
-        (r["recipientAccountId"], r["awsRegion"]): datetime.fromisoformat(r["requestParameters"]["startTime"])
-        for r in trail_since(aws, mark)
-        if r["eventName"] == "LookupEvents" and not r.get("errorCode")
-    }
+    starts: dict[tuple[str, str], datetime] = {}
+    for r in trail_since(aws, mark):
+        if r["eventName"] == "LookupEvents" and not r.get("errorCode"):
+            pair, at = (
+                (r["recipientAccountId"], r["awsRegion"]),
+                datetime.fromisoformat(r["requestParameters"]["startTime"]),
+            )
+            starts[pair] = min(starts.get(pair, at), at)  # the first slice's: where the pair's reading began
     read_through = (first - settle).replace(microsecond=0)
     assert starts == {pair: read_through for pair in [*expected, (CENTRAL, "us-east-1")]}
 
@@ -181,7 +184,11 @@ def _record(n: int, account: str | None, region: str) -> CloudTrailRecord:
 
 
 class _Trail:
-    """Each (account, region) holds its records; one of them refuses the lookup, or fails."""
+    """Each (account, region) holds its records; one of them refuses the lookup, or fails.
+
+    Like LookupEvents: only records with ``start <= eventTime <= end``, newest first. ``read`` and
+    ``starts`` name each reading of a pair once, where it began (not each later slice of it);
+    ``cap``: records one reading yields before it fails, as if the run's deadline cut it."""
 
     def __init__(
         self,
@@ -190,8 +197,11 @@ class _Trail:
         refuse: tuple[str | None, str] | None = None,
         fail: tuple[str | None, str] | None = None,
         page_seconds: float = 0.0,
+        cap: int | None = None,
     ) -> None:
         self.scope, self.records, self.refuse, self.fail = scope, records or {}, refuse, fail
+        self.cap = cap
+        self.ends: dict[tuple[Any, threading.Thread], datetime] = {}
         self.page_seconds = page_seconds
         self.read: list[tuple[str | None, str | None]] = []
         self.starts: dict[tuple[str | None, str | None], datetime] = {}
@@ -203,8 +213,11 @@ class _Trail:
     def write_events(self, start: datetime, end: datetime | None = None) -> Any:
         here = self.scope.current
         with self._lock:
-            self.read.append(here)
-            self.starts[here] = start
+            reading = (here, threading.current_thread())  # each run reads a pair on a thread of its own
+            if self.ends.get(reading) != start:  # not the next slice of a reading: a new one
+                self.read.append(here)
+                self.starts[here] = start
+            self.ends[reading] = end  # type: ignore[assignment]
             self.active += 1
             self.most_at_once = max(self.most_at_once, self.active)
         try:
@@ -212,7 +225,14 @@ class _Trail:
                 raise TrailAccessDeniedError("AccessDeniedException", "explicit deny in a service control policy")
             if here == self.fail:
                 raise RuntimeError("LookupEvents answered 500 past its retries")
-            for record in self.records.get(here, []):  # type: ignore[call-overload]
+            found = [
+                r
+                for r in self.records.get(here, [])  # type: ignore[call-overload]
+                if r.eventTime >= start and (end is None or r.eventTime <= end)
+            ]
+            for record in sorted(found, key=lambda r: r.eventTime, reverse=True):
+                if self.cap is not None and self.yielded >= self.cap:
+                    raise RuntimeError("cut short")
                 time.sleep(self.page_seconds)  # LookupEvents' pace: 2 pages a second per account and region
                 with self._lock:
                     self.yielded += 1
@@ -352,7 +372,10 @@ def test_a_run_cut_short_by_its_deadline_says_what_it_left_and_the_next_run_star
     clock.at += timedelta(hours=1)
     trail.read.clear()
     again = service.run("us-east-1", time_left=lambda: 900.0)
-    assert trail.read == left + [pair for pair in pairs if pair not in left]
+    # (Among those left, the ones whose reading had not begun come first: each pair left keeps the
+    # slices it read and judged.)
+    assert set(trail.read[: len(left)]) == set(left)
+    assert trail.read[len(left) :] == [pair for pair in pairs if pair not in left]
     assert len({c for c, _, _ in correlate.judged}) == 24
     assert len(correlate.judged) == 24  # nothing judged twice
     assert not [r for r in again.reasons if r.startswith("stopped")]
@@ -526,3 +549,37 @@ def test_the_suites_own_calls_in_a_member_account_are_not_judged_as_missed():
         "00000000-0000-4000-8000-000000000002",
         "00000000-0000-4000-8000-000000000003",
     ]
+
+
+def _at(n: int, account: str | None, region: str, when: datetime) -> CloudTrailRecord:
+    return _record(n, account, region).model_copy(update={"eventTime": when})
+
+
+def test_a_pair_with_more_calls_than_one_run_reads_moves_forward_and_every_call_is_judged():
+    """LookupEvents answers newest first: a run cut short that keeps the pair's old mark reads the
+    newest calls again next time, and the oldest leave the look-back unjudged. Read oldest first,
+    slice by slice, and keep each slice read, the pair moves forward run after run."""
+    scope = ThreadScope(own=CENTRAL)
+    clock = _Clock()
+    pair = (None, "us-east-1")
+    first = clock.at - timedelta(hours=20)
+    records = [_at(i, None, "us-east-1", first + timedelta(minutes=i)) for i in range(200)]
+    trail = _Trail(scope, {pair: records})
+    correlate = _Correlate()
+    service = _service(trail, correlate, scope, clock=clock, members=())
+    service.regions = ()
+    per_run = 150  # a run has time for 150 records, then its deadline comes
+
+    for _ in range(6):
+        base = trail.yielded
+        outcome = service.run(
+            "us-east-1", time_left=lambda base=base: 900.0 if trail.yielded - base < per_run else 30.0
+        )
+        clock.at += timedelta(hours=1)
+
+    assert {r.eventID for r in records} <= {c for c, _, _ in correlate.judged}
+    assert not [r for r in outcome.reasons if r.startswith("stopped at the deadline")]  # caught up
+    # The first run was cut short and still moved the pair: to the end of the last slice it judged.
+    runs = sorted(correlate.ledger.entries_for("reconcile:progress:2026-11-27"), key=lambda e: e.entry)
+    [[through]] = [list(runs[0].body["complete_through"])]
+    assert clock.at - timedelta(hours=30) < datetime.fromisoformat(through) < clock.at - timedelta(hours=6)

@@ -20,6 +20,9 @@ ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "Unauthorize
 class CloudTrailLookup:
     """Write (``ReadOnly=false``) management events of one account and region, newest first.
 
+    ``start`` and ``end`` bound the events' times, both inclusive (LookupEvents' ``StartTime`` and
+    ``EndTime``); the sweep reads a pair in bounded slices, oldest slice first.
+
     The account and region are those of the acting scope (issue 9: a member account through its
     read role), else the function's own.
 

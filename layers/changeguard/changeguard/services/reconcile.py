@@ -16,6 +16,12 @@ Issue 9, at organization scale: each run reads an account-region from where the 
 for calls the event history shows late, and never further back than the look-back. An hourly run
 then reads about two hours per pair instead of a day, and the pairs furthest behind go first.
 
+Each pair is read oldest first, in slices of ``SLICE`` (``LookupEvents`` with ``StartTime`` and
+``EndTime``, both inclusive; within a slice CloudTrail answers newest first). A pair's mark moves
+after each slice read to its end and judged, so a pair with more calls than one run can read
+still moves forward run after run, and its oldest calls are judged before they leave the event
+history, instead of the newest hours being read again every run.
+
 Issue 9: ``LookupEvents`` answers for one account and region. The sweep reads its own account in its
 own region and in each of ``regions`` (the other regions that forward events here, us-east-1 among
 them for the global services' calls), then each of ``member_accounts`` the same way, through the
@@ -58,6 +64,11 @@ READERS = 8
 QUEUE_DEPTH = 500  # records read ahead of the judging, at most
 #: Stop reading this long before the invocation times out (at most a fifth of the time it had).
 DEADLINE_MARGIN = 60.0
+#: The time range one ``LookupEvents`` reading covers: a pair's mark moves after each one. At
+#: 50,000 writes a day an hour is about 42 pages, 21 s at LookupEvents' 2 requests a second. An
+#: hour with more write calls than one run reads of a pair (840 s x 2 pages x 50: 84,000) would
+#: never complete; it is reported as left at the deadline every run.
+SLICE = timedelta(hours=1)
 INCOMPLETE = "reconcile:incomplete"
 PROGRESS = "reconcile:progress"
 
@@ -137,6 +148,9 @@ class ReconcileService:
         starts = {pair: min(max(start, progress.get(pair, start)), until) for pair in pairs}
         pairs.sort(key=lambda pair: starts[pair])
         expired = deadline(time_left, DEADLINE_MARGIN)
+        # A slice read to its end and judged is complete up to the settle margin before this run's end.
+        settled = until - timedelta(minutes=policy.reconcile_settle_minutes)
+        reached: dict[Pair, datetime] = {}
         unread: list[str] = []
         incomplete: list[str] = []
         seen = 0
@@ -159,7 +173,7 @@ class ReconcileService:
             chunk.clear()
 
         failure: BaseException | None = None
-        with _Readers(self, starts, run_id, self.readers, expired) as reading:
+        with _Readers(self, starts, run_id, self.readers, expired, until=until, settled=settled) as reading:
             for kind, (account, region), payload in reading.results(pairs):
                 if kind == "record":
                     if reading.stopped:
@@ -170,6 +184,11 @@ class ReconcileService:
                     chunk.append(self.change_of(payload))
                     if len(chunk) >= CHUNK:
                         flush()
+                elif kind == "slice":
+                    # Every record of the slice was handed over before this; none was left unjudged.
+                    assert isinstance(payload, datetime)
+                    if not reading.unfinished([(account, region)]):
+                        reached[(account, region)] = payload
                 elif kind == "refused":
                     assert isinstance(payload, CrossAccountAccessError)
                     what = f"read the CloudTrail event history of {region or 'its region'}"
@@ -182,12 +201,10 @@ class ReconcileService:
                     assert isinstance(payload, BaseException)
                     failure = failure or payload
             left = reading.unfinished(pairs)
-            finished = reading.finished(pairs)
         flush()
-        # Read to the end and judged: complete up to the settle margin before this run's end.
-        settled = until - timedelta(minutes=policy.reconcile_settle_minutes)
-        for pair in finished:
-            progress[pair] = max(progress.get(pair, settled), settled)
+        # Each pair as far as its slices were read and judged: a pair cut short keeps what it read.
+        for pair, at in reached.items():
+            progress[pair] = max(progress.get(pair, at), at)
         self._record_progress(progress, pairs, now, home_region, seen=seen, missed=len(missed))
         for account, region in left:
             where = f"account {account or 'its own'}, {region or 'its region'}"
@@ -329,6 +346,17 @@ def _pairs_from_body(body: Mapping[str, Any]) -> dict[Pair, datetime]:
     return found
 
 
+def _slices(start: datetime, until: datetime) -> Iterator[tuple[datetime, datetime | None]]:
+    """From ``start`` on in ``SLICE``-long ranges, oldest first. The last one, reaching ``until``,
+    is open (no ``EndTime``): the calls the history shows while the run reads are judged too, as
+    they always were; the next run reads them again from its settle margin."""
+    begin = start
+    while begin + SLICE < until:
+        yield begin, begin + SLICE
+        begin += SLICE
+    yield begin, None
+
+
 class _Readers:
     """Reads the pairs' trails side by side, hands their records over one at a time.
 
@@ -344,8 +372,13 @@ class _Readers:
         run_id: str,
         workers: int,
         expired: Callable[[], bool] = lambda: False,
+        *,
+        until: datetime,
+        settled: datetime,
     ) -> None:
         self.service = service
+        self.until = until
+        self.settled = settled
         self.expired = expired
         self.starts = starts
         self.run_id = run_id
@@ -355,7 +388,6 @@ class _Readers:
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._unfinished: set[Pair] = set()
-        self._done: set[Pair] = set()
         self._pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> _Readers:
@@ -388,13 +420,10 @@ class _Readers:
         with self._lock:
             return [pair for pair in order if pair in self._unfinished]
 
-    def finished(self, order: list[Pair]) -> list[Pair]:
-        """The pairs read to the end whose every record was handed over and judged."""
-        with self._lock:
-            return [pair for pair in order if pair in self._done and pair not in self._unfinished]
-
     def results(self, pairs: list[Pair]) -> Iterator[tuple[str, Pair, object]]:
-        """("record" | "refused" | "failed", pair, payload) as the readers produce them."""
+        """("record" | "slice" | "refused" | "failed", pair, payload) as the readers produce them.
+
+        "slice": every record of the pair up to ``payload`` (a time) has been handed over."""
         if not pairs:
             return
         self._pool = ThreadPoolExecutor(max_workers=min(self.workers, len(pairs)), thread_name_prefix="lookup")
@@ -414,9 +443,6 @@ class _Readers:
                 remaining -= 1
             if kind == "stopped":
                 self.left_unread(*pair)
-            elif kind == "done":
-                with self._lock:
-                    self._done.add(pair)
             if kind not in ("done", "stopped"):
                 yield kind, pair, payload
 
@@ -438,13 +464,28 @@ class _Readers:
         try:
             with acting_in(service.scope, account, region, self.run_id):
                 try:
-                    for record in service.trail.write_events(self.starts[pair]):
+                    previous: datetime | None = None
+                    for begin, end in _slices(self.starts[pair], self.until):
                         if self._stop.is_set():
                             self._put(("stopped", pair, None))
                             return
-                        wanted = is_correlated_write(record, service.event_sources, service.suite_prefixes_of(record))
-                        if wanted and not self._put(("record", pair, record)):
+                        for record in service.trail.write_events(begin, end):
+                            if self._stop.is_set():
+                                self._put(("stopped", pair, None))
+                                return
+                            # StartTime and EndTime are both inclusive: a call at the boundary
+                            # was the previous slice's.
+                            if previous is not None and record.eventTime <= previous:
+                                continue
+                            wanted = is_correlated_write(
+                                record, service.event_sources, service.suite_prefixes_of(record)
+                            )
+                            if wanted and not self._put(("record", pair, record)):
+                                return
+                        # Read to the slice's end: complete through it, but never past the settle margin.
+                        if not self._put(("slice", pair, min(end or self.until, self.settled))):
                             return
+                        previous = end
                 except TrailAccessDeniedError as exc:
                     raise refused_in(service.scope, account, exc.code, "cloudtrail:LookupEvents") from exc
         except CrossAccountAccessError as exc:
