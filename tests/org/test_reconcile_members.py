@@ -456,14 +456,19 @@ def test_each_pair_is_read_from_where_the_last_run_finished_less_the_settle_marg
     }
     assert run.body["never_read"] == [f"{MEMBER}|{OTHER_REGION}"]
 
-    # An hour later, the refusal is over: the pair never read goes first, from the look-back's start;
-    # the others from where the first run finished with them.
+    assert run.body["never_read_since"] == {(clock.at - lookback).isoformat(): [f"{MEMBER}|{OTHER_REGION}"]}
+    assert run.body["read_from"] == {(clock.at - lookback).isoformat(): sorted(f"{a or ''}|{r}" for a, r in pairs)}
+    assert run.body["previous_run"] is None  # no run on record: coverage starts here
+
+    # An hour later, the refusal is over: the pair never read goes first, from the look-back's start
+    # of the run that first listed it (still owed); the others from where the first run finished.
+    first_start = clock.at - lookback
     trail.refuse = None
     trail.read.clear()
     clock.at += timedelta(hours=1)
     service.run("us-east-1")
     assert trail.read[0] == (MEMBER, OTHER_REGION)
-    assert trail.starts[(MEMBER, OTHER_REGION)] == clock.at - lookback
+    assert trail.starts[(MEMBER, OTHER_REGION)] == first_start
     assert {trail.starts[p] for p in pairs if p != (MEMBER, OTHER_REGION)} == {clock.at - timedelta(hours=1) - settle}
 
     # After midnight, a run reads yesterday's last progress.
@@ -471,10 +476,13 @@ def test_each_pair_is_read_from_where_the_last_run_finished_less_the_settle_marg
     service.run("us-east-1")
     assert set(trail.starts.values()) == {datetime(2026, 11, 27, 9, 0, tzinfo=UTC) - settle}
 
-    # A day with no run at all: nothing recorded today or yesterday, so the whole look-back again.
+    # Days with no run at all: the marks stand, and each pair is read back to its own (earlier, the
+    # whole look-back was read again and the days before it were skipped in silence).
     clock.at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     service.run("us-east-1")
-    assert set(trail.starts.values()) == {clock.at - lookback}
+    assert set(trail.starts.values()) == {datetime(2026, 11, 28, 0, 30, tzinfo=UTC) - settle}
+    [*_, last] = sorted(correlate.ledger.entries_for("reconcile:progress:2026-11-30"), key=lambda e: e.entry)
+    assert last.body["previous_run"] == "2026-11-28T00:30:00+00:00"
 
 
 def test_a_pair_whose_reader_failed_keeps_where_it_was_and_the_others_move_on():
@@ -583,3 +591,79 @@ def test_a_pair_with_more_calls_than_one_run_reads_moves_forward_and_every_call_
     runs = sorted(correlate.ledger.entries_for("reconcile:progress:2026-11-27"), key=lambda e: e.entry)
     [[through]] = [list(runs[0].body["complete_through"])]
     assert clock.at - timedelta(hours=30) < datetime.fromisoformat(through) < clock.at - timedelta(hours=6)
+
+
+@pytest.mark.parametrize("read_before", [False, True])
+def test_a_pair_refused_for_longer_than_the_look_back_is_read_back_to_its_mark(read_before):
+    """A read role denied for 31 hours (or a pair never read since it was listed): the calls of those
+    hours are judged once it is allowed again, not skipped because they are older than the look-back."""
+    scope = ThreadScope(own=CENTRAL)
+    clock = _Clock()  # 2026-11-27 08:00
+    pair = (MEMBER, OTHER_REGION)
+    made = _at(1, MEMBER, OTHER_REGION, clock.at + timedelta(hours=2))  # while the pair is refused
+    trail = _Trail(scope, refuse=None if read_before else pair)
+    correlate = _Correlate()
+    service = _service(trail, correlate, scope, clock=clock)
+    service.run("us-east-1")
+    trail.refuse = pair
+    trail.records[pair] = [made]
+    for _ in range(31):
+        clock.at += timedelta(hours=1)
+        service.run("us-east-1")
+    assert made.eventID not in {c for c, _, _ in correlate.judged}
+
+    trail.refuse = None
+    trail.read.clear()
+    clock.at += timedelta(hours=1)
+    outcome = service.run("us-east-1")
+
+    assert [c for c, _, _ in correlate.judged] == [made.eventID]
+    assert trail.read[0] == pair  # furthest behind: first
+    assert outcome.actions[0].startswith("judged 1 missed change(s)")
+    [*_, last] = sorted(correlate.ledger.entries_for("reconcile:progress:2026-11-28"), key=lambda e: e.entry)
+    lookback = timedelta(hours=Policy().reconcile_lookback_hours)
+    first_mark = datetime(2026, 11, 27, 8, tzinfo=UTC) - (timedelta(minutes=60) if read_before else lookback)
+    assert last.body["read_from"][first_mark.isoformat()] == [f"{MEMBER}|{OTHER_REGION}"]
+    assert f"{MEMBER}|{OTHER_REGION}" in last.body["complete_through"][(clock.at - timedelta(minutes=60)).isoformat()]
+
+
+def test_what_left_cloudtrails_90_days_unread_is_ledgered_as_a_gap_and_alerted_once_a_day():
+    scope = ThreadScope(own=CENTRAL)
+    clock = _Clock()
+    pair = (MEMBER, "us-east-1")
+    trail = _Trail(scope)
+    correlate = _Correlate()
+    service = _service(trail, correlate, scope, clock=clock)
+    service.regions = ()
+    service.run("us-east-1")
+    mark = clock.at - timedelta(minutes=60)
+    trail.refuse = pair
+    for _ in range(90):  # refused every day for 90 days
+        clock.at += timedelta(days=1)
+        service.run("us-east-1")
+    gaps = [e for (c, _), e in correlate.ledger.items.items() if c.startswith("reconcile:gap:")]
+    [first] = [g for g in gaps if g.kind == "OUTAGE"]  # the mark left the history on the 90th day
+    readable = clock.at - timedelta(days=90) + timedelta(hours=1)
+    assert first.body == {
+        "gaps": [{"account": MEMBER, "region": "us-east-1", "from": mark.isoformat(), "to": readable.isoformat()}]
+    }
+    [alert] = [g for g in gaps if g.kind == "ALERT"]
+    assert alert.body["alert"]["kind"] == "degraded"
+
+    # The next hour, allowed again: the span already recorded is not reported again, only the hour
+    # that left the history since; no second alert the same day; the pair is read from there on.
+    trail.refuse = None
+    clock.at += timedelta(hours=1)
+    outcome = service.run("us-east-1")
+    [lost] = [r for r in outcome.reasons if "older than the 90 days" in r]
+    assert f"from {readable.isoformat()} to {(readable + timedelta(hours=1)).isoformat()}" in lost
+    assert trail.starts[pair] == readable + timedelta(hours=1)
+    assert outcome.alert_ids == []
+    [*_, last] = sorted(correlate.ledger.entries_for(f"reconcile:progress:{clock.at:%Y-%m-%d}"), key=lambda e: e.entry)
+    assert f"{MEMBER}|us-east-1" in last.body["complete_through"][(clock.at - timedelta(minutes=60)).isoformat()]
+
+
+def test_a_settle_margin_as_long_as_the_look_back_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="reconcile_settle_minutes"):
+        Policy.from_parameters({"reconcile-lookback-hours": "1", "reconcile-settle-minutes": "60"})
+    assert Policy.from_parameters({"reconcile-lookback-hours": "2", "reconcile-settle-minutes": "60"})

@@ -66,7 +66,8 @@ class Policy(BaseModel):
     # KPI name -> target, JSON in Parameter Store; names are checked (see domain/kpi_targets.py).
     kpi_targets: dict[str, float] = Field(default_factory=dict)
     # -- hardening (issue 8) ------------------------------------------------------------------
-    # Hours of CloudTrail (LookupEvents, at most 90 days) the reconciliation sweep re-reads each run.
+    # Hours of CloudTrail (LookupEvents, at most 90 days) the reconciliation sweep reads for an
+    # account-region it has no mark for (the first run, a pair added); one behind reads to its mark.
     reconcile_lookback_hours: int = Field(default=24, ge=1, le=2160)
     # Minutes a run re-reads before where the last one finished (issue 9): CloudTrail's event
     # history may show a call some minutes after it was made, so a pair read to the end is
@@ -85,6 +86,17 @@ class Policy(BaseModel):
     _break_glass = field_validator("break_glass_role_arns", mode="before")(_csv)  # issue 6
     _health = field_validator("health_criteria", mode="before")(parse_health_criteria)  # issue 5
     _kpi_targets = field_validator("kpi_targets", mode="before")(parse_kpi_targets)  # issue 7
+
+    @model_validator(mode="after")
+    def _settle_within_lookback(self) -> Policy:
+        # A pair's first run reads the look-back and marks it complete up to the settle margin
+        # before the run: a margin as long as the look-back would claim time that was never read.
+        if self.reconcile_settle_minutes >= self.reconcile_lookback_hours * 60:
+            raise ValueError(
+                f"reconcile_settle_minutes ({self.reconcile_settle_minutes}) must be smaller than"
+                f" reconcile_lookback_hours ({self.reconcile_lookback_hours} h)"
+            )
+        return self
 
     @field_validator("identity_map", mode="before")
     @classmethod

@@ -1,10 +1,10 @@
 """The reconciliation sweep: judge every write call the live path missed (issue 8).
 
 CloudTrail, Config and CodeDeploy deliver to EventBridge best effort: rarely, an event never
-arrives. Every hour this sweep reads CloudTrail's durable record (``LookupEvents``) of the last
-``reconcile_lookback_hours`` (default 24), keeps the write calls the correlator's rule would have
-passed (``domain.reconcile``), and sends each one missing from the ledger through the same
-correlation path (``CorrelateService.evaluate``). Already-judged calls are skipped with one
+arrives. Every hour this sweep reads CloudTrail's durable record (``LookupEvents``) since where it
+last finished (the last ``reconcile_lookback_hours``, default 24, where it has not read before),
+keeps the write calls the correlator's rule would have passed (``domain.reconcile``), and sends
+each one missing from the ledger through the same correlation path (``CorrelateService.evaluate``). Already-judged calls are skipped with one
 ``BatchGetItem`` per hundred; the ledger's conditional put makes a race with a late live delivery
 a no-op. A second run writes nothing new.
 
@@ -13,8 +13,12 @@ trail sends to EventBridge are not reconciled.
 
 Issue 9, at organization scale: each run reads an account-region from where the last run finished
 (``RECONCILED`` ledger entries: each pair's ``complete_through``), less ``reconcile_settle_minutes``
-for calls the event history shows late, and never further back than the look-back. An hourly run
-then reads about two hours per pair instead of a day, and the pairs furthest behind go first.
+for calls the event history shows late. An hourly run then reads about two hours per pair instead
+of a day, and the pairs furthest behind go first. The look-back is where a pair with no mark
+starts (the first run, a pair added); a pair behind - refused for days, or a sweep that did not
+run - is read back to its mark, however old, as far as CloudTrail keeps it: LookupEvents answers
+for the last 90 days. What has left the event history unread is ledgered as a gap
+(``reconcile:gap:<day>``) and alerted, never passed over in silence.
 
 Each pair is read oldest first, in slices of ``SLICE`` (``LookupEvents`` with ``StartTime`` and
 ``EndTime``, both inclusive; within a slice CloudTrail answers newest first). A pair's mark moves
@@ -70,6 +74,11 @@ DEADLINE_MARGIN = 60.0
 #: never complete; it is reported as left at the deadline every run.
 SLICE = timedelta(hours=1)
 INCOMPLETE = "reconcile:incomplete"
+GAP = "reconcile:gap"
+#: LookupEvents answers for the events of the last 90 days; the sweep reads no further back than
+#: an hour inside that, so that calls do not leave the history while a run reads them.
+RETENTION = timedelta(days=90)
+RETENTION_MARGIN = timedelta(hours=1)
 PROGRESS = "reconcile:progress"
 
 Pair = tuple[str | None, str | None]  # (account, region); None: the function's own
@@ -141,11 +150,22 @@ class ReconcileService:
         run_id = f"reconcile:{start.isoformat(timespec='seconds')}"
         regions = tuple(dict.fromkeys(r for r in (home_region, *self.regions) if r)) or (None,)
         pairs = [(account, region) for account in (None, *self.member_accounts) for region in regions]
-        # Each pair from where the last run finished with it (never before the look-back), and the
-        # pairs furthest behind first - never read, or left by a run cut short by its deadline - so
-        # that no account is left unread run after run. Equals keep their order: own account first.
-        progress = self._progress(now)
-        starts = {pair: min(max(start, progress.get(pair, start)), until) for pair in pairs}
+        # Each pair from where the last run finished with it, or from where it was first owed (a
+        # pair never read yet: the look-back of the run that first listed it), and the pairs
+        # furthest behind first - so that no account is left unread run after run. Equals keep
+        # their order: own account first.
+        progress, owed, previous = self._progress(now)
+        readable = until - RETENTION + RETENTION_MARGIN
+        gaps: list[tuple[Pair, datetime, datetime]] = []
+        starts: dict[Pair, datetime] = {}
+        for pair in pairs:
+            if pair not in progress and pair not in owed:
+                owed[pair] = max(start, readable)  # nothing is owed before a pair is first listed
+            marks = progress if pair in progress else owed
+            if marks[pair] < readable:  # gone from the event history unread: say so, then go on
+                gaps.append((pair, marks[pair], readable))
+                marks[pair] = readable
+            starts[pair] = min(marks[pair], until)
         pairs.sort(key=lambda pair: starts[pair])
         expired = deadline(time_left, DEADLINE_MARGIN)
         # A slice read to its end and judged is complete up to the settle margin before this run's end.
@@ -205,7 +225,14 @@ class ReconcileService:
         # Each pair as far as its slices were read and judged: a pair cut short keeps what it read.
         for pair, at in reached.items():
             progress[pair] = max(progress.get(pair, at), at)
-        self._record_progress(progress, pairs, now, home_region, seen=seen, missed=len(missed))
+            owed.pop(pair, None)
+        self._record_progress(
+            progress, owed, starts, pairs, now, home_region, seen=seen, missed=len(missed), previous=previous
+        )
+        if gaps:
+            lost, ids = self._report_gaps(gaps, now, home_region)
+            unread += lost
+            alert_ids += ids
         for account, region in left:
             where = f"account {account or 'its own'}, {region or 'its region'}"
             incomplete.append(
@@ -215,9 +242,14 @@ class ReconcileService:
             raise failure  # what was judged stays judged; the retry reads everything again
         self.last_missed = len(missed)
         summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "none"
-        actions = [f"judged {len(missed)} missed change(s) of {seen} write call(s) in the last {hours} h: {summary}"]
-        if unread:
-            actions.append(f"could not read {len(unread)} account-region(s); their missed changes are not judged")
+        actions = [f"judged {len(missed)} missed change(s) of {seen} write call(s) read: {summary}"]
+        refused = len(unread) - len(gaps)
+        if refused:
+            actions.append(f"could not read {refused} account-region(s); their missed changes are not judged")
+        if gaps:
+            actions.append(
+                f"{len(gaps)} account-region(s) fell behind past CloudTrail's 90 days: recorded the unread span as a gap"
+            )
         if incomplete:
             actions.append(f"ran out of time in {len(incomplete)} account-region(s); the next run reads them first")
             alert_ids += self._report_incomplete(left, incomplete, now, home_region)
@@ -232,32 +264,46 @@ class ReconcileService:
             alert_ids=alert_ids,
         )
 
-    def _progress(self, now: datetime) -> dict[Pair, datetime]:
-        """Each pair's ``complete_through`` as the latest run of today (else yesterday) recorded it."""
-        for day in (now, now - timedelta(days=1)):
+    def _progress(self, now: datetime) -> tuple[dict[Pair, datetime], dict[Pair, datetime], datetime | None]:
+        """Each pair's ``complete_through``, the pairs never read and since when they are owed, as
+        the latest run recorded them, and that run's time. A sweep that did not run for days is
+        found by looking back day by day as far as CloudTrail keeps events (one query a day, only
+        while none is found): its marks stand, and the next run reads back to them."""
+        for back in range(RETENTION.days + 2):
+            day = now - timedelta(days=back)
             entries = self.correlate.ledger.entries_for(f"{PROGRESS}:{day.strftime('%Y-%m-%d')}")
             runs = [e for e in entries if e.kind is EntryKind.RECONCILED and e.entry.startswith("RUN#")]
             if runs:
-                return _pairs_from_body(max(runs, key=lambda e: (e.event_time, e.entry)).body)
-        return {}
+                last = max(runs, key=lambda e: (e.event_time, e.entry))
+                body = last.body
+                return _pairs_from_body(body), _pairs_from_body(body, "never_read_since"), last.event_time
+        return {}, {}, None
 
     def _record_progress(
         self,
         progress: Mapping[Pair, datetime],
+        owed: Mapping[Pair, datetime],
+        starts: Mapping[Pair, datetime],
         pairs: list[Pair],
         now: datetime,
         region: str | None,
         *,
         seen: int,
         missed: int,
+        previous: datetime | None,
     ) -> None:
         """Ledger how far each pair is reconciled (the next run starts there), whether or not it
-        moved: the auditor's record that the completeness check ran, and over what."""
+        moved: the auditor's record that the completeness check ran, and over what - where each
+        pair's reading began (``read_from``) and the run before it (``previous_run``: none when no
+        run is on record for as long as CloudTrail keeps events, so coverage starts here)."""
         body = {
             "write_calls_read": seen,
             "missed_changes_judged": missed,
+            "read_from": _pairs_to_body({p: starts[p] for p in pairs}),
             "complete_through": _pairs_to_body({p: progress[p] for p in pairs if p in progress}),
             "never_read": [_pair_key(p) for p in pairs if p not in progress],
+            "never_read_since": _pairs_to_body({p: owed[p] for p in pairs if p not in progress and p in owed}),
+            "previous_run": previous.astimezone(UTC).isoformat(timespec="seconds") if previous else None,
         }
         self.correlate.ledger.append([self._run_entry(PROGRESS, EntryKind.RECONCILED, now, region, body)])
 
@@ -292,8 +338,8 @@ class ReconcileService:
             summary=(
                 f"The hourly reconciliation stopped at its deadline with {len(left)} account-region(s) not read"
                 " to the end: write calls whose events never arrived there are not judged yet. The next run"
-                " reads them first; if this repeats, lower reconcile-lookback-hours or raise the function's"
-                " timeout (see the README's sizing)."
+                " reads them first, from where this one left them; if this repeats, raise ReconcileReaders"
+                " (see the README's sizing)."
             ),
             change_id=change_id,
             event_time=now,
@@ -302,6 +348,51 @@ class ReconcileService:
             actions=("recorded which account-regions were left; the next run starts with them",),
         )
         return [alert.alert_id] if self.correlate.ledger.append([alert_entry(alert, now, now)]) else []
+
+    def _report_gaps(
+        self, gaps: list[tuple[Pair, datetime, datetime]], now: datetime, region: str | None
+    ) -> tuple[list[str], list[str]]:
+        """Ledger the spans that left CloudTrail's event history unread, and alert once a day.
+
+        The pair's mark then moves past the span: it is accounted for (as a gap), and each run
+        after reads what CloudTrail still holds instead of reporting the same span again."""
+        spans = [
+            {
+                "account": account or "",
+                "region": where or "",
+                "from": since.astimezone(UTC).isoformat(timespec="seconds"),
+                "to": to.astimezone(UTC).isoformat(timespec="seconds"),
+            }
+            for (account, where), since, to in gaps
+        ]
+        reasons = [
+            f"could not read the CloudTrail event history of account {s['account'] or 'its own'},"
+            f" {s['region'] or 'its region'} from {s['from']} to {s['to']}: older than the 90 days"
+            " LookupEvents keeps; write calls then are not reconciled"
+            for s in spans
+        ]
+        fact = self._run_entry(GAP, EntryKind.OUTAGE, now, region, {"gaps": spans})
+        self.correlate.ledger.append([fact])
+        alert = Alert(
+            alert_id=Alert.make_id(fact.change_id, self.function, "gap"),
+            kind="degraded",
+            function=self.function,
+            severity=Severity.HIGH,
+            verdict=None,
+            subject="ChangeGuard degraded: missed-change sweep could not cover a span of CloudTrail",
+            summary=(
+                f"{len(spans)} account-region(s) fell behind past the 90 days of CloudTrail's event history:"
+                " write calls of the spans named were never checked for a missed verdict. Read them from the"
+                " trail's S3 log files if the trail has them."
+            ),
+            change_id=fact.change_id,
+            event_time=now,
+            region=region,
+            reasons=tuple(reasons[:20]),
+            actions=("recorded the unread spans as a gap; the sweep goes on from where CloudTrail still holds events",),
+        )
+        appended = self.correlate.ledger.append([alert_entry(alert, now, now)])
+        return reasons, [alert.alert_id] if appended else []
 
     def suite_prefixes_of(self, record: CloudTrailRecord) -> tuple[str, ...]:
         """The suite's role prefixes for ``record``'s account: the central one's, and its own when it
@@ -327,9 +418,9 @@ def _pairs_to_body(progress: Mapping[Pair, datetime]) -> dict[str, list[str]]:
     return {at: sorted(keys) for at, keys in sorted(grouped.items())}
 
 
-def _pairs_from_body(body: Mapping[str, Any]) -> dict[Pair, datetime]:
+def _pairs_from_body(body: Mapping[str, Any], key: str = "complete_through") -> dict[Pair, datetime]:
     found: dict[Pair, datetime] = {}
-    grouped = body.get("complete_through")
+    grouped = body.get(key)
     if not isinstance(grouped, dict):
         return found
     for at, keys in grouped.items():
@@ -483,7 +574,9 @@ class _Readers:
                             if wanted and not self._put(("record", pair, record)):
                                 return
                         # Read to the slice's end: complete through it, but never past the settle margin.
-                        if not self._put(("slice", pair, min(end or self.until, self.settled))):
+                        # (Nor before where its reading began: a pair first read marks no time it did not read.)
+                        reached = max(self.starts[pair], min(end or self.until, self.settled))
+                        if not self._put(("slice", pair, reached)):
                             return
                         previous = end
                 except TrailAccessDeniedError as exc:
