@@ -16,9 +16,10 @@ from typing import Any
 
 import boto3
 import pytest
+from changeguard.adapters.cloudtrail import CloudTrailLookup
 from changeguard.domain.errors import ConfigurationError, TrailAccessDeniedError
 from changeguard.domain.policy import Policy
-from changeguard.models.cloudtrail import CloudTrailRecord
+from changeguard.models.cloudtrail import CloudTrailRecord, UnparsedTrailEvent
 from changeguard.services.outcome import Outcome
 from changeguard.services.reconcile import ReconcileService
 from changeguard.settings import Wiring
@@ -667,3 +668,81 @@ def test_a_settle_margin_as_long_as_the_look_back_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="reconcile_settle_minutes"):
         Policy.from_parameters({"reconcile-lookback-hours": "1", "reconcile-settle-minutes": "60"})
     assert Policy.from_parameters({"reconcile-lookback-hours": "2", "reconcile-settle-minutes": "60"})
+
+
+class _Paginator:
+    def __init__(self, pages: list[dict[str, Any]]) -> None:
+        self.pages, self.args = pages, {}
+
+    def paginate(self, **args: Any) -> Any:
+        self.args = args
+        return iter(self.pages)
+
+
+class _LookupClient:
+    def __init__(self, pages: list[dict[str, Any]]) -> None:
+        self.paginator = _Paginator(pages)
+
+    def get_paginator(self, name: str) -> _Paginator:
+        assert name == "lookup_events"
+        return self.paginator
+
+
+def test_a_record_the_lookup_cannot_parse_is_handed_on_by_its_event_id_not_dropped():
+    good = _record(7, None, "us-east-1")
+    client = _LookupClient(
+        [
+            {
+                "Events": [
+                    {"EventId": "x", "CloudTrailEvent": "{}"},
+                    {"EventId": good.eventID, "CloudTrailEvent": good.model_dump_json()},
+                ]
+            }
+        ]
+    )
+    start, end = datetime(2026, 11, 27, 6, tzinfo=UTC), datetime(2026, 11, 27, 7, tzinfo=UTC)
+
+    [skipped, record] = list(CloudTrailLookup(cloudtrail=client).write_events(start, end))
+
+    assert skipped == UnparsedTrailEvent("x", skipped.error) and "eventTime" in skipped.error
+    assert isinstance(record, CloudTrailRecord) and record.eventID == good.eventID
+    assert (client.paginator.args["StartTime"], client.paginator.args["EndTime"]) == (start, end)
+
+
+class _TrailWithAnOddRecord(_Trail):
+    def write_events(self, start: datetime, end: datetime | None = None) -> Any:
+        if self.scope.current == (None, "us-east-1") and end is None:  # the last slice
+            yield UnparsedTrailEvent("x", "eventTime: Field required")
+        yield from super().write_events(start, end)
+
+
+def test_records_that_cannot_be_parsed_are_named_in_the_outcome_and_the_ledger_and_alerted_once_a_day():
+    scope = ThreadScope(own=CENTRAL)
+    clock = _Clock()
+    pair = (None, "us-east-1")
+    made = _at(1, None, "us-east-1", clock.at - timedelta(minutes=5))
+    trail = _TrailWithAnOddRecord(scope, {pair: [made]})
+    correlate = _Correlate()
+    service = _service(trail, correlate, scope, clock=clock, members=())
+    service.regions = ()
+
+    outcome = service.run("us-east-1")
+
+    assert [c for c, _, _ in correlate.judged] == [made.eventID]  # the others are judged all the same
+    [reason] = [r for r in outcome.reasons if r.startswith("skipped CloudTrail event x")]
+    assert "could not be parsed (eventTime: Field required)" in reason
+    assert any(a.startswith("skipped 1 CloudTrail record(s) that could not be parsed") for a in outcome.actions)
+    [run] = [e for e in correlate.ledger.entries_for("reconcile:progress:2026-11-27") if e.entry.startswith("RUN#")]
+    assert run.body["unparsed"] == [
+        {"account": "", "region": "us-east-1", "event_id": "x", "error": "eventTime: Field required"}
+    ]
+    assert run.body["unparsed_count"] == 1
+    # The pair still moves on: a record that never parses must not hold it back for good.
+    assert run.body["complete_through"] == {(clock.at - timedelta(minutes=60)).isoformat(): ["|us-east-1"]}
+    [alert_id] = outcome.alert_ids
+    assert alert_id.endswith("/unparsed")
+
+    clock.at += timedelta(minutes=30)
+    again = service.run("us-east-1")
+    assert [r for r in again.reasons if r.startswith("skipped CloudTrail event x")]
+    assert again.alert_ids == []  # one alert a day

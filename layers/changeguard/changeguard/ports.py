@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # annotations only: importing the ports builds no models on a
     from changeguard.domain.errors import CrossAccountAccessError
     from changeguard.domain.ledger import LedgerEntry
     from changeguard.domain.tickets import Ticket
-    from changeguard.models.cloudtrail import CloudTrailRecord
+    from changeguard.models.cloudtrail import CloudTrailRecord, UnparsedTrailEvent
 
 
 class Clock(Protocol):
@@ -102,7 +102,9 @@ class StackControl(Protocol):
 class TrailReader(Protocol):
     """CloudTrail's durable record of write calls (``adapters.cloudtrail.CloudTrailLookup``)."""
 
-    def write_events(self, start: datetime, end: datetime | None = None) -> Iterator[CloudTrailRecord]: ...
+    def write_events(
+        self, start: datetime, end: datetime | None = None
+    ) -> Iterator[CloudTrailRecord | UnparsedTrailEvent]: ...
 
 
 class LedgerKeys(Protocol):

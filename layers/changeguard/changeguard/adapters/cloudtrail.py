@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from changeguard.adapters import clients
 from changeguard.domain.errors import TrailAccessDeniedError
-from changeguard.models.cloudtrail import CloudTrailRecord
+from changeguard.models.cloudtrail import CloudTrailRecord, UnparsedTrailEvent
 
 PAGE_SIZE = 50  # LookupEvents' maximum
 #: What CloudTrail answers when the caller may not look up events (its policy, or an SCP on the region).
@@ -27,20 +27,21 @@ class CloudTrailLookup:
     read role), else the function's own.
 
     LookupEvents allows two requests a second per account and region; botocore's standard retry
-    mode absorbs its throttling. Records it cannot parse are skipped (and counted): one odd record
-    must not stop the sweep.
+    mode absorbs its throttling. A record it cannot parse is handed on as an ``UnparsedTrailEvent``
+    (its ``EventId``): one odd record must not stop the sweep, and must not vanish either.
     """
 
     def __init__(self, cloudtrail: Any | None = None, accounts: clients.ActingClients | None = None) -> None:
         self._cloudtrail = cloudtrail
         self._accounts = accounts
-        self.unparsed = 0
 
     @property
     def cloudtrail(self) -> Any:
         return self._cloudtrail or clients.acting_client("cloudtrail", self._accounts)
 
-    def write_events(self, start: datetime, end: datetime | None = None) -> Iterator[CloudTrailRecord]:
+    def write_events(
+        self, start: datetime, end: datetime | None = None
+    ) -> Iterator[CloudTrailRecord | UnparsedTrailEvent]:
         args: dict[str, Any] = {
             "LookupAttributes": [{"AttributeKey": "ReadOnly", "AttributeValue": "false"}],
             "StartTime": start,
@@ -64,5 +65,15 @@ class CloudTrailLookup:
             for event in page.get("Events", []):
                 try:
                     yield CloudTrailRecord.model_validate_json(event.get("CloudTrailEvent") or "{}")
-                except ValidationError:
-                    self.unparsed += 1
+                except ValidationError as exc:
+                    yield UnparsedTrailEvent(str(event.get("EventId") or ""), _first_error(exc))
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first problem pydantic found, short enough for an outcome (``<field>: <message>``)."""
+    errors = exc.errors()
+    if not errors:
+        return "not a CloudTrail record"
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "record"
+    return f"{where}: {first.get('msg', 'invalid')}"

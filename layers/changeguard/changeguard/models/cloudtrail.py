@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -82,6 +83,15 @@ def region_or_none(value: Any) -> str | None:
 #: A field that names a region: checked as it is parsed (``None`` allowed, or not).
 OptionalRegion = Annotated[str | None, BeforeValidator(region_or_none)]
 Region = Annotated[str, BeforeValidator(region_or_none)]
+
+
+@dataclass(frozen=True)
+class UnparsedTrailEvent:
+    """A LookupEvents result whose ``CloudTrailEvent`` is not a record we can read: skipped by the
+    reconciliation, and named in its outcome and its ``RECONCILED`` entry instead of dropped."""
+
+    event_id: str
+    error: str
 
 
 class CloudTrailRecord(_AwsOwned):

@@ -53,7 +53,7 @@ from changeguard.domain.partition import role_prefix_in
 from changeguard.domain.policy import Policy
 from changeguard.domain.reconcile import is_correlated_write
 from changeguard.domain.verdicts import Severity
-from changeguard.models.cloudtrail import CloudTrailRecord
+from changeguard.models.cloudtrail import CloudTrailRecord, UnparsedTrailEvent
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, Clock, LedgerKeys, TrailReader
 from changeguard.services.acting import acting_in, refused_in, report_refusal
@@ -172,6 +172,7 @@ class ReconcileService:
         settled = until - timedelta(minutes=policy.reconcile_settle_minutes)
         reached: dict[Pair, datetime] = {}
         unread: list[str] = []
+        unparsed: dict[str, tuple[Pair, UnparsedTrailEvent]] = {}  # by EventId: a boundary's is read twice
         incomplete: list[str] = []
         seen = 0
         verdicts: Counter[str] = Counter()
@@ -204,6 +205,15 @@ class ReconcileService:
                     chunk.append(self.change_of(payload))
                     if len(chunk) >= CHUNK:
                         flush()
+                elif kind == "unparsed":
+                    # Never judged, but not dropped either: named in the outcome, the run's
+                    # RECONCILED entry and a degraded alert. The pair still moves on: a record
+                    # that can never be parsed must not hold it back for good.
+                    if reading.stopped:
+                        reading.left_unread(account, region)
+                        continue
+                    assert isinstance(payload, UnparsedTrailEvent)
+                    unparsed.setdefault(payload.event_id, ((account, region), payload))
                 elif kind == "slice":
                     # Every record of the slice was handed over before this; none was left unjudged.
                     assert isinstance(payload, datetime)
@@ -226,8 +236,18 @@ class ReconcileService:
         for pair, at in reached.items():
             progress[pair] = max(progress.get(pair, at), at)
             owed.pop(pair, None)
+        skipped = [_unparsed_body(pair, event) for pair, event in unparsed.values()]
         self._record_progress(
-            progress, owed, starts, pairs, now, home_region, seen=seen, missed=len(missed), previous=previous
+            progress,
+            owed,
+            starts,
+            pairs,
+            now,
+            home_region,
+            seen=seen,
+            missed=len(missed),
+            previous=previous,
+            unparsed=skipped,
         )
         if gaps:
             lost, ids = self._report_gaps(gaps, now, home_region)
@@ -250,6 +270,16 @@ class ReconcileService:
             actions.append(
                 f"{len(gaps)} account-region(s) fell behind past CloudTrail's 90 days: recorded the unread span as a gap"
             )
+        not_parsed = [
+            f"skipped CloudTrail event {s['event_id'] or '(no EventId)'} of account {s['account'] or 'its own'},"
+            f" {s['region'] or 'its region'}: it could not be parsed ({s['error']}), so it is not judged"
+            for s in skipped
+        ]
+        if skipped:
+            actions.append(
+                f"skipped {len(skipped)} CloudTrail record(s) that could not be parsed; named in the RECONCILED entry"
+            )
+            alert_ids += self._report_unparsed(not_parsed, now, home_region)
         if incomplete:
             actions.append(f"ran out of time in {len(incomplete)} account-region(s); the next run reads them first")
             alert_ids += self._report_incomplete(left, incomplete, now, home_region)
@@ -259,6 +289,7 @@ class ReconcileService:
             actions=actions,
             reasons=unread
             + incomplete
+            + not_parsed[:MAX_LISTED]
             + missed[:MAX_LISTED]
             + ([f"... and {len(missed) - MAX_LISTED} more"] if len(missed) > MAX_LISTED else []),
             alert_ids=alert_ids,
@@ -291,6 +322,7 @@ class ReconcileService:
         seen: int,
         missed: int,
         previous: datetime | None,
+        unparsed: list[dict[str, str]],
     ) -> None:
         """Ledger how far each pair is reconciled (the next run starts there), whether or not it
         moved: the auditor's record that the completeness check ran, and over what - where each
@@ -305,6 +337,9 @@ class ReconcileService:
             "never_read_since": _pairs_to_body({p: owed[p] for p in pairs if p not in progress and p in owed}),
             "previous_run": previous.astimezone(UTC).isoformat(timespec="seconds") if previous else None,
         }
+        if unparsed:  # read, not judged: which, so that they can be looked at by EventId
+            body["unparsed_count"] = len(unparsed)
+            body["unparsed"] = unparsed[:MAX_LISTED]
         self.correlate.ledger.append([self._run_entry(PROGRESS, EntryKind.RECONCILED, now, region, body)])
 
     def _run_entry(
@@ -346,6 +381,29 @@ class ReconcileService:
             region=region,
             reasons=tuple(reasons[:20]),
             actions=("recorded which account-regions were left; the next run starts with them",),
+        )
+        return [alert.alert_id] if self.correlate.ledger.append([alert_entry(alert, now, now)]) else []
+
+    def _report_unparsed(self, reasons: list[str], now: datetime, region: str | None) -> list[str]:
+        """Alert once a day that records were skipped; the run's RECONCILED entry names them."""
+        change_id = f"{PROGRESS}:{now.strftime('%Y-%m-%d')}"
+        alert = Alert(
+            alert_id=Alert.make_id(change_id, self.function, "unparsed"),
+            kind="degraded",
+            function=self.function,
+            severity=Severity.MEDIUM,
+            verdict=None,
+            subject="ChangeGuard degraded: the missed-change sweep skipped CloudTrail records it could not parse",
+            summary=(
+                f"{len(reasons)} write call(s) in CloudTrail's event history could not be parsed as CloudTrail"
+                " records and were not checked for a missed verdict. Look them up by EventId; the run's"
+                " RECONCILED entry names them."
+            ),
+            change_id=change_id,
+            event_time=now,
+            region=region,
+            reasons=tuple(reasons[:20]),
+            actions=("named the skipped records in the run's RECONCILED entry; the sweep went on",),
         )
         return [alert.alert_id] if self.correlate.ledger.append([alert_entry(alert, now, now)]) else []
 
@@ -403,6 +461,10 @@ class ReconcileService:
     def change_of(record: CloudTrailRecord) -> Change:
         # LookupEvents answers for one account and region: the record carries both.
         return change_from_cloudtrail(record, record.recipientAccountId or "", record.awsRegion or "")
+
+
+def _unparsed_body(pair: Pair, event: UnparsedTrailEvent) -> dict[str, str]:
+    return {"account": pair[0] or "", "region": pair[1] or "", "event_id": event.event_id, "error": event.error}
 
 
 def _pair_key(pair: Pair) -> str:
@@ -564,6 +626,10 @@ class _Readers:
                             if self._stop.is_set():
                                 self._put(("stopped", pair, None))
                                 return
+                            if isinstance(record, UnparsedTrailEvent):
+                                if not self._put(("unparsed", pair, record)):
+                                    return
+                                continue
                             # StartTime and EndTime are both inclusive: a call at the boundary
                             # was the previous slice's.
                             if previous is not None and record.eventTime <= previous:
