@@ -114,9 +114,9 @@ class Policy(BaseModel):
     @model_validator(mode="after")
     def _follow_up_outlasts_the_deadline(self) -> Policy:
         # The follow-up stops looking at a change follow_up_lookback_days after it; a deadline at or
-        # past that would never be found overdue. Raised as is: pydantic wraps only ValueError.
+        # past that would never be found overdue.
         if self.emergency_approval_hours >= self.follow_up_lookback_days * 24:
-            raise ConfigurationError(
+            raise ValueError(
                 f"emergency-approval-hours ({self.emergency_approval_hours:g}) must be less than"
                 f" follow-up-lookback-days * 24 ({self.follow_up_lookback_days * 24}): the follow-up stops"
                 " looking at a change after follow-up-lookback-days, before its approval would be overdue"
