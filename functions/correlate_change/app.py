@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from changeguard import factory
+from changeguard.adapters.config import AwsConfigHistory
 from changeguard.adapters.tagging import AwsTagReader
 from changeguard.domain.clock import SystemClock
 from changeguard.handlers import rejects_poison
@@ -36,6 +37,7 @@ def build_service() -> CorrelateService:
         heartbeat_parameter=wiring.heartbeat_parameter_name,  # issue 8: the heartbeat's canaries
         scope=accounts,
         correlated_sources=wiring.correlated_event_sources,  # Config items of their calls only observe
+        config_history=AwsConfigHistory(accounts=accounts),  # oversized items, read in their account
     )
 
 

@@ -149,3 +149,106 @@ def test_without_the_routed_sources_every_related_call_is_left_to_its_cloudtrail
 )
 def test_the_api_of_a_config_resource_type(resource_type, source):
     assert config_event_source(resource_type) == source
+
+
+# -- oversized items: a summary on the bus, the item read back from Config's history -------------------
+OVERSIZED = "correlate_change/13-oversized-config-item.json"
+
+
+class FakeConfigHistory:
+    """Config's recorded history: (type, id) -> items, oldest first; counts the calls."""
+
+    def __init__(self, *items: dict) -> None:
+        from changeguard.models.events import ConfigurationItem
+
+        self.items = [ConfigurationItem.model_validate(i) for i in items]
+        self.calls: list[tuple] = []
+
+    def item_at(self, resource_type, resource_id, captured):
+        self.calls.append((resource_type, resource_id, captured))
+        found = [
+            i
+            for i in self.items
+            if (i.resourceType, i.resourceId) == (resource_type, resource_id)
+            and i.configurationItemCaptureTime <= captured
+        ]
+        return found[-1] if found else None
+
+
+def full_item_of(event: dict, **changes) -> dict:
+    """The item behind an oversized notification, as Config's history holds it."""
+    summary = event["detail"]["configurationItemSummary"]
+    keys = ("resourceType", "resourceId", "resourceName", "ARN", "awsAccountId", "awsRegion")
+    item = {k: summary[k] for k in keys}
+    item.update(
+        configurationItemCaptureTime=summary["configurationItemCaptureTime"],
+        configurationStateId=str(summary["configurationStateId"]),
+        configurationItemStatus="OK",
+        relatedEvents=[],
+        tags={"Environment": "prod"},
+    )
+    item.update(changes)
+    return item
+
+
+def oversized_service(history: FakeConfigHistory) -> CorrelateService:
+    svc = service()
+    svc.config_history = history
+    return svc
+
+
+def test_an_oversized_config_item_is_judged_from_the_item_read_back_with_one_call():
+    """A change only Config saw, on a resource too large for a notification: judged like any item."""
+    event = load_event(OVERSIZED)
+    history = FakeConfigHistory(full_item_of(event))
+    svc = oversized_service(history)
+    outcome = svc.handle(event)
+    [verdict] = verdicts(svc)
+    summary = event["detail"]["configurationItemSummary"]
+    assert outcome.verdict == "NO_TICKET" and verdict.body["change"]["source"] == "config"
+    assert verdict.change_id == f"config:AWS::EC2::SecurityGroup:sg-0a1b2c3d4e5f60718:{summary['configurationStateId']}"
+    assert verdict.body["change"]["resources"] == [summary["ARN"]]
+    assert verdict.body["change"]["request_tags"] == {"Environment": "prod"}
+    assert len(history.calls) == 1  # issue 9: one read per event
+
+
+def test_the_oversized_item_of_a_routed_call_is_evidence_beside_its_cloudtrail_verdict():
+    """Its relatedEvents, which only the full item carries, join it to the call: a CONFIG entry."""
+    call = load_event("correlate_change/01-approved-run-instances.json")
+    event = load_event(OVERSIZED)
+    history = FakeConfigHistory(full_item_of(event, relatedEvents=[call["detail"]["eventID"]]))
+    svc = oversized_service(history)
+    outcome = svc.handle(event)
+    assert outcome.verdict == "NOT_A_CHANGE" and outcome.actions == ["recorded the Config item"]
+    [observed] = svc.ledger.kinds("CONFIG")
+    assert observed.change_id == call["detail"]["eventID"] and verdicts(svc) == []
+    summary = event["detail"]["configurationItemSummary"]
+    assert observed.entry == f"CONFIG#AWS::EC2::SecurityGroup#sg-0a1b2c3d4e5f60718#{summary['configurationStateId']}"
+
+
+def test_an_oversized_item_config_has_not_recorded_yet_is_retried_not_judged_from_its_summary():
+    """The summary has no relatedEvents: judging it could give a call a second verdict. Retry instead."""
+    from changeguard.domain.errors import ConfigItemUnavailableError
+
+    event = load_event(OVERSIZED)
+    older = full_item_of(event, configurationStateId="1", configurationItemCaptureTime="2026-11-20T10:00:00Z")
+    for history in (FakeConfigHistory(), FakeConfigHistory(older)):
+        svc = oversized_service(history)
+        with pytest.raises(ConfigItemUnavailableError):
+            svc.handle(event)
+        assert svc.ledger.kinds("VERDICT") == [] and svc.ledger.kinds("CONFIG") == []
+
+
+def test_an_oversized_notification_without_its_summary_is_bad_input_with_no_read():
+    from changeguard.domain.errors import InvalidEventError
+
+    event = load_event(OVERSIZED)
+    del event["detail"]["configurationItemSummary"]
+    history = FakeConfigHistory()
+    with pytest.raises(InvalidEventError):
+        oversized_service(history).handle(event)
+    event = load_event(OVERSIZED)
+    event["detail"]["configurationItemSummary"]["resourceType"] = "not a type"
+    with pytest.raises(InvalidEventError):
+        oversized_service(history).handle(event)
+    assert history.calls == []

@@ -22,6 +22,10 @@ Schema (every section optional)::
       - {name: checkout-service, tags: {ChangeTicket: CHG-1001}}
     resource_tags:         # current tags of resources, by ARN (Resource Groups Tagging API)
       arn:aws:s3:::acme-reports-prod: {Environment: prod}
+    config_items:          # AWS Config's recorded history (GetResourceConfigHistory), as it records them
+      - {resourceType: AWS::EC2::SecurityGroup, resourceId: sg-1, awsAccountId: "123456789012",
+         awsRegion: us-east-1, configurationItemCaptureTime: 2026-11-21T10:15:01Z,
+         configurationStateId: "1", configurationItemStatus: OK, relatedEvents: [], tags: {}}
 
 Deployment guard (issue 5)::
 
@@ -98,6 +102,7 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FixtureError(f"{path}: expected a mapping at the top level")
     known = {"parameters", "tickets", "stacks", "resource_tags", "calendars", "resources", "now", "mode"}
+    known |= {"config_items"}  # oversized Config items are read back from the history
     known |= {"alarms", "codedeploy", "metrics"}  # issue 5: deployment guard
     unknown = set(data) - known
     if unknown:
@@ -139,6 +144,11 @@ def seed(harness: Harness, data: dict[str, Any]) -> None:
         )
     for arn, tags in (data.get("resource_tags") or {}).items():
         _tag(harness, str(arn), {str(k): str(v) for k, v in tags.items()})
+    if data.get("config_items"):
+        from changeguard_tools.embedded import config_history
+
+        for item in data["config_items"]:
+            config_history.record(str(item["awsAccountId"]), str(item["awsRegion"]), dict(item))
 
 
 def _tag(harness: Harness, arn: str, tags: dict[str, str]) -> None:

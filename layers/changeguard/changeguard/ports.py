@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # annotations only: importing the ports builds no models on a
     from changeguard.domain.ledger import LedgerEntry
     from changeguard.domain.tickets import Ticket
     from changeguard.models.cloudtrail import CloudTrailRecord, UnparsedTrailEvent
+    from changeguard.models.events import ConfigurationItem
 
 
 class Clock(Protocol):
@@ -45,6 +46,14 @@ class TagReader(Protocol):
 
     def stack_tags(self, stack: str) -> dict[str, str] | None:
         """A stack's tags (``{}``: none, or no such stack), or None when they cannot be read."""
+        ...
+
+
+class ConfigHistory(Protocol):
+    def item_at(self, resource_type: str, resource_id: str, captured: datetime) -> ConfigurationItem | None:
+        """The resource's configuration item captured last at or before ``captured`` (None: none recorded).
+
+        Raises ``ConfigItemUnavailableError`` when Config does not answer."""
         ...
 
 

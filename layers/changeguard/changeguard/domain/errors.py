@@ -57,3 +57,8 @@ class TrailAccessDeniedError(ChangeGuardError):
 class QuarantineIncompleteError(ChangeGuardError):
     """Containment was applied but the resource is still not contained (checked by describing it again):
     for instance a security group rule changed between the read and the revoke stays open."""
+
+
+class ConfigItemUnavailableError(ChangeGuardError):
+    """An oversized Config item could not be read back from Config's history (not recorded there yet,
+    or Config refused): retry the invocation, which Lambda's retries and the failure destination keep."""

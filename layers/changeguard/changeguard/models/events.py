@@ -17,6 +17,8 @@ from changeguard.models.envelope import Envelope
 
 CLOUDTRAIL_API_CALL = "AWS API Call via CloudTrail"
 CONFIG_ITEM_CHANGE = "Config Configuration Item Change"
+#: AWS Config's messageType when the item did not fit an SNS notification: a summary in its place.
+OVERSIZED_ITEM_CHANGE = "OversizedConfigurationItemChangeNotification"
 
 
 class CloudTrailEvent(Envelope):
@@ -61,12 +63,32 @@ class ConfigurationItem(BaseModel):
         return related
 
 
+class ConfigurationItemSummary(BaseModel):
+    """What an oversized notification carries instead of the item (AWS Config developer guide, "Example
+    Oversized Configuration Item Change Notification"): the item's identity, status and capture time,
+    not its ``relatedEvents`` nor its tags. The full item is read back from Config's history."""
+
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
+
+    # The same limits as the item's: they name the item to fetch and key its ledger entry.
+    resourceId: str = Field(min_length=1, max_length=400)
+    resourceType: str = Field(max_length=128, pattern=r"^[A-Za-z0-9]+::[A-Za-z0-9]+::[A-Za-z0-9]+$")
+    resourceName: str | None = None
+    ARN: str | None = None
+    awsAccountId: str | None = None
+    awsRegion: OptionalRegion = None
+    configurationItemCaptureTime: datetime
+    configurationItemStatus: str | None = None
+    configurationStateId: str | int | None = None
+    changeType: str | None = None
+
+
 class ConfigItemChangeDetail(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
 
     messageType: str | None = None
     configurationItem: ConfigurationItem | None = None
-    configurationItemSummary: dict[str, Any] | None = None
+    configurationItemSummary: ConfigurationItemSummary | None = None
     notificationCreationTime: datetime | None = None
     recordVersion: str | None = None
     # What changed (``changedProperties``: ``Tags.<key>``, ``Configuration.<path>``, ...), issue 8.

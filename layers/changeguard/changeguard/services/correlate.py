@@ -12,6 +12,7 @@ from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change, ChangeSource, change_from_cloudtrail, config_event_source
 from changeguard.domain.errors import (
     CalendarUnavailableError,
+    ConfigItemUnavailableError,
     InvalidEventError,
     TicketSourceUnavailableError,
 )
@@ -33,8 +34,13 @@ from changeguard.domain.verdicts import (
     unverified_alone,
 )
 from changeguard.models.cloudtrail import CloudTrailRecord
-from changeguard.models.events import CONFIG_ITEM_CHANGE, CloudTrailEvent, ConfigItemChangeEvent
-from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
+from changeguard.models.events import (
+    CONFIG_ITEM_CHANGE,
+    OVERSIZED_ITEM_CHANGE,
+    CloudTrailEvent,
+    ConfigItemChangeEvent,
+)
+from changeguard.ports import ActingScope, CalendarReader, Clock, ConfigHistory, Ledger, TagReader, TicketSource
 from changeguard.services.acting import acting_in, not_acted_reason, report_denied
 from changeguard.services.outcome import Outcome
 
@@ -83,6 +89,7 @@ class CorrelateService:
         heartbeat_parameter: str | None = None,
         scope: ActingScope | None = None,
         correlated_sources: tuple[str, ...] = (),
+        config_history: ConfigHistory | None = None,
     ) -> None:
         # issue 9: a resource's or stack's current tags are read in the change's account.
         self.scope = scope
@@ -100,6 +107,8 @@ class CorrelateService:
         # The event sources CloudTrailWriteCalls routes here: a Config item of a call of one of them
         # never decides it (its CloudTrail record does). Empty: every source is taken as routed.
         self.correlated_sources = frozenset(correlated_sources)
+        # An oversized Config item arrives as a summary: the item itself is read from Config's history.
+        self.config_history = config_history
 
     # -- entry points -------------------------------------------------------------------------
     def handle(self, event: Mapping[str, Any]) -> Outcome:
@@ -109,7 +118,7 @@ class CorrelateService:
         config: ConfigItemChangeEvent | None = None
         try:
             if event.get("detail-type") == CONFIG_ITEM_CHANGE:
-                config = ConfigItemChangeEvent.model_validate(event)
+                config = self.complete(ConfigItemChangeEvent.model_validate(event))
                 change = self.change_from_config(config)
             else:
                 parsed = CloudTrailEvent.model_validate(event)
@@ -125,10 +134,46 @@ class CorrelateService:
             return self.record_config_item(change, config)
         return self.evaluate(change)
 
+    def complete(self, event: ConfigItemChangeEvent) -> ConfigItemChangeEvent:
+        """An oversized notification with its item read back from Config's history; any other as it is.
+
+        The summary lacks what the judgement reads (``relatedEvents``, the join key that keeps a call
+        to one verdict, and the item's tags), so it is never judged on its own: an item Config has not
+        yet recorded, or a Config that does not answer, raises ``ConfigItemUnavailableError`` and the
+        event is retried, then kept by the failure destination. One ``GetResourceConfigHistory`` call,
+        in the item's account and region.
+        """
+        detail = event.detail
+        if detail.messageType != OVERSIZED_ITEM_CHANGE or detail.configurationItem is not None:
+            return event
+        summary = detail.configurationItemSummary
+        if summary is None:
+            raise InvalidEventError("oversized Config notification without its configurationItemSummary")
+        if (summary.configurationItemStatus or "").startswith("ResourceNotRecorded"):
+            return event  # not a change (change_from_config): nothing to read
+        if self.config_history is None:
+            raise ConfigItemUnavailableError("no Config history reader to read an oversized item with")
+        account = summary.awsAccountId or event.account
+        region = summary.awsRegion or event.region
+        reason = f"{summary.resourceId}@{summary.configurationStateId}"
+        with acting_in(self.scope, account, region, reason):
+            item = self.config_history.item_at(
+                summary.resourceType, summary.resourceId, summary.configurationItemCaptureTime
+            )
+        # The history's newest item at the capture time is this one once Config has recorded it;
+        # an older one (another state id) means it has not yet.
+        if item is None or str(item.configurationStateId) != str(summary.configurationStateId):
+            raise ConfigItemUnavailableError(
+                f"Config's history has no item {summary.configurationStateId} of {summary.resourceType}"
+                f" {summary.resourceId} yet"
+            )
+        return event.model_copy(update={"detail": detail.model_copy(update={"configurationItem": item})})
+
     def change_from_config(self, event: ConfigItemChangeEvent) -> Change | None:
         """A Config item joins its CloudTrail call through ``relatedEvents``."""
         item = event.detail.configurationItem
         if item is None or (item.configurationItemStatus or "").startswith("ResourceNotRecorded"):
+            # An oversized summary reaches here only when complete() left it: not recorded, not a change.
             return None
         if _only_suite_tags(event.detail.configurationItemDiff):
             # issue 8 (no loops): the suite's own marks (changeguard:* tags) are not a change to
