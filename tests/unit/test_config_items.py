@@ -226,15 +226,17 @@ def test_the_oversized_item_of_a_routed_call_is_evidence_beside_its_cloudtrail_v
     assert observed.entry == f"CONFIG#AWS::EC2::SecurityGroup#sg-0a1b2c3d4e5f60718#{summary['configurationStateId']}"
 
 
-def test_an_oversized_item_config_has_not_recorded_yet_is_retried_not_judged_from_its_summary():
-    """The summary has no relatedEvents: judging it could give a call a second verdict. Retry instead."""
-    from changeguard.domain.errors import ConfigItemUnavailableError
+def test_an_oversized_item_the_history_does_not_hold_is_rejected_not_judged_from_its_summary():
+    """The summary has no relatedEvents: judging it could give a call a second verdict. Config records
+    an item before it notifies, so an item missing from the history (or an older one in its place) is
+    bad input, dead-lettered with a typed error."""
+    from changeguard.domain.errors import ConfigItemNotRecordedError
 
     event = load_event(OVERSIZED)
     older = full_item_of(event, configurationStateId="1", configurationItemCaptureTime="2026-11-20T10:00:00Z")
     for history in (FakeConfigHistory(), FakeConfigHistory(older)):
         svc = oversized_service(history)
-        with pytest.raises(ConfigItemUnavailableError):
+        with pytest.raises(ConfigItemNotRecordedError):
             svc.handle(event)
         assert svc.ledger.kinds("VERDICT") == [] and svc.ledger.kinds("CONFIG") == []
 
@@ -247,8 +249,24 @@ def test_an_oversized_notification_without_its_summary_is_bad_input_with_no_read
     history = FakeConfigHistory()
     with pytest.raises(InvalidEventError):
         oversized_service(history).handle(event)
-    event = load_event(OVERSIZED)
-    event["detail"]["configurationItemSummary"]["resourceType"] = "not a type"
-    with pytest.raises(InvalidEventError):
-        oversized_service(history).handle(event)
+    for field, value in (("resourceType", "not a type"), ("configurationStateId", None)):
+        event = load_event(OVERSIZED)
+        event["detail"]["configurationItemSummary"][field] = value
+        with pytest.raises(InvalidEventError):
+            oversized_service(history).handle(event)
     assert history.calls == []
+
+
+def test_a_config_that_does_not_answer_for_an_oversized_item_is_retried():
+    """Not bad input: the invocation fails, and Lambda's retries then the failure destination keep it."""
+    from changeguard.domain.errors import ConfigItemUnavailableError, InvalidEventError
+
+    class Down:
+        def item_at(self, *args):
+            raise ConfigItemUnavailableError("config:GetResourceConfigHistory refused (ThrottlingException)")
+
+    svc = service()
+    svc.config_history = Down()
+    with pytest.raises(ConfigItemUnavailableError) as exc:
+        svc.handle(load_event(OVERSIZED))
+    assert not isinstance(exc.value, InvalidEventError) and svc.ledger.kinds("VERDICT") == []

@@ -37,7 +37,8 @@ class AwsConfigHistory:
             )
         except ClientError as exc:
             code = str((exc.response.get("Error") or {}).get("Code") or "ClientError")
-            if code == "ResourceNotDiscoveredException":
+            # A resource Config never recorded, or a type it does not know: no item by that name.
+            if code in ("ResourceNotDiscoveredException", "ValidationException"):
                 return None
             raise ConfigItemUnavailableError(f"config:GetResourceConfigHistory refused ({code})") from exc
         except BotoCoreError as exc:

@@ -9,6 +9,17 @@ class InvalidEventError(ChangeGuardError):
     """The event is not one this function accepts. Retrying it cannot help (a poison event)."""
 
 
+class ConfigItemNotRecordedError(InvalidEventError):
+    """Config's history holds no item matching an oversized notification's summary (its resource, state
+    id and capture time). AWS Config records an item before it notifies, so no retry is known to help:
+    the event is dead-lettered to the failure queue (alarmed), never judged from the summary."""
+
+
+class ConfigItemUnavailableError(ChangeGuardError):
+    """Config did not answer for an oversized item's history (refused, throttled past the retries):
+    retry the invocation; Lambda's retries and then the failure destination keep the event."""
+
+
 class TicketSourceUnavailableError(ChangeGuardError):
     """The ticket system could not be reached or answered with a server error."""
 
@@ -57,8 +68,3 @@ class TrailAccessDeniedError(ChangeGuardError):
 class QuarantineIncompleteError(ChangeGuardError):
     """Containment was applied but the resource is still not contained (checked by describing it again):
     for instance a security group rule changed between the read and the revoke stays open."""
-
-
-class ConfigItemUnavailableError(ChangeGuardError):
-    """An oversized Config item could not be read back from Config's history (not recorded there yet,
-    or Config refused): retry the invocation, which Lambda's retries and the failure destination keep."""

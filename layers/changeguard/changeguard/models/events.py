@@ -79,7 +79,8 @@ class ConfigurationItemSummary(BaseModel):
     awsRegion: OptionalRegion = None
     configurationItemCaptureTime: datetime
     configurationItemStatus: str | None = None
-    configurationStateId: str | int | None = None
+    # Which item of the resource's history this is: the one read back must carry it.
+    configurationStateId: str | int
     changeType: str | None = None
 
 

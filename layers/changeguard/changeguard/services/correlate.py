@@ -12,7 +12,8 @@ from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change, ChangeSource, change_from_cloudtrail, config_event_source
 from changeguard.domain.errors import (
     CalendarUnavailableError,
-    ConfigItemUnavailableError,
+    ConfigItemNotRecordedError,
+    ConfigurationError,
     InvalidEventError,
     TicketSourceUnavailableError,
 )
@@ -138,10 +139,10 @@ class CorrelateService:
         """An oversized notification with its item read back from Config's history; any other as it is.
 
         The summary lacks what the judgement reads (``relatedEvents``, the join key that keeps a call
-        to one verdict, and the item's tags), so it is never judged on its own: an item Config has not
-        yet recorded, or a Config that does not answer, raises ``ConfigItemUnavailableError`` and the
-        event is retried, then kept by the failure destination. One ``GetResourceConfigHistory`` call,
-        in the item's account and region.
+        to one verdict, and the item's tags), so it is never judged on its own: a summary whose item
+        the history does not hold is rejected (``ConfigItemNotRecordedError``, dead-lettered), and a
+        Config that does not answer raises ``ConfigItemUnavailableError`` (retried, then the failure
+        destination). One ``GetResourceConfigHistory`` call, in the item's account and region.
         """
         detail = event.detail
         if detail.messageType != OVERSIZED_ITEM_CHANGE or detail.configurationItem is not None:
@@ -152,7 +153,7 @@ class CorrelateService:
         if (summary.configurationItemStatus or "").startswith("ResourceNotRecorded"):
             return event  # not a change (change_from_config): nothing to read
         if self.config_history is None:
-            raise ConfigItemUnavailableError("no Config history reader to read an oversized item with")
+            raise ConfigurationError("no Config history reader to read an oversized item with")
         account = summary.awsAccountId or event.account
         region = summary.awsRegion or event.region
         reason = f"{summary.resourceId}@{summary.configurationStateId}"
@@ -160,12 +161,12 @@ class CorrelateService:
             item = self.config_history.item_at(
                 summary.resourceType, summary.resourceId, summary.configurationItemCaptureTime
             )
-        # The history's newest item at the capture time is this one once Config has recorded it;
-        # an older one (another state id) means it has not yet.
+        # The history's newest item at the capture time is this one: Config records an item before it
+        # sends its notification. Another one (an older state id), or none, is not the item notified.
         if item is None or str(item.configurationStateId) != str(summary.configurationStateId):
-            raise ConfigItemUnavailableError(
+            raise ConfigItemNotRecordedError(
                 f"Config's history has no item {summary.configurationStateId} of {summary.resourceType}"
-                f" {summary.resourceId} yet"
+                f" {summary.resourceId} captured at {summary.configurationItemCaptureTime.isoformat()}"
             )
         return event.model_copy(update={"detail": detail.model_copy(update={"configurationItem": item})})
 
