@@ -331,9 +331,15 @@ class _GateBase:
             entries.append(alert_entry(alert, decision.change.event_time, now, suffix=alert_suffix))
             alert_ids.append(alert.alert_id)
         new = self.ledger.append(entries)
+        return self.outcome(decision, policy, now, actions, new, alert_ids if new else [])
+
+    def outcome(
+        self, decision: GateDecision, policy: Policy, now: datetime, actions: list[str], new: bool, alert_ids: list[str]
+    ) -> Outcome:
+        """The calendar outage the reading opened or closed (ledgered once), and the decision's outcome."""
         outage, outage_alert = self.outage_entries(decision.reading, policy, now)
         if outage and self.ledger.append(outage) and outage_alert:
-            alert_ids.append(outage_alert)
+            alert_ids = [*alert_ids, outage_alert]
         return Outcome(
             function=self.function,
             change_id=decision.change.change_id,
@@ -342,7 +348,7 @@ class _GateBase:
             actions=(actions or ["recorded the decision"]) if new else ["duplicate delivery: already recorded"],
             reasons=[decision.summary, *decision.reasons],
             duplicate=not new,
-            alert_ids=alert_ids if new else [],
+            alert_ids=alert_ids,
         )
 
     def decided(self, change_id: str, entry: str) -> bool:
@@ -841,19 +847,7 @@ class LifecycleHookService(_GateBase):
             if self.ledger.append([alert_entry(alert, decision.change.event_time, now, suffix=suffix)]):
                 alert_ids.append(alert.alert_id)
                 new = True
-        outage, outage_alert = self.outage_entries(decision.reading, policy, now)
-        if outage and self.ledger.append(outage) and outage_alert:
-            alert_ids.append(outage_alert)
-        return Outcome(
-            function=self.function,
-            change_id=decision.change.change_id,
-            verdict=decision.verdict.value,
-            severity=decision.severity.value,
-            actions=actions if new else ["duplicate delivery: already recorded"],
-            reasons=[decision.summary, *decision.reasons],
-            duplicate=not new,
-            alert_ids=alert_ids,
-        )
+        return self.outcome(decision, policy, now, actions, new, alert_ids)
 
 
 def _hook_status(decision: GateDecision) -> str:

@@ -504,6 +504,20 @@ def find_ticket_ref(change: Change, policy: Policy, tags: TagReader) -> tuple[Ti
     return None, unread
 
 
+def about_change(change: Change) -> dict[str, Any]:
+    """What every alert about one change says of it: which change, when, where, on what, by whom."""
+    resource = change.resources[0] if change.resources else None
+    return {
+        "change_id": change.change_id,
+        "event_time": change.event_time,
+        "account": change.account,
+        "region": change.region,
+        "resource_type": resource_type_of(resource) if resource else change.service,
+        "resources": change.resources,
+        "actor": change.actor.arn or change.actor.display,
+    }
+
+
 def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
     resource = change.resources[0] if change.resources else None
     target = resource.rsplit(":", 1)[-1] if resource else change.service
@@ -520,13 +534,7 @@ def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
             f" ({'console' if change.actor.console else 'programmatic'},"
             f" {'automation' if change.actor.automation else 'human'})."
         ),
-        change_id=change.change_id,
-        event_time=change.event_time,
-        account=change.account,
-        region=change.region,
-        resource_type=resource_type_of(resource) if resource else change.service,
-        resources=change.resources,
-        actor=change.actor.arn or change.actor.display,
+        **about_change(change),
         ticket_id=judgement.ticket_id,
         reasons=tuple(r.detail for r in judgement.reasons),
         actions=("recorded the verdict in the change ledger",),

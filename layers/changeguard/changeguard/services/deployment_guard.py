@@ -1162,34 +1162,40 @@ class DeploymentGuardService:
         self, decision: GuardDecision, policy: Policy, slot: int, account: str, region: str
     ) -> LedgerEntry:
         """Gives back a stop's slot: the stop found the deployment already finished and stopped nothing."""
-        now = self.clock.now()
-        return LedgerEntry(
-            change_id=self._cap_key(decision.deployment.application, policy, account, region),
-            entry=f"SLOT#{slot:06d}#released",
-            kind=EntryKind.STOP,
-            function=self.function,
-            event_time=now,
-            recorded_at=now,
-            body={"for_deployment": decision.deployment.deployment_id, "released": True},
-        )
+        body = {"for_deployment": decision.deployment.deployment_id, "released": True}
+        return self._slot(decision, policy, account, region, f"SLOT#{slot:06d}#released", EntryKind.STOP, body)
 
     def _slot_entry(
         self, decision: GuardDecision, policy: Policy, cap: CapCheck, account: str, region: str
     ) -> LedgerEntry:
+        kind = EntryKind.STOP if decision.action is GuardAction.STOP else EntryKind.ROLLBACK
+        body = {
+            "for_deployment": decision.deployment.deployment_id,
+            "action": decision.action.value,
+            "mode": policy.enforcement_mode.value,
+        }
+        return self._slot(decision, policy, account, region, f"SLOT#{cap.slot:06d}", kind, body)
+
+    def _slot(
+        self,
+        decision: GuardDecision,
+        policy: Policy,
+        account: str,
+        region: str,
+        entry: str,
+        kind: EntryKind,
+        body: dict[str, Any],
+    ) -> LedgerEntry:
+        # ``for_deployment``, not ``deployment_id``: a slot is bookkeeping, not the stop itself.
         now = self.clock.now()
         return LedgerEntry(
             change_id=self._cap_key(decision.deployment.application, policy, account, region),
-            entry=f"SLOT#{cap.slot:06d}",
-            kind=EntryKind.STOP if decision.action is GuardAction.STOP else EntryKind.ROLLBACK,
+            entry=entry,
+            kind=kind,
             function=self.function,
             event_time=now,
             recorded_at=now,
-            # ``for_deployment``, not ``deployment_id``: a slot is bookkeeping, not the stop itself.
-            body={
-                "for_deployment": decision.deployment.deployment_id,
-                "action": decision.action.value,
-                "mode": policy.enforcement_mode.value,
-            },
+            body=body,
         )
 
     # -- ledger and alert shapes ------------------------------------------------------------------

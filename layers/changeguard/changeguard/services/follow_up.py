@@ -31,13 +31,12 @@ from changeguard.domain.follow_up import (
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.outage import CALENDAR_LABEL, CALENDAR_SOURCE, OutageState, closing, opening
 from changeguard.domain.policy import Policy
-from changeguard.domain.resources import resource_type_of
 from changeguard.domain.tickets import TicketLookup, TicketRef
 from changeguard.domain.verdicts import Verdict, ref_unverified, window_unverified
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
 from changeguard.services.acting import acting_in
-from changeguard.services.correlate import REMEDIATION, find_ticket_ref, verdict_alert
+from changeguard.services.correlate import REMEDIATION, about_change, find_ticket_ref, verdict_alert
 from changeguard.services.outcome import Outcome
 
 PROBE_TICKET = "CHANGEGUARD-PROBE-1"  # any well-formed id: the question is whether the source answers
@@ -150,13 +149,7 @@ class FollowUpService:
             verdict=decision.verdict.value,
             subject=subject,
             summary=summary,
-            change_id=change.change_id,
-            event_time=change.event_time,
-            account=change.account,
-            region=change.region,
-            resource_type=resource_type_of(resource) if resource else change.service,
-            resources=change.resources,
-            actor=change.actor.arn or change.actor.display,
+            **about_change(change),
             ticket_id=ticket,
             reasons=(decision.detail,),
             actions=("recorded the expired follow-up in the change ledger", "stopped following the change"),
@@ -194,13 +187,7 @@ class FollowUpService:
                 f"{change.actor.display} made an emergency change under {ticket}. Its retroactive approval"
                 f" was due by {decision.due.isoformat() if decision.due else '-'} and has not arrived."
             ),
-            change_id=change.change_id,
-            event_time=change.event_time,
-            account=change.account,
-            region=change.region,
-            resource_type=resource_type_of(resource) if resource else change.service,
-            resources=change.resources,
-            actor=change.actor.arn or change.actor.display,
+            **about_change(change),
             ticket_id=tracked.judgement.ticket_id,
             reasons=(decision.detail,),
             actions=(

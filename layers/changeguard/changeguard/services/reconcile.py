@@ -363,49 +363,37 @@ class ReconcileService:
         fact = self._run_entry(INCOMPLETE, EntryKind.OUTAGE, now, region, unfinished)
         change_id = fact.change_id
         self.correlate.ledger.append([fact])
-        alert = Alert(
-            alert_id=Alert.make_id(change_id, self.function, "incomplete"),
-            kind="degraded",
-            function=self.function,
-            severity=Severity.HIGH,
-            verdict=None,
-            subject="ChangeGuard degraded: the missed-change sweep ran out of time",
-            summary=(
-                f"The hourly reconciliation stopped at its deadline with {len(left)} account-region(s) not read"
-                " to the end: write calls whose events never arrived there are not judged yet. The next run"
-                " reads them first, from where this one left them; if this repeats, raise ReconcileReaders"
-                " (see the README's sizing)."
-            ),
-            change_id=change_id,
-            event_time=now,
-            region=region,
-            reasons=tuple(reasons[:20]),
-            actions=("recorded which account-regions were left; the next run starts with them",),
+        return self._degraded(
+            change_id,
+            "incomplete",
+            Severity.HIGH,
+            "ChangeGuard degraded: the missed-change sweep ran out of time",
+            f"The hourly reconciliation stopped at its deadline with {len(left)} account-region(s) not read"
+            " to the end: write calls whose events never arrived there are not judged yet. The next run"
+            " reads them first, from where this one left them; if this repeats, raise ReconcileReaders"
+            " (see the README's sizing).",
+            reasons,
+            "recorded which account-regions were left; the next run starts with them",
+            now,
+            region,
         )
-        return [alert.alert_id] if self.correlate.ledger.append([alert_entry(alert, now, now)]) else []
 
     def _report_unparsed(self, reasons: list[str], now: datetime, region: str | None) -> list[str]:
         """Alert once a day that records were skipped; the run's RECONCILED entry names them."""
         change_id = f"{PROGRESS}:{now.strftime('%Y-%m-%d')}"
-        alert = Alert(
-            alert_id=Alert.make_id(change_id, self.function, "unparsed"),
-            kind="degraded",
-            function=self.function,
-            severity=Severity.MEDIUM,
-            verdict=None,
-            subject="ChangeGuard degraded: the missed-change sweep skipped CloudTrail records it could not parse",
-            summary=(
-                f"{len(reasons)} write call(s) in CloudTrail's event history could not be parsed as CloudTrail"
-                " records and were not checked for a missed verdict. Look them up by EventId; the run's"
-                " RECONCILED entry names them."
-            ),
-            change_id=change_id,
-            event_time=now,
-            region=region,
-            reasons=tuple(reasons[:20]),
-            actions=("named the skipped records in the run's RECONCILED entry; the sweep went on",),
+        return self._degraded(
+            change_id,
+            "unparsed",
+            Severity.MEDIUM,
+            "ChangeGuard degraded: the missed-change sweep skipped CloudTrail records it could not parse",
+            f"{len(reasons)} write call(s) in CloudTrail's event history could not be parsed as CloudTrail"
+            " records and were not checked for a missed verdict. Look them up by EventId; the run's"
+            " RECONCILED entry names them.",
+            reasons,
+            "named the skipped records in the run's RECONCILED entry; the sweep went on",
+            now,
+            region,
         )
-        return [alert.alert_id] if self.correlate.ledger.append([alert_entry(alert, now, now)]) else []
 
     def _report_gaps(
         self, gaps: list[tuple[Pair, datetime, datetime]], now: datetime, region: str | None
@@ -431,26 +419,49 @@ class ReconcileService:
         ]
         fact = self._run_entry(GAP, EntryKind.OUTAGE, now, region, {"gaps": spans})
         self.correlate.ledger.append([fact])
+        alert_ids = self._degraded(
+            fact.change_id,
+            "gap",
+            Severity.HIGH,
+            "ChangeGuard degraded: missed-change sweep could not cover a span of CloudTrail",
+            f"{len(spans)} account-region(s) fell behind past the 90 days of CloudTrail's event history:"
+            " write calls of the spans named were never checked for a missed verdict. Read them from the"
+            " trail's S3 log files if the trail has them.",
+            reasons,
+            "recorded the unread spans as a gap; the sweep goes on from where CloudTrail still holds events",
+            now,
+            region,
+        )
+        return reasons, alert_ids
+
+    def _degraded(
+        self,
+        change_id: str,
+        what: str,
+        severity: Severity,
+        subject: str,
+        summary: str,
+        reasons: list[str],
+        action: str,
+        now: datetime,
+        region: str | None,
+    ) -> list[str]:
+        """A ``degraded`` alert about this day's runs, written once a day (its id is the day's and ``what``)."""
         alert = Alert(
-            alert_id=Alert.make_id(fact.change_id, self.function, "gap"),
+            alert_id=Alert.make_id(change_id, self.function, what),
             kind="degraded",
             function=self.function,
-            severity=Severity.HIGH,
+            severity=severity,
             verdict=None,
-            subject="ChangeGuard degraded: missed-change sweep could not cover a span of CloudTrail",
-            summary=(
-                f"{len(spans)} account-region(s) fell behind past the 90 days of CloudTrail's event history:"
-                " write calls of the spans named were never checked for a missed verdict. Read them from the"
-                " trail's S3 log files if the trail has them."
-            ),
-            change_id=fact.change_id,
+            subject=subject,
+            summary=summary,
+            change_id=change_id,
             event_time=now,
             region=region,
             reasons=tuple(reasons[:20]),
-            actions=("recorded the unread spans as a gap; the sweep goes on from where CloudTrail still holds events",),
+            actions=(action,),
         )
-        appended = self.correlate.ledger.append([alert_entry(alert, now, now)])
-        return reasons, [alert.alert_id] if appended else []
+        return [alert.alert_id] if self.correlate.ledger.append([alert_entry(alert, now, now)]) else []
 
     def suite_prefixes_of(self, record: CloudTrailRecord) -> tuple[str, ...]:
         """The suite's role prefixes for ``record``'s account: the central one's, and its own when it
