@@ -684,16 +684,21 @@ def test_a_release_the_health_check_finds_succeeded_before_its_stop_is_alerted_n
     assert "roll back by hand" in alert["remediation"]
 
 
-class PendingStopCodeDeploy(FakeCodeDeploy):
-    """``StopDeployment`` answering ``Pending``: accepted, not carried out, no rollback deployment yet."""
+class StopAnswering(FakeCodeDeploy):
+    """``StopDeployment`` answering ``status`` with no rollback deployment id yet: ``Pending`` (accepted,
+    not carried out yet) or ``Forced`` (a valid value the API reference does not describe)."""
+
+    def __init__(self, status: str, *deployments: Deployment) -> None:
+        super().__init__(*deployments)
+        self.status = status
 
     def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> Stopped:
         self.stops.append(deployment_id)
-        return Stopped("Pending")
+        return Stopped(self.status)
 
 
 def test_a_pending_stop_is_recorded_as_pending_not_as_a_stop_without_rollback():
-    guard = Guard(codedeploy=PendingStopCodeDeploy(dep("d-CHK0000U1")))
+    guard = Guard(codedeploy=StopAnswering("Pending", dep("d-CHK0000U1")))
     guard.cloudwatch.metrics = SICK
     outcome = guard.alarm()
     assert outcome.verdict == "STOPPED" and guard.codedeploy.stops == ["d-CHK0000U1"]
@@ -708,16 +713,8 @@ def test_a_pending_stop_is_recorded_as_pending_not_as_a_stop_without_rollback():
     assert guard.alarm().duplicate and guard.codedeploy.stops == ["d-CHK0000U1"]
 
 
-class ForcedStopCodeDeploy(FakeCodeDeploy):
-    """``StopDeployment`` answering ``Forced`` (a valid value the API reference does not describe), no rollback id yet."""
-
-    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> Stopped:
-        self.stops.append(deployment_id)
-        return Stopped("Forced")
-
-
 def test_a_stop_status_other_than_pending_or_succeeded_is_recorded_as_unknown_not_as_no_rollback():
-    guard = Guard(codedeploy=ForcedStopCodeDeploy(dep("d-CHK0000U1")))
+    guard = Guard(codedeploy=StopAnswering("Forced", dep("d-CHK0000U1")))
     guard.cloudwatch.metrics = SICK
     outcome = guard.alarm()
     assert outcome.verdict == "STOPPED" and guard.codedeploy.stops == ["d-CHK0000U1"]
