@@ -8,9 +8,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from changeguard import factory
+from changeguard.adapters.eventbridge import EventBridgeRules
 from changeguard.adapters.ssm import SsmParameterWriter
 from changeguard.domain.clock import SystemClock
 from changeguard.domain.errors import ConfigurationError
+from changeguard.domain.heartbeat import WatchedRule
 from changeguard.handlers import rejects_poison
 from changeguard.services.heartbeat import HeartbeatService
 from changeguard.settings import Wiring, load_policy
@@ -25,6 +27,12 @@ def build_service() -> HeartbeatService:
     wiring = Wiring.from_env()
     if not wiring.heartbeat_parameter_name:
         raise ConfigurationError("HEARTBEAT_PARAMETER_NAME is required")
+    try:
+        watched = tuple(WatchedRule.parse(text) for text in wiring.heartbeat_watched_rules)
+    except ValueError as exc:
+        raise ConfigurationError(f"HEARTBEAT_WATCHED_RULES: {exc}") from exc
+    if not watched:  # the canary alone proves only its own rule
+        raise ConfigurationError("HEARTBEAT_WATCHED_RULES is required")
     return HeartbeatService(
         function=FUNCTION,
         ledger=factory.ledger(wiring),
@@ -32,6 +40,8 @@ def build_service() -> HeartbeatService:
         parameter_name=wiring.heartbeat_parameter_name,
         policy=lambda: load_policy(wiring.parameter_path),
         clock=SystemClock(),
+        rules=EventBridgeRules(),
+        watched=watched,
     )
 
 

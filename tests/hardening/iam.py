@@ -193,6 +193,8 @@ def _resources(service: str, operation: str, params: Mapping[str, Any], region: 
         return _named(
             params.get("AlarmNames") or params.get("AlarmName"), lambda n: f"arn:aws:cloudwatch:{base}:alarm:{n}"
         )
+    if service == "events" and (params.get("Name") or params.get("Rule")):  # a rule on the default bus
+        return _named(params.get("Name") or params.get("Rule"), lambda n: f"arn:aws:events:{base}:rule/{n}")
     if service == "cloudformation" and params.get("StackName"):
         name = str(params["StackName"])
         return [name if name.startswith("arn:") else f"arn:aws:cloudformation:{base}:stack/{name}/*"]

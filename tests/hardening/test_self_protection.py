@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from changeguard import factory
-from changeguard.domain.heartbeat import HEARTBEAT_KEY
+from changeguard.domain.heartbeat import HEARTBEAT_KEY, RULES_KEY
 from changeguard.settings import Wiring
 from changeguard_tools.embedded.faults import fast_retries
 from changeguard_tools.replay import wrap_record
@@ -373,6 +373,70 @@ def test_a_redelivered_heartbeat_tick_sends_no_second_canary_once_the_first_arri
     again = path.h.run_schedule(HEARTBEAT)
     assert again["outcomes"][0]["actions"] == ["canary 2026-11-22T01:15:00Z already sent and arrived"]
     assert [r for r in trail_since(aws, mark) if r["eventName"] == "PutParameter"] == []
+
+
+WRITE_CALLS = f"{CORRELATE}CloudTrailWriteCalls"  # SAM's logical id of the correlator's change rule
+
+
+def _break_rule(how: str, events: Any, rule: str) -> Callable[[], None]:
+    """Break ``rule`` as ``how`` says; returns what repairs it (as a redeploy would)."""
+    target = {"Id": f"{WRITE_CALLS}LambdaTarget", "Arn": events.list_targets_by_rule(Rule=rule)["Targets"][0]["Arn"]}
+    pattern = events.describe_rule(Name=rule)["EventPattern"]
+    if how == "disabled":
+        events.disable_rule(Name=rule)
+        return lambda: events.enable_rule(Name=rule)
+    events.remove_targets(Rule=rule, Ids=[target["Id"]])
+    if how == "target removed":
+        return lambda: events.put_targets(Rule=rule, Targets=[target])
+    events.delete_rule(Name=rule)
+
+    def recreate() -> None:
+        events.put_rule(Name=rule, EventPattern=pattern, State="ENABLED")
+        events.put_targets(Rule=rule, Targets=[target])
+
+    return recreate
+
+
+@pytest.mark.parametrize("how", ["disabled", "target removed", "deleted"])
+def test_the_heartbeat_alerts_once_when_the_rule_carrying_changes_breaks_and_once_when_it_is_repaired(aws, how):
+    """The canary never takes CloudTrailWriteCalls (a suite call): the tick reads that rule itself."""
+    start = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+    path = Path(aws, start)
+    events = path.h.admin_client("events")
+    rule = str(path.h.ctx.refs[WRITE_CALLS])
+
+    def at(minutes: int) -> datetime:
+        return start + timedelta(minutes=minutes)
+
+    timeline: list[tuple[int, list[str]]] = []
+    for minute in (0, 15, 30):
+        timeline.append((minute, [a["subject"] for a in path.tick(at(minute))]))
+    repair = _break_rule(how, events, rule)  # canaries still arrive: their own rule is untouched
+    for minute in (45, 60, 75):
+        timeline.append((minute, [a["subject"] for a in path.tick(at(minute))]))
+    repair()
+    for minute in (90, 105):
+        timeline.append((minute, [a["subject"] for a in path.tick(at(minute))]))
+
+    alerting = [(m, subjects) for m, subjects in timeline if subjects]
+    assert alerting == [
+        (45, ["ChangeGuard rule CloudTrailWriteCalls broken: its changes no longer reach the suite"]),
+        (90, ["ChangeGuard rule CloudTrailWriteCalls repaired: its changes reach the suite again"]),
+    ]
+    facts = [e.entry for e in ledger_entries(path.h, RULES_KEY) if not e.entry.startswith("ALERT#")]
+    assert facts == ["DOWN#CloudTrailWriteCalls#000001", "UP#CloudTrailWriteCalls#000001"]
+    heartbeat = [e.entry for e in ledger_entries(path.h, HEARTBEAT_KEY) if e.entry.startswith(("DOWN#", "UP#"))]
+    assert heartbeat == []  # the canary alone saw nothing wrong
+
+
+def test_the_heartbeat_watches_every_rule_that_carries_changes_to_the_correlator_and_the_tag_enforcer(aws):
+    h = make_harness(aws)
+    watched = h.functions[HEARTBEAT].environment["HEARTBEAT_WATCHED_RULES"].split(",")
+    carrying = [(CORRELATE, rule.name) for rule in h.functions[CORRELATE].rules]
+    carrying.append(("EnforceTagsFunction", "CloudTrailTagCalls"))
+    assert sorted(watched) == sorted(
+        f"{event}:{h.ctx.refs[function + event]}:{h.ctx.attrs[(function, 'Arn')]}" for function, event in carrying
+    )
 
 
 # -- the template's alarms ------------------------------------------------------------------------------------

@@ -95,8 +95,12 @@ def member_stack(account: str, region: str, **params: Any) -> MemberStack:
 
 def central_context(**params: Any) -> Context:
     ctx = CENTRAL_TEMPLATE.context(params, account=CENTRAL, region=CENTRAL_REGION)
-    for logical in CENTRAL_TEMPLATE.resources:
+    for logical, spec in CENTRAL_TEMPLATE.resources.items():
         ctx.refs.setdefault(logical, f"{logical}-physical")
+        # The rules SAM generates from a function's EventBridgeRule events (<Function><Event>).
+        for event, source in spec.get("Properties", {}).get("Events", {}).items():
+            if source.get("Type") == "EventBridgeRule":
+                ctx.refs.setdefault(f"{logical}{event}", f"{logical}{event}-physical")
     return ctx
 
 

@@ -3,11 +3,15 @@
 The embedded AWS cannot run CloudFormation with Lambda, so the harness creates the
 stateful resources (tables, topic, queues, parameters, calendars, keys, roles) from the
 template's own properties. Functions get an IAM role at the template's ``RolePath`` so
-their calls carry the identity they would have in AWS.
+their calls carry the identity they would have in AWS, and each function's ``EventBridgeRule``
+events become the rule SAM generates (logical id ``<Function><Event>``, the function its target),
+so that what reads or changes the suite's rules (the heartbeat, self-protection) meets real ones.
+The harness still routes events by the template's patterns itself: nothing is delivered by them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +146,30 @@ _CREATORS: dict[str, Callable[[ClientFactory, Context, str, dict[str, Any]], Non
 }
 
 
+def _rules(template: Template, ctx: Context, clients: ClientFactory) -> None:
+    """Each function's ``EventBridgeRule`` events as the rules SAM generates, targeting the function.
+
+    SAM names the generated ``AWS::Events::Rule`` ``<FunctionLogicalId><EventName>`` and its target
+    ``<that>LambdaTarget``; CloudFormation names the rule ``<stack>-<logical id>-<suffix>`` (the suffix
+    left out here). ``Ref`` is the rule's name on the default bus, ``GetAtt .Arn`` its ARN.
+    """
+    events = clients("events")
+    for logical_id, spec in template.resources.items():
+        if spec.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event_name, event in spec.get("Properties", {}).get("Events", {}).items():
+            if event.get("Type") != "EventBridgeRule":
+                continue
+            rule_id = f"{logical_id}{event_name}"
+            name = f"{ctx.stack_name}-{rule_id}"[:64]
+            pattern = resolve(event["Properties"]["Pattern"], ctx)
+            arn = events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")["RuleArn"]
+            target = ctx.attrs[(logical_id, "Arn")]
+            events.put_targets(Rule=name, Targets=[{"Id": f"{rule_id}LambdaTarget", "Arn": target}])
+            ctx.refs[rule_id] = name
+            ctx.attrs[(rule_id, "Arn")] = arn
+
+
 def provision(template: Template, ctx: Context, clients: ClientFactory, *, subscriber: bool = True) -> Stack:
     """Create every supported resource whose Condition holds, in dependency order."""
     stack = Stack(ctx=ctx)
@@ -179,6 +207,7 @@ def provision(template: Template, ctx: Context, clients: ClientFactory, *, subsc
             f"arn:aws:lambda:{ctx.region}:{ctx.account}:function:{ctx.stack_name}-{logical_id}"
         )
         ctx.refs[logical_id] = f"{ctx.stack_name}-{logical_id}"
+    _rules(template, ctx, clients)
     if subscriber and "AlertsTopic" in ctx.refs:
         sqs = clients("sqs")
         url = sqs.create_queue(QueueName=SUBSCRIBER_QUEUE)["QueueUrl"]

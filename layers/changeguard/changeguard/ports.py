@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # annotations only: importing the ports builds no models on a
     from changeguard.domain.alerts import Alert
     from changeguard.domain.calendar import CalendarReading, DeploymentFacts, PipelineFacts, StackFacts
     from changeguard.domain.errors import CrossAccountAccessError
+    from changeguard.domain.heartbeat import RuleReading, WatchedRule
     from changeguard.domain.ledger import LedgerEntry
     from changeguard.domain.tickets import Ticket
     from changeguard.models.cloudtrail import CloudTrailRecord, UnparsedTrailEvent
@@ -126,6 +127,12 @@ class ParameterWriter(Protocol):
     """Writes one String parameter (``adapters.ssm.SsmParameterWriter``): the heartbeat's canary."""
 
     def put(self, name: str, value: str, description: str) -> None: ...
+
+
+class RuleReader(Protocol):
+    """A rule's state and targets as EventBridge has them (``adapters.eventbridge.EventBridgeRules``)."""
+
+    def read(self, rule: WatchedRule) -> RuleReading: ...
 
 
 # -- cross-account acting roles (issue 9) ---------------------------------------------------------

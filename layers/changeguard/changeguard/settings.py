@@ -45,6 +45,9 @@ class Wiring(BaseModel):
     correlated_event_sources: tuple[str, ...] = ()
     # The parameter the heartbeat writes as its canary (domain/heartbeat.py).
     heartbeat_parameter_name: str | None = None
+    # Comma-separated ``<label>:<rule name>:<target ARN>`` of the rules that carry changes, which the
+    # heartbeat reads every tick (domain/heartbeat.py: the canary never takes them).
+    heartbeat_watched_rules: tuple[str, ...] = ()
     # -- cross-account acting roles (issue 9) ------------------------------------------------
     # The member-account role this function assumes to act where an event came from (adapters/
     # accounts.py); unset: a single-account deployment, which acts in no other account.
@@ -62,7 +65,12 @@ class Wiring(BaseModel):
 
     # The lists above arrive comma-separated, as the template's parameters hold them.
     _lists = field_validator(
-        "suite_resource_prefixes", "correlated_event_sources", "member_account_ids", "sweep_regions", mode="before"
+        "suite_resource_prefixes",
+        "correlated_event_sources",
+        "heartbeat_watched_rules",
+        "member_account_ids",
+        "sweep_regions",
+        mode="before",
     )(lambda value: tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value)
 
     @classmethod

@@ -4,9 +4,15 @@ Every scheduled tick, ``send_heartbeat`` makes one harmless, recognisable write 
 tick's canary id to the heartbeat parameter (``ssm:PutParameter``, the id also in the description).
 CloudTrail records the call and delivers it to EventBridge; the correlator's ``HeartbeatCanary`` rule
 hands it to the correlator, which records ``ARRIVED#<id>`` in the ledger. If the trail stops logging,
-the bus stops delivering, a rule is disabled or the correlator cannot write, the canary never arrives:
-the next tick past the grace period finds it missing and opens one critical alert for the outage,
-and a later canary that arrives closes it with a recovery alert.
+the bus stops delivering, the ``HeartbeatCanary`` rule is disabled or the correlator cannot write, the
+canary never arrives: the next tick past the grace period finds it missing and opens one critical
+alert for the outage, and a later canary that arrives closes it with a recovery alert.
+
+The canary is a suite call, which the rules carrying everyone else's changes drop: it cannot show
+that one of those is disabled, deleted or stripped of its target. Each tick reads them instead
+(:func:`assess_rules`, below). A rule whose pattern was replaced still delivers something and is
+not caught here: self-protection judges the ``PutRule`` and the hourly reconciliation sweep reads
+CloudTrail whatever the rules match.
 
 All heartbeat facts live under one ledger key, :data:`HEARTBEAT_KEY`: ``SENT#<id>`` (the heartbeat),
 ``ARRIVED#<id>`` (the correlator), ``DOWN#<n>`` and ``UP#<n>`` (outages, numbered).
@@ -114,3 +120,102 @@ def assess(entries: Iterable[LedgerEntry], now: datetime, grace: timedelta) -> A
     return Assessment(
         finding=Finding.MISSING, canary=due_id, sent_at=due_at, outage=downs + 1, last_arrival=last_arrival
     )
+
+
+# -- the rules that carry changes -------------------------------------------------------------------
+# The canary proves only the path it takes: CloudTrail, the bus, its own ``HeartbeatCanary`` rule and
+# the correlator. The suite's own calls never match the rules that carry everyone else's changes
+# (``CloudTrailWriteCalls`` drops them), so a canary cannot travel through those: each tick reads them
+# instead, and a rule that would no longer deliver opens an outage of its own, one alert when it
+# breaks and one when it is repaired.
+
+#: The ledger key of the watched rules' outages: ``DOWN#<label>#<n>`` and ``UP#<label>#<n>``.
+RULES_KEY = "heartbeat:rules"
+#: The ``State`` values in which EventBridge matches events against a rule (DescribeRule): ENABLED
+#: matches every event but read-only management events from CloudTrail, and
+#: ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS matches those too. DISABLED matches nothing.
+MATCHING_STATES = frozenset({"ENABLED", "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"})
+
+
+class WatchedRule(BaseModel):
+    """A rule the heartbeat reads each tick: its stable ``label``, its name, the function it must target."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
+
+    label: str
+    name: str
+    target: str
+
+    @classmethod
+    def parse(cls, text: str) -> WatchedRule:
+        """``<label>:<rule name>:<target ARN>``, as the template writes them (names hold no colon)."""
+        label, sep, rest = text.partition(":")
+        name, sep2, target = rest.partition(":")
+        if not (sep and sep2 and label and name and target.startswith("arn:")):
+            raise ValueError(f"a watched rule is <label>:<rule name>:<target ARN>, got {text!r}")
+        return cls(label=label, name=name, target=target)
+
+
+class RuleReading(BaseModel):
+    """What EventBridge says of a watched rule: its ``State`` (None: no such rule) and its targets' ARNs."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
+
+    rule: WatchedRule
+    state: str | None
+    targets: tuple[str, ...] = ()
+
+    @property
+    def fault(self) -> str | None:
+        """Why the rule no longer delivers to its function, or None when it does."""
+        if self.state is None:
+            return "does not exist (deleted)"
+        if self.state not in MATCHING_STATES:
+            return f"is {self.state}: EventBridge matches no event against it"
+        if self.rule.target not in self.targets:
+            return f"no longer targets {self.rule.target}"
+        return None
+
+
+class RuleFinding(StrEnum):
+    HEALTHY = "healthy"
+    BROKEN = "broken"  # a new outage of the rule
+    STILL_BROKEN = "still-broken"  # an outage already alerted
+    REPAIRED = "repaired"  # the rule delivers again after an outage
+
+
+class RuleAssessment(BaseModel):
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
+
+    reading: RuleReading
+    finding: RuleFinding
+    outage: int  # the outage number DOWN/UP are recorded under
+
+    @property
+    def alerts(self) -> bool:
+        return self.finding in (RuleFinding.BROKEN, RuleFinding.REPAIRED)
+
+    @property
+    def entry(self) -> str:
+        """The ledger entry this assessment records (``DOWN#``/``UP#``), when it alerts."""
+        marker = DOWN if self.finding is RuleFinding.BROKEN else UP
+        return f"{marker}{self.reading.rule.label}#{self.outage:06d}"
+
+
+def assess_rules(readings: Iterable[RuleReading], entries: Iterable[LedgerEntry]) -> list[RuleAssessment]:
+    """Judge each watched rule against its outages in the ledger (the entries of :data:`RULES_KEY`)."""
+    recorded = [e.entry for e in entries]
+    out: list[RuleAssessment] = []
+    for reading in readings:
+        label = reading.rule.label
+        downs = sum(1 for e in recorded if e.startswith(f"{DOWN}{label}#"))
+        ups = sum(1 for e in recorded if e.startswith(f"{UP}{label}#"))
+        is_open = downs > ups
+        if reading.fault is None:
+            finding, outage = (RuleFinding.REPAIRED if is_open else RuleFinding.HEALTHY), downs
+        elif is_open:
+            finding, outage = RuleFinding.STILL_BROKEN, downs
+        else:
+            finding, outage = RuleFinding.BROKEN, downs + 1
+        out.append(RuleAssessment(reading=reading, finding=finding, outage=outage))
+    return out

@@ -5,6 +5,9 @@ a canary past its grace period that never arrived opens a heartbeat outage with 
 a canary arriving again closes it with a recovery alert. Then it sends this tick's canary: the
 ``SENT#<id>`` entry first (conditional: a redelivered tick writes nothing new), then the write call
 CloudTrail records and EventBridge delivers to the correlator, which records ``ARRIVED#<id>``.
+Last it reads the rules that carry changes (``domain.heartbeat.assess_rules``), which the canary
+never takes: a rule disabled, deleted or stripped of its function's target opens an outage of its
+own with one critical alert, and its repair closes it with a recovery alert.
 Alerts go through the ledger like every other alert (the outbox).
 """
 
@@ -20,24 +23,35 @@ from changeguard.domain.heartbeat import (
     CANARY_DESCRIPTION,
     DOWN,
     HEARTBEAT_KEY,
+    RULES_KEY,
     SENT,
     UP,
     Assessment,
     Finding,
+    RuleAssessment,
+    RuleFinding,
+    WatchedRule,
     assess,
+    assess_rules,
     canary_id,
 )
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.verdicts import Severity
 from changeguard.models.scheduled import parse_scheduled
-from changeguard.ports import Clock, Ledger, ParameterWriter
+from changeguard.ports import Clock, Ledger, ParameterWriter, RuleReader
 from changeguard.services.outcome import Outcome
 
 REMEDIATION = (
     "Check that the CloudTrail trail is logging, that ChangeGuard's EventBridge rules are enabled and"
     " that correlate_change is not failing (its errors alarm and failure queue). The hourly"
     " reconciliation sweep judges the changes missed meanwhile once the path works again."
+)
+
+RULE_REMEDIATION = (
+    "Redeploy the ChangeGuard stack (or enable the rule and put its target back) and find who changed it:"
+    " CloudTrail records DisableRule, RemoveTargets, PutRule and DeleteRule (events.amazonaws.com). The"
+    " hourly reconciliation sweep judges the CloudTrail write calls missed meanwhile."
 )
 
 
@@ -53,8 +67,12 @@ class HeartbeatService:
         parameter_name: str,
         policy: Callable[[], Policy],
         clock: Clock,
+        rules: RuleReader | None = None,
+        watched: tuple[WatchedRule, ...] = (),
     ) -> None:
         self.function = function
+        self.rules = rules
+        self.watched = watched
         self.ledger = ledger
         self.parameters = parameters
         self.parameter_name = parameter_name
@@ -107,13 +125,95 @@ class HeartbeatService:
             actions.append(f"sent canary {canary}")
         else:
             actions.append(f"canary {canary} already sent and arrived")
+        reasons = [describe(assessment, grace)]
+        for judged in self.watch_rules(now):
+            reasons.append(describe_rule(judged))
+            if judged.alerts and self.ledger.append(self.rule_entries(judged, now)):
+                opened = judged.finding is RuleFinding.BROKEN
+                actions.append(
+                    f"rule {judged.reading.rule.label} outage #{judged.outage} {'opened' if opened else 'closed'}"
+                )
+                alert_ids.append(self.rule_alert(judged, now).alert_id)
         return Outcome(
             function=self.function,
             change_id=HEARTBEAT_KEY,
             actions=actions,
-            reasons=[describe(assessment, grace)],
+            reasons=reasons,
             duplicate=not new,
             alert_ids=alert_ids,
+        )
+
+    def watch_rules(self, now: datetime) -> list[RuleAssessment]:
+        """Each watched rule read from EventBridge and judged against its outages (one ledger query)."""
+        if not self.watched or self.rules is None:
+            return []
+        readings = [self.rules.read(rule) for rule in self.watched]
+        return assess_rules(readings, self.ledger.entries_for(RULES_KEY))
+
+    def rule_entries(self, judged: RuleAssessment, now: datetime) -> list[LedgerEntry]:
+        """The DOWN/UP fact and its alert, written together: a second tick finds the fact and writes nothing."""
+        rule = judged.reading.rule
+        fact = LedgerEntry(
+            change_id=RULES_KEY,
+            entry=judged.entry,
+            kind=EntryKind.HEARTBEAT,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            body={
+                "finding": judged.finding.value,
+                "rule": rule.name,
+                "target": rule.target,
+                "state": judged.reading.state,
+                "targets": list(judged.reading.targets),
+                "fault": judged.reading.fault,
+            },
+        )
+        suffix = f"{rule.label}#{judged.outage:06d}"
+        return [fact, alert_entry(self.rule_alert(judged, now), now, now, suffix=suffix)]
+
+    def rule_alert(self, judged: RuleAssessment, now: datetime) -> Alert:
+        rule = judged.reading.rule
+        function = rule.target.rsplit(":", 1)[-1]
+        details = {"rule": rule.name, "label": rule.label, "target": rule.target, "outage": judged.outage}
+        if judged.finding is RuleFinding.BROKEN:
+            return Alert(
+                alert_id=Alert.make_id(RULES_KEY, self.function, f"rule-broken-{rule.label}-{judged.outage}"),
+                kind="heartbeat-rule-broken",
+                function=self.function,
+                severity=Severity.CRITICAL,
+                subject=f"ChangeGuard rule {rule.label} broken: its changes no longer reach the suite",
+                summary=(
+                    f"The EventBridge rule {rule.name} {judged.reading.fault}, so the changes it carries no"
+                    f" longer reach {function}. The heartbeat canary takes a rule of its own and cannot show"
+                    " this. Changes made meanwhile are not judged as they happen."
+                ),
+                change_id=RULES_KEY,
+                event_time=now,
+                reasons=(describe_rule(judged),),
+                actions=("opened a rule outage", "reads the rule again every run"),
+                remediation=RULE_REMEDIATION,
+                details={
+                    **details,
+                    "state": judged.reading.state or "deleted",
+                    "targets": ", ".join(judged.reading.targets) or "none",
+                },
+            )
+        return Alert(
+            alert_id=Alert.make_id(RULES_KEY, self.function, f"rule-repaired-{rule.label}-{judged.outage}"),
+            kind="heartbeat-rule-repaired",
+            function=self.function,
+            severity=Severity.INFO,
+            subject=f"ChangeGuard rule {rule.label} repaired: its changes reach the suite again",
+            summary=(
+                f"The EventBridge rule {rule.name} is enabled and targets {function} again (outage"
+                f" #{judged.outage}). The hourly reconciliation sweep judges the CloudTrail write calls"
+                " missed during the outage."
+            ),
+            change_id=RULES_KEY,
+            event_time=now,
+            actions=("closed the rule outage",),
+            details=details,
         )
 
     def alert(self, assessment: Assessment, now: datetime, grace: timedelta) -> Alert:
@@ -152,6 +252,17 @@ class HeartbeatService:
             actions=("closed the heartbeat outage",),
             details={"canary": assessment.canary, "last_arrival": last},
         )
+
+
+def describe_rule(judged: RuleAssessment) -> str:
+    rule = judged.reading.rule
+    fault = judged.reading.fault
+    return {
+        RuleFinding.HEALTHY: f"rule {rule.label} is enabled and targets its function",
+        RuleFinding.BROKEN: f"rule {rule.label} ({rule.name}) {fault}",
+        RuleFinding.STILL_BROKEN: f"rule {rule.label} ({rule.name}) {fault} (outage #{judged.outage})",
+        RuleFinding.REPAIRED: f"rule {rule.label} delivers again: outage #{judged.outage} is over",
+    }[judged.finding]
 
 
 def describe(assessment: Assessment, grace: timedelta) -> str:
