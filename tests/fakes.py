@@ -111,6 +111,7 @@ class InMemoryLedger:
     def __init__(self, day_shards: DayShards | None = None) -> None:
         self.items: dict[tuple[str, str], LedgerEntry] = {}
         self.appends = 0
+        self.read = 0  # entries read by partition (entries_for, entries_between)
         self.day_shards = day_shards or DayShards()
         self.shard_of: dict[tuple[str, str], str] = {}
 
@@ -124,7 +125,19 @@ class InMemoryLedger:
         return True
 
     def entries_for(self, change_id: str) -> list[LedgerEntry]:
-        return [e for (c, _), e in sorted(self.items.items()) if c == change_id]
+        found = [e for (c, _), e in sorted(self.items.items()) if c == change_id]
+        self.read += len(found)
+        return found
+
+    def entries_between(
+        self, change_id: str, low: str, high: str, *, newest_first: bool = False, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        # DynamoDB compares string keys as UTF-8 bytes.
+        lo, hi = low.encode(), high.encode()
+        found = [e for (c, k), e in sorted(self.items.items()) if c == change_id and lo <= k.encode() <= hi]
+        found = (found[::-1] if newest_first else found)[:limit]
+        self.read += len(found)
+        return found
 
     def entries_on(self, day: str, verdict: str | None = None) -> list[LedgerEntry]:
         keys = set(self.day_shards.keys(day))

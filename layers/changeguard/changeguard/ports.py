@@ -37,6 +37,13 @@ class Ledger(Protocol):
 
     def entries_for(self, change_id: str) -> list[LedgerEntry]: ...
 
+    def entries_between(
+        self, change_id: str, low: str, high: str, *, newest_first: bool = False, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        """The entries of ``change_id`` whose key is from ``low`` to ``high`` (both included), in key
+        order (reversed with ``newest_first``), at most ``limit``: a read of part of a partition."""
+        ...
+
     def entries_on(self, day: str, verdict: str | None = None) -> list[LedgerEntry]: ...
 
 

@@ -207,6 +207,30 @@ class DynamoDBLedger:
         )
         return [item_to_entry(i) for page in pages for i in page.get("Items", [])]
 
+    def entries_between(
+        self, change_id: str, low: str, high: str, *, newest_first: bool = False, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        """One key range of a partition (``BETWEEN`` includes both ends; strings compare as UTF-8
+        bytes). With ``limit`` one page is enough: a key condition alone filters nothing out, so
+        ``Limit`` items read are the items returned."""
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "change_id = :c AND #e BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": {"#e": "entry"},
+            "ExpressionAttributeValues": {":c": {"S": change_id}, ":lo": {"S": low}, ":hi": {"S": high}},
+            "ConsistentRead": True,
+            "ScanIndexForward": not newest_first,
+        }
+        if limit is not None:
+            request["Limit"] = limit
+        found: list[LedgerEntry] = []
+        while True:
+            page = self.ddb.query(**request)
+            found.extend(item_to_entry(i) for i in page.get("Items", []))
+            if (limit is not None and len(found) >= limit) or "LastEvaluatedKey" not in page:
+                return found[:limit] if limit is not None else found
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def entries_on(self, day: str, verdict: str | None = None) -> list[LedgerEntry]:
         return [item_to_entry(i) for i in self.items_on(day, verdict)]
 

@@ -48,6 +48,9 @@ REMEDIATION = (
     " reconciliation sweep judges the changes missed meanwhile once the path works again."
 )
 
+#: Above every character a key holds: ``<prefix><_LAST>`` ends the key range of a prefix.
+_LAST = "\uffff"
+
 RULE_REMEDIATION = (
     "Redeploy the ChangeGuard stack (or enable the rule and put its target back) and find who changed it:"
     " CloudTrail records DisableRule, RemoveTargets, PutRule and DeleteRule (events.amazonaws.com). The"
@@ -87,8 +90,9 @@ class HeartbeatService:
     def tick(self, at: datetime) -> Outcome:
         policy = self.policy()
         now = self.clock.now().astimezone(UTC)
-        entries = self.ledger.entries_for(HEARTBEAT_KEY)
         grace = timedelta(minutes=policy.heartbeat_grace_minutes)
+        canary = canary_id(at)
+        entries = self.recent_entries(now, grace, canary)
         assessment = assess(entries, now, grace)
         actions: list[str] = []
         alert_ids: list[str] = []
@@ -108,7 +112,6 @@ class HeartbeatService:
             if self.ledger.append([fact, item]):
                 actions.append(f"heartbeat outage #{assessment.outage} {'opened' if marker == DOWN else 'closed'}")
                 alert_ids.append(alert.alert_id)
-        canary = canary_id(at)
         sent = LedgerEntry(
             change_id=HEARTBEAT_KEY,
             entry=f"{SENT}{canary}",
@@ -142,6 +145,32 @@ class HeartbeatService:
             duplicate=not new,
             alert_ids=alert_ids,
         )
+
+    def recent_entries(self, now: datetime, grace: timedelta, canary: str) -> list[LedgerEntry]:
+        """What :func:`assess` and the resend check need of the heartbeat's partition, by key range.
+
+        The partition grows by about 190 entries a day (a SENT and an ARRIVED every 15 minutes), for
+        ever: it is never read whole. Canary ids are their tick's time, so keys sort by time. Read:
+        the newest canaries sent before the grace period began (the one due, and one more in case
+        the newest falls in the same second), every canary sent and arrived since the one due (or
+        since this tick's, the earlier), the newest arrival when none of those arrived, and the
+        outages (``DOWN#``/``UP#``: two entries per outage).
+        """
+        due = self.ledger.entries_between(
+            HEARTBEAT_KEY, SENT, f"{SENT}{canary_id(now - grace)}", newest_first=True, limit=2
+        )
+        since = min([canary, *(e.entry[len(SENT) :] for e in due)])
+        sent = self.ledger.entries_between(HEARTBEAT_KEY, f"{SENT}{since}", f"{SENT}{_LAST}")
+        arrived = self.ledger.entries_between(HEARTBEAT_KEY, f"{ARRIVED}{since}", f"{ARRIVED}{_LAST}")
+        if not arrived:  # for the alert's "last canary to arrive"
+            arrived = self.ledger.entries_between(
+                HEARTBEAT_KEY, ARRIVED, f"{ARRIVED}{_LAST}", newest_first=True, limit=1
+            )
+        outages = [
+            *self.ledger.entries_between(HEARTBEAT_KEY, DOWN, f"{DOWN}{_LAST}"),
+            *self.ledger.entries_between(HEARTBEAT_KEY, UP, f"{UP}{_LAST}"),
+        ]
+        return [*due, *sent, *arrived, *outages]
 
     def watch_rules(self, now: datetime) -> list[RuleAssessment]:
         """Each watched rule read from EventBridge and judged against its outages (one ledger query)."""
