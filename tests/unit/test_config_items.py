@@ -230,13 +230,13 @@ def test_an_oversized_item_the_history_does_not_hold_is_rejected_not_judged_from
     """The summary has no relatedEvents: judging it could give a call a second verdict. Config records
     an item before it notifies, so an item missing from the history (or an older one in its place) is
     bad input, dead-lettered with a typed error."""
-    from changeguard.domain.errors import ConfigItemNotRecordedError
+    from changeguard.domain.errors import InvalidEventError
 
     event = load_event(OVERSIZED)
     older = full_item_of(event, configurationStateId="1", configurationItemCaptureTime="2026-11-20T10:00:00Z")
     for history in (FakeConfigHistory(), FakeConfigHistory(older)):
         svc = oversized_service(history)
-        with pytest.raises(ConfigItemNotRecordedError):
+        with pytest.raises(InvalidEventError, match="Config's history has no item 1"):
             svc.handle(event)
         assert svc.ledger.kinds("VERDICT") == [] and svc.ledger.kinds("CONFIG") == []
 

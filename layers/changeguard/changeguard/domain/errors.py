@@ -9,12 +9,6 @@ class InvalidEventError(ChangeGuardError):
     """The event is not one this function accepts. Retrying it cannot help (a poison event)."""
 
 
-class ConfigItemNotRecordedError(InvalidEventError):
-    """Config's history holds no item matching an oversized notification's summary (its resource, state
-    id and capture time). AWS Config records an item before it notifies, so no retry is known to help:
-    the event is dead-lettered to the failure queue (alarmed), never judged from the summary."""
-
-
 class ConfigItemUnavailableError(ChangeGuardError):
     """Config did not answer for an oversized item's history (refused, throttled past the retries):
     retry the invocation; Lambda's retries and then the failure destination keep the event."""

@@ -12,7 +12,6 @@ from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change, ChangeSource, change_from_cloudtrail, config_event_source
 from changeguard.domain.errors import (
     CalendarUnavailableError,
-    ConfigItemNotRecordedError,
     ConfigurationError,
     InvalidEventError,
     TicketSourceUnavailableError,
@@ -140,7 +139,7 @@ class CorrelateService:
 
         The summary lacks what the judgement reads (``relatedEvents``, the join key that keeps a call
         to one verdict, and the item's tags), so it is never judged on its own: a summary whose item
-        the history does not hold is rejected (``ConfigItemNotRecordedError``, dead-lettered), and a
+        the history does not hold is rejected (``InvalidEventError``, dead-lettered), and a
         Config that does not answer raises ``ConfigItemUnavailableError`` (retried, then the failure
         destination). One ``GetResourceConfigHistory`` call, in the item's account and region.
         """
@@ -164,7 +163,7 @@ class CorrelateService:
         # The history's newest item at the capture time is this one: Config records an item before it
         # sends its notification. Another one (an older state id), or none, is not the item notified.
         if item is None or str(item.configurationStateId) != str(summary.configurationStateId):
-            raise ConfigItemNotRecordedError(
+            raise InvalidEventError(
                 f"Config's history has no item {summary.configurationStateId} of {summary.resourceType}"
                 f" {summary.resourceId} captured at {summary.configurationItemCaptureTime.isoformat()}"
             )
