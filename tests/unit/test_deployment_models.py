@@ -90,6 +90,22 @@ def test_malformed_alarms_are_typed_rejections(broken):
         alarm_signals(broken)
 
 
+@pytest.mark.parametrize("name", ["", "x" * 256])
+def test_an_alarm_name_cloudwatch_would_refuse_is_a_typed_rejection_in_every_shape(name):
+    """CloudWatch alarm names are 1 to 255 characters: anything else was raised by botocore's parameter
+    validation halfway through handling the event (DescribeAlarms), not rejected as bad input."""
+    eventbridge = load_event("guard_deployment/alarm-state-change.json")
+    eventbridge["detail"]["alarmName"] = name
+    action = load_event("guard_deployment/alarm-lambda-action.json")
+    action["alarmData"]["alarmName"] = name
+    sns = load_event("guard_deployment/alarm-sns.json")
+    message = json.loads(sns["Records"][0]["Sns"]["Message"])
+    sns["Records"][0]["Sns"]["Message"] = json.dumps({**message, "AlarmName": name})
+    for event in (eventbridge, action, sns):
+        with pytest.raises(InvalidEventError):
+            alarm_signals(event)
+
+
 @pytest.mark.parametrize(
     ("sample", "state"),
     [

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
@@ -27,6 +27,8 @@ from changeguard.models.envelope import Envelope
 
 ALARM_STATE_CHANGE = "CloudWatch Alarm State Change"
 DEPLOYMENT_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
+#: CloudWatch alarm names are 1 to 255 characters (PutMetricAlarm): an empty one is no alarm to read.
+AlarmNameText = Annotated[str, Field(min_length=1, max_length=255)]
 
 
 class _AwsOwned(BaseModel):
@@ -49,7 +51,7 @@ class AlarmState(_AwsOwned):
 class AlarmData(_AwsOwned):
     """``detail`` of the EventBridge event and ``alarmData`` of the Lambda action: the same fields."""
 
-    alarmName: str
+    alarmName: AlarmNameText
     state: AlarmState
     previousState: AlarmState | None = None
     configuration: dict[str, Any] | None = None
@@ -75,7 +77,7 @@ class AlarmActionPayload(_AwsOwned):
 class SnsAlarmMessage(_AwsOwned):
     """The alarm as CloudWatch publishes it to an SNS topic (the JSON inside ``Sns.Message``)."""
 
-    AlarmName: str
+    AlarmName: AlarmNameText
     AlarmArn: str | None = None
     AlarmDescription: str | None = None
     AWSAccountId: str | None = None
