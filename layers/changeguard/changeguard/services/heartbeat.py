@@ -129,14 +129,17 @@ class HeartbeatService:
         else:
             actions.append(f"canary {canary} already sent and arrived")
         reasons = [describe(assessment, grace)]
-        for judged in self.watch_rules(now):
+        for judged in self.watch_rules():
             reasons.append(describe_rule(judged))
-            if judged.alerts and self.ledger.append(self.rule_entries(judged, now)):
+            if not judged.alerts:
+                continue
+            alert = self.rule_alert(judged, now)
+            if self.ledger.append(self.rule_entries(judged, alert, now)):
                 opened = judged.finding is RuleFinding.BROKEN
                 actions.append(
                     f"rule {judged.reading.rule.label} outage #{judged.outage} {'opened' if opened else 'closed'}"
                 )
-                alert_ids.append(self.rule_alert(judged, now).alert_id)
+                alert_ids.append(alert.alert_id)
         return Outcome(
             function=self.function,
             change_id=HEARTBEAT_KEY,
@@ -172,14 +175,14 @@ class HeartbeatService:
         ]
         return [*due, *sent, *arrived, *outages]
 
-    def watch_rules(self, now: datetime) -> list[RuleAssessment]:
+    def watch_rules(self) -> list[RuleAssessment]:
         """Each watched rule read from EventBridge and judged against its outages (one ledger query)."""
         if not self.watched or self.rules is None:
             return []
         readings = [self.rules.read(rule) for rule in self.watched]
         return assess_rules(readings, self.ledger.entries_for(RULES_KEY))
 
-    def rule_entries(self, judged: RuleAssessment, now: datetime) -> list[LedgerEntry]:
+    def rule_entries(self, judged: RuleAssessment, alert: Alert, now: datetime) -> list[LedgerEntry]:
         """The DOWN/UP fact and its alert, written together: a second tick finds the fact and writes nothing."""
         rule = judged.reading.rule
         fact = LedgerEntry(
@@ -198,8 +201,8 @@ class HeartbeatService:
                 "fault": judged.reading.fault,
             },
         )
-        suffix = f"{rule.label}#{judged.outage:06d}"
-        return [fact, alert_entry(self.rule_alert(judged, now), now, now, suffix=suffix)]
+        suffix = judged.entry.split("#", 1)[1]  # <label>#<outage>, as the fact's key
+        return [fact, alert_entry(alert, now, now, suffix=suffix)]
 
     def rule_alert(self, judged: RuleAssessment, now: datetime) -> Alert:
         rule = judged.reading.rule
