@@ -69,7 +69,7 @@ from changeguard.domain.kpi_targets import COMPARISONS as COMPARISONS  # re-expo
 from changeguard.domain.kpi_targets import Comparison as Comparison
 from changeguard.domain.kpi_targets import KpiTargets as KpiTargets
 from changeguard.domain.ledger import EntryKind, LedgerEntry
-from changeguard.domain.quarantine import CONTAINED, RECONTAINED
+from changeguard.domain.quarantine import CONTAINED, RECONTAINED, quarantine_step
 from changeguard.domain.tickets import Ticket
 from changeguard.domain.verdicts import Verdict
 
@@ -496,10 +496,10 @@ def _contained(entry: LedgerEntry) -> bool:
     """Whether a QUARANTINE entry says its resource was contained: ``#contained``, ``#recontained-...``,
     or a quarantine recorded before intents existed (no ``step`` in its body). The intent
     (``QUARANTINE#<time>``, written before the calls), ``#failed`` and ``#observe`` do not."""
-    parts = entry.entry.split("#")
-    if len(parts) > 2:
-        return parts[2] == CONTAINED or parts[2].startswith(RECONTAINED)
-    return "step" not in entry.body
+    step = quarantine_step(entry.entry)
+    if step is not None:
+        return step == CONTAINED or step.startswith(RECONTAINED)
+    return len(entry.entry.split("#")) == 2 and "step" not in entry.body
 
 
 def _order(entry: LedgerEntry) -> tuple[datetime, datetime, str]:

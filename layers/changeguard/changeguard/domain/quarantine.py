@@ -196,6 +196,13 @@ RECONTAINED = "recontained-"
 CONTAINED = "contained"
 
 
+def quarantine_step(entry: str) -> str | None:
+    """The third part of a ``QUARANTINE#<after>#<step>`` key (``contained``, ``recontained-...``,
+    ``failed``, ``observe``...), or None for any other key (the intent ``QUARANTINE#<after>`` included)."""
+    parts = entry.split("#")
+    return parts[2] if len(parts) == 3 and parts[0] == EntryKind.QUARANTINE.value else None
+
+
 def entry_key(kind: EntryKind, after: datetime, *, observe: bool = False) -> str:
     key = f"{kind.value}#{format_time(after)}"
     return f"{key}#{OBSERVE_SUFFIX}" if observe else key
@@ -242,9 +249,10 @@ def episode_of(entries: Iterable[LedgerEntry]) -> Episode:
     contained: set[str] = set()
     for item in entries:
         parts = item.entry.split("#")
-        if len(parts) == 3 and parts[0] == EntryKind.QUARANTINE.value and parts[2] == CONTAINED:
+        step = quarantine_step(item.entry)
+        if step == CONTAINED:
             contained.add(parts[1])
-        if len(parts) == 3 and parts[0] == EntryKind.QUARANTINE.value and parts[2].startswith(RECONTAINED):
+        if step is not None and step.startswith(RECONTAINED):
             latest = resaved.get(parts[1])
             if latest is None or (item.recorded_at, item.entry) > (latest.recorded_at, latest.entry):
                 resaved[parts[1]] = item
