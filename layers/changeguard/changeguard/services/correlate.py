@@ -517,9 +517,14 @@ def about_change(change: Change) -> dict[str, Any]:
     }
 
 
-def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
+def alert_target(change: Change) -> str:
+    """What an alert's subject names: the first resource's last ARN part, else the service."""
     resource = change.resources[0] if change.resources else None
-    target = resource.rsplit(":", 1)[-1] if resource else change.service
+    return resource.rsplit(":", 1)[-1] if resource else change.service
+
+
+def verdict_alert(change: Change, judgement: Judgement, function: str) -> Alert:
+    target = alert_target(change)
     subject = f"{judgement.verdict.value}: {change.service}:{change.action} on {target} by {change.actor.display}"
     return Alert(
         alert_id=Alert.make_id(change.change_id, function, "verdict"),

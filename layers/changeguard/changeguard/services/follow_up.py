@@ -36,7 +36,7 @@ from changeguard.domain.verdicts import Verdict, ref_unverified, window_unverifi
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, CalendarReader, Clock, Ledger, TagReader, TicketSource
 from changeguard.services.acting import acting_in
-from changeguard.services.correlate import REMEDIATION, about_change, find_ticket_ref, verdict_alert
+from changeguard.services.correlate import REMEDIATION, about_change, alert_target, find_ticket_ref, verdict_alert
 from changeguard.services.outcome import Outcome
 
 PROBE_TICKET = "CHANGEGUARD-PROBE-1"  # any well-formed id: the question is whether the source answers
@@ -114,8 +114,7 @@ class FollowUpService:
     def expired_alert(self, tracked: Tracked, decision: FollowUp) -> Alert:
         """The follow-up stopped with the change still open: what a person has to finish by hand."""
         change = tracked.change
-        resource = change.resources[0] if change.resources else None
-        target = resource.rsplit(":", 1)[-1] if resource else change.service
+        target = alert_target(change)
         ticket = tracked.judgement.ticket_id
         until = decision.followed_until.isoformat() if decision.followed_until else "-"
         if tracked.verdict is Verdict.EMERGENCY:
@@ -173,8 +172,7 @@ class FollowUpService:
             return self.expired_alert(tracked, decision)
         if decision.result is not FollowUpResult.OVERDUE:
             return None
-        resource = change.resources[0] if change.resources else None
-        target = resource.rsplit(":", 1)[-1] if resource else change.service
+        target = alert_target(change)
         ticket = tracked.judgement.ticket_id or "-"
         return Alert(
             alert_id=Alert.make_id(change.change_id, self.function, "overdue"),
