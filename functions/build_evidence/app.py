@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from changeguard import coldstart
+
+coldstart.hold()  # issue 9: before the imports below, which build what the sandbox keeps
+
 from functools import cache
 from typing import Any
 
@@ -47,6 +51,7 @@ def build_service() -> BuildEvidenceService:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@coldstart.released(after="init")
 @rejects_poison(FUNCTION)
 def lambda_handler(event: dict[str, Any], context: Any, service: BuildEvidenceService | None = None) -> dict[str, Any]:
     """Build the report the schedule (or an operator's request) asks for and alert on missed targets."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from changeguard import coldstart
+
+coldstart.hold()  # issue 9: before the imports below, which build what the sandbox keeps
+
 from functools import cache, partial
 from typing import Any
 
@@ -38,6 +42,7 @@ def build_service() -> TagEnforcementService:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@coldstart.released(after="first invocation")
 @rejects_poison(FUNCTION)
 def lambda_handler(event: dict[str, Any], context: Any, service: TagEnforcementService | None = None) -> dict[str, Any]:
     """Judge the tags of the resources one CloudTrail call or Config verdict names, and act on them."""

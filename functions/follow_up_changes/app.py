@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from changeguard import coldstart
+
+coldstart.hold()  # issue 9: before the imports below, which build what the sandbox keeps
+
 from functools import cache
 from typing import Any
 
@@ -38,6 +42,7 @@ def build_service() -> FollowUpService:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@coldstart.released(after="init")
 @rejects_poison(FUNCTION)
 def lambda_handler(event: dict[str, Any], context: Any, service: FollowUpService | None = None) -> dict[str, Any]:
     """Re-check the followed changes of the look-back window and record what changed."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from changeguard import coldstart
+
+coldstart.hold()  # issue 9: before the imports below, which build what the sandbox keeps
+
 from functools import cache
 from typing import Any
 
@@ -37,6 +41,7 @@ def build_service() -> LifecycleHookService:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@coldstart.released(after="first invocation")
 @rejects_poison(FUNCTION)
 def lambda_handler(event: dict[str, Any], context: Any, service: LifecycleHookService | None = None) -> dict[str, Any]:
     """Report Succeeded or Failed for one BeforeInstall/BeforeAllowTraffic hook invocation."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from changeguard import coldstart
+
+coldstart.hold()  # issue 9: before the imports below, which build what the sandbox keeps
+
 from functools import cache
 from typing import Any
 
@@ -42,6 +46,7 @@ def build_service() -> DeploymentGuardService:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@coldstart.released(after="first invocation")
 @rejects_poison(FUNCTION)
 def lambda_handler(event: Any, context: Any, service: DeploymentGuardService | None = None) -> dict[str, Any]:
     """Handle one alarm (any of its three shapes), CodeDeploy state change or health-check sweep."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from changeguard import coldstart
+
+coldstart.hold()  # issue 9: before the imports below, which build what the sandbox keeps
+
 from functools import cache
 from typing import Any
 
@@ -82,6 +86,7 @@ def record_handler(record: DynamoDBRecord) -> str:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@coldstart.released(after="first invocation")
 @rejects_poison(FUNCTION, max_bytes=6 * 1024 * 1024)  # a stream batch: Lambda's payload limit
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Publish each new ALERT item of the batch once; report only the failed records for retry."""

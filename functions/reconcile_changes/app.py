@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from changeguard import coldstart
+
+coldstart.hold()  # issue 9: before the imports below, which build what the sandbox keeps
+
 from functools import cache
 from typing import Any
 
@@ -58,6 +62,7 @@ def build_service() -> ReconcileService:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@coldstart.released(after="init")
 @rejects_poison(FUNCTION)
 def lambda_handler(event: dict[str, Any], context: Any, service: ReconcileService | None = None) -> dict[str, Any]:
     """Judge the missed write calls of the look-back window and ledger their verdicts."""

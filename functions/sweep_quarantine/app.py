@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from changeguard import coldstart
+
+coldstart.hold()  # issue 9: before the imports below, which build what the sandbox keeps
+
 from functools import cache
 from typing import Any
 
@@ -39,6 +43,7 @@ def build_service() -> QuarantineSweepService:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@coldstart.released(after="init")
 @rejects_poison(FUNCTION)
 def lambda_handler(
     event: dict[str, Any], context: Any, service: QuarantineSweepService | None = None
