@@ -147,39 +147,67 @@ def run_scenario(harness: Harness, aws: EmbeddedAWS, steps: list[dict[str, Any]]
 # -- driving every path: what the least-privilege and log tests run ----------------------------------
 
 #: How to make one untagged resource of each type the quarantine registry knows, as an operator
-#: would (a demo-scenario ``aws`` step). A type the registry gains without a line here fails
+#: would (demo-scenario ``aws`` steps, in order). A type the registry gains without a line here fails
 #: ``test_least_privilege_every_quarantine_type_is_driven``.
-CREATE_UNTAGGED: dict[str, dict[str, Any]] = {
-    "AWS::EC2::SecurityGroup": {
-        "service": "ec2",
-        "operation": "create_security_group",
-        "params": {"GroupName": "hardening-untagged", "Description": "untagged"},
-        "save": {"sg": "GroupId"},
-    },
-    "AWS::EC2::Instance": {
-        "service": "ec2",
-        "operation": "run_instances",
-        "params": {"ImageId": "ami-0abcdef1234567890", "InstanceType": "t3.micro", "MinCount": 1, "MaxCount": 1},
-        "save": {"instance": "Instances.0.InstanceId"},
-    },
-    "AWS::S3::Bucket": {
-        "service": "s3",
-        "operation": "create_bucket",
-        "params": {"Bucket": "hardening-untagged-bucket"},
-        "save": {"bucket": "Location"},
-    },
-    "AWS::Lambda::Function": {
-        "service": "lambda",
-        "operation": "create_function",
-        "params": {
-            "FunctionName": "hardening-untagged-fn",
-            "Runtime": "python3.12",
-            "Role": "arn:aws:iam::123456789012:role/hardening-untagged-fn",
-            "Handler": "app.handler",
-            "Code": {"ZipFile": "${zip}"},
+#:
+#: The security group is opened to the world (SSH from 0.0.0.0/0 and ::/0), the case quarantine is
+#: for: only then does a read of it call ec2:DescribeSecurityGroupRules (for the revoked rules' IDs
+#: and tags), so a group with no such rule would leave that permission granted but never called.
+CREATE_UNTAGGED: dict[str, list[dict[str, Any]]] = {
+    "AWS::EC2::SecurityGroup": [
+        {
+            "service": "ec2",
+            "operation": "create_security_group",
+            "params": {"GroupName": "hardening-untagged", "Description": "untagged"},
+            "save": {"sg": "GroupId"},
         },
-        "save": {"function_arn": "FunctionArn"},
-    },
+        {
+            "service": "ec2",
+            "operation": "authorize_security_group_ingress",
+            "params": {
+                "GroupId": "${sg}",
+                "IpPermissions": [
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": 22,
+                        "ToPort": 22,
+                        "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "ssh from anywhere"}],
+                        "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
+                    }
+                ],
+            },
+        },
+    ],
+    "AWS::EC2::Instance": [
+        {
+            "service": "ec2",
+            "operation": "run_instances",
+            "params": {"ImageId": "ami-0abcdef1234567890", "InstanceType": "t3.micro", "MinCount": 1, "MaxCount": 1},
+            "save": {"instance": "Instances.0.InstanceId"},
+        }
+    ],
+    "AWS::S3::Bucket": [
+        {
+            "service": "s3",
+            "operation": "create_bucket",
+            "params": {"Bucket": "hardening-untagged-bucket"},
+            "save": {"bucket": "Location"},
+        }
+    ],
+    "AWS::Lambda::Function": [
+        {
+            "service": "lambda",
+            "operation": "create_function",
+            "params": {
+                "FunctionName": "hardening-untagged-fn",
+                "Runtime": "python3.12",
+                "Role": "arn:aws:iam::123456789012:role/hardening-untagged-fn",
+                "Handler": "app.handler",
+                "Code": {"ZipFile": "${zip}"},
+            },
+            "save": {"function_arn": "FunctionArn"},
+        }
+    ],
 }
 
 
@@ -260,7 +288,8 @@ def quarantine_lifecycle(harness: Harness, aws: EmbeddedAWS) -> None:
     saved: dict[str, str] = {}
     types = sorted(quarantine_types() & set(CREATE_UNTAGGED))
     for config_type in types:
-        _aws_step(harness, aws, CREATE_UNTAGGED[config_type], saved)
+        for step in CREATE_UNTAGGED[config_type]:
+            _aws_step(harness, aws, step, saved)
     harness.clock.set(harness.clock.now() + timedelta(hours=2))
     harness.refresh_clock()
     run_every_schedule(harness)

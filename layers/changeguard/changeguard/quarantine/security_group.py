@@ -130,7 +130,8 @@ class SecurityGroupQuarantine(Ec2Resource):
             group = next((g for g in groups if g.get("GroupId") == ref.resource_id), None)
             if group is None:
                 return None
-            rules = self._world_open_rules(ref)
+            # Only a world-open rule is ever saved with its ID and tags: no second read for any other group.
+            rules = self._world_open_rules(ref) if world_open(group.get("IpPermissions", [])) else []
         except ClientError:
             return None
         return ResourceState(
