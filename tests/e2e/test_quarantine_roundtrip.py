@@ -559,6 +559,94 @@ def test_a_group_state_saved_before_rule_ids_and_tags_still_releases(aws):
     assert [r["CidrIp"] for p in g["IpPermissions"] for r in p["IpRanges"]] == ["0.0.0.0/0"]
 
 
+def _recording(client: Any) -> list[str]:
+    """The names of the AWS calls the client makes from now on (botocore's ``before-call`` hook)."""
+    made: list[str] = []
+    client.meta.events.register("before-call.ec2", lambda model, **_: made.append(model.name))
+    return made
+
+
+@pytest.mark.parametrize(
+    ("permissions", "open_to_world"),
+    [
+        pytest.param([], False, id="no-inbound-rules"),
+        pytest.param(
+            [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}],
+            False,
+            id="narrow-range",
+        ),
+        pytest.param(
+            [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+            True,
+            id="ipv4-world",
+        ),
+        pytest.param(
+            [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}],
+            True,
+            id="ipv6-world",
+        ),
+    ],
+)
+def test_a_groups_rules_are_described_only_when_it_has_a_world_open_rule(aws, permissions, open_to_world):
+    """Only a world-open rule is saved with its ID and tags, so only a group with one costs the second
+    call (issue 9 counts AWS calls per event: every tag event and sweep reads the group)."""
+    from changeguard.quarantine.security_group import SecurityGroupQuarantine
+
+    ec2 = aws.client("ec2")
+    group = ec2.create_security_group(GroupName="orders-api", Description="api")["GroupId"]
+    if permissions:
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=permissions)
+    handler = SecurityGroupQuarantine(api=ec2)
+    made = _recording(ec2)
+    state = handler.read(handler.ref(group, ACCOUNT, REGION))
+    assert state is not None
+    if open_to_world:
+        assert made == ["DescribeSecurityGroups", "DescribeSecurityGroupRules"]
+        assert [r["id"] for r in state.config["rules"]] == [
+            r["SecurityGroupRuleId"]
+            for r in ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])[
+                "SecurityGroupRules"
+            ]
+            if not r["IsEgress"]
+        ]
+    else:
+        assert made == ["DescribeSecurityGroups"]
+        assert state.config["rules"] == []
+
+
+def test_a_world_open_group_round_trip_describes_its_rules_once_and_names_their_tags_on_release(aws):
+    """Quarantine and release of a world-open group: the rules' IDs and tags are read once, before the
+    revoke (the checks after the revoke and before the re-authorize see no world-open rule), and the
+    release re-authorizes the rules and names the tags to put back."""
+    from changeguard.quarantine.security_group import SecurityGroupQuarantine
+
+    ec2 = aws.client("ec2")
+    group = ec2.create_security_group(GroupName="orders-api", Description="api")["GroupId"]
+    https = {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    rule = ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[https],
+        TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": [{"Key": "Owner", "Value": "web-team"}]}],
+    )["SecurityGroupRules"][0]["SecurityGroupRuleId"]
+    handler = SecurityGroupQuarantine(api=ec2)
+    ref = handler.ref(group, ACCOUNT, REGION)
+    made = _recording(ec2)
+    state = handler.read(ref)
+    assert state is not None
+    saved = json.loads(json.dumps(handler.quarantine(ref, state, QuarantineSettings())))
+    assert saved["rules"] == [
+        {"key": ["tcp", "443", "443", "ipv4", "0.0.0.0/0"], "id": rule, "tags": {"Owner": "web-team"}}
+    ]
+    released = handler.release(ref, saved)
+    assert made.count("DescribeSecurityGroupRules") == 1
+    assert made.index("DescribeSecurityGroupRules") < made.index("RevokeSecurityGroupIngress")
+    assert released.result is ReleaseResult.RESTORED
+    [g] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]
+    assert [(p["FromPort"], r["CidrIp"]) for p in g["IpPermissions"] for r in p["IpRanges"]] == [(443, "0.0.0.0/0")]
+    assert "re-tag them by hand" in released.detail and "Owner=web-team" in released.detail
+    assert f"(was {rule})" in released.calls[0]
+
+
 def test_a_rule_left_open_by_the_revoke_fails_the_quarantine(aws):
     """AWS answers a revoke that matches no rule (in a default VPC) with success and UnknownIpPermissions,
     so a rule changed between the read and the revoke stays open: the group is described again after

@@ -130,7 +130,9 @@ class SecurityGroupQuarantine(Ec2Resource):
             group = next((g for g in groups if g.get("GroupId") == ref.resource_id), None)
             if group is None:
                 return None
-            # Only a world-open rule is ever saved with its ID and tags: no second read for any other group.
+            # DescribeSecurityGroups lists rules without IDs or tags (an IpRange is CidrIp and Description
+            # only), so they take DescribeSecurityGroupRules; only a world-open rule is ever saved with
+            # them, so no other group costs that second call (issue 9 counts calls per event).
             rules = self._world_open_rules(ref) if world_open(group.get("IpPermissions", [])) else []
         except ClientError:
             return None
