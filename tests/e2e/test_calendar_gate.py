@@ -14,6 +14,7 @@ import pytest
 from changeguard.adapters.dynamodb import DynamoDBLedger
 from changeguard.domain.ledger import EntryKind
 from changeguard_tools import fixtures
+from changeguard_tools.bench import count_calls
 from changeguard_tools.embedded import (
     EmbeddedAWS,
     cloudformation_cancel,
@@ -21,6 +22,7 @@ from changeguard_tools.embedded import (
     codedeploy_hooks,
     codepipeline_executions,
 )
+from changeguard_tools.embedded.faults import fast_retries
 from changeguard_tools.harness import ACCOUNT, REGION, FixedClock, Harness, quiet_stream
 from changeguard_tools.replay import wrap_record
 from sample_events import load_event
@@ -435,6 +437,63 @@ def test_the_lifecycle_hook_fails_a_deployment_while_closed(harness: Harness, at
     assert codedeploy_hooks.hook_status(ACCOUNT, REGION, execution_id) == status
     expected = "Failed" if status == "Failed" else "InProgress"
     assert get_deployment(harness, "d-H00KGATE1")["status"] == expected
+
+
+# Issue 9: the AWS calls one hook event makes, by path, counted as the bench counts them (botocore's
+# before-call hook on every session), on a warm function: policy cached and clients made by a first
+# invocation that names no deployment (dead-lettered). The deployment's ledger partition is read once
+# per invocation (dynamodb:Query); the other Query is the calendar outage's partition.
+FIRST = {"codedeploy:GetDeployment": 1, "ssm:GetCalendarState": 1, "codedeploy:PutLifecycleEventHookExecutionStatus": 1}
+RETRY = {"codedeploy:PutLifecycleEventHookExecutionStatus": 1, "dynamodb:PutItem": 1}  # the alert, at last
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        # the decision (a conditional put), then the report
+        ("first decision, in the window", FIRST | {"dynamodb:Query": 2, "dynamodb:PutItem": 1}),
+        # the decision, the report, then the alert
+        ("first decision, out of the window", FIRST | {"dynamodb:Query": 2, "dynamodb:PutItem": 2}),
+        # the first attempt's report was throttled: report the recorded decision, then alert
+        ("retry after the decision was recorded", RETRY | {"dynamodb:Query": 2}),
+        # the first attempt's alert write was throttled: report again (refused), then alert
+        ("retry after CodeDeploy was told", RETRY | {"dynamodb:Query": 2}),
+    ],
+)
+def test_a_hook_event_reads_the_deployments_ledger_partition_once(
+    aws: EmbeddedAWS, harness: Harness, path: str, expected: dict[str, int]
+) -> None:
+    assert harness.clock is not None
+    if "in the window" in path:
+        harness.clock.set(datetime(2026, 11, 21, 3, 0, tzinfo=UTC))
+        harness.refresh_clock()
+    fixtures.seed(harness, deployments("Lambda", deployment("d-H00KGATE1", "2026-11-21T02:30:00Z")))
+    execution_id = codedeploy_hooks.start_hook(ACCOUNT, REGION, "d-H00KGATE1", "BeforeAllowTraffic")
+    invocation = {"DeploymentId": "d-H00KGATE1", "LifecycleEventHookExecutionId": execution_id}
+    with count_calls() as calls:
+        assert harness.invoke(HOOK, {"DeploymentId": "d-N0SUCH001", "LifecycleEventHookExecutionId": "x"}).error
+        if path.startswith("retry"):
+            if "decision was recorded" in path:
+                operation, only = "PutLifecycleEventHookExecutionStatus", None
+            else:
+                operation, only = "PutItem", '"ALERT#'  # the alert's write, not the decision's
+            throttled = aws.faults.fail("throttle", operations=[operation], body_contains=only)
+            with fast_retries():
+                failed = harness.invoke(HOOK, invocation).error or ""
+            assert f"when calling the {operation} operation (reached max retries" in failed, failed
+            aws.faults.remove(throttled)
+        calls.clear()
+
+        result = harness.invoke(HOOK, invocation)
+
+    assert result.error is None, result.error
+    assert dict(calls) == expected
+    expected_status = "Succeeded" if "in the window" in path else "Failed"
+    assert codedeploy_hooks.hook_status(ACCOUNT, REGION, execution_id) == expected_status
+    table = DynamoDBLedger(harness.ctx.refs["ChangeLedgerTable"], harness.admin_client("dynamodb"))
+    entries = table.entries_for("codedeploy:d-H00KGATE1")
+    assert [e.entry for e in entries if e.kind is EntryKind.CALENDAR] == [f"HOOK#{execution_id}"]
+    assert sum(e.kind is EntryKind.ALERT for e in entries) == (0 if "in the window" in path else 1)
 
 
 def test_a_malformed_hook_payload_is_dead_lettered(harness: Harness) -> None:

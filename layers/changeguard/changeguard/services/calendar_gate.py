@@ -14,7 +14,7 @@ ledgers the decision with its alert in one append. Two entry points:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -293,7 +293,9 @@ class _GateBase:
             body=body,
         )
 
-    def alerted_by_the_other_gate(self, decision: GateDecision) -> str | None:
+    def alerted_by_the_other_gate(
+        self, decision: GateDecision, entries: Sequence[LedgerEntry] | None = None
+    ) -> str | None:
         """The other entry point's change-window alert on this deployment, when it raised one.
 
         A deployment whose AppSpec names the lifecycle hook is judged twice, for one change: by the
@@ -301,11 +303,12 @@ class _GateBase:
         closed-window alert is enough: whichever alerts second records its decision and names the
         first alert instead of raising its own. Both still act (the hook reports, the gate stops),
         so the deployment is blocked whatever the order; two running at the same instant can
-        still both alert (this is a read, not a lock).
+        still both alert (this is a read, not a lock). ``entries``: the change's partition as the
+        caller already read it (the hook reads it once per invocation); None reads it here.
         """
         if decision.change.kind is not GateKind.DEPLOYMENT:
             return None
-        for e in self.ledger.entries_for(decision.change.change_id):
+        for e in self.ledger.entries_for(decision.change.change_id) if entries is None else entries:
             alert = e.body.get("alert") if e.kind is EntryKind.ALERT else None
             if alert and e.function != self.function and alert.get("kind") == ALERT_KIND:
                 return str(alert["alert_id"])
@@ -756,6 +759,10 @@ class LifecycleHookService(_GateBase):
         "now" (the window opened meanwhile) would ledger a verdict CodeDeploy never received. The
         alert is written after the report, so it says what was done; a failed report or alert write
         raises, and Lambda's retry reports the recorded status again and writes the alert then.
+
+        The deployment's ledger partition is read once per invocation (issue 9), and that one read
+        answers both questions asked of it: whether this execution was decided already, and whether
+        the START gate already alerted on the deployment. Only a lost conditional put reads it again.
         """
         if not isinstance(event, Mapping):
             raise InvalidEventError("event is not a JSON object")
@@ -763,18 +770,25 @@ class LifecycleHookService(_GateBase):
         policy = self.policy()
         change_id = change_id_of(hook.DeploymentId)
         entry = f"HOOK#{hook.LifecycleEventHookExecutionId}"
-        decision, fresh = self.recorded(change_id, entry), False
+        entries = self.ledger.entries_for(change_id)
+        decision, fresh = _recorded(entries, entry), False
         if decision is None:
             decided = self.decide(hook, policy, function_arn)
             if isinstance(decided, Outcome):
                 return decided  # no calendar: nothing decided, nothing ledgered
             plan = [f"report {_hook_status(decided)} to CodeDeploy"]
-            if decided.alerts and (alerted := self.alerted_by_the_other_gate(decided)):
+            if decided.alerts and (alerted := self.alerted_by_the_other_gate(decided, entries)):
                 plan.append(_covered(alerted))  # the START gate judged this deployment first
             intent = self.gate_entry(decided, entry, plan, self.clock.now())
             fresh = self.ledger.append([intent])
-            # Lost a race with a concurrent delivery of the same execution: report its decision, not ours.
-            decision = decided if fresh else self.recorded(change_id, entry)
+            if fresh:
+                decision = decided
+            else:
+                # Lost a race with a concurrent delivery of the same execution: report its decision, not
+                # ours. It was written after our read, so only a new read can see it; the ledger's Query
+                # is strongly consistent (ConsistentRead: it reflects every write that succeeded before it).
+                entries = self.ledger.entries_for(change_id)
+                decision = _recorded(entries, entry)
             if decision is None:
                 raise RuntimeError(f"{change_id} {entry} was refused as written but cannot be read back: retry")
         status = _hook_status(decision)
@@ -786,12 +800,9 @@ class LifecycleHookService(_GateBase):
         ]
         if decision.blocks and not decision.enforce:
             actions.append(f"would have reported Failed for {decision.change.label} (observe mode)")
-        return self.report(decision, policy, actions, fresh or reported, suffix=hook.LifecycleEventHookExecutionId)
-
-    def recorded(self, change_id: str, entry: str) -> GateDecision | None:
-        """The decision an earlier attempt ledgered for this hook execution, if any."""
-        found = next((e for e in self.ledger.entries_for(change_id) if e.entry == entry), None)
-        return GateDecision.model_validate(found.body["decision"]) if found is not None else None
+        return self.report(
+            decision, policy, actions, fresh or reported, suffix=hook.LifecycleEventHookExecutionId, entries=entries
+        )
 
     def decide(self, hook: LifecycleHookInvocation, policy: Policy, function_arn: str | None) -> GateDecision | Outcome:
         """The decision for this execution now; with no calendar configured, report Succeeded and stop there."""
@@ -831,15 +842,28 @@ class LifecycleHookService(_GateBase):
             ticket, note = self.emergency_ticket([facts.description], policy)
         return decide(change, reading, target, policy, ticket=ticket, ticket_note=note, hook=True)
 
-    def report(self, decision: GateDecision, policy: Policy, actions: list[str], new: bool, suffix: str) -> Outcome:
+    def report(
+        self,
+        decision: GateDecision,
+        policy: Policy,
+        actions: list[str],
+        new: bool,
+        suffix: str,
+        entries: Sequence[LedgerEntry],
+    ) -> Outcome:
         """The recorded decision's alert (and calendar outage), written once, after the report.
 
         One alert per hook execution: a deployment runs the hook at more than one lifecycle event
         (BeforeInstall and AfterAllowTestTraffic), and a redelivery of the same one alerts nothing.
+        ``entries`` is the partition as this invocation read it, and the START gate's alert is looked for
+        there: on a first attempt the same read gave the ledgered plan its note, so plan and alert
+        agree. An alert the START gate writes after that read is not seen, and both alert: the
+        residual the README states (a read, not a lock), over the invocation rather than the last
+        step of it, for one read instead of three on an alerting path.
         """
         now = self.clock.now()
         alert_ids: list[str] = []
-        alerted = self.alerted_by_the_other_gate(decision) if decision.alerts else None
+        alerted = self.alerted_by_the_other_gate(decision, entries) if decision.alerts else None
         if alerted:
             actions = [*actions, _covered(alerted)]
         elif decision.alerts:
@@ -848,6 +872,12 @@ class LifecycleHookService(_GateBase):
                 alert_ids.append(alert.alert_id)
                 new = True
         return self.outcome(decision, policy, now, actions, new, alert_ids)
+
+
+def _recorded(entries: Iterable[LedgerEntry], entry: str) -> GateDecision | None:
+    """The decision an earlier attempt ledgered for this hook execution (``entry``), if any."""
+    found = next((e for e in entries if e.entry == entry), None)
+    return GateDecision.model_validate(found.body["decision"]) if found is not None else None
 
 
 def _hook_status(decision: GateDecision) -> str:
