@@ -442,8 +442,10 @@ def test_the_lifecycle_hook_fails_a_deployment_while_closed(harness: Harness, at
 # Issue 9: the AWS calls one hook event makes, by path, counted as the bench counts them (botocore's
 # before-call hook on every session), on a warm function: policy cached and clients made by a first
 # invocation that names no deployment (dead-lettered). The deployment's ledger partition is read once
-# per invocation (the one dynamodb:Query); the calendar outage's partition only when the calendar could
-# not be read (test_an_unreadable_calendar_fails_closed_with_one_degraded_alert).
+# per invocation, and once more just before an alert is written, for a START gate's alert written
+# meanwhile (test_a_start_alert_written_while_the_hook_runs_is_seen_before_the_hook_alerts); the calendar
+# outage's partition only when the calendar could not be read
+# (test_an_unreadable_calendar_fails_closed_with_one_degraded_alert).
 FIRST = {"codedeploy:GetDeployment": 1, "ssm:GetCalendarState": 1, "codedeploy:PutLifecycleEventHookExecutionStatus": 1}
 RETRY = {"codedeploy:PutLifecycleEventHookExecutionStatus": 1, "dynamodb:PutItem": 1}  # the alert, at last
 
@@ -454,14 +456,14 @@ RETRY = {"codedeploy:PutLifecycleEventHookExecutionStatus": 1, "dynamodb:PutItem
         # the decision (a conditional put), then the report
         ("first decision, in the window", FIRST | {"dynamodb:Query": 1, "dynamodb:PutItem": 1}),
         # the decision, the report, then the alert
-        ("first decision, out of the window", FIRST | {"dynamodb:Query": 1, "dynamodb:PutItem": 2}),
+        ("first decision, out of the window", FIRST | {"dynamodb:Query": 2, "dynamodb:PutItem": 2}),
         # the first attempt's report was throttled: report the recorded decision, then alert
-        ("retry after the decision was recorded", RETRY | {"dynamodb:Query": 1}),
+        ("retry after the decision was recorded", RETRY | {"dynamodb:Query": 2}),
         # the first attempt's alert write was throttled: report again (refused), then alert
-        ("retry after CodeDeploy was told", RETRY | {"dynamodb:Query": 1}),
+        ("retry after CodeDeploy was told", RETRY | {"dynamodb:Query": 2}),
     ],
 )
-def test_a_hook_event_reads_the_deployments_ledger_partition_once(
+def test_a_hook_event_reads_the_deployments_ledger_partition_once_and_again_before_alerting(
     aws: EmbeddedAWS, harness: Harness, path: str, expected: dict[str, int]
 ) -> None:
     assert harness.clock is not None

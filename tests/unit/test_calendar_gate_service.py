@@ -865,6 +865,34 @@ def test_a_hooked_deployment_also_gated_on_its_start_is_blocked_by_both_and_aler
     assert f"alert {alert['alert_id']} covers this deployment" in second.body["actions"][-1]
 
 
+def test_a_start_alert_written_while_the_hook_runs_is_seen_before_the_hook_alerts() -> None:
+    """The hook reads the deployment's partition once, early; the START gate can alert after that read
+    (here: while the hook reports to CodeDeploy). The hook looks again before writing its own alert."""
+    hooked = DeploymentFacts(
+        deployment_id="d-H00KGATE1", status="InProgress", application="payments-api", deployment_group="payments-prod"
+    )
+    deployments = FakeDeployments(hooked)
+    on_start, parts = gate(CalendarState.CLOSED, deployments=deployments)
+    on_hook = hook(CalendarState.CLOSED)[0]
+    on_hook.ledger, on_hook.deployments = parts["ledger"], deployments
+    start = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    start["detail"]["deploymentId"] = "d-H00KGATE1"
+    real_report = deployments.put_hook_status
+
+    def start_gate_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        deployments.put_hook_status = real_report
+        on_start.handle(start)
+        return real_report(*args, **kwargs)
+
+    deployments.put_hook_status = start_gate_meanwhile  # type: ignore[method-assign]
+    outcome = on_hook.handle(load_event("gate_lifecycle_hook/01-before-allow-traffic.json"), function_arn=HOOK_ARN)
+
+    [alert] = alerts(parts["ledger"])
+    assert alert["function"] == "gate_change_window"
+    assert outcome.alert_ids == []
+    assert [s for _, _, s in deployments.hooks] == ["Failed"]
+
+
 @pytest.mark.parametrize(
     "event", [{}, {"DeploymentId": "d-1"}, {"DeploymentId": "", "LifecycleEventHookExecutionId": "x"}, "text"]
 )

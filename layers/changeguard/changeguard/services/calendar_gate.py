@@ -859,15 +859,18 @@ class LifecycleHookService(_GateBase):
 
         One alert per hook execution: a deployment runs the hook at more than one lifecycle event
         (BeforeInstall and AfterAllowTestTraffic), and a redelivery of the same one alerts nothing.
-        ``entries`` is the partition as this invocation read it, and the START gate's alert is looked for
-        there: on a first attempt the same read gave the ledgered plan its note, so plan and alert
-        agree. An alert the START gate writes after that read is not seen, and both alert: the
-        residual the README states (a read, not a lock), over the invocation rather than the last
-        step of it, for one read instead of three on an alerting path.
+        The START gate's alert is looked for in ``entries`` (the partition as this invocation read
+        it) and, when not there, read again just before the alert is written: the hook's invocation
+        (GetDeployment, the calendar, the put, the report) is long enough for a START alert to land
+        meanwhile, and one alert per change is the point. That second read is the only one left on
+        an alerting path, so two gates both alert only when they write at the same instant (a read,
+        not a lock).
         """
         now = self.clock.now()
         alert_ids: list[str] = []
-        alerted = self.alerted_by_the_other_gate(decision, entries) if decision.alerts else None
+        alerted = None
+        if decision.alerts:
+            alerted = self.alerted_by_the_other_gate(decision, entries) or self.alerted_by_the_other_gate(decision)
         if alerted:
             actions = [*actions, _covered(alerted)]
         elif decision.alerts:
