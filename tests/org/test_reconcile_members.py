@@ -247,6 +247,7 @@ class _Ledger:
     def __init__(self) -> None:
         self.appended: list[list[Any]] = []
         self.items: dict[tuple[str, str], Any] = {}
+        self.read = 0  # entries read from partitions
 
     def append(self, entries: list[Any]) -> bool:
         if any((e.change_id, e.entry) in self.items for e in entries):
@@ -259,7 +260,18 @@ class _Ledger:
         return {key for key in keys if key in self.items}
 
     def entries_for(self, change_id: str) -> list[Any]:
-        return [e for (c, _), e in sorted(self.items.items()) if c == change_id]
+        found = [e for (c, _), e in sorted(self.items.items()) if c == change_id]
+        self.read += len(found)
+        return found
+
+    def entries_between(
+        self, change_id: str, low: str, high: str, *, newest_first: bool = False, limit: int | None = None
+    ) -> list[Any]:
+        lo, hi = low.encode(), high.encode()  # DynamoDB compares string keys as UTF-8 bytes
+        found = [e for (c, k), e in sorted(self.items.items()) if c == change_id and lo <= k.encode() <= hi]
+        found = (found[::-1] if newest_first else found)[:limit]
+        self.read += len(found)
+        return found
 
 
 class _Correlate:
@@ -746,3 +758,28 @@ def test_records_that_cannot_be_parsed_are_named_in_the_outcome_and_the_ledger_a
     again = service.run("us-east-1")
     assert [r for r in again.reasons if r.startswith("skipped CloudTrail event x")]
     assert again.alert_ids == []  # one alert a day
+
+
+def test_a_run_reads_only_the_day_s_last_run_to_find_where_each_pair_starts():
+    """An hourly sweep ledgers 24 runs a day, each naming every pair (up to a whole item with 1,500
+    pairs): where to start is the last one's marks, read alone, not the day's partition."""
+    scope = ThreadScope(own=CENTRAL)
+    clock = _Clock()
+    pair = (None, "us-east-1")
+    trail = _Trail(scope, {pair: [_at(i, None, "us-east-1", clock.at - timedelta(minutes=30 - i)) for i in range(5)]})
+    correlate = _Correlate()
+    service = _service(trail, correlate, scope, clock=clock, members=())
+    service.regions = ()
+    for _ in range(5):
+        service.run("us-east-1", time_left=lambda: 900.0)
+        clock.at += timedelta(minutes=7)
+
+    correlate.ledger.read = 0
+    progress, _owed, previous = service._progress(clock.at)
+
+    assert correlate.ledger.read == 1
+    runs = sorted(correlate.ledger.entries_for(f"reconcile:progress:{clock.at:%Y-%m-%d}"), key=lambda e: e.entry)
+    assert len(runs) == 5
+    assert previous == runs[-1].event_time
+    [[through]] = [list(runs[-1].body["complete_through"])]
+    assert progress == {pair: datetime.fromisoformat(through)}

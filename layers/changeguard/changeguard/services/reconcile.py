@@ -80,6 +80,8 @@ GAP = "reconcile:gap"
 RETENTION = timedelta(days=90)
 RETENTION_MARGIN = timedelta(hours=1)
 PROGRESS = "reconcile:progress"
+#: The key of one run's fact in its day's partition: ``RUN#<HHMMSS>``.
+RUN_PREFIX = "RUN#"
 
 Pair = tuple[str | None, str | None]  # (account, region); None: the function's own
 
@@ -302,12 +304,14 @@ class ReconcileService:
         while none is found): its marks stand, and the next run reads back to them."""
         for back in range(RETENTION.days + 2):
             day = now - timedelta(days=back)
-            entries = self.correlate.ledger.entries_for(f"{PROGRESS}:{day.strftime('%Y-%m-%d')}")
-            runs = [e for e in entries if e.kind is EntryKind.RECONCILED and e.entry.startswith("RUN#")]
-            if runs:
-                last = max(runs, key=lambda e: (e.event_time, e.entry))
-                body = last.body
-                return _pairs_from_body(body), _pairs_from_body(body, "never_read_since"), last.event_time
+            # The day's last run only: RUN#<HHMMSS> keys sort by time, and an hourly sweep's day holds
+            # 24 runs, each naming every pair (up to a whole item at organization scale).
+            runs = self.correlate.ledger.entries_between(
+                f"{PROGRESS}:{day.strftime('%Y-%m-%d')}", RUN_PREFIX, f"{RUN_PREFIX}\uffff", newest_first=True, limit=1
+            )
+            if runs and runs[0].kind is EntryKind.RECONCILED:
+                body = runs[0].body
+                return _pairs_from_body(body), _pairs_from_body(body, "never_read_since"), runs[0].event_time
         return {}, {}, None
 
     def _record_progress(
@@ -348,7 +352,7 @@ class ReconcileService:
         """One fact about this run, under ``<prefix>:<day>`` as ``RUN#<HHMMSS>``."""
         return LedgerEntry(
             change_id=f"{prefix}:{now.strftime('%Y-%m-%d')}",
-            entry=f"RUN#{now.strftime('%H%M%S')}",
+            entry=f"{RUN_PREFIX}{now.strftime('%H%M%S')}",
             kind=kind,
             function=self.function,
             event_time=now,
