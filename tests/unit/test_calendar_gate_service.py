@@ -836,10 +836,9 @@ def test_each_hook_execution_of_one_deployment_is_ledgered_and_alerted(mode: str
     assert outcomes[1].alert_ids and outcomes[2].alert_ids == []
 
 
-@pytest.mark.parametrize("hook_first", [True, False], ids=["hook, then START", "START, then hook"])
-def test_a_hooked_deployment_also_gated_on_its_start_is_blocked_by_both_and_alerted_once(hook_first: bool) -> None:
-    """The AppSpec names the hook and the START event reaches the rule-triggered gate: one change, judged
-    twice, in either order. Both act (fail closed whatever the order), one alert is sent."""
+def both_gates() -> tuple[Any, Any, FakeDeployments, dict[str, Any], dict[str, Any]]:
+    """A deployment whose AppSpec names the hook, with the rule-triggered gate and the hook sharing one
+    ledger, both with the calendar closed: (on_start, on_hook, deployments, parts, its START event)."""
     hooked = DeploymentFacts(
         deployment_id="d-H00KGATE1", status="InProgress", application="payments-api", deployment_group="payments-prod"
     )
@@ -849,6 +848,14 @@ def test_a_hooked_deployment_also_gated_on_its_start_is_blocked_by_both_and_aler
     on_hook.ledger, on_hook.deployments = parts["ledger"], deployments
     start = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
     start["detail"]["deploymentId"] = "d-H00KGATE1"
+    return on_start, on_hook, deployments, parts, start
+
+
+@pytest.mark.parametrize("hook_first", [True, False], ids=["hook, then START", "START, then hook"])
+def test_a_hooked_deployment_also_gated_on_its_start_is_blocked_by_both_and_alerted_once(hook_first: bool) -> None:
+    """The AppSpec names the hook and the START event reaches the rule-triggered gate: one change, judged
+    twice, in either order. Both act (fail closed whatever the order), one alert is sent."""
+    on_start, on_hook, deployments, parts, start = both_gates()
     invocation = load_event("gate_lifecycle_hook/01-before-allow-traffic.json")
     both = [lambda: on_hook.handle(invocation, function_arn=HOOK_ARN), lambda: on_start.handle(start)]
 
@@ -868,15 +875,7 @@ def test_a_hooked_deployment_also_gated_on_its_start_is_blocked_by_both_and_aler
 def test_a_start_alert_written_while_the_hook_runs_is_seen_before_the_hook_alerts() -> None:
     """The hook reads the deployment's partition once, early; the START gate can alert after that read
     (here: while the hook reports to CodeDeploy). The hook looks again before writing its own alert."""
-    hooked = DeploymentFacts(
-        deployment_id="d-H00KGATE1", status="InProgress", application="payments-api", deployment_group="payments-prod"
-    )
-    deployments = FakeDeployments(hooked)
-    on_start, parts = gate(CalendarState.CLOSED, deployments=deployments)
-    on_hook = hook(CalendarState.CLOSED)[0]
-    on_hook.ledger, on_hook.deployments = parts["ledger"], deployments
-    start = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
-    start["detail"]["deploymentId"] = "d-H00KGATE1"
+    on_start, on_hook, deployments, parts, start = both_gates()
     real_report = deployments.put_hook_status
 
     def start_gate_meanwhile(*args: Any, **kwargs: Any) -> bool:
