@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from changeguard.models.cloudtrail import CloudTrailRecord, UnparsedTrailEvent
 from changeguard.services.outcome import Outcome
 from changeguard.services.reconcile import ReconcileService
 from changeguard.settings import Wiring
-from fakes import ThreadScope
+from fakes import InMemoryLedger, ThreadScope
 from hardening.conftest import all_ledger_entries, ledger_entries, make_harness, trail_since
 from org.test_cross_account import CENTRAL, MEMBER, ORG, create_acting_role, member_clients
 
@@ -243,35 +244,21 @@ class _Trail:
                 self.active -= 1
 
 
-class _Ledger:
-    def __init__(self) -> None:
-        self.appended: list[list[Any]] = []
-        self.items: dict[tuple[str, str], Any] = {}
-        self.read = 0  # entries read from partitions
+class _Ledger(InMemoryLedger):
+    """The fake ledger, keeping each append in order, with the sweep's check of what is judged."""
 
-    def append(self, entries: list[Any]) -> bool:
-        if any((e.change_id, e.entry) in self.items for e in entries):
+    def __init__(self) -> None:
+        super().__init__()
+        self.appended: list[list[Any]] = []
+
+    def append(self, entries: Sequence[Any]) -> bool:
+        if not super().append(entries):
             return False
-        self.appended.append(entries)
-        self.items.update({(e.change_id, e.entry): e for e in entries})
+        self.appended.append(list(entries))
         return True
 
     def existing(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         return {key for key in keys if key in self.items}
-
-    def entries_for(self, change_id: str) -> list[Any]:
-        found = [e for (c, _), e in sorted(self.items.items()) if c == change_id]
-        self.read += len(found)
-        return found
-
-    def entries_between(
-        self, change_id: str, low: str, high: str, *, newest_first: bool = False, limit: int | None = None
-    ) -> list[Any]:
-        lo, hi = low.encode(), high.encode()  # DynamoDB compares string keys as UTF-8 bytes
-        found = [e for (c, k), e in sorted(self.items.items()) if c == change_id and lo <= k.encode() <= hi]
-        found = (found[::-1] if newest_first else found)[:limit]
-        self.read += len(found)
-        return found
 
 
 class _Correlate:
