@@ -423,10 +423,52 @@ def test_the_heartbeat_alerts_once_when_the_rule_carrying_changes_breaks_and_onc
         (45, ["ChangeGuard rule CloudTrailWriteCalls broken: its changes no longer reach the suite"]),
         (90, ["ChangeGuard rule CloudTrailWriteCalls repaired: its changes reach the suite again"]),
     ]
-    facts = [e.entry for e in ledger_entries(path.h, RULES_KEY) if not e.entry.startswith("ALERT#")]
+    facts = [e.entry for e in ledger_entries(path.h, RULES_KEY) if e.entry.startswith(("DOWN#", "UP#"))]
     assert facts == ["DOWN#CloudTrailWriteCalls#000001", "UP#CloudTrailWriteCalls#000001"]
+    # The repair put the template's pattern back (a recreated rule too): the first baselines stand.
+    baselines = [e.entry for e in ledger_entries(path.h, RULES_KEY) if e.entry.startswith("PATTERN#")]
+    assert baselines == [f"PATTERN#{label}#000001" for label in sorted(WATCHED_LABELS)]
     heartbeat = [e.entry for e in ledger_entries(path.h, HEARTBEAT_KEY) if e.entry.startswith(("DOWN#", "UP#"))]
     assert heartbeat == []  # the canary alone saw nothing wrong
+
+
+WATCHED_LABELS = ("CloudTrailWriteCalls", "ConfigItemChanges", "HeartbeatCanary", "CloudTrailTagCalls")
+
+
+def test_the_heartbeat_alerts_once_when_a_rule_carrying_changes_is_narrowed_and_once_when_it_is_put_back(aws):
+    """PutRule can exclude a principal (or the PutRule itself) while the rule stays enabled and targeted."""
+    start = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+    path = Path(aws, start)
+    events = path.h.admin_client("events")
+    rule = str(path.h.ctx.refs[WRITE_CALLS])
+    template_pattern = events.describe_rule(Name=rule)["EventPattern"]
+    narrowed = json.loads(template_pattern)
+    narrowed.setdefault("detail", {})["eventSource"] = [{"anything-but": ["events.amazonaws.com"]}]
+
+    def at(minutes: int) -> datetime:
+        return start + timedelta(minutes=minutes)
+
+    timeline: list[tuple[int, list[dict[str, Any]]]] = []
+    for minute in (0, 15):
+        timeline.append((minute, path.tick(at(minute))))
+    events.put_rule(Name=rule, EventPattern=json.dumps(narrowed), State="ENABLED")
+    for minute in (30, 45):
+        timeline.append((minute, path.tick(at(minute))))
+    events.put_rule(Name=rule, EventPattern=template_pattern, State="ENABLED")  # a redeploy puts it back
+    for minute in (60, 75):
+        timeline.append((minute, path.tick(at(minute))))
+
+    alerting = [(m, [(a["subject"], a["severity"]) for a in alerts]) for m, alerts in timeline if alerts]
+    subject = "ChangeGuard rule CloudTrailWriteCalls pattern changed: match it to an approved change"
+    assert alerting == [(30, [(subject, "high")]), (60, [(subject, "high")])]
+    first, second = (e.body["alert"] for e in ledger_entries(path.h, RULES_KEY) if "rule-pattern-changed" in e.entry)
+    assert "events.amazonaws.com" in first["details"]["pattern"]
+    assert first["details"]["fingerprint"] == second["details"]["previous_fingerprint"]
+    assert second["details"]["fingerprint"] == first["details"]["previous_fingerprint"]
+    baselines = [e.entry for e in ledger_entries(path.h, RULES_KEY) if e.entry.startswith("PATTERN#CloudTrailWrite")]
+    assert baselines == [f"PATTERN#CloudTrailWriteCalls#00000{n}" for n in (1, 2, 3)]
+    outages = [e.entry for e in ledger_entries(path.h, RULES_KEY) if e.entry.startswith(("DOWN#", "UP#"))]
+    assert outages == []  # enabled and targeted all along: only the pattern shows it
 
 
 def test_the_heartbeat_watches_every_rule_that_carries_changes_to_the_correlator_and_the_tag_enforcer(aws):

@@ -1,4 +1,4 @@
-"""EventBridge rules as the heartbeat reads them: state and targets of the rules that carry changes."""
+"""EventBridge rules as the heartbeat reads them: state, pattern and targets of the rules that carry changes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class EventBridgeRules:
         self._events = events
 
     def read(self, rule: WatchedRule) -> RuleReading:
-        """The rule's state and targets; a rule that no longer exists reads as state None.
+        """The rule's state, pattern and targets; a rule that no longer exists reads as state None.
 
         Both calls raise ``ResourceNotFoundException`` for a rule that does not exist (a rule deleted
         between the two calls reads as deleted too). Any other error (throttling past the retries,
@@ -24,7 +24,10 @@ class EventBridgeRules:
         events = self._events or client("events")
         missing = events.exceptions.ResourceNotFoundException
         try:
-            state = str(events.describe_rule(Name=rule.name)["State"])
+            described = events.describe_rule(Name=rule.name)
+            state = str(described["State"])
+            # DescribeRule returns EventPattern as a JSON string, absent for a rule with a schedule only.
+            pattern = described.get("EventPattern")
             targets: list[str] = []
             kwargs: dict[str, Any] = {"Rule": rule.name}
             while True:
@@ -35,4 +38,4 @@ class EventBridgeRules:
                 kwargs["NextToken"] = page["NextToken"]
         except missing:
             return RuleReading(rule=rule, state=None)
-        return RuleReading(rule=rule, state=state, targets=tuple(targets))
+        return RuleReading(rule=rule, state=state, targets=tuple(targets), pattern=pattern)

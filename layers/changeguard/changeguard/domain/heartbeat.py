@@ -10,9 +10,10 @@ alert for the outage, and a later canary that arrives closes it with a recovery 
 
 The canary is a suite call, which the rules carrying everyone else's changes drop: it cannot show
 that one of those is disabled, deleted or stripped of its target. Each tick reads them instead
-(:func:`assess_rules`, below). A rule whose pattern was replaced still delivers something and is
-not caught here: self-protection judges the ``PutRule`` and the hourly reconciliation sweep reads
-CloudTrail whatever the rules match.
+(:func:`assess_rules`, below). A rule whose pattern was narrowed still delivers something, and the
+``PutRule`` that narrowed it may be the very event it no longer matches: each tick also fingerprints
+the pattern it read and alerts once when it differs from the last one recorded
+(:func:`assess_patterns`).
 
 All heartbeat facts live under one ledger key, :data:`HEARTBEAT_KEY`: ``SENT#<id>`` (the heartbeat),
 ``ARRIVED#<id>`` (the correlator), ``DOWN#<n>`` and ``UP#<n>`` (outages, numbered).
@@ -20,6 +21,8 @@ All heartbeat facts live under one ledger key, :data:`HEARTBEAT_KEY`: ``SENT#<id
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -164,6 +167,13 @@ class RuleReading(BaseModel):
     rule: WatchedRule
     state: str | None
     targets: tuple[str, ...] = ()
+    #: ``EventPattern`` as DescribeRule returns it (a JSON string; None for a rule with a schedule only).
+    pattern: str | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The pattern's fingerprint (:func:`pattern_fingerprint`); None for a deleted rule: it has none."""
+        return None if self.state is None else pattern_fingerprint(self.pattern)
 
     @property
     def fault(self) -> str | None:
@@ -218,4 +228,78 @@ def assess_rules(readings: Iterable[RuleReading], entries: Iterable[LedgerEntry]
         else:
             finding, outage = RuleFinding.BROKEN, downs + 1
         out.append(RuleAssessment(reading=reading, finding=finding, outage=outage))
+    return out
+
+
+# -- the patterns of those rules ----------------------------------------------------------------------
+# A rule can stay enabled and keep its target while matching less: ``PutRule`` with a pattern that
+# excludes one principal, or ``events.amazonaws.com`` so the ``PutRule`` itself is never judged.
+# Each tick fingerprints the pattern DescribeRule returned and compares it with the last fingerprint
+# recorded for that rule: ``PATTERN#<label>#<n>`` under :data:`RULES_KEY`, numbered like the outages,
+# so a pattern changed and changed back is two changes, each recorded (and alerted) once.
+
+PATTERN = "PATTERN#"
+
+
+def pattern_fingerprint(pattern: str | None) -> str:
+    """sha256 of the pattern's canonical JSON (keys sorted, no spaces): the same pattern written with
+    other spacing or key order is the same pattern. A rule without a pattern hashes ``null``."""
+    canonical = json.dumps(None if pattern is None else json.loads(pattern), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PatternFinding(StrEnum):
+    FIRST = "first"  # no fingerprint recorded yet: this one becomes the baseline, no alert
+    SAME = "same"
+    CHANGED = "changed"  # differs from the baseline: recorded as the new one, one alert
+    UNREAD = "unread"  # the rule is deleted: an outage already says so, there is no pattern to compare
+
+
+class PatternAssessment(BaseModel):
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
+
+    reading: RuleReading
+    finding: PatternFinding
+    number: int  # the number of the baseline recorded (FIRST, CHANGED: the one to record)
+    previous: str | None = None  # the baseline's fingerprint before this reading
+
+    @property
+    def alerts(self) -> bool:
+        return self.finding is PatternFinding.CHANGED
+
+    @property
+    def records(self) -> bool:
+        return self.finding in (PatternFinding.FIRST, PatternFinding.CHANGED)
+
+    @property
+    def entry(self) -> str:
+        """The ledger entry of the baseline this assessment records."""
+        return f"{PATTERN}{self.reading.rule.label}#{self.number:06d}"
+
+
+def assess_patterns(readings: Iterable[RuleReading], entries: Iterable[LedgerEntry]) -> list[PatternAssessment]:
+    """Compare each rule's pattern with its last recorded fingerprint (the entries of :data:`RULES_KEY`)."""
+    baselines: dict[str, tuple[str, str]] = {}  # label -> (newest PATTERN# entry, its fingerprint)
+    for e in entries:
+        if not e.entry.startswith(PATTERN):
+            continue
+        label = e.entry[len(PATTERN) :].rsplit("#", 1)[0]
+        if label not in baselines or e.entry > baselines[label][0]:  # numbers are zero-padded
+            baselines[label] = (e.entry, str(e.body.get("fingerprint")))
+    out: list[PatternAssessment] = []
+    for reading in readings:
+        label = reading.rule.label
+        last = baselines.get(label)
+        number = int(last[0].rsplit("#", 1)[1]) if last else 0
+        previous = last[1] if last else None
+        fingerprint = reading.fingerprint
+        if fingerprint is None:
+            finding = PatternFinding.UNREAD
+        elif previous is None:
+            finding, number = PatternFinding.FIRST, number + 1
+        elif fingerprint == previous:
+            finding = PatternFinding.SAME
+        else:
+            finding, number = PatternFinding.CHANGED, number + 1
+        out.append(PatternAssessment(reading=reading, finding=finding, number=number, previous=previous))
     return out

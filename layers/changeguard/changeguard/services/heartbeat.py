@@ -7,7 +7,9 @@ a canary arriving again closes it with a recovery alert. Then it sends this tick
 CloudTrail records and EventBridge delivers to the correlator, which records ``ARRIVED#<id>``.
 Last it reads the rules that carry changes (``domain.heartbeat.assess_rules``), which the canary
 never takes: a rule disabled, deleted or stripped of its function's target opens an outage of its
-own with one critical alert, and its repair closes it with a recovery alert.
+own with one critical alert, and its repair closes it with a recovery alert. It also fingerprints each
+rule's pattern (``domain.heartbeat.assess_patterns``): the first reading becomes the rule's baseline,
+and a different one later raises one high alert and becomes the new baseline.
 Alerts go through the ledger like every other alert (the outbox).
 """
 
@@ -28,10 +30,13 @@ from changeguard.domain.heartbeat import (
     UP,
     Assessment,
     Finding,
+    PatternAssessment,
+    PatternFinding,
     RuleAssessment,
     RuleFinding,
     WatchedRule,
     assess,
+    assess_patterns,
     assess_rules,
     canary_id,
 )
@@ -56,6 +61,15 @@ RULE_REMEDIATION = (
     " CloudTrail records DisableRule, RemoveTargets, PutRule and DeleteRule (events.amazonaws.com). The"
     " hourly reconciliation sweep judges the CloudTrail write calls missed meanwhile."
 )
+
+PATTERN_REMEDIATION = (
+    "Match the change to an approved change: a ChangeGuard stack update, or the PutRule call CloudTrail"
+    " recorded for this rule (events.amazonaws.com). If none explains it, redeploy the stack to restore the"
+    " template's pattern and treat it as control tampering; the hourly reconciliation sweep judges the"
+    " CloudTrail write calls the changed pattern no longer matched."
+)
+#: How much of a changed pattern an alert shows (the ledger's PATTERN# fact keeps all of it).
+PATTERN_SHOWN = 1000
 
 
 class HeartbeatService:
@@ -129,7 +143,8 @@ class HeartbeatService:
         else:
             actions.append(f"canary {canary} already sent and arrived")
         reasons = [describe(assessment, grace)]
-        for judged in self.watch_rules():
+        judged_rules, patterns = self.watch_rules()
+        for judged in judged_rules:
             reasons.append(describe_rule(judged))
             if not judged.alerts:
                 continue
@@ -140,6 +155,21 @@ class HeartbeatService:
                     f"rule {judged.reading.rule.label} outage #{judged.outage} {'opened' if opened else 'closed'}"
                 )
                 alert_ids.append(alert.alert_id)
+        for seen in patterns:
+            if seen.alerts:
+                reasons.append(describe_pattern(seen))
+            if not seen.records:
+                continue
+            pattern_alert = self.pattern_alert(seen, now) if seen.alerts else None
+            if self.ledger.append(self.pattern_entries(seen, pattern_alert, now)):
+                label = seen.reading.rule.label
+                if pattern_alert is None:
+                    actions.append(
+                        f"recorded rule {label}'s pattern {_short(seen.reading.fingerprint)} as its baseline"
+                    )
+                else:
+                    actions.append(f"rule {label} pattern changed: baseline #{seen.number} recorded")
+                    alert_ids.append(pattern_alert.alert_id)
         return Outcome(
             function=self.function,
             change_id=HEARTBEAT_KEY,
@@ -175,12 +205,79 @@ class HeartbeatService:
         ]
         return [*due, *sent, *arrived, *outages]
 
-    def watch_rules(self) -> list[RuleAssessment]:
-        """Each watched rule read from EventBridge and judged against its outages (one ledger query)."""
+    def watch_rules(self) -> tuple[list[RuleAssessment], list[PatternAssessment]]:
+        """Each watched rule read from EventBridge, judged against its outages and its pattern baseline.
+
+        One ledger query: the key range from ``DOWN#`` to ``UP#`` holds the outages and the ``PATTERN#``
+        baselines (D < P < U) and leaves out the ``ALERT#`` entries (A < D), whose bodies are the bulk
+        of the partition.
+        """
         if not self.watched or self.rules is None:
-            return []
+            return [], []
         readings = [self.rules.read(rule) for rule in self.watched]
-        return assess_rules(readings, self.ledger.entries_for(RULES_KEY))
+        recorded = self.ledger.entries_between(RULES_KEY, DOWN, f"{UP}{_LAST}")
+        return assess_rules(readings, recorded), assess_patterns(readings, recorded)
+
+    def pattern_entries(self, seen: PatternAssessment, alert: Alert | None, now: datetime) -> list[LedgerEntry]:
+        """The new baseline, and its alert when it replaces one, written together: a retried tick finds
+        the baseline (the same fingerprint) and writes nothing; a racing tick's conditional put fails."""
+        reading = seen.reading
+        fact = LedgerEntry(
+            change_id=RULES_KEY,
+            entry=seen.entry,
+            kind=EntryKind.HEARTBEAT,
+            function=self.function,
+            event_time=now,
+            recorded_at=now,
+            body={
+                "finding": seen.finding.value,
+                "rule": reading.rule.name,
+                "fingerprint": reading.fingerprint,
+                "previous": seen.previous,
+                "pattern": reading.pattern,
+            },
+        )
+        if alert is None:
+            return [fact]
+        suffix = seen.entry.split("#", 1)[1]  # <label>#<number>, as the fact's key
+        return [fact, alert_entry(alert, now, now, suffix=suffix)]
+
+    def pattern_alert(self, seen: PatternAssessment, now: datetime) -> Alert:
+        rule = seen.reading.rule
+        function = rule.target.rsplit(":", 1)[-1]
+        pattern = seen.reading.pattern if seen.reading.pattern is not None else "none (no event pattern)"
+        if len(pattern) > PATTERN_SHOWN:
+            pattern = pattern[: PATTERN_SHOWN - 3] + "..."
+        return Alert(
+            alert_id=Alert.make_id(RULES_KEY, self.function, f"rule-pattern-{rule.label}-{seen.number}"),
+            kind="heartbeat-rule-pattern-changed",
+            function=self.function,
+            severity=Severity.HIGH,
+            subject=f"ChangeGuard rule {rule.label} pattern changed: match it to an approved change",
+            summary=(
+                f"The event pattern of the EventBridge rule {rule.name} changed (fingerprint"
+                f" {_short(seen.previous)} to {_short(seen.reading.fingerprint)}). The rule is still read as"
+                f" enabled and targeting {function}, but it may no longer match every change it carried: a"
+                " narrowed pattern stops changes being judged without any other check failing. A change to"
+                " the suite's own rules must be matched to an approved change. A legitimate stack update"
+                " that changes the pattern raises this alert too, once, by design: the new pattern is now"
+                " the baseline, and a change back alerts again."
+            ),
+            change_id=RULES_KEY,
+            event_time=now,
+            reasons=(describe_pattern(seen),),
+            actions=("recorded the new pattern as the rule's baseline", "compares the pattern again every run"),
+            remediation=PATTERN_REMEDIATION,
+            details={
+                "rule": rule.name,
+                "label": rule.label,
+                "target": rule.target,
+                "baseline": seen.number,
+                "previous_fingerprint": seen.previous,
+                "fingerprint": seen.reading.fingerprint,
+                "pattern": pattern,
+            },
+        )
 
     def rule_entries(self, judged: RuleAssessment, alert: Alert, now: datetime) -> list[LedgerEntry]:
         """The DOWN/UP fact and its alert, written together: a second tick finds the fact and writes nothing."""
@@ -284,6 +381,23 @@ class HeartbeatService:
             actions=("closed the heartbeat outage",),
             details={"canary": assessment.canary, "last_arrival": last},
         )
+
+
+def _short(fingerprint: str | None) -> str:
+    return fingerprint[:12] if fingerprint else "none"
+
+
+def describe_pattern(seen: PatternAssessment) -> str:
+    rule = seen.reading.rule
+    return {
+        PatternFinding.FIRST: f"rule {rule.label}'s pattern {_short(seen.reading.fingerprint)} is its first",
+        PatternFinding.SAME: f"rule {rule.label}'s pattern is unchanged",
+        PatternFinding.CHANGED: (
+            f"rule {rule.label} ({rule.name}) pattern changed from {_short(seen.previous)}"
+            f" to {_short(seen.reading.fingerprint)}"
+        ),
+        PatternFinding.UNREAD: f"rule {rule.label} is deleted: no pattern to compare",
+    }[seen.finding]
 
 
 def describe_rule(judged: RuleAssessment) -> str:
