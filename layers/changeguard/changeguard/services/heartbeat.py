@@ -222,25 +222,14 @@ class HeartbeatService:
         """The new baseline, and its alert when it replaces one, written together: a retried tick finds
         the baseline (the same fingerprint) and writes nothing; a racing tick's conditional put fails."""
         reading = seen.reading
-        fact = LedgerEntry(
-            change_id=RULES_KEY,
-            entry=seen.entry,
-            kind=EntryKind.HEARTBEAT,
-            function=self.function,
-            event_time=now,
-            recorded_at=now,
-            body={
-                "finding": seen.finding.value,
-                "rule": reading.rule.name,
-                "fingerprint": reading.fingerprint,
-                "previous": seen.previous,
-                "pattern": reading.pattern,
-            },
-        )
-        if alert is None:
-            return [fact]
-        suffix = seen.entry.split("#", 1)[1]  # <label>#<number>, as the fact's key
-        return [fact, alert_entry(alert, now, now, suffix=suffix)]
+        body = {
+            "finding": seen.finding.value,
+            "rule": reading.rule.name,
+            "fingerprint": reading.fingerprint,
+            "previous": seen.previous,
+            "pattern": reading.pattern,
+        }
+        return self.rules_fact(seen.entry, body, alert, now)
 
     def pattern_alert(self, seen: PatternAssessment, now: datetime) -> Alert:
         rule = seen.reading.rule
@@ -282,23 +271,30 @@ class HeartbeatService:
     def rule_entries(self, judged: RuleAssessment, alert: Alert, now: datetime) -> list[LedgerEntry]:
         """The DOWN/UP fact and its alert, written together: a second tick finds the fact and writes nothing."""
         rule = judged.reading.rule
+        body = {
+            "finding": judged.finding.value,
+            "rule": rule.name,
+            "target": rule.target,
+            "state": judged.reading.state,
+            "targets": list(judged.reading.targets),
+            "fault": judged.reading.fault,
+        }
+        return self.rules_fact(judged.entry, body, alert, now)
+
+    def rules_fact(self, entry: str, body: dict[str, Any], alert: Alert | None, now: datetime) -> list[LedgerEntry]:
+        """A fact of the rules partition (``<KIND>#<label>#<n>``) with its alert, if any, to write together."""
         fact = LedgerEntry(
             change_id=RULES_KEY,
-            entry=judged.entry,
+            entry=entry,
             kind=EntryKind.HEARTBEAT,
             function=self.function,
             event_time=now,
             recorded_at=now,
-            body={
-                "finding": judged.finding.value,
-                "rule": rule.name,
-                "target": rule.target,
-                "state": judged.reading.state,
-                "targets": list(judged.reading.targets),
-                "fault": judged.reading.fault,
-            },
+            body=body,
         )
-        suffix = judged.entry.split("#", 1)[1]  # <label>#<outage>, as the fact's key
+        if alert is None:
+            return [fact]
+        suffix = entry.split("#", 1)[1]  # <label>#<n>, as the fact's key
         return [fact, alert_entry(alert, now, now, suffix=suffix)]
 
     def rule_alert(self, judged: RuleAssessment, now: datetime) -> Alert:
