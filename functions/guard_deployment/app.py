@@ -46,7 +46,7 @@ def build_service() -> DeploymentGuardService:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
-@coldstart.released(after="first invocation")
+@coldstart.released(after="init")
 @rejects_poison(FUNCTION)
 def lambda_handler(event: Any, context: Any, service: DeploymentGuardService | None = None) -> dict[str, Any]:
     """Handle one alarm (any of its three shapes), CodeDeploy state change or health-check sweep."""

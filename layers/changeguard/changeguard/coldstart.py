@@ -13,8 +13,16 @@ be moved to the second invocation, not made.
 
 * An event-driven function releases when its first invocation ends: its first event still builds
   clients and validators that it keeps.
-* A scheduled job releases when its first invocation starts: one run can make far more garbage
-  than a cold start, and that must be collected as it goes.
+* A function a schedule invokes releases when its first invocation starts, whatever invoked it:
+  its first invocation can be a job (the deployment guard's health sweep reads every account-region,
+  dropping member clients as it goes), which makes far more garbage than a cold start, and that
+  must be collected as it goes.
+
+The freeze does not collect first: a full collection at the end of the first invocation would
+spend most of what the hold saved. What initialisation left as cyclic garbage (a few hundred
+objects, about 100 KB) is frozen with the rest and kept for the sandbox's life, and so is anything
+frozen that becomes garbage later (a member-account client made by the first invocation and later
+dropped from the 64-client cache): bounded, once per sandbox.
 
 Only a process's first initialisation holds. A process that loads handler modules again (the
 test harness, ``changeguard replay``) keeps its collector on after the first release, and
