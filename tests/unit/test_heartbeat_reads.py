@@ -86,7 +86,7 @@ def test_a_missing_canary_is_found_and_alerted_once_from_the_same_bounded_read()
 # -- the adapter's key-range read against the embedded AWS -------------------------------------------
 def test_the_dynamodb_ledger_reads_one_key_range_in_either_order_across_pages(aws):
     from changeguard.adapters.dynamodb import DynamoDBLedger
-    from changeguard.services.heartbeat import _LAST
+    from changeguard.domain.ledger import KEY_END
 
     ddb = aws.client("dynamodb")
     ddb.create_table(
@@ -110,10 +110,10 @@ def test_the_dynamodb_ledger_reads_one_key_range_in_either_order_across_pages(aw
 
     ddb.meta.events.register("provide-client-params.dynamodb.Query", pages_of_three)
     since = canary_id(ticks[3])
-    sent = ledger.entries_between(HEARTBEAT_KEY, f"{SENT}{since}", f"{SENT}{_LAST}")
+    sent = ledger.entries_between(HEARTBEAT_KEY, f"{SENT}{since}", f"{SENT}{KEY_END}")
     assert [e.entry for e in sent] == [f"{SENT}{canary_id(at)}" for at in ticks[3:]]  # 7 items, 3 pages
-    newest = ledger.entries_between(HEARTBEAT_KEY, ARRIVED, f"{ARRIVED}{_LAST}", newest_first=True, limit=1)
+    newest = ledger.entries_between(HEARTBEAT_KEY, ARRIVED, f"{ARRIVED}{KEY_END}", newest_first=True, limit=1)
     assert [e.entry for e in newest] == [f"{ARRIVED}{canary_id(ticks[-1])}"]
     due = ledger.entries_between(HEARTBEAT_KEY, SENT, f"{SENT}{canary_id(ticks[4])}", newest_first=True, limit=2)
     assert [e.entry for e in due] == [f"{SENT}{canary_id(ticks[4])}", f"{SENT}{canary_id(ticks[3])}"]
-    assert [e.entry for e in ledger.entries_between(HEARTBEAT_KEY, DOWN, f"{DOWN}{_LAST}")] == [f"{DOWN}000001"]
+    assert [e.entry for e in ledger.entries_between(HEARTBEAT_KEY, DOWN, f"{DOWN}{KEY_END}")] == [f"{DOWN}000001"]

@@ -17,6 +17,9 @@ from changeguard.domain.errors import ConfigurationError
 DEFAULT_DAY_SHARDS = 16
 #: The shard number is two digits in the key (``YYYY-MM-DD#NN``), so keys of one day sort by shard.
 MAX_DAY_SHARDS = 100
+#: Above every character an entry key holds: ``prefix`` to ``prefix + KEY_END`` is the key range of
+#: every entry starting with ``prefix`` (for ``Ledger.entries_between``; keys compare as UTF-8 bytes).
+KEY_END = "\uffff"
 
 
 class EntryKind(StrEnum):

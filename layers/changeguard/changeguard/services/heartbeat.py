@@ -40,7 +40,7 @@ from changeguard.domain.heartbeat import (
     assess_rules,
     canary_id,
 )
-from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.ledger import KEY_END, EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.verdicts import Severity
 from changeguard.models.scheduled import parse_scheduled
@@ -52,9 +52,6 @@ REMEDIATION = (
     " that correlate_change is not failing (its errors alarm and failure queue). The hourly"
     " reconciliation sweep judges the changes missed meanwhile once the path works again."
 )
-
-#: Above every character a key holds: ``<prefix><_LAST>`` ends the key range of a prefix.
-_LAST = "\uffff"
 
 RULE_REMEDIATION = (
     "Redeploy the ChangeGuard stack (or enable the rule and put its target back) and find who changed it:"
@@ -193,15 +190,15 @@ class HeartbeatService:
             HEARTBEAT_KEY, SENT, f"{SENT}{canary_id(now - grace)}", newest_first=True, limit=2
         )
         since = min([canary, *(e.entry[len(SENT) :] for e in due)])
-        sent = self.ledger.entries_between(HEARTBEAT_KEY, f"{SENT}{since}", f"{SENT}{_LAST}")
-        arrived = self.ledger.entries_between(HEARTBEAT_KEY, f"{ARRIVED}{since}", f"{ARRIVED}{_LAST}")
+        sent = self.ledger.entries_between(HEARTBEAT_KEY, f"{SENT}{since}", f"{SENT}{KEY_END}")
+        arrived = self.ledger.entries_between(HEARTBEAT_KEY, f"{ARRIVED}{since}", f"{ARRIVED}{KEY_END}")
         if not arrived:  # for the alert's "last canary to arrive"
             arrived = self.ledger.entries_between(
-                HEARTBEAT_KEY, ARRIVED, f"{ARRIVED}{_LAST}", newest_first=True, limit=1
+                HEARTBEAT_KEY, ARRIVED, f"{ARRIVED}{KEY_END}", newest_first=True, limit=1
             )
         outages = [
-            *self.ledger.entries_between(HEARTBEAT_KEY, DOWN, f"{DOWN}{_LAST}"),
-            *self.ledger.entries_between(HEARTBEAT_KEY, UP, f"{UP}{_LAST}"),
+            *self.ledger.entries_between(HEARTBEAT_KEY, DOWN, f"{DOWN}{KEY_END}"),
+            *self.ledger.entries_between(HEARTBEAT_KEY, UP, f"{UP}{KEY_END}"),
         ]
         return [*due, *sent, *arrived, *outages]
 
@@ -215,7 +212,7 @@ class HeartbeatService:
         if not self.watched or self.rules is None:
             return [], []
         readings = [self.rules.read(rule) for rule in self.watched]
-        recorded = self.ledger.entries_between(RULES_KEY, DOWN, f"{UP}{_LAST}")
+        recorded = self.ledger.entries_between(RULES_KEY, DOWN, f"{UP}{KEY_END}")
         return assess_rules(readings, recorded), assess_patterns(readings, recorded)
 
     def pattern_entries(self, seen: PatternAssessment, alert: Alert | None, now: datetime) -> list[LedgerEntry]:

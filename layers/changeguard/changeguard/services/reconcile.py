@@ -48,7 +48,7 @@ from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change, change_from_cloudtrail
 from changeguard.domain.clock import deadline
 from changeguard.domain.errors import CrossAccountAccessError, TrailAccessDeniedError
-from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.ledger import KEY_END, EntryKind, LedgerEntry
 from changeguard.domain.partition import role_prefix_in
 from changeguard.domain.policy import Policy
 from changeguard.domain.reconcile import is_correlated_write
@@ -307,7 +307,11 @@ class ReconcileService:
             # The day's last run only: RUN#<HHMMSS> keys sort by time, and an hourly sweep's day holds
             # 24 runs, each naming every pair (up to a whole item at organization scale).
             runs = self.correlate.ledger.entries_between(
-                f"{PROGRESS}:{day.strftime('%Y-%m-%d')}", RUN_PREFIX, f"{RUN_PREFIX}\uffff", newest_first=True, limit=1
+                f"{PROGRESS}:{day.strftime('%Y-%m-%d')}",
+                RUN_PREFIX,
+                f"{RUN_PREFIX}{KEY_END}",
+                newest_first=True,
+                limit=1,
             )
             if runs and runs[0].kind is EntryKind.RECONCILED:
                 body = runs[0].body
