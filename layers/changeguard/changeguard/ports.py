@@ -137,7 +137,7 @@ class ParameterWriter(Protocol):
 
 
 class RuleReader(Protocol):
-    """A rule's state and targets as EventBridge has them (``adapters.eventbridge.EventBridgeRules``)."""
+    """A rule's state, pattern and targets as EventBridge has them (``adapters.eventbridge.EventBridgeRules``)."""
 
     def read(self, rule: WatchedRule) -> RuleReading: ...
 

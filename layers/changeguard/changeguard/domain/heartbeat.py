@@ -132,7 +132,8 @@ def assess(entries: Iterable[LedgerEntry], now: datetime, grace: timedelta) -> A
 # instead, and a rule that would no longer deliver opens an outage of its own, one alert when it
 # breaks and one when it is repaired.
 
-#: The ledger key of the watched rules' outages: ``DOWN#<label>#<n>`` and ``UP#<label>#<n>``.
+#: The ledger key of the watched rules' outages, ``DOWN#<label>#<n>`` and ``UP#<label>#<n>``, and of
+#: their pattern baselines, ``PATTERN#<label>#<n>``.
 RULES_KEY = "heartbeat:rules"
 #: The ``State`` values in which EventBridge matches events against a rule (DescribeRule): ENABLED
 #: matches every event but read-only management events from CloudTrail, and
@@ -157,6 +158,11 @@ class WatchedRule(BaseModel):
         if not (sep and sep2 and label and name and target.startswith("arn:")):
             raise ValueError(f"a watched rule is <label>:<rule name>:<target ARN>, got {text!r}")
         return cls(label=label, name=name, target=target)
+
+    @property
+    def function(self) -> str:
+        """The name of the function the rule must target (the last part of :attr:`target`)."""
+        return self.target.rsplit(":", 1)[-1]
 
 
 class RuleReading(BaseModel):

@@ -766,7 +766,8 @@ class LifecycleHookService(_GateBase):
 
         The deployment's ledger partition is read once per invocation (issue 9), and that one read
         answers both questions asked of it: whether this execution was decided already, and whether
-        the START gate already alerted on the deployment. Only a lost conditional put reads it again.
+        the START gate already alerted on the deployment. It is read again only after a lost
+        conditional put, and before the hook writes an alert the first read did not show covered.
         """
         if not isinstance(event, Mapping):
             raise InvalidEventError("event is not a JSON object")

@@ -230,7 +230,6 @@ class HeartbeatService:
 
     def pattern_alert(self, seen: PatternAssessment, now: datetime) -> Alert:
         rule = seen.reading.rule
-        function = rule.target.rsplit(":", 1)[-1]
         pattern = seen.reading.pattern if seen.reading.pattern is not None else "none (no event pattern)"
         if len(pattern) > PATTERN_SHOWN:
             pattern = pattern[: PATTERN_SHOWN - 3] + "..."
@@ -243,7 +242,7 @@ class HeartbeatService:
             summary=(
                 f"The event pattern of the EventBridge rule {rule.name} changed (fingerprint"
                 f" {_short(seen.previous)} to {_short(seen.reading.fingerprint)}). The rule is still read as"
-                f" enabled and targeting {function}, but it may no longer match every change it carried: a"
+                f" enabled and targeting {rule.function}, but it may no longer match every change it carried: a"
                 " narrowed pattern stops changes being judged without any other check failing. A change to"
                 " the suite's own rules must be matched to an approved change. A legitimate stack update"
                 " that changes the pattern raises this alert too, once, by design: the new pattern is now"
@@ -296,7 +295,6 @@ class HeartbeatService:
 
     def rule_alert(self, judged: RuleAssessment, now: datetime) -> Alert:
         rule = judged.reading.rule
-        function = rule.target.rsplit(":", 1)[-1]
         details = {"rule": rule.name, "label": rule.label, "target": rule.target, "outage": judged.outage}
         if judged.finding is RuleFinding.BROKEN:
             return Alert(
@@ -307,7 +305,7 @@ class HeartbeatService:
                 subject=f"ChangeGuard rule {rule.label} broken: its changes no longer reach the suite",
                 summary=(
                     f"The EventBridge rule {rule.name} {judged.reading.fault}, so the changes it carries no"
-                    f" longer reach {function}. The heartbeat canary takes a rule of its own and cannot show"
+                    f" longer reach {rule.function}. The heartbeat canary takes a rule of its own and cannot show"
                     " this. Changes made meanwhile are not judged as they happen."
                 ),
                 change_id=RULES_KEY,
@@ -328,7 +326,7 @@ class HeartbeatService:
             severity=Severity.INFO,
             subject=f"ChangeGuard rule {rule.label} repaired: its changes reach the suite again",
             summary=(
-                f"The EventBridge rule {rule.name} is enabled and targets {function} again (outage"
+                f"The EventBridge rule {rule.name} is enabled and targets {rule.function} again (outage"
                 f" #{judged.outage}). The hourly reconciliation sweep judges the CloudTrail write calls"
                 " missed during the outage."
             ),
