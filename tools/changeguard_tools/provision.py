@@ -154,17 +154,12 @@ def _rules(template: Template, ctx: Context, clients: ClientFactory) -> None:
     left out here). ``Ref`` is the rule's name on the default bus, ``GetAtt .Arn`` its ARN.
     """
     events = clients("events")
-    for logical_id, spec in template.resources.items():
-        if spec.get("Type") != "AWS::Serverless::Function":
-            continue
-        for event_name, event in spec.get("Properties", {}).get("Events", {}).items():
-            if event.get("Type") != "EventBridgeRule":
-                continue
-            rule_id = f"{logical_id}{event_name}"
+    for function in template.functions(ctx).values():  # the patterns resolved once, as the harness routes by
+        for rule in function.rules:
+            rule_id = f"{rule.function}{rule.name}"
             name = f"{ctx.stack_name}-{rule_id}"[:64]
-            pattern = resolve(event["Properties"]["Pattern"], ctx)
-            arn = events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")["RuleArn"]
-            target = ctx.attrs[(logical_id, "Arn")]
+            arn = events.put_rule(Name=name, EventPattern=json.dumps(rule.pattern), State="ENABLED")["RuleArn"]
+            target = ctx.attrs[(rule.function, "Arn")]
             events.put_targets(Rule=name, Targets=[{"Id": f"{rule_id}LambdaTarget", "Arn": target}])
             ctx.refs[rule_id] = name
             ctx.attrs[(rule_id, "Arn")] = arn
