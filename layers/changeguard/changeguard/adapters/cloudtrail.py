@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from changeguard.adapters import clients
-from changeguard.domain.errors import TrailAccessDeniedError
+from changeguard.domain.errors import TrailAccessDeniedError, first_error
 from changeguard.models.cloudtrail import CloudTrailRecord, UnparsedTrailEvent
 
 PAGE_SIZE = 50  # LookupEvents' maximum
@@ -66,14 +66,4 @@ class CloudTrailLookup:
                 try:
                     yield CloudTrailRecord.model_validate_json(event.get("CloudTrailEvent") or "{}")
                 except ValidationError as exc:
-                    yield UnparsedTrailEvent(str(event.get("EventId") or ""), _first_error(exc))
-
-
-def _first_error(exc: ValidationError) -> str:
-    """The first problem pydantic found, short enough for an outcome (``<field>: <message>``)."""
-    errors = exc.errors()
-    if not errors:
-        return "not a CloudTrail record"
-    first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "record"
-    return f"{where}: {first.get('msg', 'invalid')}"
+                    yield UnparsedTrailEvent(str(event.get("EventId") or ""), first_error(exc))

@@ -1,5 +1,12 @@
 """Typed errors raised by domain code and adapters."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class ChangeGuardError(Exception):
     """Base of every error ChangeGuard raises on purpose."""
@@ -62,3 +69,16 @@ class TrailAccessDeniedError(ChangeGuardError):
 class QuarantineIncompleteError(ChangeGuardError):
     """Containment was applied but the resource is still not contained (checked by describing it again):
     for instance a security group rule changed between the read and the revoke stays open."""
+
+
+def first_error(exc: ValidationError) -> str:
+    """pydantic's findings in one line: ``<n> error(s); first at '<field>': <message>``.
+
+    Never ``str(exc)``: pydantic quotes the input there, and an event may carry secrets (issue 8).
+    Only the location and message of the first finding are kept, with neither the input nor a URL.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    if not errors:
+        return "invalid"
+    where = ".".join(str(part) for part in errors[0]["loc"]) or "<root>"
+    return f"{len(errors)} error(s); first at '{where}': {errors[0]['msg']}"

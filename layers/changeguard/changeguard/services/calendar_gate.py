@@ -44,7 +44,12 @@ from changeguard.domain.deployments import (
     claimed_rollback_of,
     read_redeploy_mark,
 )
-from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError, TicketSourceUnavailableError
+from changeguard.domain.errors import (
+    CrossAccountAccessError,
+    InvalidEventError,
+    TicketSourceUnavailableError,
+    first_error,
+)
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import Ticket, find_ref
@@ -100,9 +105,7 @@ def _parse(model: type[M], event: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(event)
     except ValidationError as exc:
-        errs = exc.errors()
-        where = ".".join(str(p) for p in errs[0]["loc"]) if errs else "?"
-        raise InvalidEventError(f"not a valid {model.__name__}: {len(errs)} error(s), first at '{where}'") from exc
+        raise InvalidEventError(f"not a valid {model.__name__}: {first_error(exc)}") from exc
 
 
 def _utc_iso(moment: datetime | None) -> str | None:

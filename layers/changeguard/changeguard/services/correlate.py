@@ -15,6 +15,7 @@ from changeguard.domain.errors import (
     ConfigurationError,
     InvalidEventError,
     TicketSourceUnavailableError,
+    first_error,
 )
 from changeguard.domain.heartbeat import ARRIVED, HEARTBEAT_KEY, canary_of
 from changeguard.domain.ledger import EntryKind, LedgerEntry
@@ -127,7 +128,7 @@ class CorrelateService:
                     return self.record_canary(canary, parsed.detail)
                 change = change_from_cloudtrail(parsed.detail, parsed.account, parsed.region)
         except ValidationError as exc:
-            raise InvalidEventError(f"not a CloudTrail or Config change event: {_short(exc)}") from exc
+            raise InvalidEventError(f"not a CloudTrail or Config change event: {first_error(exc)}") from exc
         if change is None:
             return Outcome(function=self.function, verdict=NOT_A_CHANGE)
         if config is not None and self.judged_from_cloudtrail(config):
@@ -559,11 +560,3 @@ def _only_suite_tags(diff: Mapping[str, Any] | None) -> bool:
     return (
         isinstance(changed, Mapping) and bool(changed) and all(str(k).startswith(SUITE_TAG_PROPERTY) for k in changed)
     )
-
-
-def _short(exc: ValidationError) -> str:
-    errs = exc.errors()
-    if not errs:
-        return "invalid"
-    loc = ".".join(str(p) for p in errs[0]["loc"])
-    return f"{len(errs)} error(s); first at '{loc}': {errs[0]['msg']}"

@@ -72,7 +72,7 @@ from changeguard.domain.deployments import (
     rollback_reason,
     stop_cap,
 )
-from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.errors import InvalidEventError, first_error
 from changeguard.domain.ledger import EntryKind, LedgerEntry, utc
 from changeguard.domain.partition import partition_of
 from changeguard.domain.policy import Policy
@@ -179,14 +179,6 @@ class AlarmsAndMetrics(Protocol):
     def alarm_tags(self, alarm_arn: str) -> dict[str, str]: ...
 
 
-def _short(exc: ValidationError) -> str:
-    errs = exc.errors()
-    if not errs:
-        return "invalid"
-    loc = ".".join(str(p) for p in errs[0]["loc"])
-    return f"{len(errs)} error(s); first at '{loc}': {errs[0]['msg']}"
-
-
 def _region_of(arn: str | None) -> str | None:
     parts = (arn or "").split(":")
     return parts[3] if len(parts) > 5 and parts[3] else None
@@ -201,7 +193,7 @@ def _parse(model: type[BaseModel], value: Any) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        raise InvalidEventError(f"not a {model.__name__}: {_short(exc)}") from exc
+        raise InvalidEventError(f"not a {model.__name__}: {first_error(exc)}") from exc
 
 
 def alarm_signals(event: Mapping[str, Any]) -> list[AlarmSignal]:

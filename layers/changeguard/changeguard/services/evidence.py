@@ -33,7 +33,7 @@ from changeguard.domain.digest import (
     make_digest,
     verify_period,
 )
-from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.errors import InvalidEventError, first_error
 from changeguard.domain.kpis import KpiTargets, Period, PeriodError, PeriodKind
 from changeguard.domain.verdicts import Severity
 from changeguard.models.reports import Cadence, ReportRequest, ScheduledEvent
@@ -366,12 +366,7 @@ def request_of(event: Any) -> tuple[Cadence, Period]:
             raise InvalidEventError("an on-demand report needs 'period' or 'from' and 'to'")
         raise InvalidEventError("a custom report needs 'from' and 'to'")
     except ValidationError as exc:
-        # issue 8: never str(exc) - pydantic quotes the input, and the input may hold secrets.
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidEventError(
-            f"not a report request: {exc.error_count()} error(s), first at '{where}': {first['msg']}"
-        ) from exc
+        raise InvalidEventError(f"not a report request: {first_error(exc)}") from exc
     except PeriodError as exc:
         raise InvalidEventError(f"not a report request: {exc}") from exc
 

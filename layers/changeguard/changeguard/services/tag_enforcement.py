@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import change_from_cloudtrail
-from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError
+from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError, first_error
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import (
@@ -797,9 +797,7 @@ class TagEnforcementService:
                 raise InvalidEventError(f"unexpected detail-type {detail_type!r}")
             return self.api_call(CloudTrailEvent.model_validate(event))
         except ValidationError as exc:
-            first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidEventError(f"not a CloudTrail call or Config verdict: '{where}': {first['msg']}") from exc
+            raise InvalidEventError(f"not a CloudTrail call or Config verdict: {first_error(exc)}") from exc
 
     # -- CloudTrail ---------------------------------------------------------------------------
     def api_call(self, event: CloudTrailEvent) -> Outcome:
