@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from changeguard.domain.errors import first_error
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 SECRET = "hunter2-canary"
 
