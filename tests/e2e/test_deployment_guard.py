@@ -535,6 +535,23 @@ def test_the_health_sweep_judges_each_deployment_once_after_the_delay(morning, a
     assert later["verdict"] is None and len(codedeploy_calls(aws, "StopDeployment")) == 1
 
 
+def test_a_health_check_after_the_alarm_decided_is_ledgered_and_the_sweep_is_done(harness):
+    harness.put_parameter("enforcement-mode", "observe")
+    fire(harness, "checkout-api-errors")  # 10:04:30, before the 10:05 health check
+    assert guard_outcome(harness.process(load_event("guard_deployment/alarm-state-change.json")))["verdict"] == (
+        "WOULD_STOP"
+    )
+
+    at(harness, datetime(2026, 11, 24, 10, 5, 30, tzinfo=UTC))
+    checked = guard_outcome(harness.run_schedule(GUARD))
+
+    assert checked["verdict"] == "WOULD_STOP" and checked["alerts"] == []  # the alarm's decision, alerted once
+    health = ledger(harness, "codedeploy:d-CHK0000U1")["HEALTH"]
+    assert health.verdict == "UNHEALTHY" and health.body["values"]["error_rate_percent"] == pytest.approx(4.8)
+    at(harness, datetime(2026, 11, 24, 10, 6, 30, tzinfo=UTC))
+    assert guard_outcome(harness.run_schedule(GUARD))["verdict"] is None  # still in flight, not checked again
+
+
 def test_the_demo_scenario_alert_names_deployment_group_application_reason_and_values(harness):
     fire(harness, "checkout-api-errors")
     harness.process(load_event("guard_deployment/alarm-state-change.json"))

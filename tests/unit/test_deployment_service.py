@@ -556,6 +556,68 @@ def test_an_unhealthy_check_stops_the_deployment_in_the_same_append():
     assert alert["details"]["metric.latency_p99"] == 400.0
 
 
+def sweep_minutes(guard: Guard, *minutes: int) -> None:
+    for minute in minutes:
+        guard.clock.at = START + timedelta(minutes=minute, seconds=10)
+        guard.service.handle(SWEEP)
+
+
+def test_a_health_check_after_an_observe_mode_alarm_is_recorded_once_and_not_repeated():
+    # The alarm decided first (WOULD_STOP); the check then reaches the same decision, already
+    # ledgered. Its verdict is still part of the deployment's record, and the sweep is done with it.
+    guard = Guard(dep("d-CHK0000U1"), mode="observe")
+    guard.clock.at = START + timedelta(minutes=2)
+    assert guard.alarm().verdict == "WOULD_STOP"
+    guard.cloudwatch.metrics = SICK
+    guard.cloudwatch.windows.clear()
+
+    guard.clock.at = START + timedelta(minutes=5, seconds=10)
+    outcome = guard.service.handle(SWEEP)
+
+    assert outcome.verdict == "WOULD_STOP" and outcome.duplicate  # the alarm's decision, not a second one
+    assert "recorded HEALTH (UNHEALTHY) for codedeploy:d-CHK0000U1" in outcome.actions
+    health = guard.entries("codedeploy:d-CHK0000U1")["HEALTH"]
+    assert health.verdict == "UNHEALTHY" and health.body["evaluated"] is True
+    assert len(guard.alerts()) == 1  # the alarm's "would have stopped", nothing more
+    sweep_minutes(guard, *range(6, 15))  # observe mode stops nothing: it stays in flight
+    assert len(guard.cloudwatch.windows) == 2  # one current and one baseline window: checked once
+
+
+def test_a_health_check_while_the_alarms_stop_is_pending_is_recorded_and_stops_nothing_twice():
+    class PendingStop(FakeCodeDeploy):
+        def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> Stopped:
+            self.stops.append(deployment_id)
+            return Stopped("Pending")  # accepted: the deployment stays InProgress for a while
+
+    guard = Guard(codedeploy=PendingStop(dep("d-CHK0000U1")))
+    guard.clock.at = START + timedelta(minutes=2)
+    assert guard.alarm().verdict == "STOPPED"
+    guard.cloudwatch.metrics = SICK
+
+    sweep_minutes(guard, 5, 6, 7)
+
+    entries = guard.entries("codedeploy:d-CHK0000U1")
+    assert entries["HEALTH"].verdict == "UNHEALTHY" and "STOP#pending" in entries
+    assert guard.codedeploy.stops == ["d-CHK0000U1"]
+    assert len(guard.cloudwatch.windows) == 2 + 2  # the alarm's evaluation and the one health check
+
+
+def test_a_health_check_of_a_deployment_the_cap_already_spared_is_recorded():
+    guard = Guard(dep("d-CHK00000A1"), dep("d-CHK00000B1"), max_stops_per_app_hour=1)
+    guard.clock.at = START + timedelta(minutes=2)
+    guard.alarm()
+    assert guard.codedeploy.stops == ["d-CHK00000A1"]
+    assert "STOP_CAPPED" in guard.entries("codedeploy:d-CHK00000B1")
+    guard.cloudwatch.metrics = SICK
+
+    sweep_minutes(guard, 5, 6)
+
+    spared = guard.entries("codedeploy:d-CHK00000B1")
+    assert spared["HEALTH"].verdict == "UNHEALTHY"
+    assert guard.codedeploy.stops == ["d-CHK00000A1"]
+    assert sorted(a.body["alert"]["kind"] for a in guard.alerts()) == ["stop", "stop-capped"]
+
+
 def test_the_sweep_never_checks_rollbacks_or_groups_without_criteria():
     guard = Guard(
         dep("d-RB0000009", creator="codeDeployRollback", rolled_back_from="d-X"),

@@ -754,7 +754,8 @@ class DeploymentGuardService:
             intent = "STOP" if stop else "ROLLBACK"
         entries = self.ledger.entries_for(d.change_id)
         if any(e.entry == intent for e in entries):
-            return self._resume(decision, policy, intent, entries, account, region, again)
+            resumed = self._resume(decision, policy, intent, entries, account, region, again)
+            return self._record_extra(resumed, extra)
         for _ in range(_CAP_ATTEMPTS):
             cap = self._cap(d.application, policy, account, region)
             if not cap.allowed:
@@ -774,8 +775,25 @@ class DeploymentGuardService:
                 return self._act(decision, policy, intent, cap, account, region, duplicate=False, again=again)
             entries = self.ledger.entries_for(d.change_id)
             if any(e.entry == intent for e in entries):  # a concurrent delivery wrote it first
-                return self._resume(decision, policy, intent, entries, account, region, again)
+                resumed = self._resume(decision, policy, intent, entries, account, region, again)
+                return self._record_extra(resumed, extra)
         raise StopCapContentionError(f"could not take a stop slot for {d.application}")
+
+    def _record_extra(self, outcome: Outcome, extra: Sequence[LedgerEntry]) -> Outcome:
+        """``extra`` on its own, once the decision it came with turned out to be ledgered already.
+
+        ``extra`` is a health check's ``HEALTH`` entry, written with the decision it led to so that a
+        crash cannot leave the check recorded and its stop never made. When that decision was
+        already there (an alarm decided first: ``STOP``, ``WOULD_STOP``, ``STOP_CAPPED``), the joint
+        append fails on the existing entry and takes ``HEALTH`` down with it (``TransactWriteItems``:
+        "either all of them succeed, or all of them fail", API reference): the check's
+        verdict would be missing from the record, and the sweep, which checks a deployment until it
+        has a ``HEALTH`` entry, would query its metrics again every minute. The entry's own key
+        keeps this append idempotent; the outcome stays what the decision's was (nothing new done)."""
+        if not extra or not self.ledger.append(list(extra)):
+            return outcome
+        recorded = [f"recorded {e.entry} ({e.verdict or 'no verdict'}) for {e.change_id}" for e in extra]
+        return outcome.model_copy(update={"actions": [*outcome.actions, *recorded]})
 
     def _act(
         self,
@@ -1096,7 +1114,7 @@ class DeploymentGuardService:
         new = self.ledger.append(
             [*extra, self._intent_entry(decision, policy, intent, cap, account, region), alert_entry(alert, now, now)]
         )
-        return self._outcome(
+        outcome = self._outcome(
             CAPPED,
             change_id=d.change_id,
             severity=Severity.CRITICAL.value,
@@ -1107,6 +1125,7 @@ class DeploymentGuardService:
             duplicate=not new,
             alert_ids=[alert.alert_id] if new else [],
         )
+        return outcome if new else self._record_extra(outcome, extra)
 
     def _no_rollback(
         self, decision: GuardDecision, policy: Policy, account: str, region: str, extra: Sequence[LedgerEntry]
@@ -1121,7 +1140,7 @@ class DeploymentGuardService:
                 alert_entry(alert, now, now),
             ]
         )
-        return self._outcome(
+        outcome = self._outcome(
             NO_ROLLBACK,
             change_id=d.change_id,
             severity=Severity.HIGH.value,
@@ -1130,6 +1149,7 @@ class DeploymentGuardService:
             duplicate=not new,
             alert_ids=[alert.alert_id] if new else [],
         )
+        return outcome if new else self._record_extra(outcome, extra)
 
     # -- the cap ----------------------------------------------------------------------------------
     @staticmethod
