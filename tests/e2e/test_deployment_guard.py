@@ -552,6 +552,23 @@ def test_a_health_check_after_the_alarm_decided_is_ledgered_and_the_sweep_is_don
     assert guard_outcome(harness.run_schedule(GUARD))["verdict"] is None  # still in flight, not checked again
 
 
+def test_a_zero_delay_is_checked_by_the_first_sweep_with_a_whole_minute_of_metrics(morning):
+    criteria = json.loads(SCENARIO["parameters"]["health-criteria"])
+    criteria["checkout/checkout-prod"]["delay_minutes"] = 0
+    morning.put_parameter("health-criteria", json.dumps(criteria))
+
+    at(morning, datetime(2026, 11, 24, 10, 0, 30, tzinfo=UTC))
+    early = guard_outcome(morning.run_schedule(GUARD))
+    assert early["verdict"] is None and "HEALTH" not in ledger(morning, "codedeploy:d-CHK0000U1")
+
+    at(morning, datetime(2026, 11, 24, 10, 1, 30, tzinfo=UTC))
+    checked = guard_outcome(morning.run_schedule(GUARD))
+    assert checked["verdict"] == "STOPPED"
+    assert_stopped_with_rollback(morning)
+    health = ledger(morning, "codedeploy:d-CHK0000U1")["HEALTH"]
+    assert health.body["evaluated"] is True and health.body["values"]["error_rate_percent"] == pytest.approx(4.8)
+
+
 def test_the_demo_scenario_alert_names_deployment_group_application_reason_and_values(harness):
     fire(harness, "checkout-api-errors")
     harness.process(load_event("guard_deployment/alarm-state-change.json"))

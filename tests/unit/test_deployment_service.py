@@ -618,6 +618,26 @@ def test_a_health_check_of_a_deployment_the_cap_already_spared_is_recorded():
     assert sorted(a.body["alert"]["kind"] for a in guard.alerts()) == ["stop", "stop-capped"]
 
 
+def test_a_zero_delay_is_checked_once_a_whole_minute_of_metrics_exists():
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.policy = guard.policy.model_copy(
+        update={"health_criteria": {"checkout/checkout-prod": CRITERIA.model_copy(update={"delay_minutes": 0})}}
+    )
+    guard.cloudwatch.metrics = SICK
+
+    guard.clock.at = START + timedelta(seconds=30)  # due, but the deployment's first minute is not over
+    early = guard.service.handle(SWEEP)
+
+    assert early.verdict is None and guard.cloudwatch.windows == []
+    assert guard.entries("codedeploy:d-CHK0000U1") == {}  # no empty HEALTH that would end its checks
+    guard.clock.at = START + timedelta(seconds=90)
+    assert guard.service.handle(SWEEP).verdict == "STOPPED"
+    health = guard.entries("codedeploy:d-CHK0000U1")["HEALTH"]
+    assert health.verdict == "UNHEALTHY" and health.body["evaluated"] is True
+    assert guard.cloudwatch.windows[0] == (START, START + timedelta(minutes=1))
+    assert guard.codedeploy.stops == ["d-CHK0000U1"]
+
+
 def test_the_sweep_never_checks_rollbacks_or_groups_without_criteria():
     guard = Guard(
         dep("d-RB0000009", creator="codeDeployRollback", rolled_back_from="d-X"),

@@ -402,6 +402,7 @@ class HealthCriteria(_Own):
 
     Evaluated ``delay_minutes`` after the deployment starts and whenever an alarm fires, over the
     last ``window_minutes``; the latency baseline is the ``baseline_minutes`` before the start.
+    ``delay_minutes`` 0 means as soon as the start's minute is over: the window is whole minutes.
     """
 
     delay_minutes: int = Field(default=5, ge=0)

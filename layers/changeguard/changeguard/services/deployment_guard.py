@@ -581,7 +581,18 @@ class DeploymentGuardService:
         self, deployment: Deployment, criteria: HealthCriteria, policy: Policy, now: datetime, account: str, region: str
     ) -> Outcome:
         started = deployment.started_at or now
-        report = self.evaluate(criteria, started, now) or HealthReport()
+        report = self.evaluate(criteria, started, now)
+        if report is None:
+            # No whole minute of metrics since the start yet (``delay_minutes`` 0, the sweep in the
+            # minute the deployment started; a regular-resolution metric's shortest period is 60 s,
+            # MetricStat API reference). An empty HEALTH entry would end its checks before they
+            # began: nothing is written, and the next sweep, a minute later, has a whole minute
+            # (``health_plan`` returns None only while now and the start share their minute).
+            return self._outcome(
+                None,
+                change_id=deployment.change_id,
+                actions=[f"health check of {deployment.deployment_id}: less than a minute of metrics, next sweep"],
+            )
         entry = LedgerEntry(
             change_id=deployment.change_id,
             entry="HEALTH",
