@@ -127,3 +127,27 @@ def test_dynamodb_ticket_times_without_an_offset_are_utc_and_unreadable_ones_an_
     )
     with pytest.raises(TicketSourceUnavailableError, match="window_end is not an ISO 8601 time"):
         DynamoDBTicketSource("tickets", ddb=ddb).get("CHG8")
+
+
+@mock_aws
+@pytest.mark.parametrize(
+    ("head", "approval"),
+    [
+        ({"status": {"S": "Approved"}}, None),  # hand-written: the enum is lower case
+        ({"type": {"S": "in-progress"}}, None),
+        ({}, {"approver": {"N": "7"}}),  # an approver that is not a string
+    ],
+    ids=["status", "type", "approver"],
+)
+def test_a_hand_edited_ticket_item_is_the_sources_error_not_a_crash(
+    clock: Clock, head: dict[str, object], approval: dict[str, object] | None
+) -> None:
+    """A bare ValueError would crash the correlator (no verdict) and every reconciliation run; the
+    source's error makes the change UNVERIFIED, re-checked once the item is fixed."""
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    create_ticket_table(ddb)
+    ddb.put_item(TableName="tickets", Item={"ticket_id": {"S": "CHG9"}, "record": {"S": "TICKET"}, **head})
+    if approval is not None:
+        ddb.put_item(TableName="tickets", Item={"ticket_id": {"S": "CHG9"}, "record": {"S": "APPROVAL#1"}, **approval})
+    with pytest.raises(TicketSourceUnavailableError, match="ticket table: not a ticket item"):
+        DynamoDBTicketSource("tickets", ddb=ddb).get("CHG9")

@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from changeguard.adapters.cache import CachedTicketSource
 from changeguard.adapters.clients import client
-from changeguard.domain.errors import LedgerUnavailableError, TicketSourceUnavailableError
+from changeguard.domain.errors import LedgerUnavailableError, TicketSourceUnavailableError, first_error
 from changeguard.domain.ledger import DEFAULT_DAY_SHARDS, DayShards, EntryKind, LedgerEntry
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
 
@@ -329,6 +331,23 @@ class DynamoDBTicketSource(CachedTicketSource):
 
 
 def ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:
+    """The ticket the table's items describe, None without a ``TICKET`` item.
+
+    The table is written by people as well as by ``changeguard tickets``: an item that does not
+    read as a ticket (a status outside the enum, such as "Approved", an approver that is not a
+    string) is the source's error, raised as ``TicketSourceUnavailableError``, never a crash. The
+    change is then recorded UNVERIFIED and re-checked once the item is fixed, as for an unreadable
+    time (``_dt``).
+    """
+    try:
+        return _ticket_from_items(items)
+    except ValidationError as exc:
+        raise TicketSourceUnavailableError(f"ticket table: not a ticket item: {first_error(exc)}") from exc
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise TicketSourceUnavailableError(f"ticket table: not a ticket item: {type(exc).__name__}: {exc}") from exc
+
+
+def _ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:
     head = next((i for i in items if i.get("record", {}).get("S") == "TICKET"), None)
     if head is None:
         return None
