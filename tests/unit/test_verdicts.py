@@ -432,6 +432,20 @@ def test_unverified_changes_share_one_degraded_alert_per_outage():
     assert len(svc.ledger.kinds("VERDICT")) == 5
 
 
+def test_root_use_alerts_even_while_an_outage_covers_unverified_changes():
+    """Root use is critical whatever the verdict (README): the outage's one degraded alert names
+    the first change, not the root user's, so a root change during it alerts by itself."""
+    svc = service()
+    svc.tickets = FakeTicketSource(down=True)
+    svc.evaluate(change(change_id="e0", request_tags={"ChangeTicket": "CHG-1001"}))  # opens the outage
+    root = Actor(arn="arn:aws:iam::123456789012:root", kind=ActorKind.ROOT, account_id="123456789012")
+    out = svc.evaluate(change(change_id="e-root", actor=root, request_tags={"ChangeTicket": "CHG-1001"}))
+    assert out.verdict == "UNVERIFIED" and out.severity == "critical"
+    [alert] = [a for a in svc.ledger.kinds("ALERT") if a.change_id == "e-root"]
+    assert alert.body["alert"]["kind"] == "verdict" and alert.severity == "critical"
+    assert out.alert_ids == [alert.body["alert"]["alert_id"]]
+
+
 def test_calendar_consulted_at_event_time_for_manual_changes_only():
     cal = FakeCalendar(closed=True)
     svc = service(tickets=[ticket()], calendar=cal)

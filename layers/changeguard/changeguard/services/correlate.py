@@ -28,6 +28,7 @@ from changeguard.domain.verdicts import (
     NOT_A_CHANGE,
     WINDOW_UNVERIFIED,
     Judgement,
+    Severity,
     Verdict,
     is_exempt,
     judge,
@@ -337,11 +338,12 @@ class CorrelateService:
         )
         entries = [verdict_entry]
         alert_ids: list[str] = []
-        # UNVERIFIED changes share the one degraded-mode alert, except tampering, which always alerts,
-        # and a change unverified on its own account (its ticket's approvals or its tags unreadable):
-        # no outage covers it.
+        # UNVERIFIED changes share the one degraded-mode alert, except critical ones (tampering, root
+        # use), which alert whatever the verdict, and a change unverified on its own account (its
+        # ticket's approvals or its tags unreadable): no outage covers it.
         alone = unverified_alone(judgement)
-        if judgement.alerts and (judgement.verdict is not Verdict.UNVERIFIED or judgement.control_tampering or alone):
+        critical = judgement.severity is Severity.CRITICAL
+        if judgement.alerts and (judgement.verdict is not Verdict.UNVERIFIED or critical or alone):
             alert = verdict_alert(change, judgement, self.function)
             entries.append(alert_entry(alert, change.event_time, now))
             alert_ids.append(alert.alert_id)
