@@ -37,6 +37,7 @@ def build_service() -> FollowUpService:
         calendar=factory.calendar_reader,
         tags=AwsTagReader(accounts=accounts),
         scope=accounts,
+        suite=factory.suite_resources(wiring),  # issue 8: a change to the suite stays tampering when re-judged
     )
 
 

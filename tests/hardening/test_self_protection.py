@@ -225,6 +225,16 @@ def test_a_change_to_the_suite_during_a_ticket_source_outage_still_alerts_critic
     ]
 
 
+def test_the_follow_up_knows_the_suites_resources_as_the_correlator_does(aws):
+    """Re-judged without them, an UNVERIFIED change to the suite lost its tampering flag."""
+    h = make_harness(aws)
+    fn = "arn:aws:lambda:us-east-1:123456789012:function:changeguard-local-CorrelateChange-1A2B3C"
+    correlator = h.module(CORRELATE).build_service().suite
+    follow_up = h.module("FollowUpChangesFunction").build_service().suite
+    assert follow_up is not None and correlator is not None
+    assert follow_up == correlator and follow_up.owns(fn)
+
+
 def test_every_resource_the_template_names_is_recognised_as_the_suites(aws):
     """The patterns come from the wiring (stack name, ``changeguard-<env>-`` names, ``/changeguard/``)."""
     template = Template()

@@ -11,6 +11,7 @@ from changeguard.domain.follow_up import FollowUpResult, tracked_from
 from changeguard.domain.kpis import Period, build_population
 from changeguard.domain.ledger import EntryKind
 from changeguard.domain.policy import Policy
+from changeguard.domain.self_protection import SuiteResources
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
 from changeguard.domain.verdicts import WINDOW_UNVERIFIED, Verdict
 from changeguard.services.correlate import CorrelateService
@@ -81,6 +82,7 @@ class World:
         policy: Policy | None = None,
         calendar_closed: bool | None = None,
         tags: FakeTagReader | None = None,
+        suite: SuiteResources | None = None,
     ) -> None:
         self.ledger = InMemoryLedger()
         self.tags = tags = tags or FakeTagReader()
@@ -96,6 +98,7 @@ class World:
             policy=lambda: self.policy,
             clock=self.clock,
             calendar=(lambda _p: calendar) if calendar_closed is not None else None,
+            suite=suite,
         )
         self.follow_up = FollowUpService(
             function="follow_up_changes",
@@ -105,6 +108,7 @@ class World:
             clock=self.clock,
             calendar=(lambda _p: calendar) if calendar_closed is not None else None,
             tags=tags,
+            suite=suite,
         )
 
     def correlate(self, c: Change | None = None):
@@ -423,6 +427,23 @@ def test_rejudged_as_authorized_gets_no_alert():
     [recheck] = world.rechecks()
     assert recheck.verdict == "AUTHORIZED"
     assert [a.body["alert"]["kind"] for a in world.alerts()] == ["recovered"]
+
+
+def test_a_change_to_the_suite_rejudged_once_the_source_answers_is_still_tampering():
+    """Judged again without the suite's resources, an approved ticket made it AUTHORIZED/info."""
+    world = World(normal(BOB, CAROL), suite=SuiteResources.from_names(name_prefixes=("changeguard-prod-",)))
+    fn = "arn:aws:lambda:us-east-1:123456789012:function:changeguard-prod-CorrelateChange"
+    code = change().model_copy(update={"service": "lambda", "action": "UpdateFunctionCode", "resources": (fn,)})
+    world.tickets.down = True
+    first = world.correlate(code)
+    assert first.verdict == Verdict.UNVERIFIED and first.severity == "critical"
+    world.tickets.down = False
+    world.run(EVENT_TIME + timedelta(minutes=30))
+    [recheck] = world.rechecks()
+    rejudged = tracked_from(world.ledger.entries_for("evt-emergency")).judgement
+    assert recheck.verdict == "AUTHORIZED" and rejudged.control_tampering and recheck.severity == "critical"
+    [alert] = [a for a in world.alerts() if a.body["alert"]["kind"] == "verdict"]
+    assert alert.severity == "critical"
 
 
 def test_approvals_given_while_the_source_was_down_do_not_authorize_the_change_when_rejudged():

@@ -29,6 +29,7 @@ from changeguard.domain.change import Change
 from changeguard.domain.identity import independent_approvers
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
+from changeguard.domain.self_protection import SuiteResources
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource
 from changeguard.domain.verdicts import Judgement, Severity, Verdict, judge, ref_unverified, window_unverified
 
@@ -206,6 +207,7 @@ def decide(
     suite_role_prefixes: Sequence[str] = (),
     calendar_closed: bool | None = None,
     ref: TicketRef | None = None,
+    suite: SuiteResources | None = None,
 ) -> FollowUp | None:
     """The next fact to record about ``tracked``, or None (nothing new, or the source did not answer).
 
@@ -215,11 +217,13 @@ def decide(
     calendar still does not answer. ``ref`` is the ticket reference found by reading the tags again
     (None: there is none) for a change first judged without them (``ref_unverified``); the caller
     reads them, looks the ticket up (``lookup``), and skips the change while they cannot be read.
+    ``suite`` is the suite's own resources, as the correlator has them: a change to the suite is
+    tampering (critical, alerted) when judged again too, whatever the ticket now says.
     """
     if tracked.done or lookup.unavailable:
         return None
     if tracked.verdict is Verdict.UNVERIFIED:
-        return _rejudge(tracked, lookup, policy, suite_role_prefixes, calendar_closed, ref)
+        return _rejudge(tracked, lookup, policy, suite_role_prefixes, calendar_closed, ref, suite)
     return _emergency(tracked, lookup, policy, now)
 
 
@@ -230,6 +234,7 @@ def _rejudge(
     prefixes: Sequence[str],
     calendar_closed: bool | None,
     found: TicketRef | None,
+    suite: SuiteResources | None,
 ) -> FollowUp | None:
     reread = ref_unverified(tracked.original)
     ref = tracked.ref or found
@@ -245,7 +250,13 @@ def _rejudge(
     if reread:
         answered = "the tags could be read"
     judgement = judge(
-        tracked.change, ref, lookup if ref else None, policy, suite_role_prefixes=prefixes, calendar_closed=closed
+        tracked.change,
+        ref,
+        lookup if ref else None,
+        policy,
+        suite_role_prefixes=prefixes,
+        calendar_closed=closed,
+        suite=suite,
     )
     if judgement.verdict is Verdict.UNVERIFIED:
         return None  # still not verifiable (its ticket's approvals unreadable): nothing new to record

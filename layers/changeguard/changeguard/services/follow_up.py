@@ -31,6 +31,7 @@ from changeguard.domain.follow_up import (
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.domain.outage import CALENDAR_LABEL, CALENDAR_SOURCE, OutageState, closing, opening
 from changeguard.domain.policy import Policy
+from changeguard.domain.self_protection import SuiteResources
 from changeguard.domain.tickets import TicketLookup, TicketRef
 from changeguard.domain.verdicts import Verdict, ref_unverified, window_unverified
 from changeguard.models.scheduled import parse_scheduled
@@ -58,6 +59,7 @@ class FollowUpService:
         calendar: Callable[[Policy], CalendarReader | None] | None = None,
         tags: TagReader | None = None,
         scope: ActingScope | None = None,
+        suite: SuiteResources | None = None,
     ) -> None:
         self.function = function
         self.ledger = ledger
@@ -71,6 +73,8 @@ class FollowUpService:
         # them (they could not be read, so no ticket reference was found).
         self.tags = tags
         self.scope = scope
+        # issue 8: a change to the suite itself stays tampering when judged again, as the correlator judged it.
+        self.suite = suite
 
     def find_ticket_ref(self, change: Change, policy: Policy) -> tuple[TicketRef | None, str | None]:
         """The change's ticket reference, its tags read again (as the correlator reads them)."""
@@ -310,6 +314,7 @@ class _Run:
             suite_role_prefixes=service.suite_role_prefixes,
             calendar_closed=closed,
             ref=ref,
+            suite=service.suite,
         )
         if decision is None:
             return False
