@@ -143,12 +143,61 @@ def test_without_the_routed_sources_every_related_call_is_left_to_its_cloudtrail
         ("AWS::CloudWatch::Alarm", "monitoring.amazonaws.com"),
         ("AWS::StepFunctions::StateMachine", "states.amazonaws.com"),
         ("AWS::ECS::Service", "ecs.amazonaws.com"),
+        # The eventSource the EventBridge events reference gives each service's CloudTrail events.
+        ("AWS::EFS::FileSystem", "elasticfilesystem.amazonaws.com"),
+        ("AWS::KinesisFirehose::DeliveryStream", "firehose.amazonaws.com"),
+        ("AWS::Cognito::UserPool", "cognito-idp.amazonaws.com"),
+        ("AWS::Cognito::IdentityPool", "cognito-identity.amazonaws.com"),
+        ("AWS::EMR::SecurityConfiguration", "elasticmapreduce.amazonaws.com"),
+        ("AWS::NetworkFirewall::Firewall", "network-firewall.amazonaws.com"),
+        ("AWS::KinesisAnalyticsV2::Application", "kinesisanalytics.amazonaws.com"),
+        ("AWS::Macie::Session", "macie2.amazonaws.com"),
+        ("AWS::EventSchemas::Registry", "schemas.amazonaws.com"),
+        ("AWS::Pinpoint::App", "pinpoint.amazonaws.com"),  # not mobiletargeting: Pinpoint's CloudTrail examples
         (None, None),
         ("NotAType", None),
     ],
 )
 def test_the_api_of_a_config_resource_type(resource_type, source):
     assert config_event_source(resource_type) == source
+
+
+#: A Config resource type of each service CloudTrailWriteCalls routes by default.
+ROUTED_TYPES = {
+    "ec2.amazonaws.com": "AWS::EC2::Instance",
+    "s3.amazonaws.com": "AWS::S3::Bucket",
+    "iam.amazonaws.com": "AWS::IAM::Role",
+    "lambda.amazonaws.com": "AWS::Lambda::Function",
+    "rds.amazonaws.com": "AWS::RDS::DBInstance",
+    "cloudformation.amazonaws.com": "AWS::CloudFormation::Stack",
+    "kms.amazonaws.com": "AWS::KMS::Key",
+    "dynamodb.amazonaws.com": "AWS::DynamoDB::Table",
+    "cloudtrail.amazonaws.com": "AWS::CloudTrail::Trail",
+    "config.amazonaws.com": "AWS::Config::ConfigurationRecorder",
+    "guardduty.amazonaws.com": "AWS::GuardDuty::Detector",
+    "securityhub.amazonaws.com": "AWS::SecurityHub::Hub",
+    "sns.amazonaws.com": "AWS::SNS::Topic",
+    "sqs.amazonaws.com": "AWS::SQS::Queue",
+    "events.amazonaws.com": "AWS::Events::Rule",
+    "ssm.amazonaws.com": "AWS::SSM::Document",
+    "elasticloadbalancing.amazonaws.com": "AWS::ElasticLoadBalancingV2::LoadBalancer",
+}
+
+
+def test_every_default_routed_source_is_the_api_of_its_config_resource_types():
+    """A routed source that no Config type maps to would let that service's Config items take the place
+    of their calls' CloudTrail verdicts. A source added to the default needs its type here."""
+    assert sorted(ROUTED_TYPES) == sorted(SOURCES)
+    assert {source: config_event_source(t) for source, t in ROUTED_TYPES.items()} == {s: s for s in ROUTED_TYPES}
+
+
+def test_a_config_item_of_a_routed_efs_call_is_evidence_not_a_verdict():
+    """EFS mapped to efs.amazonaws.com: with elasticfilesystem routed, its Config item was judged (no actor)."""
+    svc = service((*SOURCES, "elasticfilesystem.amazonaws.com"))
+    call = load_event("correlate_change/01-approved-run-instances.json")
+    arn = "arn:aws:elasticfilesystem:us-east-1:123456789012:file-system/fs-0123456789abcdef0"
+    svc.handle(config_item_of(call, "AWS::EFS::FileSystem", "fs-0123456789abcdef0", arn))
+    assert verdicts(svc) == [] and len(svc.ledger.kinds("CONFIG")) == 1
 
 
 # -- oversized items: a summary on the bus, the item read back from Config's history -------------------

@@ -74,6 +74,9 @@ class ChangeSource(StrEnum):
 
 #: AWS Config namespaces (``AWS::<namespace>::<type>``) whose API is not ``<namespace>.amazonaws.com``
 #: in CloudTrail. Any other namespace is its API's name in lower case (``AWS::EC2::Instance``: ec2).
+#: A wrong entry makes a routed call's Config item a verdict of its own, without the actor (see
+#: ``CorrelateService.judged_from_cloudtrail``). Each is the ``eventSource`` the EventBridge events
+#: reference gives for the service's CloudTrail events (EFS: elasticfilesystem, Macie: macie2, ...).
 _CONFIG_NAMESPACE_SOURCES = {
     "ElasticLoadBalancingV2": "elasticloadbalancing.amazonaws.com",
     "CloudWatch": "monitoring.amazonaws.com",
@@ -83,6 +86,18 @@ _CONFIG_NAMESPACE_SOURCES = {
     "ApiGatewayV2": "apigateway.amazonaws.com",
     "MSK": "kafka.amazonaws.com",
     "WAFRegional": "waf-regional.amazonaws.com",
+    "EFS": "elasticfilesystem.amazonaws.com",
+    "KinesisFirehose": "firehose.amazonaws.com",
+    "Cognito": "cognito-idp.amazonaws.com",  # user pools; identity pools below
+    "EMR": "elasticmapreduce.amazonaws.com",
+    "NetworkFirewall": "network-firewall.amazonaws.com",
+    "KinesisAnalyticsV2": "kinesisanalytics.amazonaws.com",
+    "Macie": "macie2.amazonaws.com",
+    "EventSchemas": "schemas.amazonaws.com",
+}
+#: Resource types whose API is not their namespace's.
+_CONFIG_TYPE_SOURCES = {
+    "AWS::Cognito::IdentityPool": "cognito-identity.amazonaws.com",
 }
 
 
@@ -91,7 +106,8 @@ def config_event_source(resource_type: str | None) -> str | None:
     parts = (resource_type or "").split("::")
     if len(parts) != 3 or not parts[1]:
         return None
-    return _CONFIG_NAMESPACE_SOURCES.get(parts[1], f"{parts[1].lower()}.amazonaws.com")
+    found = _CONFIG_TYPE_SOURCES.get(resource_type or "")
+    return found or _CONFIG_NAMESPACE_SOURCES.get(parts[1], f"{parts[1].lower()}.amazonaws.com")
 
 
 class Change(_Own):
