@@ -14,6 +14,7 @@ from changeguard.domain.errors import (
     CalendarUnavailableError,
     CrossAccountAccessError,
     TicketSourceUnavailableError,
+    TicketUnreadableError,
 )
 from changeguard.domain.ledger import DayShards, LedgerEntry
 from changeguard.domain.tickets import Ticket
@@ -158,12 +159,18 @@ class FakeTicketSource:
     def __init__(self, *tickets: Ticket, down: bool = False) -> None:
         self.tickets = {t.ticket_id: t for t in tickets}
         self.down = down
+        # Tickets the source answers for but that cannot be read (a hand-edited status, say).
+        self.unreadable: set[str] = set()
         self.calls = 0
 
     def get(self, ticket_id: str) -> Ticket | None:
         self.calls += 1
         if self.down:
             raise TicketSourceUnavailableError("connection refused")
+        if ticket_id in self.unreadable:
+            raise TicketUnreadableError(
+                f"ticket table: not a ticket item: 'Approved' is not a valid TicketStatus ({ticket_id})"
+            )
         return self.tickets.get(ticket_id)
 
 

@@ -384,6 +384,35 @@ def test_a_ticket_whose_approvals_cannot_be_read_is_unverified_alone_and_rejudge
     assert recheck.verdict == "AUTHORIZED" and recheck.body["previous_verdict"] == "UNVERIFIED"
 
 
+def test_an_unreadable_ticket_is_unverified_alone_and_holds_up_no_other_ticket():
+    """A ticket the source answers for but that cannot be read (a hand-edited status) is that
+    ticket's matter: no outage is opened, its change alerts by itself, and the follow-up goes on
+    reading the other tickets in the same run. Once the ticket is fixed, the change is judged."""
+    world = World(emergency(ticket_id="CHG-2000"))
+    world.tickets.unreadable.add("CHG-1004")
+    assert world.correlate().verdict == Verdict.UNVERIFIED
+    assert world.correlate(change("evt-2", ticket="CHG-2000")).verdict == Verdict.EMERGENCY
+    assert world.ledger.entries_for("outage:fake") == []
+    [alert] = [a for a in world.alerts("correlate_change") if a.change_id == "evt-emergency"]
+    assert alert.body["alert"]["kind"] == "verdict" and alert.verdict == "UNVERIFIED"
+    assert any(r.startswith("ticket unreadable: CHG-1004: ") for r in alert.body["alert"]["reasons"])
+
+    world.set_ticket(emergency(BOB, CAROL, at=EVENT_TIME + timedelta(hours=2), ticket_id="CHG-2000"))
+    calls = world.tickets.calls
+    outcome = world.run(EVENT_TIME + timedelta(hours=3))
+    assert world.tickets.calls == calls + 2  # both tickets asked: the unreadable one stopped nothing
+    [approved] = world.rechecks("evt-2")
+    assert approved.body["result"] == "retro-approved"
+    assert world.rechecks() == [] and any("evt-emergency: CHG-1004 not checked" in r for r in outcome.reasons)
+    assert world.ledger.entries_for("outage:fake") == []
+
+    world.tickets.unreadable.clear()
+    world.set_ticket(normal(BOB, CAROL))
+    world.run(EVENT_TIME + timedelta(hours=4))
+    [recheck] = world.rechecks()
+    assert recheck.verdict == "AUTHORIZED" and recheck.body["previous_verdict"] == "UNVERIFIED"
+
+
 def test_an_emergency_ticket_whose_approvals_cannot_be_read_is_overdue_saying_so():
     world = World(emergency())
     world.correlate()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from changeguard.adapters.servicenow import ServiceNowOptions, ServiceNowTicketSource
 from changeguard.domain.change import Actor, ActorKind, Change
-from changeguard.domain.errors import TicketSourceUnavailableError
+from changeguard.domain.errors import TicketSourceUnavailableError, TicketUnreadableError
 from changeguard.domain.policy import Policy
 from changeguard.domain.tickets import TicketLookup, TicketRef, TicketRefSource, TicketStatus, TicketType
 from changeguard.domain.verdicts import Verdict, judge
@@ -208,12 +208,21 @@ def test_query_syntax_in_an_id_never_reaches_servicenow(snow):
     assert snow.requests == []
 
 
+def test_a_change_with_an_unreadable_date_is_that_tickets_error_not_an_outage(snow):
+    """ServiceNow answered: only this change cannot be read, so the correlator opens no outage and
+    the follow-up goes on with other tickets (``TicketUnreadableError``)."""
+    seed(snow, extra={AFFECTED: BUCKET, "end_date": "next Tuesday"})  # as a custom form might store it
+    with pytest.raises(TicketUnreadableError, match="unreadable date-time 'next Tuesday'"):
+        source(snow).get("CHG0030001")
+
+
 @pytest.mark.parametrize("status", [500, 503, 400])
 def test_errors_make_the_source_unavailable(snow, status):
     seed(snow)
     snow.fail(status)
-    with pytest.raises(TicketSourceUnavailableError, match=str(status)):
+    with pytest.raises(TicketSourceUnavailableError, match=str(status)) as caught:
         source(snow).get("CHG0030001")
+    assert not isinstance(caught.value, TicketUnreadableError)  # the source is down, not one ticket
 
 
 def test_a_failure_on_the_approvals_call_is_unavailable_not_unapproved(snow):

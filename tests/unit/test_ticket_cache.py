@@ -9,7 +9,7 @@ import pytest
 from changeguard.adapters import cache as cache_module
 from changeguard.adapters.cache import CachedTicketSource, TtlCache
 from changeguard.adapters.dynamodb import TICKET_CACHE_SECONDS, DynamoDBTicketSource
-from changeguard.domain.errors import TicketSourceUnavailableError
+from changeguard.domain.errors import TicketUnreadableError
 from changeguard.domain.tickets import Ticket
 from fakes import create_ticket_table
 from moto import mock_aws
@@ -125,7 +125,7 @@ def test_dynamodb_ticket_times_without_an_offset_are_utc_and_unreadable_ones_an_
         TableName="tickets",
         Item={"ticket_id": {"S": "CHG8"}, "record": {"S": "TICKET"}, "window_end": {"S": "tomorrow evening"}},
     )
-    with pytest.raises(TicketSourceUnavailableError, match="window_end is not an ISO 8601 time"):
+    with pytest.raises(TicketUnreadableError, match="window_end is not an ISO 8601 time"):
         DynamoDBTicketSource("tickets", ddb=ddb).get("CHG8")
 
 
@@ -139,15 +139,16 @@ def test_dynamodb_ticket_times_without_an_offset_are_utc_and_unreadable_ones_an_
     ],
     ids=["status", "type", "approver"],
 )
-def test_a_hand_edited_ticket_item_is_the_sources_error_not_a_crash(
+def test_a_hand_edited_ticket_item_is_that_tickets_error_not_a_crash(
     clock: Clock, head: dict[str, object], approval: dict[str, object] | None
 ) -> None:
-    """A bare ValueError would crash the correlator (no verdict) and every reconciliation run; the
-    source's error makes the change UNVERIFIED, re-checked once the item is fixed."""
+    """A bare ValueError would crash the correlator (no verdict) and every reconciliation run. The
+    ticket's own error (the table answered: no outage) makes the change UNVERIFIED by itself,
+    judged again once the item is fixed."""
     ddb = boto3.client("dynamodb", region_name="us-east-1")
     create_ticket_table(ddb)
     ddb.put_item(TableName="tickets", Item={"ticket_id": {"S": "CHG9"}, "record": {"S": "TICKET"}, **head})
     if approval is not None:
         ddb.put_item(TableName="tickets", Item={"ticket_id": {"S": "CHG9"}, "record": {"S": "APPROVAL#1"}, **approval})
-    with pytest.raises(TicketSourceUnavailableError, match="ticket table: not a ticket item"):
+    with pytest.raises(TicketUnreadableError, match="ticket table: not a ticket item"):
         DynamoDBTicketSource("tickets", ddb=ddb).get("CHG9")

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from changeguard.domain.errors import TicketSourceUnavailableError
+from changeguard.domain.errors import TicketUnreadableError
 
 _SPLIT = re.compile(r"[\s,;]+")
 
@@ -75,5 +75,5 @@ def parse_time(value: Any, what: str, *, end_of_day: bool = False) -> datetime |
             return moment + timedelta(days=1) - timedelta(microseconds=1) if end_of_day else moment
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise TicketSourceUnavailableError(f"{what}: unreadable date-time {text!r}") from exc
+        raise TicketUnreadableError(f"{what}: unreadable date-time {text!r}") from exc
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -13,7 +13,12 @@ from pydantic import ValidationError
 
 from changeguard.adapters.cache import CachedTicketSource
 from changeguard.adapters.clients import client
-from changeguard.domain.errors import LedgerUnavailableError, TicketSourceUnavailableError, first_error
+from changeguard.domain.errors import (
+    LedgerUnavailableError,
+    TicketSourceUnavailableError,
+    TicketUnreadableError,
+    first_error,
+)
 from changeguard.domain.ledger import DEFAULT_DAY_SHARDS, DayShards, EntryKind, LedgerEntry
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
 
@@ -284,7 +289,7 @@ def _dt(item: dict[str, Any], name: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise TicketSourceUnavailableError(f"ticket table: {name} is not an ISO 8601 time: {value!r}") from exc
+        raise TicketUnreadableError(f"ticket table: {name} is not an ISO 8601 time: {value!r}") from exc
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -335,16 +340,16 @@ def ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:
 
     The table is written by people as well as by ``changeguard tickets``: an item that does not
     read as a ticket (a status outside the enum, such as "Approved", an approver that is not a
-    string) is the source's error, raised as ``TicketSourceUnavailableError``, never a crash. The
-    change is then recorded UNVERIFIED and re-checked once the item is fixed, as for an unreadable
-    time (``_dt``).
+    string) is that ticket's error, raised as ``TicketUnreadableError``, never a crash. The change
+    is then recorded UNVERIFIED by itself (the table answered: no outage is opened) and judged again
+    once the item is fixed, as for an unreadable time (``_dt``).
     """
     try:
         return _ticket_from_items(items)
     except ValidationError as exc:
-        raise TicketSourceUnavailableError(f"ticket table: not a ticket item: {first_error(exc)}") from exc
+        raise TicketUnreadableError(f"ticket table: not a ticket item: {first_error(exc)}") from exc
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise TicketSourceUnavailableError(f"ticket table: not a ticket item: {type(exc).__name__}: {exc}") from exc
+        raise TicketUnreadableError(f"ticket table: not a ticket item: {type(exc).__name__}: {exc}") from exc
 
 
 def _ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from changeguard.adapters._ticket_fields import items_of, parse_time, text_of
 from changeguard.adapters.http import HttpSourceOptions, HttpTicketSource
-from changeguard.domain.errors import TicketSourceUnavailableError
+from changeguard.domain.errors import TicketSourceUnavailableError, TicketUnreadableError
 from changeguard.domain.tickets import Approval, Ticket, TicketStatus, TicketType
 
 _SYS_ID = re.compile(r"[0-9a-f]{32}")
@@ -90,7 +90,7 @@ class ServiceNowTicketSource(HttpTicketSource[ServiceNowOptions]):
         record = records[0]
         sys_id = str(record.get("sys_id", ""))
         if _SYS_ID.fullmatch(sys_id) is None:
-            raise TicketSourceUnavailableError(f"servicenow: change {number} has no valid sys_id")
+            raise TicketUnreadableError(f"servicenow: change {number} has no valid sys_id")
         return self._ticket(number, record, self._approvals(sys_id))
 
     def _approvals(self, sys_id: str) -> tuple[Approval, ...]:

@@ -25,6 +25,13 @@ class TicketSourceUnavailableError(ChangeGuardError):
     """The ticket system could not be reached or answered with a server error."""
 
 
+class TicketUnreadableError(TicketSourceUnavailableError):
+    """The ticket system answered, but the one ticket it returned cannot be read: a hand-edited
+    status, an unreadable time, a record without its id. The change is UNVERIFIED by itself until
+    the ticket is fixed; the source is not down, so no outage is opened and other tickets are still
+    read. A subclass, so that whatever handles an unavailable source also handles it."""
+
+
 class ConfigurationError(ChangeGuardError):
     """Settings or tunable policy are missing or malformed."""
 

@@ -101,6 +101,8 @@ class TicketLookup(_Own):
     ticket: Ticket | None = None
     unavailable: bool = False
     error: str | None = None
+    # The source answered, but this ticket could not be read (``TicketUnreadableError``).
+    unreadable: bool = False
     checked: list[str] = Field(default_factory=list)
 
 

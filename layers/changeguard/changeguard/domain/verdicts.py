@@ -42,6 +42,9 @@ APPROVALS_UNVERIFIED = "approvals unverified"
 #: read (refused, throttled): not "no ticket", and no outage of the ticket source. The follow-up
 #: reads the tags again and judges the change once they answer.
 REF_UNVERIFIED = "ticket reference unverified"
+#: How a reason says the source answered but the ticket itself could not be read (a hand-edited
+#: status, an unreadable time): that ticket's matter, no outage. Judged again once it is fixed.
+TICKET_UNREADABLE = "ticket unreadable"
 
 # The winning verdict is the first that applies, in this order.
 PRECEDENCE: tuple[Verdict, ...] = tuple(Verdict)
@@ -193,6 +196,9 @@ def judge(
         reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=f"{REF_UNVERIFIED}: {ref_error}"))
     elif ref is None:
         reasons.append(Reason(verdict=Verdict.NO_TICKET, detail="no change ticket reference found"))
+    elif lookup is not None and lookup.unavailable and lookup.unreadable:
+        detail = f"{TICKET_UNREADABLE}: {ref.ticket_id}: {lookup.error or 'unreadable'}"
+        reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=detail))
     elif lookup is None or lookup.unavailable:
         detail = lookup.error if lookup and lookup.error else "ticket source unreachable"
         reasons.append(Reason(verdict=Verdict.UNVERIFIED, detail=f"{ref.ticket_id}: {detail}"))
@@ -394,5 +400,5 @@ def unverified_alone(judgement: Judgement) -> bool:
 
 
 # UNVERIFIED reasons that are not the ticket source's outage, and those of the change alone.
-_CHANGE_ALONE: tuple[str, ...] = (APPROVALS_UNVERIFIED, REF_UNVERIFIED)
+_CHANGE_ALONE: tuple[str, ...] = (APPROVALS_UNVERIFIED, REF_UNVERIFIED, TICKET_UNREADABLE)
 _NOT_THE_SOURCE: tuple[str, ...] = (WINDOW_UNVERIFIED, *_CHANGE_ALONE)

@@ -15,6 +15,7 @@ from changeguard.domain.errors import (
     ConfigurationError,
     InvalidEventError,
     TicketSourceUnavailableError,
+    TicketUnreadableError,
     first_error,
 )
 from changeguard.domain.heartbeat import ARRIVED, HEARTBEAT_KEY, canary_of
@@ -314,7 +315,8 @@ class CorrelateService:
         try:
             return TicketLookup(ticket=self.tickets.get(ref.ticket_id), checked=[self.tickets.name])
         except TicketSourceUnavailableError as exc:
-            return TicketLookup(unavailable=True, error=str(exc), checked=[self.tickets.name])
+            unreadable = isinstance(exc, TicketUnreadableError)
+            return TicketLookup(unavailable=True, unreadable=unreadable, error=str(exc), checked=[self.tickets.name])
 
     def record(self, change: Change, judgement: Judgement, policy: Policy) -> Outcome:
         now = self.clock.now()

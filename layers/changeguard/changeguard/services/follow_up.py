@@ -18,7 +18,7 @@ from typing import Any
 
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import Change
-from changeguard.domain.errors import CalendarUnavailableError, TicketSourceUnavailableError
+from changeguard.domain.errors import CalendarUnavailableError, TicketSourceUnavailableError, TicketUnreadableError
 from changeguard.domain.follow_up import (
     FOLLOWED,
     FollowUp,
@@ -376,6 +376,11 @@ class _Run:
             tickets = self.service.tickets
             try:
                 found = TicketLookup(ticket=tickets.get(ticket_id), checked=[tickets.name])
+                self.answered = True
+            except TicketUnreadableError as exc:
+                # The source answered; only this ticket cannot be read. The others are still read,
+                # and no outage is opened (nor one kept open) for it.
+                found = TicketLookup(unavailable=True, unreadable=True, error=str(exc), checked=[tickets.name])
                 self.answered = True
             except TicketSourceUnavailableError as exc:
                 found = TicketLookup(unavailable=True, error=str(exc), checked=[tickets.name])
