@@ -169,6 +169,64 @@ def test_a_deployment_started_outside_the_window_is_stopped_with_a_rollback(harn
     assert again["alerts"] == []
 
 
+# The AWS calls of a stop, on a warm function: the change's partition read, the calendar, the deployment,
+# the decision ledgered (a conditional PutItem) before StopDeployment, the partition read again for the
+# hook's alert, then the result and the alert in one TransactWriteItems.
+STOP_CALLS = {
+    "dynamodb:Query": 2,
+    "ssm:GetCalendarState": 1,
+    "codedeploy:GetDeployment": 1,
+    "dynamodb:PutItem": 1,
+    "codedeploy:StopDeployment": 1,
+    "dynamodb:TransactWriteItems": 1,
+}
+
+
+@pytest.mark.parametrize("result_write", ["made", "throttled"])
+def test_a_stop_is_ledgered_before_it_is_made_and_a_retry_keeps_it_in_the_record(
+    aws: EmbeddedAWS, harness: Harness, result_write: str
+) -> None:
+    """The write after StopDeployment (its result and the alert) can fail, and Lambda retries a minute
+    later, to find the deployment Stopped: the ledger still says ChangeGuard decided to stop it, before
+    it did, and the retry's result and alert say the earlier attempt most likely did. One stop, one alert."""
+    fixtures.seed(harness, SERVER_DEPLOYMENTS)
+    warm = codedeploy_deployments.state_change_event("d-1NW1ND0W1", "START", account_id=ACCOUNT, region=REGION)
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    with count_calls() as calls:
+        assert harness.invoke(GATE, warm).error is None  # policy cached, clients made
+        calls.clear()
+        if result_write == "throttled":
+            throttled = aws.faults.fail("throttle", operations=["TransactWriteItems"], body_contains='"ALERT#')
+            with fast_retries():
+                failed = harness.invoke(GATE, event).error or ""
+            assert "when calling the TransactWriteItems operation (reached max retries" in failed, failed
+            aws.faults.remove(throttled)
+            assert get_deployment(harness, "d-4UTS1DE01")["status"] == "Stopped"
+            assert harness.clock is not None
+            harness.clock.set(NOW + timedelta(minutes=1))  # Lambda's first retry
+            harness.refresh_clock()
+
+        result = harness.invoke(GATE, event)
+
+    assert result.error is None, result.error
+    assert calls["codedeploy:StopDeployment"] == 1
+    if result_write == "made":
+        assert dict(calls) == STOP_CALLS
+    assert get_deployment(harness, "d-4UTS1DE01")["status"] == "Stopped"
+    table = DynamoDBLedger(harness.ctx.refs["ChangeLedgerTable"], harness.admin_client("dynamodb"))
+    entries = table.entries_for("codedeploy:d-4UTS1DE01")
+    [decision, done] = [e for e in entries if e.kind is EntryKind.CALENDAR]
+    assert (decision.entry, done.entry) == ("CALENDAR", "CALENDAR#result")
+    assert decision.body["decision"]["action"] == "stop_deployment" and decision.recorded_at == NOW
+    [alert] = [e.body["alert"] for e in entries if e.kind is EntryKind.ALERT]
+    assert alert["subject"].startswith("Change window CLOSED: stopped deployment d-4UTS1DE01")
+    if result_write == "made":
+        assert done.body["actions"][0].startswith("stopped deployment d-4UTS1DE01")
+    else:
+        assert "was Stopped when a retry came to stop it" in done.body["actions"][0]
+        assert alert["actions"] == done.body["actions"]
+
+
 def test_a_deployment_whose_description_only_claims_to_be_the_guards_redeploy_is_stopped(harness: Harness) -> None:
     """Anyone allowed CreateDeployment writes the description: the ledger holds no mark for this one."""
     claim = "ChangeGuard rollback of d-G00D00001 (CHG-1001): regression inside the bake window"
@@ -181,7 +239,7 @@ def test_a_deployment_whose_description_only_claims_to_be_the_guards_redeploy_is
     assert get_deployment(harness, "d-SP00F0001")["status"] == "Stopped"
     assert len(outcome["alerts"]) == 1
     table = DynamoDBLedger(harness.ctx.refs["ChangeLedgerTable"], harness.admin_client("dynamodb"))
-    [entry] = [e for e in table.entries_for("codedeploy:d-SP00F0001") if e.kind is EntryKind.CALENDAR]
+    [entry] = [e for e in table.entries_for("codedeploy:d-SP00F0001") if e.entry == "CALENDAR"]  # the decision
     assert any("claims it is ChangeGuard's rollback" in r for r in entry.body["decision"]["reasons"])
 
 

@@ -757,7 +757,8 @@ def test_a_member_deployment_outside_the_change_window_is_stopped_in_its_account
     assert inv.error is None, inv.error
     assert inv.result["verdict"] == "OUTSIDE_CHANGE_WINDOW", inv.result
     assert member("codedeploy").get_deployment(deploymentId="d-MEMB0GATE")["deploymentInfo"]["status"] == "Stopped"
-    (gate,) = [e for e in ledger_entries(h, "codedeploy:d-MEMB0GATE") if e.entry.startswith("CALENDAR")]
+    # The stop's result (after its decision, ``CALENDAR``) says where it was made, and as whom.
+    (gate,) = [e for e in ledger_entries(h, "codedeploy:d-MEMB0GATE") if e.entry == "CALENDAR#result"]
     assert gate.body["acted_as"]["account"] == MEMBER and gate.body["acted_as"]["role"] == role
 
 

@@ -163,10 +163,16 @@ def test_a_deployment_started_outside_the_window_is_stopped_with_rollback_and_al
 
     assert parts["deployments"].stops == [("d-4UTS1DE01", True)]
     assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
-    [entry] = [e for e in parts["ledger"].kinds("CALENDAR")]
+    # The decision, ledgered before the stop, then the stop's result (what StopDeployment answered).
+    [entry, result] = [e for e in parts["ledger"].kinds("CALENDAR")]
     # The deployment guard records the same deployment under this id: one deployment, one change.
     assert entry.change_id == "codedeploy:d-4UTS1DE01" and entry.entry == "CALENDAR"
-    assert entry.body["mode"] == "enforce"
+    assert entry.body["mode"] == "enforce" and entry.body["intent"] is True
+    assert entry.body["actions"] == [
+        "stop deployment d-4UTS1DE01 (payments-api/payments-prod) with automatic rollback (StopDeployment)"
+    ]
+    assert result.entry == "CALENDAR#result" and result.body["acted_as"] == {"account": "", "identity": "function role"}
+    assert result.body["actions"][0].startswith("stopped deployment d-4UTS1DE01")
     [alert] = alerts(parts["ledger"])
     assert alert["subject"].startswith("Change window CLOSED: stopped deployment d-4UTS1DE01")
     assert alert["details"]["next_opening"] == OPENS.isoformat()
@@ -370,6 +376,120 @@ def test_a_duplicate_delivery_acts_and_alerts_once() -> None:
     assert not first.duplicate and second.duplicate
     assert parts["deployments"].stops == [("d-4UTS1DE01", True)]
     assert len(alerts(parts["ledger"])) == 1
+
+
+class StoppingDeployments(FakeDeployments):
+    """CodeDeploy as the gate meets it: a stopped deployment reads Stopped; stopping it again is refused."""
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> StopResult:
+        self.stops.append((deployment_id, auto_rollback))
+        if self.facts[deployment_id].status == "Stopped":
+            return StopResult(status="AlreadyCompleted", already_completed=True)
+        self.facts[deployment_id] = self.facts[deployment_id].model_copy(update={"status": "Stopped"})
+        return StopResult(status="Succeeded", message="stopped")
+
+
+def failing_once(ledger: InMemoryLedger, entry: str) -> None:
+    """The ledger's append of ``entry`` throttled (or timed out) once."""
+    real, failed = ledger.append, []
+
+    def append(entries: Any) -> bool:
+        if not failed and any(e.entry == entry for e in entries):
+            failed.append(entry)
+            raise TimeoutError("ledger write timed out")
+        return real(entries)
+
+    ledger.append = append  # type: ignore[method-assign]
+
+
+def test_a_retry_after_the_result_could_not_be_ledgered_keeps_the_stop_the_gate_made() -> None:
+    """The stop is made, then the append of its result fails and Lambda retries a minute later: the
+    retry finds the deployment Stopped. The ledger says ChangeGuard decided, before it acted, to stop it,
+    and the alert says so; neither becomes "already Stopped: nothing to stop"."""
+    service, parts = gate(deployments=StoppingDeployments(OUTSIDE))
+    failing_once(parts["ledger"], "CALENDAR#result")
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    with pytest.raises(TimeoutError):
+        service.handle(event)
+    service.clock = FakeClock(NOW + timedelta(minutes=1))
+
+    outcome = service.handle(event)
+
+    assert parts["deployments"].stops == [("d-4UTS1DE01", True)]  # not stopped twice
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW" and not outcome.duplicate
+    [decision, result] = parts["ledger"].kinds("CALENDAR")
+    assert decision.body["decision"]["action"] == "stop_deployment" and decision.body["intent"] is True
+    assert "was Stopped when a retry came to stop it" in result.body["actions"][0]
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"].startswith("Change window CLOSED: stopped deployment d-4UTS1DE01")
+    assert "this gate's earlier attempt decided to and most likely did" in alert["actions"][0]
+    assert service.handle(event).duplicate  # and then it is done
+
+
+def test_a_retry_after_the_stop_failed_makes_the_recorded_stop() -> None:
+    """The decision is ledgered, then StopDeployment fails (throttled): the retry stops what is still running."""
+    deployments = StoppingDeployments(OUTSIDE)
+    service, parts = gate(deployments=deployments)
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    real_stop = deployments.stop
+
+    def throttled(deployment_id: str, *, auto_rollback: bool = True) -> StopResult:
+        raise TimeoutError("StopDeployment throttled")
+
+    deployments.stop = throttled  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        service.handle(event)
+    deployments.stop = real_stop  # type: ignore[method-assign]
+    service.clock = FakeClock(NOW + timedelta(minutes=1))
+
+    outcome = service.handle(event)
+
+    assert deployments.stops == [("d-4UTS1DE01", True)] and not outcome.duplicate
+    assert outcome.actions[0].startswith("stopped deployment d-4UTS1DE01 (payments-api/payments-prod) with automatic")
+    assert len(alerts(parts["ledger"])) == 1
+
+
+def test_a_concurrent_delivery_leaves_the_stop_to_the_one_that_ledgered_it() -> None:
+    """Two deliveries of one START at once: the second finds the decision without its result while the
+    first may still be stopping the deployment, and makes no second call."""
+    deployments = StoppingDeployments(OUTSIDE)
+    service, parts = gate(deployments=deployments)
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    real_stop = deployments.stop
+    during: list[Any] = []
+
+    def stop_while_a_duplicate_arrives(deployment_id: str, *, auto_rollback: bool = True) -> StopResult:
+        during.append(service.handle(event))
+        return real_stop(deployment_id, auto_rollback=auto_rollback)
+
+    deployments.stop = stop_while_a_duplicate_arrives  # type: ignore[method-assign]
+
+    first = service.handle(event)
+
+    [second] = during
+    assert second.duplicate and "concurrent delivery" in second.actions[0]
+    assert deployments.stops == [("d-4UTS1DE01", True)] and not first.duplicate
+    assert len(alerts(parts["ledger"])) == 1
+
+
+def test_a_retried_stack_cancel_never_cancels_again_what_no_longer_runs_that_update() -> None:
+    """CancelUpdateStack was made and its result not ledgered; the retry finds the stack rolling back."""
+    stacks = FakeStacks(UPDATING)
+    service, parts = gate(stacks=stacks)
+    failing_once(parts["ledger"], "CALENDAR#result")
+    event = load_event("gate_change_window/07-cloudtrail-update-stack.json")
+    with pytest.raises(TimeoutError):
+        service.handle(event)
+    rolling_back = UPDATING.model_copy(update={"status": "UPDATE_ROLLBACK_IN_PROGRESS"})
+    stacks.facts = {rolling_back.name: rolling_back, rolling_back.stack_id: rolling_back}
+    service.clock = FakeClock(NOW + timedelta(minutes=1))
+
+    outcome = service.handle(event)
+
+    assert stacks.cancels == [STACK_ARN] and not outcome.duplicate
+    [decision, result] = parts["ledger"].kinds("CALENDAR")
+    assert decision.body["decision"]["action"] == "cancel_stack_update"
+    assert "UPDATE_ROLLBACK_IN_PROGRESS when a retry came to cancel the update of it" in result.body["actions"][0]
 
 
 def test_a_deployment_that_already_finished_is_reported_not_stopped() -> None:
@@ -866,9 +986,11 @@ def test_a_hooked_deployment_also_gated_on_its_start_is_blocked_by_both_and_aler
     [alert] = alerts(parts["ledger"])
     assert alert["function"] == ("gate_lifecycle_hook" if hook_first else "gate_change_window")
     assert [o.alert_ids for o in outcomes] == [[alert["alert_id"]], []]
-    decisions = [e for e in parts["ledger"].entries_for("codedeploy:d-H00KGATE1") if e.kind is EntryKind.CALENDAR]
+    ledgered = [e for e in parts["ledger"].entries_for("codedeploy:d-H00KGATE1") if e.kind is EntryKind.CALENDAR]
+    decisions = [e for e in ledgered if not e.entry.endswith("#result")]  # the gate's stop has its result too
     assert sorted(e.verdict or "" for e in decisions) == ["OUTSIDE_CHANGE_WINDOW"] * 2
-    second = next(e for e in decisions if e.function != alert["function"])
+    # What the second to judge did, last: the hook's decision, or the result of the gate's stop.
+    second = [e for e in ledgered if e.function != alert["function"]][-1]
     assert f"alert {alert['alert_id']} covers this deployment" in second.body["actions"][-1]
 
 

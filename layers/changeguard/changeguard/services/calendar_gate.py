@@ -3,7 +3,8 @@
 SSM Change Calendar blocks nothing by itself. This service reads the calendar at the time of the
 change being judged (never the time of processing), re-reads the target, decides (``domain.calendar``),
 carries the decision out (stop with rollback, abandon, cancel, or only report in observe mode), and
-ledgers the decision with its alert in one append. Two entry points:
+ledgers the decision with its alert in one append; a stop or cancel is ledgered before it is made, and
+its result with the alert after it. Two entry points:
 
 * :class:`CalendarGateService` - rule-triggered: CodeDeploy START, CodePipeline STARTED/RESUMED, CloudFormation
   stack calls seen in CloudTrail, and "Calendar State Change" (a window opened or closed);
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -80,6 +81,14 @@ from changeguard.services.outcome import Outcome
 STACK_CALLS = frozenset({"CreateStack", "UpdateStack", "ExecuteChangeSet", "DeleteStack"})
 CFN_SOURCE = "cloudformation.amazonaws.com"
 GATE_ENTRY = EntryKind.CALENDAR.value
+#: The result of a decision that stopped or cancelled, written after the call (the decision before it).
+RESULT_ENTRY = f"{GATE_ENTRY}#result"
+#: How long an invocation that ledgered a stop may still be making it: the gate's Timeout in
+#: template.yaml (the Globals' 30 s). A decision older than that without its result was left by an
+#: attempt that failed: Lambda retries a function error "with a one-minute wait between the first two
+#: attempts, and two minutes between the second and third" (Lambda developer guide, asynchronous
+#: invocation), so the retry always comes after it.
+ATTEMPT_TIMEOUT = timedelta(seconds=30)
 #: Pipeline execution states that start a deployment: the start, and a failed stage retried.
 PIPELINE_STATES = frozenset({"STARTED", "RESUMED"})
 OUTAGE_KEY = "outage:change-calendar"
@@ -173,7 +182,11 @@ class _GateBase:
         actions: list[str],
         now: datetime,
         acted_as: dict[str, str] | None = None,
+        *,
+        intent: bool = False,
     ) -> LedgerEntry:
+        """The decision as ledgered. ``intent``: written before its stop or cancel is made, with the
+        plan as ``actions``; its ``CALENDAR#result`` follows (``CalendarGateService._gate``)."""
         change = decision.change
         body: dict[str, Any] = {
             "decision": decision.model_dump(mode="json"),
@@ -181,6 +194,8 @@ class _GateBase:
             "actions": actions,
             "mode": "enforce" if decision.enforce else "observe",
         }
+        if intent:
+            body["intent"] = True
         if acted_as is not None:
             body["acted_as"] = acted_as  # issue 9: where the gate acted, and as whom
         return LedgerEntry(
@@ -361,10 +376,6 @@ class _GateBase:
             alert_ids=alert_ids,
         )
 
-    def decided(self, change_id: str, entry: str) -> bool:
-        """Whether this decision is already ledgered (a redelivery)."""
-        return any(e.entry == entry for e in self.ledger.entries_for(change_id))
-
 
 def _doing(decision: GateDecision) -> str:
     verb = {
@@ -376,6 +387,20 @@ def _doing(decision: GateDecision) -> str:
     if verb is None:
         return "outside the window:"
     return verb if decision.enforce else f"would have {verb}"
+
+
+def _verb(decision: GateDecision) -> str:
+    return "cancel the update of" if decision.action is GateAction.CANCEL_STACK_UPDATE else "stop"
+
+
+def _plan(decision: GateDecision) -> str:
+    """What the decision's intent says is about to be done."""
+    how = {
+        GateAction.STOP_DEPLOYMENT: " with automatic rollback (StopDeployment)",
+        GateAction.STOP_PIPELINE: " (StopPipelineExecution, abandon)",
+        GateAction.CANCEL_STACK_UPDATE: " (CancelUpdateStack)",
+    }.get(decision.action, "")
+    return f"{_verb(decision)} {decision.change.label}{how}"
 
 
 def _covered(alert_id: str) -> str:
@@ -586,14 +611,24 @@ class CalendarGateService(_GateBase):
 
     # -- the decision, carried out -----------------------------------------------------------------
     def _gate(self, change: GatedChange, read: Callable[[], tuple[TargetFacts, list[str | None]]]) -> Outcome:
+        """Decide once per change; a stop or cancel is ledgered (``CALENDAR``) before it is made.
+
+        A decision that makes no call (in the window, observe mode, alert only) is ledgered with its
+        alert in one append. One that stops or cancels writes the decision first (a conditional put,
+        ``body.intent``), then acts, then writes ``CALENDAR#result`` (what the call answered, and as
+        whom) with the alert: had it acted first, a failed append (throttled, timed out) would leave
+        Lambda's retry to re-read a deployment it had itself stopped and ledger "already Stopped:
+        nothing to stop", the stop ChangeGuard made lost from the record. A retry or a duplicate
+        delivery finds the decision and finishes it (:meth:`_resume`) rather than deciding again,
+        as the lifecycle hook and the deployment guard do.
+        """
         policy = self.policy()
-        if self.decided(change.change_id, GATE_ENTRY):
-            return Outcome(
-                function=self.function,
-                change_id=change.change_id,
-                actions=["duplicate delivery: already decided"],
-                duplicate=True,
-            )
+        entries = self.ledger.entries_for(change.change_id)
+        recorded = next((e for e in entries if e.entry == GATE_ENTRY), None)
+        if recorded is not None:
+            if recorded.body.get("intent") and not any(e.entry == RESULT_ENTRY for e in entries):
+                return self._resume(recorded, policy, read)
+            return self._duplicate(change.change_id, "duplicate delivery: already decided")
         reading = self.reading(policy, change.event_time)
         if reading is None:
             return self._ignored(change.change_id, "no change calendar is configured (change-calendar-names)")
@@ -609,36 +644,90 @@ class CalendarGateService(_GateBase):
         if reading.state is not CalendarState.OPEN and not (target.rollback or target.not_release):
             ticket, note = self.emergency_ticket(texts, policy)
         decision = decide(change, reading, target, policy, ticket=ticket, ticket_note=note)
-        if denied is None:
-            try:
-                with acting_in(self.scope, change.account, change.region, change.change_id):
-                    actions = self.carry_out(decision)
-                    by = acted_as(self.scope) if decision.mutates else None
-            except CrossAccountAccessError as exc:
-                denied = exc
+        if not decision.mutates:
+            # Nothing to do in that account (carry_out makes no call for such a decision): the verdict
+            # stands, read or not.
+            return self.record(decision, policy, GATE_ENTRY, self.carry_out(decision))
         if denied is not None:
-            if not decision.mutates:
-                # Nothing had to be done in that account (carry_out makes no call for such a decision):
-                # the verdict stands without the re-read.
-                return self.record(decision, policy, GATE_ENTRY, self.carry_out(decision))
-            verb = "cancel the update of" if decision.action is GateAction.CANCEL_STACK_UPDATE else "stop"
-            what = f"{verb} {change.label}"
-            actions = [not_acted_reason(denied, what)]
-            by = {"account": denied.account, "role": denied.role_arn or "none configured", "error": denied.code}
-            outcome = self.record(decision, policy, GATE_ENTRY, actions, by)
-            now = self.clock.now()
-            outcome.alert_ids += report_denied(
-                self.ledger,
-                self.function,
-                denied,
-                what=what,
-                cause=change.change_id,
-                event_time=change.event_time,
-                now=now,
-                region=change.region,
-            )
-            return outcome
-        return self.record(decision, policy, GATE_ENTRY, actions, by)
+            return self._not_acted(decision, policy, GATE_ENTRY, denied)
+        plan = [_plan(decision)]
+        if not self.ledger.append([self.gate_entry(decision, GATE_ENTRY, plan, self.clock.now(), intent=True)]):
+            # A concurrent delivery of the same change wrote its decision first, and carries it out.
+            return self._duplicate(change.change_id, "duplicate delivery: a concurrent delivery is carrying it out")
+        return self._act(decision, policy)
+
+    def _act(self, decision: GateDecision, policy: Policy, resumed: str | None = None) -> Outcome:
+        """Carry out the recorded ``decision`` and ledger its result with the alert.
+
+        ``resumed``: the target's status as a retry re-read it, when an earlier attempt decided the
+        change and did not record its result; None on the first attempt.
+        """
+        change = decision.change
+        try:
+            with acting_in(self.scope, change.account, change.region, change.change_id):
+                if resumed is None:
+                    actions = self.carry_out(decision)
+                else:
+                    actions = [
+                        f"{change.label} was {resumed} when a retry came to {_verb(decision)} it: this gate's"
+                        " earlier attempt decided to and most likely did, but did not record the result"
+                        " (or it ended by itself meanwhile); no call made again"
+                    ]
+                by = acted_as(self.scope)
+        except CrossAccountAccessError as exc:
+            return self._not_acted(decision, policy, RESULT_ENTRY, exc)
+        return self.record(decision, policy, RESULT_ENTRY, actions, by)
+
+    def _resume(
+        self, recorded: LedgerEntry, policy: Policy, read: Callable[[], tuple[TargetFacts, list[str | None]]]
+    ) -> Outcome:
+        """A decision to stop or cancel is ledgered without its result: finish it, never decide again.
+
+        Until the writer's timeout has passed it may still be acting (a concurrent delivery): acting
+        too would be a second stop. After it, the writer stopped short (a crash, a failed append) and
+        this is Lambda's retry, a minute or more later. The target is re-read first: one still
+        running is stopped or cancelled now (each call is convergent: ``StopDeployment`` on a
+        finished deployment answers ``DeploymentAlreadyCompletedException``); one no longer running
+        is not touched again, so a late retry never cancels a stack's later update, and its result
+        says the earlier attempt most likely stopped it, which the decision before it shows.
+        """
+        decision = GateDecision.model_validate(recorded.body["decision"])
+        change = decision.change
+        if self.clock.now() - recorded.recorded_at < ATTEMPT_TIMEOUT:
+            return self._duplicate(change.change_id, "duplicate delivery: a concurrent delivery is carrying it out")
+        try:
+            with acting_in(self.scope, change.account, change.region, change.change_id):
+                target, _ = read()
+        except CrossAccountAccessError as exc:
+            return self._not_acted(decision, policy, RESULT_ENTRY, exc)
+        if target.exists and target.in_progress and not target.not_this:
+            return self._act(decision, policy)
+        return self._act(decision, policy, resumed=(target.status or "finished") if target.exists else "gone")
+
+    def _not_acted(
+        self, decision: GateDecision, policy: Policy, entry: str, denied: CrossAccountAccessError
+    ) -> Outcome:
+        """The decision ledgered with why its call could not be made in the change's account."""
+        change = decision.change
+        what = f"{_verb(decision)} {change.label}"
+        actions = [not_acted_reason(denied, what)]
+        by = {"account": denied.account, "role": denied.role_arn or "none configured", "error": denied.code}
+        outcome = self.record(decision, policy, entry, actions, by)
+        now = self.clock.now()
+        outcome.alert_ids += report_denied(
+            self.ledger,
+            self.function,
+            denied,
+            what=what,
+            cause=change.change_id,
+            event_time=change.event_time,
+            now=now,
+            region=change.region,
+        )
+        return outcome
+
+    def _duplicate(self, change_id: str, why: str) -> Outcome:
+        return Outcome(function=self.function, change_id=change_id, actions=[why], duplicate=True)
 
     def carry_out(self, decision: GateDecision) -> list[str]:
         """The decision's mutating call, only in enforce mode; observe mode makes none."""
