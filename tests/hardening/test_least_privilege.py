@@ -301,3 +301,45 @@ def test_least_privilege_acting_functions_reach_every_region_of_their_own_accoun
         parts = arn.split(":")
         assert parts[3] == "*", f"{logical_id} {sid}: {arn} is limited to one region"
         assert parts[4] == account, f"{logical_id} {sid}: {arn} is not limited to this account"
+
+
+# change-calendar-names takes names or document ARNs; an ARN is needed only for a calendar shared from
+# another account (a name resolves in this account). Scoped to this account, such a calendar was
+# AccessDenied, read as UNKNOWN, and with calendar-fail-closed (the default) every change was blocked.
+CALENDAR_READERS = sorted(
+    lid for lid in FUNCTIONS if any(st.matches_action("ssm:GetCalendarState") for st in symbolic_policies(lid))
+)
+
+
+def test_least_privilege_the_functions_that_read_the_calendar_are_the_ones_expected() -> None:
+    assert (
+        sorted(
+            [
+                "CorrelateChangeFunction",
+                "FollowUpChangesFunction",
+                "GateChangeWindowFunction",
+                "GateLifecycleHookFunction",
+                "ReconcileChangesFunction",
+            ]
+        )
+        == CALENDAR_READERS
+    )
+
+
+@pytest.mark.parametrize("logical_id", CALENDAR_READERS)
+def test_least_privilege_a_calendar_shared_from_another_account_can_be_read_and_nothing_else_there(
+    logical_id: str,
+) -> None:
+    ctx = TEMPLATE.context()
+    other = "999999999999"
+    assert other != ctx.account
+    statements = symbolic_policies(logical_id)
+    shared = f"arn:aws:ssm:{ctx.region}:{other}:document/org-change-window"
+    assert is_allowed(statements, IamRequest("ssm:GetCalendarState", shared))
+    for action, arn in [
+        ("ssm:GetParameter", f"arn:aws:ssm:{ctx.region}:{other}:parameter/changeguard/prod/policy"),
+        ("ssm:GetParametersByPath", f"arn:aws:ssm:{ctx.region}:{other}:parameter/changeguard/prod"),
+        ("ssm:GetDocument", shared),
+        ("ssm:UpdateDocument", shared),
+    ]:
+        assert not is_allowed(statements, IamRequest(action, arn)), (logical_id, action)
