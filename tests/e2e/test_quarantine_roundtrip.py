@@ -22,6 +22,7 @@ from changeguard.adapters.dynamodb import item_to_entry
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import ReleaseResult
 from changeguard.quarantine import QuarantineSettings, Registry
+from changeguard.quarantine.security_group import world_open
 from changeguard_tools.embedded import EmbeddedAWS
 from changeguard_tools.harness import FixedClock, Harness, quiet_stream
 from changeguard_tools.replay import wrap_record
@@ -755,6 +756,51 @@ def test_a_bucket_policy_put_while_quarantined_is_ledgered_before_it_is_containe
     change_id = f"resource:{KITS['s3:bucket'].arn(bucket)}"
     [fact] = [e for e in w.ledger(change_id) if e.entry.startswith("QUARANTINE#") and "#recontained-" in e.entry]
     assert json.loads(fact.body["overwritten"]["policy"]) == json.loads(owner)  # ... and the owner's policy is kept
+
+
+@pytest.mark.parametrize(
+    "reopened",
+    [
+        pytest.param({"FromPort": 3389, "ToPort": 3389, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, id="another-port"),
+        pytest.param(
+            {"FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "temp"}]},
+            id="a-saved-rule-with-another-description",
+        ),
+        pytest.param({"FromPort": 22, "ToPort": 22, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}, id="half-a-saved-rule"),
+    ],
+)
+def test_a_group_opened_to_the_world_while_quarantined_is_contained_again_and_released_as_first_saved(aws, reopened):
+    """Re-containment revokes the world-open rules the group has now, not the ones saved: a rule on
+    another port, a saved rule with another description (a revoke needs none) and one half of a saved
+    IPv4 and IPv6 rule (whose other half is gone, so revoking the saved rule would fail) are all closed.
+    The release still puts back exactly the first-saved rules; the ones added meanwhile are in the
+    ``#recontained-`` entry, for restoring by hand."""
+    w = World(aws)
+    group = _group_create(w)
+    before = flow_tags_stripped(_group_describe(w, group))
+    w.at(T0 + timedelta(hours=24, minutes=15))
+    w.sweep()
+    assert _group_quarantined(w, group)
+    w.call(
+        lambda: w.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{"IpProtocol": "tcp", **reopened}])
+    )
+    assert not _group_quarantined(w, group)
+
+    w.at(T0 + timedelta(hours=24, minutes=30))
+    swept = w.sweep()
+    assert [a["subject"] for a in alerts(swept)] == [
+        f"DRIFT: ec2:security-group {group} changed while quarantined; contained again"
+    ]
+    assert _group_quarantined(w, group)  # closed again, as the alert says
+    change_id = f"resource:{KITS['ec2:security-group'].arn(group)}"
+    [fact] = [e for e in w.ledger(change_id) if e.entry.startswith("QUARANTINE#") and "#recontained-" in e.entry]
+    assert world_open(fact.body["overwritten"]["ingress"]) == [{"IpProtocol": "tcp", **reopened}]
+    w.at(T0 + timedelta(hours=24, minutes=45))
+    assert alerts(w.sweep()) == [] and _group_quarantined(w, group)  # nothing new: contained as before
+
+    _, results = w.call(lambda: _ec2_tag(w, group, REQUIRED))
+    assert any(a.startswith(f"released ec2:security-group {group}: RESTORED") for a in outcome(results)["actions"])
+    assert flow_tags_stripped(_group_describe(w, group)) == before  # the first-saved rules, and only those
 
 
 # -- observe mode makes no change ---------------------------------------------------------------------

@@ -71,6 +71,18 @@ def world_open(permissions: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
     return found
 
 
+def _bare(permissions: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The permissions without their ranges' descriptions: what a revoke needs to match a rule."""
+    out: list[dict[str, Any]] = []
+    for perm in permissions:
+        item = dict(perm)
+        for field, cidr in (("IpRanges", "CidrIp"), ("Ipv6Ranges", "CidrIpv6")):
+            if field in item:
+                item[field] = [{cidr: r[cidr]} for r in item[field]]
+        out.append(item)
+    return out
+
+
 def _as_lists(rules: Iterable[Rule]) -> list[list[str]]:
     return [list(r) for r in rules]
 
@@ -178,18 +190,29 @@ class SecurityGroupQuarantine(Ec2Resource):
         settings: QuarantineSettings,
         saved: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Revoke the world-open rules the group has now, whatever ``saved`` holds: a group opened again
+        while quarantined (another port, a saved rule with another description, one half of a saved
+        IPv4 and IPv6 rule) must be contained again, and revoking the saved rules instead would leave
+        those open (or, in a non-default VPC, fail on the half no longer there). ``saved`` is returned
+        unchanged: the release restores the first-saved rules, never those added meanwhile (the
+        ``#recontained-`` entry records them, for restoring by hand)."""
         saved = saved if saved is not None else self.snapshot(ref, state, settings)
-        present = set(rules_of(state.config["ingress"]))
-        still_open = [p for p in saved["revoked"] if set(rules_of([p])) & present]
-        if still_open:
-            self.api(ref).revoke_security_group_ingress(GroupId=ref.resource_id, IpPermissions=still_open)
-            after = self.read(ref)
-            left = world_open(after.config["ingress"]) if after is not None else []
-            if left:
-                shown = ", ".join(f"{' '.join(r[:3])} from {r[4]}" for r in rules_of(left))
-                raise QuarantineIncompleteError(
-                    f"{ref.resource_id} still has inbound rules open to the world after the revoke: {shown}"
-                )
+        opened = world_open(state.config["ingress"])
+        if not opened:
+            return saved  # the state was just read: nothing is open to the world
+        # RevokeSecurityGroupIngress: "If the security group rule has a description, you do not need
+        # to specify the description to revoke the rule"; the other values must match the rule exactly
+        # (in a non-default VPC a value that matches no rule fails the whole call with
+        # InvalidPermission.NotFound and revokes nothing). So the rules go as described now, without
+        # their descriptions.
+        self.api(ref).revoke_security_group_ingress(GroupId=ref.resource_id, IpPermissions=_bare(opened))
+        after = self.read(ref)
+        left = world_open(after.config["ingress"]) if after is not None else []
+        if left:
+            shown = ", ".join(f"{' '.join(r[:3])} from {r[4]}" for r in rules_of(left))
+            raise QuarantineIncompleteError(
+                f"{ref.resource_id} still has inbound rules open to the world after the revoke: {shown}"
+            )
         return saved
 
     # -- release ------------------------------------------------------------------------------
