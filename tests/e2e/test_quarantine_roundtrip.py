@@ -941,6 +941,30 @@ def test_the_cap_stops_the_run_and_alerts_and_the_next_run_goes_on(aws):
     assert all(_instance_quarantined(w, i) for i in ids)
 
 
+def test_a_sweep_run_delivered_again_shares_its_cap_and_alerts_it_once(aws):
+    """Lambda retries a failed sweep (and may deliver any event twice) with the same scheduled event:
+    the run is that event, so the second delivery counts what the first quarantined (its ``TAKEN#``
+    entries) and quarantines nothing past the cap, nor alerts the cap again. The next run goes on."""
+    w = World(aws, quarantine_max_resources="2")
+    web = w.web_group()
+    resp, _ = w.call(
+        lambda: w.ec2.run_instances(ImageId="ami-0abcdef1234567890", MinCount=3, MaxCount=3, SecurityGroupIds=[web])
+    )
+    ids = [i["InstanceId"] for i in resp["Instances"]]
+    w.at(T0 + timedelta(hours=25))
+    event = w.h.scheduled_event(SWEEP)
+    for delay in (0, 1):
+        w.at(T0 + timedelta(hours=25, minutes=delay))
+        assert w.h.invoke(SWEEP, event).error is None
+        assert sum(_instance_quarantined(w, i) for i in ids) == 2, f"after {delay} min"
+    cap = [e for e in w.ledger("quarantine-cap:sweep_quarantine") if e.kind.value == "QUARANTINE"]
+    assert sorted(e.entry.split("#")[0] for e in cap) == ["CAP", "TAKEN", "TAKEN"]
+    assert len([e for e in w.ledger("quarantine-cap:sweep_quarantine") if e.kind.value == "ALERT"]) == 1
+    w.at(T0 + timedelta(hours=25, minutes=15))
+    w.sweep()
+    assert all(_instance_quarantined(w, i) for i in ids)
+
+
 def test_quarantining_twice_is_one_set_of_changes(aws):
     w = World(aws)
     instance_id = _instance_create(w)

@@ -34,6 +34,7 @@ class FakeInstances(Ec2InstanceQuarantine):
         self.resources: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, ...]] = []
         self.ledger_at_quarantine: list[str] = []
+        self.failing: set[str] = set()  # instances whose containment fails (an SCP denies it, say)
 
     def add(self, instance_id: str = INSTANCE, tags: dict[str, str] | None = None, groups: str = "sg-web") -> None:
         self.resources[instance_id] = {"tags": dict(tags or {}), "groups": groups}
@@ -49,6 +50,8 @@ class FakeInstances(Ec2InstanceQuarantine):
 
     def quarantine(self, ref, state, settings, saved=None):  # type: ignore[no-untyped-def]
         saved = saved if saved is not None else self.snapshot(ref, state, settings)
+        if ref.resource_id in self.failing:
+            raise RuntimeError(f"AccessDenied on {ref.resource_id}")
         if self.resources[ref.resource_id]["groups"] != "isolation":
             self.ledger_at_quarantine = [e for (_, e) in self.ledger.items]  # what was ledgered when it changed
             self.calls.append(("quarantine", ref.resource_id))
@@ -117,8 +120,14 @@ class World:
     def entries(self, change_id: str = CHANGE_ID) -> list[str]:
         return [e.entry for e in self.ledger.entries_for(change_id)]
 
+    def scheduled(self) -> dict[str, Any]:
+        """The schedule's event for a run now: each run of the schedule has its own ``time``."""
+        event = load_event("sweep_quarantine/scheduled.json")
+        event["time"] = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return event
+
     def sweep(self) -> Any:
-        return self.sweeper.handle(load_event("sweep_quarantine/scheduled.json"))
+        return self.sweeper.handle(self.scheduled())
 
 
 def run_instances() -> dict[str, Any]:
@@ -415,6 +424,37 @@ def test_the_cap_stops_quarantining_and_alerts_once():
     w.clock.at = NOW + timedelta(hours=26)
     w.sweep()  # the next run takes the rest
     assert all(w.instances.resources[i]["groups"] == "isolation" for i in ids)
+
+
+def test_lambdas_retries_of_a_failed_sweep_quarantine_no_more_than_the_cap_in_all():
+    """A sweep that cannot contain one resource fails, and Lambda retries the same scheduled event
+    twice (1, then 2 minutes later). The cap is per scheduled run: the retries count what the run
+    quarantined before (ledgered with each quarantine), so they quarantine nothing more, and the
+    cap is alerted once. The next scheduled run (another ``time``) goes on."""
+    w = World(quarantine_max_resources=2)
+    ids = ["i-00000000000000bad", "i-00000000000000002", "i-00000000000000003"]
+    for instance_id in ids:
+        w.instances.add(instance_id)
+    w.instances.failing.add(ids[0])
+    event = run_instances()
+    event["detail"]["responseElements"]["instancesSet"]["items"] = [{"instanceId": i} for i in ids]
+    w.service.handle(event)
+    w.clock.at = NOW + timedelta(hours=25)
+    scheduled = w.scheduled()
+    for delay in (0, 1, 3):  # the invocation, then Lambda's two retries of the same event
+        w.clock.at = NOW + timedelta(hours=25, minutes=delay)
+        with pytest.raises(RuntimeError, match="AccessDenied"):
+            w.sweeper.handle(scheduled)
+        isolated = [i for i in ids if w.instances.resources[i]["groups"] == "isolation"]
+        assert isolated == [ids[1]], f"after {delay} min"  # i-...bad took the other place, and failed
+    caps = [k for (c, k) in w.ledger.items if c == "quarantine-cap:sweep_quarantine" and k.startswith("CAP#")]
+    assert len(caps) == 1
+    alerts = [k for (c, k) in w.ledger.items if c == "quarantine-cap:sweep_quarantine" and k.startswith("ALERT#")]
+    assert len(alerts) == 1
+    w.clock.at = NOW + timedelta(hours=25, minutes=15)
+    with pytest.raises(RuntimeError, match="AccessDenied"):
+        w.sweep()  # the next run: the rest, and i-...bad still fails (it is retried, not forgotten)
+    assert [i for i in ids if w.instances.resources[i]["groups"] == "isolation"] == ids[1:]
 
 
 # -- other triggers ----------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ It visits every resource carrying ``changeguard:quarantine-after`` (oldest deadl
 resource whose tag-change event never arrived (CloudTrail delivery is best effort) is still
 released, and one that stayed untagged is quarantined. At most ``quarantine-max-resources``
 quarantines per run: past that it stops quarantining, says so in one alert, and leaves the rest
-for the next run. Releases are never capped: they only undo.
+for the next run. A run is one scheduled event, Lambda's retries of it included: a run that fails
+(a resource it cannot contain, an account it cannot search) still fails, so the retries and the
+failure destination see it, but its retries only finish what it could not, within the same cap.
+Releases are never capped: they only undo.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, Protocol
 
 from changeguard.domain.errors import CrossAccountAccessError
 from changeguard.domain.policy import Policy
-from changeguard.domain.quarantine import Budget, ResourceRef, TagVerdict
+from changeguard.domain.quarantine import ResourceRef, TagVerdict
 from changeguard.domain.tags import QUARANTINE_AFTER, TagEventKind, format_time, parse_time
 from changeguard.models.scheduled import parse_scheduled
 from changeguard.ports import ActingScope, Clock
@@ -68,9 +71,14 @@ class QuarantineSweepService:
         scheduled = parse_scheduled(event)
         policy = self.policy()
         now = self.clock.now()
-        run = f"sweep:{format_time(now)}"
+        # The run is the scheduled event, named by its ``time`` (the schedule's). Lambda runs a failed
+        # asynchronous invocation "two more times" with the same event (1, then 2 minutes later), and
+        # may deliver an event more than once without errors: so the cap counts per run, retries and
+        # duplicates included, and a retry alerts nothing the run already alerted. Every failure still
+        # raises (below): a retry finishes what the run could not, within the run's cap.
+        run = f"sweep:{format_time(scheduled.time)}"
         trigger = Trigger(key=run, kind=TagEventKind.SWEEP, event_time=now, source="scheduled sweep")
-        budget = Budget(policy.quarantine_max_resources)
+        budget = self.enforcer.budget(policy.quarantine_max_resources, trigger)
         extra: list[str] = []
         alert_ids: list[str] = []
         found: list[tuple[str, str, str, dict[str, str]]] = []  # (account, region, ARN, tags)

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import change_from_cloudtrail
 from changeguard.domain.errors import CrossAccountAccessError, InvalidEventError, first_error
-from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.ledger import KEY_END, EntryKind, LedgerEntry
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import (
     CONTAINED,
@@ -223,18 +223,53 @@ class Enforcer:
         return result
 
     # -- ledger and alerts --------------------------------------------------------------------
-    def record(self, fact: LedgerEntry, alert: Alert | None) -> tuple[bool, list[str]]:
-        """Append the fact and its alert in one transaction (the alert outbox)."""
-        entries = [fact]
+    def record(
+        self, fact: LedgerEntry, alert: Alert | None, also: tuple[LedgerEntry, ...] = ()
+    ) -> tuple[bool, list[str]]:
+        """Append the fact, ``also`` and the fact's alert in one transaction (the alert outbox)."""
+        entries = [fact, *also]
         if alert is not None:
             entries.append(alert_entry(alert, fact.event_time, fact.recorded_at, suffix=fact.entry))
         new = self.ledger.append(entries)
         return new, ([alert.alert_id] if alert is not None and new else [])
 
+    # -- the blast-radius cap, per run ---------------------------------------------------------
+    @property
+    def cap_change_id(self) -> str:
+        return f"quarantine-cap:{self.function}"
+
+    def budget(self, limit: int, trigger: Trigger) -> Budget:
+        """The run's budget: ``limit`` less the quarantines its earlier attempts ledgered (``TAKEN#``).
+
+        Lambda retries a failed asynchronous invocation twice with the same event, and the sweep's
+        run (``trigger.key``) is named after that event: without this each retry would start afresh,
+        and one scheduled run could quarantine three times the cap."""
+        prefix = f"{TAKEN}{trigger.key}#"
+        taken = self.ledger.entries_between(self.cap_change_id, prefix, prefix + KEY_END)
+        return Budget(limit, used=len(taken))
+
+    def taken(self, ref: ResourceRef, key: str, *, budget: Budget, now: datetime, trigger: Trigger) -> LedgerEntry:
+        """That the run spent a place of its budget on ``ref``'s quarantine ``key``: written with that
+        quarantine's intent, whose key it carries, so it exists exactly when the intent does and never
+        makes the intent's write fail (observe mode's intent and enforce mode's are two)."""
+        return LedgerEntry(
+            change_id=self.cap_change_id,
+            entry=f"{TAKEN}{trigger.key}#{ref.arn}#{key}",
+            kind=EntryKind.QUARANTINE,
+            function=self.function,
+            event_time=trigger.event_time,
+            recorded_at=now,
+            verdict="CAP_TAKEN",
+            account=ref.account,
+            region=ref.region,
+            body={"run": trigger.key, "resource": ref.arn, "limit": budget.limit},
+        )
+
     def cap_hit(self, budget: Budget, *, now: datetime, trigger: Trigger, policy: Policy) -> tuple[str, list[str]]:
-        """Ledger and alert the blast-radius cap: what was left unquarantined this run."""
-        change_id = f"quarantine-cap:{self.function}"
-        key = f"CAP#{format_time(now)}#{trigger.key}"
+        """Ledger and alert the blast-radius cap: what was left unquarantined this run (once per run,
+        its retries included: the key is the run's)."""
+        change_id = self.cap_change_id
+        key = f"CAP#{trigger.key}"
         observe = not policy.enforcing
         fact = LedgerEntry(
             change_id=change_id,
@@ -340,15 +375,17 @@ class _Step:
         key = entry_key(EntryKind.QUARANTINE, after, observe=self.observe)
         alert = self.quarantine_alert(decision, key)
         body = {"saved": saved, "describes": self.handler.describes}
+        # The place it took in the run's budget, written with the intent: a retry of the run counts it.
+        taken = (self.e.taken(self.ref, key, budget=budget, now=self.now, trigger=self.trigger),)
         if self.observe:
-            new, ids = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body), alert)
+            new, ids = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body), alert, taken)
             self.result.alert_ids += ids
             self.result.actions.append(f"would quarantine {self.ref.short}" if new else "already reported")
             return
         # The saved state first (what makes it undoable), as an intent: that it was contained, or not,
         # is a fact of its own, with the alert, once the calls are done.
         body["step"] = "saved before containing; QUARANTINE#<time>#contained or #failed says how it went"
-        new, _ = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body), None)
+        new, _ = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body), None, taken)
         if not new:
             self.result.actions.append(f"{self.ref.short}: another run is quarantining it")
             return
@@ -660,6 +697,9 @@ class _Step:
         )
 
 
+#: The prefix of the ``quarantine-cap:<function>`` entries that count a run's quarantines
+#: (``TAKEN#<run>#<arn>#<its QUARANTINE key>``), so that the run's retries share its cap.
+TAKEN = "TAKEN#"
 #: The suffixes of the facts that say how a quarantine went (``QUARANTINE#<time>`` is its intent).
 CONTAINED_SUFFIX = CONTAINED
 FAILED_SUFFIX = "failed"
