@@ -222,7 +222,7 @@ def test_the_quarterly_schedule_writes_the_evidence_pack(stack):
     again = harness.run_schedule("BuildEvidenceFunction", "QuarterlyEvidencePack")
     assert (
         again["outcomes"][0]["alerts"] == []
-        and "alerts already recorded for this report" in again["outcomes"][0]["actions"]
+        and "already recorded for this report: kpi-missed" in again["outcomes"][0]["actions"]
     )
 
 
@@ -248,6 +248,32 @@ def test_tampering_shows_in_the_next_report_and_alerts(stack):
     alerts = {a.kind: a for a in harness.drain_alerts()}
     assert alerts["ledger-integrity"].severity == "critical"
     assert "kpi-missed" in alerts
+
+
+def test_a_rerun_that_finds_tampering_alerts_although_the_report_alerted_before(stack):
+    """Each alert of a report is its own conditional put: the scheduled run's kpi-missed alert must not
+    swallow the ledger-integrity alert of an on-demand re-run that finds the ledger altered."""
+    harness, ids = stack
+    _digest_through(harness, datetime(2026, 11, 23, 3, 15, tzinfo=UTC))
+    request = {"report": "monthly", "period": "2026-11"}
+    first = harness.invoke("BuildEvidenceFunction", request)
+    assert first.error is None and first.result["alert_ids"] == ["report:monthly:2026-11/build_evidence/kpi-missed"]
+    harness.pump_streams()
+    assert [a.kind for a in harness.drain_alerts()] == ["kpi-missed"]
+
+    ddb = harness.admin_client("dynamodb")
+    table = harness.ctx.refs["ChangeLedgerTable"]
+    key = {"change_id": {"S": ids["03-unapproved-ticket.json"]}, "entry": {"S": "VERDICT"}}
+    item = ddb.get_item(TableName=table, Key=key)["Item"]
+    item["verdict"] = {"S": "AUTHORIZED"}
+    ddb.put_item(TableName=table, Item=item)
+
+    again = harness.invoke("BuildEvidenceFunction", request)
+    assert again.error is None, again.error
+    assert again.result["alert_ids"] == ["report:monthly:2026-11/build_evidence/ledger-integrity"]
+    assert "already recorded for this report: kpi-missed" in again.result["actions"]
+    harness.pump_streams()
+    assert [(a.kind, a.severity) for a in harness.drain_alerts()] == [("ledger-integrity", "critical")]
 
 
 def test_a_bad_request_is_rejected_without_side_effects(aws):

@@ -407,14 +407,16 @@ class BuildEvidenceService:
         where = f"{self.location}/{prefix}"
         actions = [f"wrote {len(keys)} file(s) to {where}"]
         alerts = self.alerts(cadence, report, f"{where}report.html")
-        alert_ids: list[str] = []
-        if alerts:
-            now = self.clock.now()
-            if self.ledger.append([alert_entry(a, now, now) for a in alerts]):
-                alert_ids = [a.alert_id for a in alerts]
-                actions.append(f"alerted: {', '.join(a.kind for a in alerts)}")
-            else:
-                actions.append("alerts already recorded for this report")
+        # Each alert is its own conditional put: the alerts of one report are independent facts, and a
+        # re-run that finds something new (tampering, after the scheduled run's kpi-missed) must record
+        # it although an earlier alert of the same report is already in the ledger.
+        now = self.clock.now()
+        new = [a for a in alerts if self.ledger.append([alert_entry(a, now, now)])]
+        alert_ids = [a.alert_id for a in new]
+        if new:
+            actions.append(f"alerted: {', '.join(a.kind for a in new)}")
+        if old := [a for a in alerts if a not in new]:
+            actions.append(f"already recorded for this report: {', '.join(a.kind for a in old)}")
         return Outcome(
             function=self.function,
             change_id=f"report:{cadence}:{period.label}",

@@ -1,0 +1,72 @@
+"""build_evidence's service with in-memory fakes: what a report run writes to the ledger, and what it rejects."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from changeguard.adapters.dynamodb import entry_to_item
+from changeguard.domain.kpis import KpiTargets
+from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.services.evidence import BuildEvidenceService, DigestService, DigestStore, EvidenceService
+from fakes import FakeClock, InMemoryLedger, MemoryBucket, ShardedDayIndex
+
+AT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+REPORTED = datetime(2026, 12, 5, 3, 15, tzinfo=UTC)  # November is settled and digested
+
+
+def verdict(cid: str, value: str, **body: object) -> LedgerEntry:
+    return LedgerEntry(
+        change_id=cid,
+        entry="VERDICT",
+        kind=EntryKind.VERDICT,
+        function="correlate_change",
+        event_time=AT,
+        recorded_at=AT + timedelta(minutes=1),
+        verdict=value,
+        body={"change": {"change_id": cid}, **body},
+    )
+
+
+def service(index: ShardedDayIndex, alerts: InMemoryLedger) -> BuildEvidenceService:
+    store = DigestStore(MemoryBucket())
+    clock = FakeClock(REPORTED)
+    digests = DigestService(function="write_digest", ledger=index, store=store, clock=clock)
+    digests.run(datetime(2026, 11, 23, 3, 15, tzinfo=UTC))  # the chain starts (its first days before AT)
+    digests.run(REPORTED)  # ...and catches up through the end of November
+    evidence = EvidenceService(ledger=index, digests=store, tickets=None, targets=KpiTargets, clock=clock)
+    return BuildEvidenceService(
+        function="build_evidence",
+        evidence=evidence,
+        bucket=MemoryBucket(),
+        location="s3://b",
+        ledger=alerts,
+        clock=clock,
+    )
+
+
+def test_each_alert_of_a_report_is_recorded_on_its_own():
+    """A re-run that finds tampering records its ledger-integrity alert next to the earlier kpi-missed one."""
+    index = ShardedDayIndex([entry_to_item(verdict("c-1", "NO_TICKET")), entry_to_item(verdict("c-2", "AUTHORIZED"))])
+    alerts = InMemoryLedger()
+    build = service(index, alerts)
+    request = {"report": "monthly", "period": "2026-11"}
+    first = build.handle(request)
+    assert first.alert_ids == ["report:monthly:2026-11/build_evidence/kpi-missed"]
+
+    edited = entry_to_item(verdict("c-1", "NO_TICKET"))
+    edited["body"]["S"] = json.dumps(json.loads(edited["body"]["S"]) | {"note": "edited"})
+    for partition in index.partitions.values():
+        partition[:] = [edited if i["change_id"]["S"] == "c-1" else i for i in partition]
+
+    second = build.handle(request)
+    assert second.alert_ids == ["report:monthly:2026-11/build_evidence/ledger-integrity"]
+    assert "alerted: ledger-integrity" in second.actions
+    assert "already recorded for this report: kpi-missed" in second.actions
+    assert {e.entry for e in alerts.items.values()} == {
+        "ALERT#build_evidence#kpi-missed",
+        "ALERT#build_evidence#ledger-integrity",
+    }
+    third = build.handle(request)
+    assert third.alert_ids == []
+    assert "already recorded for this report: kpi-missed, ledger-integrity" in third.actions
