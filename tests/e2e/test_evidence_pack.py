@@ -284,6 +284,16 @@ def test_a_bad_request_is_rejected_without_side_effects(aws):
     assert _objects(harness, "evidence/") == {} and _objects(harness, "reports/") == {}
 
 
+def test_a_digest_schedule_stamped_in_the_future_is_rejected_without_side_effects(aws):
+    """An invoke by hand with a later ``time`` would write permanent digests of days not over yet."""
+    harness = Harness(aws.endpoint_url, clock=FixedClock(DAY), log_stream=quiet_stream())
+    harness.provision()
+    event = load_event("write_digest/daily-digest.json") | {"time": "2027-01-23T03:15:00Z"}
+    result = harness.invoke("WriteDigestFunction", event)
+    assert result.error and "InvalidEventError" in result.error
+    assert _objects(harness, "digests/") == {}
+
+
 def test_the_cli_writes_the_pack_to_a_folder_and_prints_the_kpis(stack, tmp_path, capsys):
     harness, ids = stack
     _digest_through(harness, datetime(2026, 11, 23, 3, 15, tzinfo=UTC))

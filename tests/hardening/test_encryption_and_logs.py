@@ -21,7 +21,14 @@ import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from changeguard_tools.embedded import EmbeddedAWS
 from changeguard_tools.template import Template, resolve
-from hardening.drive import SMALL_LEDGER, aws_environment, fresh, scenario_harness, triggers_of
+from hardening.drive import (
+    SMALL_LEDGER,
+    aws_environment,
+    delivered_at_its_time,
+    fresh,
+    scenario_harness,
+    triggers_of,
+)
 
 TEMPLATE = Template()
 KEY = "ChangeGuardKey"
@@ -227,7 +234,8 @@ def _run_planted(embedded_aws: EmbeddedAWS, stream: io.StringIO) -> Any:
             credentials |= {env["AWS_SECRET_ACCESS_KEY"], env["AWS_SESSION_TOKEN"]}
             for event in triggers_of(harness, logical_id):
                 for variant in planted(fresh(event)):
-                    harness.invoke(logical_id, variant)
+                    with delivered_at_its_time(harness, variant):
+                        harness.invoke(logical_id, variant)
         harness.pump_streams()
     return stream.getvalue(), credentials
 

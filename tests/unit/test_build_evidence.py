@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from changeguard.adapters.dynamodb import entry_to_item
+from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.kpis import KpiTargets
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.services.evidence import BuildEvidenceService, DigestService, DigestStore, EvidenceService
@@ -70,3 +72,26 @@ def test_each_alert_of_a_report_is_recorded_on_its_own():
     third = build.handle(request)
     assert third.alert_ids == []
     assert "already recorded for this report: kpi-missed, ledger-integrity" in third.actions
+
+
+def test_a_report_schedule_stamped_in_the_future_is_rejected_before_anything_is_written():
+    """It would report on a period not over yet, and its alert keys would swallow the real report's alerts."""
+    index = ShardedDayIndex([entry_to_item(verdict("c-1", "NO_TICKET"))])
+    alerts = InMemoryLedger()
+    build = service(index, alerts)
+    event = {
+        "version": "0",
+        "id": "7c8d9e0f-1a2b-4c3d-9e8f-0a1b2c3d4e02",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2027-01-01T06:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/changeguard-dev-monthly-kpi-report"],
+        "detail": {},
+    }
+    with pytest.raises(InvalidEventError, match="after now"):
+        build.handle(event)
+    assert isinstance(build.bucket, MemoryBucket) and build.bucket.objects == {} and alerts.items == {}
+    outcome = build.handle(event | {"time": "2026-12-01T06:00:00Z"})  # the real monthly run for November
+    assert outcome.change_id == "report:monthly:2026-11"

@@ -15,10 +15,12 @@ from changeguard.domain.digest import (
     chain_hash,
     days_to_digest,
     is_due,
+    last_due_day,
     make_digest,
     verify_day,
     verify_period,
 )
+from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard.services.evidence import DigestService, DigestStore, digest_key
 from changeguard.services.report import item_view
@@ -275,3 +277,31 @@ def test_the_daily_function_chains_each_settled_day_once(ledger):
     assert report.ok and report.count(DayStatus.VERIFIED) == 2
     # Verifying D1 without the digest before it would not prove the link: reported, not assumed.
     assert not check(ledger, {D1: d1, D2: d2}).ok
+
+
+def scheduled(at: datetime) -> dict:
+    return {
+        "version": "0",
+        "id": "5d6e7f80-1a2b-4c3d-9e8f-0a1b2c3d4e01",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/changeguard-dev-daily-digest"],
+        "detail": {},
+    }
+
+
+def test_a_schedule_stamped_in_the_future_digests_nothing(ledger):
+    """A digest is permanent: one of a day not over would leave that day's real items only ever late."""
+    bucket = MemoryBucket()
+    index = ShardedDayIndex(i for day_items in ledger.values() for i in day_items)
+    service = DigestService(function="write_digest", ledger=index, store=DigestStore(bucket), clock=FakeClock(WRITTEN))
+    with pytest.raises(InvalidEventError, match="after now"):
+        service.handle(scheduled(WRITTEN + timedelta(days=30)))
+    assert bucket.objects == {}
+    # A run asked for a later time (within the skew, or by a caller of run()) digests only what the clock says is due.
+    service.run(WRITTEN + timedelta(days=30))
+    assert max(DigestStore(bucket).days()) == D2 == last_due_day(WRITTEN)
+    assert service.handle(scheduled(WRITTEN)).actions == ["nothing due"]

@@ -8,6 +8,7 @@ the functions act on held what AWS never sends there.
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -63,3 +64,19 @@ def test_a_quoted_bucket_name_is_not_acted_on_but_the_event_is_still_judged() ->
     assert (
         ids(_with("enforce_tags/02-create-bucket.json", ("detail", "requestParameters", "bucketName"), '"acme"')) == []
     )
+
+
+def test_a_scheduled_time_later_than_the_clock_is_rejected_and_one_within_the_skew_is_not() -> None:
+    """EventBridge delivers a schedule at or after its time: a later ``time`` is an invoke by hand (or forged)."""
+    from datetime import UTC, datetime
+
+    from changeguard.domain.errors import InvalidEventError
+    from changeguard.models.scheduled import SCHEDULE_SKEW, parse_scheduled
+
+    event = load_event("write_digest/daily-digest.json")  # time 2026-11-23T03:15:00Z
+    at = datetime(2026, 11, 23, 3, 15, tzinfo=UTC)
+    assert parse_scheduled(event, now=at).time == at
+    assert parse_scheduled(event, now=at - SCHEDULE_SKEW).time == at  # clocks differ a little
+    assert parse_scheduled(event).time == at  # no clock given: not checked (functions that ignore the time)
+    with pytest.raises(InvalidEventError, match="after now"):
+        parse_scheduled(event, now=at - SCHEDULE_SKEW - timedelta(seconds=1))

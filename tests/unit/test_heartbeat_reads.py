@@ -117,3 +117,30 @@ def test_the_dynamodb_ledger_reads_one_key_range_in_either_order_across_pages(aw
     due = ledger.entries_between(HEARTBEAT_KEY, SENT, f"{SENT}{canary_id(ticks[4])}", newest_first=True, limit=2)
     assert [e.entry for e in due] == [f"{SENT}{canary_id(ticks[4])}", f"{SENT}{canary_id(ticks[3])}"]
     assert [e.entry for e in ledger.entries_between(HEARTBEAT_KEY, DOWN, f"{DOWN}{KEY_END}")] == [f"{DOWN}000001"]
+
+
+def test_a_tick_stamped_in_the_future_is_rejected_before_it_sends_or_records_anything():
+    """A tick's time is its canary's id: a future one would be a canary no run is due to check yet."""
+    import pytest
+    from changeguard.domain.errors import InvalidEventError
+
+    ledger, parameters = InMemoryLedger(), Parameters()
+    history(ledger)
+    before = dict(ledger.items)
+    event = {
+        "version": "0",
+        "id": "0d1e2f30-4a5b-4c6d-8e9f-0a1b2c3d4e5f",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": canary_id(NOW + timedelta(days=1)),
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/changeguard-dev-heartbeat"],
+        "detail": {},
+    }
+    with pytest.raises(InvalidEventError, match="after now"):
+        service(ledger, parameters).handle(event)
+    assert parameters.puts == [] and ledger.items == before
+    assert service(ledger, parameters).handle(event | {"time": canary_id(NOW)}).actions == [
+        f"sent canary {canary_id(NOW)}"
+    ]

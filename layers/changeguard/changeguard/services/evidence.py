@@ -37,7 +37,7 @@ from changeguard.domain.errors import InvalidEventError, first_error
 from changeguard.domain.kpis import KpiTargets, Period, PeriodError, PeriodKind
 from changeguard.domain.verdicts import Severity
 from changeguard.models.reports import Cadence, ReportRequest, ScheduledEvent
-from changeguard.models.scheduled import SCHEDULED_EVENT
+from changeguard.models.scheduled import SCHEDULED_EVENT, parse_scheduled
 from changeguard.ports import Clock, Ledger, TicketSource
 from changeguard.services.outcome import Outcome
 from changeguard.services.report import (
@@ -130,19 +130,21 @@ class DigestService:
         self.clock = clock
 
     def handle(self, event: Mapping[str, Any]) -> Outcome:
-        try:
-            scheduled = ScheduledEvent.model_validate(event)
-        except ValidationError as exc:
-            raise InvalidEventError(f"not a Scheduled Event: {exc.error_count()} error(s)") from exc
+        """A schedule's time later than now is rejected: a digest is permanent (If-None-Match, Object Lock)."""
+        scheduled = parse_scheduled(event, ScheduledEvent, now=self.clock.now())
         return self.run(scheduled.time)
 
     def run(self, at: datetime) -> Outcome:
-        """Digest what is due at ``at`` (the schedule's time, so a retried run does the same work)."""
+        """Digest what is due at ``at`` (the schedule's time, so a retried run does the same work).
+
+        Never a day not yet due by the clock: a digest of a day still open would be written once, for
+        good, without the day's later items, which verification then only calls late (not covered).
+        """
         existing = self.store.days()
         latest = existing[-1] if existing else None
         previous = self.store.load(latest) if latest else None
         actions: list[str] = []
-        for day in days_to_digest(latest, at, DIGESTS_PER_RUN):
+        for day in days_to_digest(latest, min(at, self.clock.now()), DIGESTS_PER_RUN):
             # The cut-off, before the items are read: an item recorded after it may be missing from
             # the digest (verification reports it late); one recorded well before it may not.
             cutoff = self.clock.now()
@@ -346,13 +348,17 @@ def pack_prefix(cadence: Cadence, period: Period) -> str:
     return f"reports/{cadence}/{period.label}/"
 
 
-def request_of(event: Any) -> tuple[Cadence, Period]:
-    """Which report an event asks for: a schedule (the last complete period) or an explicit request."""
+def request_of(event: Any, now: datetime) -> tuple[Cadence, Period]:
+    """Which report an event asks for: a schedule (the last complete period) or an explicit request.
+
+    A schedule's time later than ``now`` is rejected: it would report on a period not over yet, and
+    its alerts' keys would then swallow the real report's alerts when that period ends.
+    """
     if not isinstance(event, Mapping):
         raise InvalidEventError("event is not a JSON object")
     try:
         if event.get("detail-type") == SCHEDULED_EVENT:
-            scheduled = ScheduledEvent.model_validate(event)
+            scheduled = parse_scheduled(event, ScheduledEvent, now=now)
             cadence = scheduled.cadence()
             if cadence is None or cadence == "custom":
                 raise InvalidEventError(f"rule {scheduled.rule_name!r} names no weekly, monthly or quarterly report")
@@ -396,7 +402,7 @@ class BuildEvidenceService:
         self.region = region
 
     def handle(self, event: Any) -> Outcome:
-        cadence, period = request_of(event)
+        cadence, period = request_of(event, self.clock.now())
         if self.region is None and isinstance(event.get("region"), str):
             self.region = event["region"]
         self.evidence.clock = self.clock

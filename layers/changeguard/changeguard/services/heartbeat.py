@@ -95,7 +95,7 @@ class HeartbeatService:
 
     def handle(self, event: Mapping[str, Any]) -> Outcome:
         """Run on EventBridge's "Scheduled Event"; anything else is rejected."""
-        parsed = parse_scheduled(event)
+        parsed = parse_scheduled(event, now=self.clock.now())  # a tick's time is its canary's id
         return self.tick(parsed.time)
 
     def tick(self, at: datetime) -> Outcome:
