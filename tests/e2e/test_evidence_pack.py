@@ -281,6 +281,14 @@ def test_a_bad_request_is_rejected_without_side_effects(aws):
     harness.provision()
     result = harness.invoke("BuildEvidenceFunction", {"report": "quarterly", "period": "2026-Q5"})
     assert result.error and "InvalidEventError" in result.error
+    for request in (  # near the ends of Python's dates (OverflowError before), and a range of centuries
+        {"report": "custom", "from": "2026-01-01", "to": "9999-12-31"},
+        {"report": "quarterly", "period": "9999-12-31"},
+        {"report": "weekly", "period": "9999-W52"},
+        {"report": "custom", "from": "0001-01-01", "to": "9999-12-30"},
+    ):
+        result = harness.invoke("BuildEvidenceFunction", request)
+        assert result.error and "InvalidEventError" in result.error, (request, result.error)
     assert _objects(harness, "evidence/") == {} and _objects(harness, "reports/") == {}
 
 

@@ -10,7 +10,13 @@ from changeguard.adapters.dynamodb import entry_to_item
 from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.kpis import KpiTargets
 from changeguard.domain.ledger import EntryKind, LedgerEntry
-from changeguard.services.evidence import BuildEvidenceService, DigestService, DigestStore, EvidenceService
+from changeguard.services.evidence import (
+    BuildEvidenceService,
+    DigestService,
+    DigestStore,
+    EvidenceService,
+    request_of,
+)
 from fakes import FakeClock, InMemoryLedger, MemoryBucket, ShardedDayIndex
 
 AT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -95,3 +101,18 @@ def test_a_report_schedule_stamped_in_the_future_is_rejected_before_anything_is_
     assert isinstance(build.bucket, MemoryBucket) and build.bucket.objects == {} and alerts.items == {}
     outcome = build.handle(event | {"time": "2026-12-01T06:00:00Z"})  # the real monthly run for November
     assert outcome.change_id == "report:monthly:2026-11"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"report": "custom", "from": "2026-01-01", "to": "9999-12-31"},
+        {"report": "custom", "from": "0001-01-01", "to": "9999-12-30"},
+        {"report": "quarterly", "period": "9999-12-31"},
+        {"report": "weekly", "period": "9999-W52"},
+    ],
+)
+def test_a_report_request_out_of_range_is_a_typed_rejection(request_):
+    """Near the ends of Python's dates a period's arithmetic raised OverflowError, which is no ValueError."""
+    with pytest.raises(InvalidEventError, match="not a report request"):
+        request_of(request_, REPORTED)

@@ -8,6 +8,7 @@ import pytest
 from changeguard.domain.change import Actor, ActorKind, Change
 from changeguard.domain.errors import ConfigurationError
 from changeguard.domain.kpis import (
+    MAX_CUSTOM_DAYS,
     KpiTargets,
     Period,
     PeriodError,
@@ -453,6 +454,31 @@ def test_periods_parse(text, kind, start, end):
 def test_bad_periods_are_rejected(text):
     with pytest.raises(PeriodError):
         Period.parse(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9999-12-31",  # its end, the next day, is no date (OverflowError, not a ValueError)
+        "9999-W52",  # ends in year 10000
+        "2026-01-01..9999-12-31",
+        "0001-01-01",  # a report reads DEPLOYMENT_LOOKBACK before the period
+        "0001-01",
+        "2025-01-01..2026-02-05",  # 401 days: longer than MAX_CUSTOM_DAYS
+    ],
+)
+def test_periods_out_of_range_or_too_long_are_typed_rejections(text):
+    with pytest.raises(PeriodError):
+        Period.parse(text)
+
+
+def test_a_custom_period_covers_a_soc2_type_ii_year_with_room_to_spare():
+    assert MAX_CUSTOM_DAYS == 400
+    assert Period.between(date(2025, 1, 1), date(2026, 2, 4)).days()[-1] == date(2026, 2, 4)  # 400 days
+    with pytest.raises(PeriodError, match="at most 400"):
+        Period.between(date(2025, 1, 1), date(2026, 2, 5))
+    with pytest.raises(PeriodError):
+        Period.previous(PeriodKind.QUARTER, datetime(1, 2, 1, tzinfo=UTC))  # before year 1: no date
 
 
 def test_the_previous_complete_period():

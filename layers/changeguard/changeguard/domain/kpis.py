@@ -85,6 +85,15 @@ NON_COMPLIANT_KINDS = frozenset({EntryKind.MARK, EntryKind.QUARANTINE})
 #: How far before the period a report reads, so a deployment that finished in the period
 #: but started before it still has its start entry.
 DEPLOYMENT_LOOKBACK = timedelta(days=2)
+#: The longest custom period. A SOC 2 Type II period is at most 12 months (366 days); 400 leaves a few
+#: weeks either side. A report reads each day's shards one by one, so a range of centuries would run
+#: queries until the function times out, and be retried twice.
+MAX_CUSTOM_DAYS = 400
+#: The days a period may cover. Python's dates run from year 1 to 9999, and a report computes dates
+#: around its period (DEPLOYMENT_LOOKBACK before it, the week of each day, when each day's digest
+#: falls due after it): a year's margin at either end keeps all of it in range.
+FIRST_DAY = date(2, 1, 1)
+LAST_DAY = date(9998, 12, 31)
 
 
 class PeriodError(ChangeGuardError, ValueError):
@@ -115,6 +124,16 @@ def _month_start(year: int, month: int) -> date:
     return date(year + (month - 1) // 12, (month - 1) % 12 + 1, 1)
 
 
+def _check_days(first: date, days: int = 1) -> None:
+    """``PeriodError`` unless the ``days`` days from ``first`` lie from :data:`FIRST_DAY` to :data:`LAST_DAY`.
+
+    Near the ends of Python's dates the arithmetic of a period (its end, a report's look-back) raises
+    OverflowError, which is no ValueError: it would escape as a traceback, not as a typed rejection.
+    """
+    if first < FIRST_DAY or first > LAST_DAY - timedelta(days=days - 1):
+        raise PeriodError(f"a period of {days} day(s) from {first} is not within {FIRST_DAY}..{LAST_DAY}")
+
+
 class Period(_Own):
     """A half-open range of UTC days ``[start, end)`` with a label (``2026-Q3``, ``2026-W47``)."""
 
@@ -131,34 +150,41 @@ class Period(_Own):
             if m := _QUARTER.match(value):
                 year, quarter = int(m.group(1)), int(m.group(2))
                 start = date(year, 3 * quarter - 2, 1)
-                return cls(
-                    label=f"{year}-Q{quarter}",
-                    kind=PeriodKind.QUARTER,
-                    start=start,
-                    end=_month_start(year, 3 * quarter + 1),
-                )
+                return cls._of(f"{year}-Q{quarter}", PeriodKind.QUARTER, start, _month_start(year, 3 * quarter + 1))
             if m := _WEEK.match(value):
-                start = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
-                return cls.week_of(start)
+                week = cls.week_of(date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1))
+                _check_days(week.start, 7)
+                return week
             if m := _MONTH.match(value):
                 year, month = int(m.group(1)), int(m.group(2))
                 start = date(year, month, 1)
-                return cls(label=value, kind=PeriodKind.MONTH, start=start, end=_month_start(year, month + 1))
+                return cls._of(value, PeriodKind.MONTH, start, _month_start(year, month + 1))
             if m := _YEAR.match(value):
                 year = int(m.group(1))
-                return cls(label=value, kind=PeriodKind.YEAR, start=date(year, 1, 1), end=date(year + 1, 1, 1))
+                return cls._of(value, PeriodKind.YEAR, date(year, 1, 1), date(year + 1, 1, 1))
             if m := _RANGE.match(value):
                 return cls.between(date.fromisoformat(m.group(1)), date.fromisoformat(m.group(2)))
             day = date.fromisoformat(value)
+        except PeriodError:
+            raise
         except ValueError as exc:
             raise PeriodError(f"not a period: {text!r} ({exc})") from exc
+        _check_days(day)
         return cls(label=day.isoformat(), kind=PeriodKind.DAY, start=day, end=day + timedelta(days=1))
 
     @classmethod
+    def _of(cls, label: str, kind: PeriodKind, start: date, end: date) -> Period:
+        _check_days(start, (end - start).days)
+        return cls(label=label, kind=kind, start=start, end=end)
+
+    @classmethod
     def between(cls, first: date, last: date) -> Period:
-        """From ``first`` to ``last``, both days included."""
+        """From ``first`` to ``last``, both days included, at most :data:`MAX_CUSTOM_DAYS` days."""
         if last < first:
             raise PeriodError(f"the period ends ({last}) before it starts ({first})")
+        if (days := (last - first).days + 1) > MAX_CUSTOM_DAYS:
+            raise PeriodError(f"the period {first}..{last} is {days} days long: at most {MAX_CUSTOM_DAYS}")
+        _check_days(first, days)
         return cls(
             label=f"{first.isoformat()}..{last.isoformat()}",
             kind=PeriodKind.CUSTOM,
@@ -169,13 +195,26 @@ class Period(_Own):
     @classmethod
     def week_of(cls, day: date) -> Period:
         year, week, weekday = day.isocalendar()
-        start = day - timedelta(days=weekday - 1)
-        return cls(label=f"{year}-W{week:02d}", kind=PeriodKind.WEEK, start=start, end=start + timedelta(days=7))
+        start = day - timedelta(days=weekday - 1)  # 0001-01-01 is a Monday: never before it
+        try:
+            end = start + timedelta(days=7)
+        except OverflowError as exc:  # ISO week 52 of 9999 ends in year 10000
+            raise PeriodError(f"the week of {day} ends after {date.max}") from exc
+        return cls(label=f"{year}-W{week:02d}", kind=PeriodKind.WEEK, start=start, end=end)
 
     @classmethod
     def previous(cls, kind: PeriodKind, at: datetime) -> Period:
         """The last complete week, month or quarter before ``at`` (what a schedule reports on)."""
         today = at.astimezone(UTC).date()
+        try:
+            period = cls._previous(kind, today)
+        except OverflowError as exc:  # the period before one in year 1 is no date
+            raise PeriodError(f"no {kind} period before {today}") from exc
+        _check_days(period.start, (period.end - period.start).days)
+        return period
+
+    @classmethod
+    def _previous(cls, kind: PeriodKind, today: date) -> Period:
         if kind is PeriodKind.WEEK:
             return cls.week_of(today - timedelta(days=today.isoweekday()))
         if kind is PeriodKind.MONTH:
