@@ -285,4 +285,3 @@ def test_the_guard_adapter_finds_reads_stops_and_redeploys(cd, clock):
     assert adapter.get_deployment("d-NOTHERE00") is None
     group_arn = "arn:aws:codedeploy:us-east-1:123456789012:deploymentgroup:checkout/prod"
     assert adapter.tags_of(group_arn) == {"ChangeTicket": "CHG-2001"}
-    assert adapter.deployment_group("checkout", "missing") is None

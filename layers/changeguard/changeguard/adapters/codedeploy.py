@@ -166,14 +166,6 @@ class CodeDeployGuard(CodeDeployDeployments):
         """The group's deployments created since ``since``, whatever their status."""
         return self._list(application, group, createTimeRange={"start": since})
 
-    def deployment_group(self, application: str, group: str) -> DeploymentGroup | None:
-        cd = self.codedeploy
-        try:
-            info = cd.get_deployment_group(applicationName=application, deploymentGroupName=group)
-        except (cd.exceptions.ApplicationDoesNotExistException, cd.exceptions.DeploymentGroupDoesNotExistException):
-            return None
-        return group_from_info(info["deploymentGroupInfo"])
-
     def groups_watching(self, alarm_name: str) -> list[DeploymentGroup]:
         """Every deployment group whose alarm configuration lists ``alarm_name`` (enabled or not)."""
         cd = self.codedeploy
