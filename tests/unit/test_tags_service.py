@@ -426,6 +426,38 @@ def test_the_cap_stops_quarantining_and_alerts_once():
     assert all(w.instances.resources[i]["groups"] == "isolation" for i in ids)
 
 
+def test_in_observe_mode_a_resource_already_reported_takes_no_place_in_a_later_runs_cap():
+    """Resources marked in enforce mode, then the mode turned back to observe (as an operator does when
+    something looks wrong): observe mode changes nothing on them, so every run decides to quarantine
+    them again, and each "would quarantine" after the first is a duplicate. A duplicate must not use
+    the run's budget: with a cap of 2 and three marked resources, the second run reports the third
+    and hits no cap. Otherwise the same two would fill every run's cap, the third would never be
+    reported, and the cap would be alerted (HIGH) every 15 minutes."""
+    w = World(quarantine_max_resources=2)
+    ids = [f"i-00000000000000{n:03d}" for n in range(3)]
+    for instance_id in ids:
+        w.instances.add(instance_id)
+    event = run_instances()
+    event["detail"]["responseElements"]["instancesSet"]["items"] = [{"instanceId": i} for i in ids]
+    w.service.handle(event)  # marked, in enforce mode
+    w.policy = Policy(enforcement_mode="observe", quarantine_max_resources=2)
+    w.clock.at = NOW + timedelta(hours=25)
+    first = w.sweep()
+    assert any(a.startswith("cap of 2 reached: 1 left unquarantined") for a in first.actions)
+    w.clock.at = NOW + timedelta(hours=25, minutes=15)
+    second = w.sweep()
+    assert not any(a.startswith("cap of") for a in second.actions), second.actions
+    reported = {
+        e.body["resource"]
+        for e in w.ledger.items.values()
+        if e.change_id == "quarantine-cap:sweep_quarantine" and e.entry.startswith("TAKEN#")
+    }
+    assert reported == {f"arn:aws:ec2:us-east-1:123456789012:instance/{i}" for i in ids}
+    caps = [k for (c, k) in w.ledger.items if c == "quarantine-cap:sweep_quarantine" and k.startswith("CAP#")]
+    assert len(caps) == 1
+    assert all(w.instances.resources[i]["groups"] != "isolation" for i in ids)  # observe: nothing touched
+
+
 def test_lambdas_retries_of_a_failed_sweep_quarantine_no_more_than_the_cap_in_all():
     """A sweep that cannot contain one resource fails, and Lambda retries the same scheduled event
     twice (1, then 2 minutes later). The cap is per scheduled run: the retries count what the run

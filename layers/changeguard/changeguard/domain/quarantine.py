@@ -301,6 +301,11 @@ class Budget:
         self.used += 1
         return True
 
+    def give_back(self) -> None:
+        """A place taken for a quarantine that was already ledgered (reported in observe mode, or made
+        by an earlier attempt whose place is counted already): this run spent nothing on it."""
+        self.used = max(0, self.used - 1)
+
     @property
     def hit(self) -> bool:
         return bool(self.skipped)

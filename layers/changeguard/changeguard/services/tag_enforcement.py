@@ -380,6 +380,10 @@ class _Step:
         if self.observe:
             new, ids = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body), alert, taken)
             self.result.alert_ids += ids
+            if not new:
+                # Observe mode leaves the resource as it is, so every run decides this again: a
+                # report already made must not fill the run's cap and hide the resources after it.
+                budget.give_back()
             self.result.actions.append(f"would quarantine {self.ref.short}" if new else "already reported")
             return
         # The saved state first (what makes it undoable), as an intent: that it was contained, or not,
@@ -387,6 +391,7 @@ class _Step:
         body["step"] = "saved before containing; QUARANTINE#<time>#contained or #failed says how it went"
         new, _ = self.e.record(self.fact(EntryKind.QUARANTINE, key, decision, body), None, taken)
         if not new:
+            budget.give_back()  # the run (or attempt) that wrote the intent counted its place
             self.result.actions.append(f"{self.ref.short}: another run is quarantining it")
             return
         self.contain(decision, key, saved, settings, alert)
