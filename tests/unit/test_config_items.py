@@ -154,6 +154,12 @@ def test_without_the_routed_sources_every_related_call_is_left_to_its_cloudtrail
         ("AWS::Macie::Session", "macie2.amazonaws.com"),
         ("AWS::EventSchemas::Registry", "schemas.amazonaws.com"),
         ("AWS::Pinpoint::App", "pinpoint.amazonaws.com"),  # not mobiletargeting: Pinpoint's CloudTrail examples
+        ("AWS::AmazonMQ::Broker", "mq.amazonaws.com"),
+        ("AWS::ACMPCA::CertificateAuthority", "acm-pca.amazonaws.com"),
+        ("AWS::OpenSearchServerless::Collection", "aoss.amazonaws.com"),
+        ("AWS::RedshiftServerless::Workgroup", "redshift-serverless.amazonaws.com"),
+        ("AWS::ECR::PublicRepository", "ecr-public.amazonaws.com"),
+        ("AWS::ECR::Repository", "ecr.amazonaws.com"),
         (None, None),
         ("NotAType", None),
     ],

@@ -94,10 +94,15 @@ _CONFIG_NAMESPACE_SOURCES = {
     "KinesisAnalyticsV2": "kinesisanalytics.amazonaws.com",
     "Macie": "macie2.amazonaws.com",
     "EventSchemas": "schemas.amazonaws.com",
+    "AmazonMQ": "mq.amazonaws.com",
+    "ACMPCA": "acm-pca.amazonaws.com",
+    "OpenSearchServerless": "aoss.amazonaws.com",
+    "RedshiftServerless": "redshift-serverless.amazonaws.com",
 }
 #: Resource types whose API is not their namespace's.
 _CONFIG_TYPE_SOURCES = {
     "AWS::Cognito::IdentityPool": "cognito-identity.amazonaws.com",
+    "AWS::ECR::PublicRepository": "ecr-public.amazonaws.com",
 }
 
 
