@@ -227,6 +227,54 @@ def test_a_stop_is_ledgered_before_it_is_made_and_a_retry_keeps_it_in_the_record
         assert alert["actions"] == done.body["actions"]
 
 
+def test_a_retry_that_finds_the_deployment_succeeded_meanwhile_says_nothing_was_stopped(
+    aws: EmbeddedAWS, harness: Harness
+) -> None:
+    """The decision is ledgered, StopDeployment is throttled and the invocation fails; before Lambda's
+    retry a minute later the deployment succeeds by itself (an all-at-once deployment takes seconds).
+    A deployment StopDeployment stopped reads Stopped, never Succeeded: the retry's result and alert
+    say the change went ahead outside the window, not that the gate stopped it, and a later delivery
+    adds nothing."""
+    fixtures.seed(
+        harness,
+        deployments(
+            "Server",
+            deployment("d-1NW1ND0W1", "2026-11-21T03:10:00Z"),
+            deployment("d-4UTS1DE01", "2026-11-21T09:15:00Z", done="2026-11-21T09:16:30Z"),
+        ),
+    )
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    throttled = aws.faults.fail("throttle", operations=["StopDeployment"])
+    with fast_retries():
+        failed = harness.invoke(GATE, event).error or ""
+    assert "when calling the StopDeployment operation (reached max retries" in failed, failed
+    aws.faults.remove(throttled)
+    assert harness.clock is not None
+    harness.clock.set(NOW + timedelta(minutes=1))  # Lambda's first retry
+    harness.refresh_clock()
+    assert get_deployment(harness, "d-4UTS1DE01")["status"] == "Succeeded"
+
+    with count_calls() as calls:
+        result = harness.invoke(GATE, event)
+
+    assert result.error is None, result.error
+    assert calls["codedeploy:StopDeployment"] == 0
+    table = DynamoDBLedger(harness.ctx.refs["ChangeLedgerTable"], harness.admin_client("dynamodb"))
+    entries = table.entries_for("codedeploy:d-4UTS1DE01")
+    [decision, done] = [e for e in entries if e.kind is EntryKind.CALENDAR]
+    assert (decision.entry, done.entry) == ("CALENDAR", "CALENDAR#result")
+    assert decision.body["intent"] is True and done.body["final_status"] == "Succeeded"
+    assert done.verdict == "OUTSIDE_CHANGE_WINDOW" and done.body["decision"]["action"] == "alert"
+    assert "went ahead outside the window" in done.body["actions"][0]
+    [alert] = [e.body["alert"] for e in entries if e.kind is EntryKind.ALERT]
+    # What happened first: SNS's 100 characters cut the label's end.
+    assert alert["subject"].startswith(
+        "Change window CLOSED: went ahead outside the window (Succeeded): deployment d-4UTS1DE01"
+    )
+    assert harness.invoke(GATE, event).result["duplicate"] is True  # a second retry writes nothing
+    assert len(table.entries_for("codedeploy:d-4UTS1DE01")) == len(entries)
+
+
 def test_a_deployment_whose_description_only_claims_to_be_the_guards_redeploy_is_stopped(harness: Harness) -> None:
     """Anyone allowed CreateDeployment writes the description: the ledger holds no mark for this one."""
     claim = "ChangeGuard rollback of d-G00D00001 (CHG-1001): regression inside the bake window"

@@ -420,6 +420,7 @@ def test_a_retry_after_the_result_could_not_be_ledgered_keeps_the_stop_the_gate_
     [decision, result] = parts["ledger"].kinds("CALENDAR")
     assert decision.body["decision"]["action"] == "stop_deployment" and decision.body["intent"] is True
     assert "was Stopped when a retry came to stop it" in result.body["actions"][0]
+    assert result.body["final_status"] == "Stopped"
     [alert] = alerts(parts["ledger"])
     assert alert["subject"].startswith("Change window CLOSED: stopped deployment d-4UTS1DE01")
     assert "this gate's earlier attempt decided to and most likely did" in alert["actions"][0]
@@ -490,6 +491,101 @@ def test_a_retried_stack_cancel_never_cancels_again_what_no_longer_runs_that_upd
     [decision, result] = parts["ledger"].kinds("CALENDAR")
     assert decision.body["decision"]["action"] == "cancel_stack_update"
     assert "UPDATE_ROLLBACK_IN_PROGRESS when a retry came to cancel the update of it" in result.body["actions"][0]
+    assert result.body["final_status"] == "UPDATE_ROLLBACK_IN_PROGRESS"
+
+
+def throttled(*args: Any, **kwargs: Any) -> Any:
+    raise TimeoutError("throttled")
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "ended"),
+    [
+        ("deployment", "Succeeded", "it completed before"),
+        ("deployment", "Failed", "it ended Failed by itself before"),
+        ("pipeline", "Succeeded", "it completed before"),
+        ("stack", "UPDATE_COMPLETE", "it completed before"),
+    ],
+)
+def test_a_retry_that_finds_the_change_ended_by_itself_records_that_nothing_was_stopped(
+    kind: str, status: str, ended: str
+) -> None:
+    """The decision is ledgered, the stop or cancel fails (throttled), and before Lambda's retry a
+    minute later the change ends by itself: an all-at-once deployment takes seconds. A stop leaves
+    Stopped (a cancel UPDATE_ROLLBACK_*), never Succeeded or UPDATE_COMPLETE: nothing was stopped and
+    the change went ahead outside the window, which the result and the alert say, with the status read."""
+    deployments, pipelines, stacks = FakeDeployments(OUTSIDE), FakePipelines(EXECUTION), FakeStacks(UPDATING)
+    service, parts = gate(deployments=deployments, pipelines=pipelines, stacks=stacks)
+    adapter, call = {
+        "deployment": (deployments, "stop"),
+        "pipeline": (pipelines, "stop"),
+        "stack": (stacks, "cancel_update"),
+    }[kind]
+    event = load_event(
+        {
+            "deployment": "gate_change_window/01-codedeploy-start-outside-window.json",
+            "pipeline": "gate_change_window/05-codepipeline-started.json",
+            "stack": "gate_change_window/07-cloudtrail-update-stack.json",
+        }[kind]
+    )
+    real = getattr(adapter, call)
+    setattr(adapter, call, throttled)
+    with pytest.raises(TimeoutError):
+        service.handle(event)
+    setattr(adapter, call, real)
+    if kind == "deployment":
+        deployments.facts[OUTSIDE.deployment_id] = OUTSIDE.model_copy(update={"status": status})
+    elif kind == "pipeline":
+        pipelines.facts = {
+            (EXECUTION.pipeline, EXECUTION.execution_id): EXECUTION.model_copy(update={"status": status})
+        }
+    else:
+        done = UPDATING.model_copy(update={"status": status})
+        stacks.facts = {done.name: done, done.stack_id: done}
+    service.clock = FakeClock(NOW + timedelta(minutes=1))  # Lambda's first retry
+
+    outcome = service.handle(event)
+
+    assert (deployments.stops, pipelines.stops, stacks.cancels) == ([], [], [])  # nothing was ever stopped
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW" and not outcome.duplicate
+    [decision, result] = parts["ledger"].kinds("CALENDAR")
+    assert decision.body["intent"] is True and result.entry == "CALENDAR#result"
+    assert result.body["final_status"] == status
+    assert result.body["decision"]["action"] == "alert"  # as for a change already finished when first judged
+    assert result.verdict == "OUTSIDE_CHANGE_WINDOW" and result.severity == "high"
+    [action] = result.body["actions"]
+    assert f"was {status} when a retry came to" in action and ended in action
+    assert "went ahead outside the window" in action and "most likely" not in action
+    [alert] = alerts(parts["ledger"])
+    assert alert["kind"] == "change-window" and alert["verdict"] == "OUTSIDE_CHANGE_WINDOW"
+    assert "went ahead outside the window" in alert["subject"] and "stopped" not in alert["subject"]
+    assert "cancelled" not in alert["subject"] and alert["actions"] == [action]
+    again = service.handle(event)  # a second retry, or a duplicate delivery: nothing new
+    assert again.duplicate and len(parts["ledger"].kinds("CALENDAR")) == 2 and len(alerts(parts["ledger"])) == 1
+
+
+def test_a_retry_that_finds_the_pipeline_stopping_keeps_the_earlier_stop() -> None:
+    """StopPipelineExecution leaves an execution Stopping, then Stopped: a retry that finds it so says
+    the earlier attempt most likely stopped it, and ledgers the status it read."""
+    pipelines = FakePipelines(EXECUTION)
+    service, parts = gate(pipelines=pipelines)
+    failing_once(parts["ledger"], "CALENDAR#result")
+    event = load_event("gate_change_window/05-codepipeline-started.json")
+    with pytest.raises(TimeoutError):
+        service.handle(event)
+    pipelines.facts = {
+        (EXECUTION.pipeline, EXECUTION.execution_id): EXECUTION.model_copy(update={"status": "Stopping"})
+    }
+    service.clock = FakeClock(NOW + timedelta(minutes=1))
+
+    service.handle(event)
+
+    assert len(pipelines.stops) == 1
+    [_, result] = parts["ledger"].kinds("CALENDAR")
+    assert result.body["final_status"] == "Stopping" and result.body["decision"]["action"] == "stop_pipeline"
+    assert "was Stopping when a retry came to stop it" in result.body["actions"][0]
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"].startswith("Change window CLOSED: stopped execution 3f9b6c2a")
 
 
 def test_a_deployment_that_already_finished_is_reported_not_stopped() -> None:

@@ -184,9 +184,11 @@ class _GateBase:
         acted_as: dict[str, str] | None = None,
         *,
         intent: bool = False,
+        final_status: str | None = None,
     ) -> LedgerEntry:
         """The decision as ledgered. ``intent``: written before its stop or cancel is made, with the
-        plan as ``actions``; its ``CALENDAR#result`` follows (``CalendarGateService._gate``)."""
+        plan as ``actions``; its ``CALENDAR#result`` follows (``CalendarGateService._gate``).
+        ``final_status``: the target's status as a retry found it no longer running (``_resume``)."""
         change = decision.change
         body: dict[str, Any] = {
             "decision": decision.model_dump(mode="json"),
@@ -196,6 +198,8 @@ class _GateBase:
         }
         if intent:
             body["intent"] = True
+        if final_status is not None:
+            body["final_status"] = final_status  # what a retry read, so readers need not parse actions
         if acted_as is not None:
             body["acted_as"] = acted_as  # issue 9: where the gate acted, and as whom
         return LedgerEntry(
@@ -213,17 +217,21 @@ class _GateBase:
             body=body,
         )
 
-    def gate_alert(self, decision: GateDecision, actions: list[str], suffix: str = "") -> Alert:
-        """The decision's alert; ``suffix`` tells apart several alerting decisions on one change (hooks)."""
+    def gate_alert(
+        self, decision: GateDecision, actions: list[str], suffix: str = "", subject: str | None = None
+    ) -> Alert:
+        """The decision's alert; ``suffix`` tells apart several alerting decisions on one change (hooks).
+        ``subject``: one the decision alone cannot give (a change that went ahead before a retry)."""
         change, reading = decision.change, decision.reading
         opening = reading.next_opening
-        if decision.verdict is GateVerdict.EMERGENCY:
-            subject = f"Emergency change under {decision.ticket_id} outside the change window: {change.label}"
-        elif decision.verdict is GateVerdict.CALENDAR_UNKNOWN:
-            doing = f"{_doing(decision)} " if decision.blocks else ""  # e.g. a CreateStack: alerted only
-            subject = f"Change calendar unreadable: {doing}{change.label} (fail closed)"
-        else:
-            subject = f"Change window CLOSED: {_doing(decision)} {change.label}"
+        if subject is None:
+            if decision.verdict is GateVerdict.EMERGENCY:
+                subject = f"Emergency change under {decision.ticket_id} outside the change window: {change.label}"
+            elif decision.verdict is GateVerdict.CALENDAR_UNKNOWN:
+                doing = f"{_doing(decision)} " if decision.blocks else ""  # e.g. a CreateStack: alerted only
+                subject = f"Change calendar unreadable: {doing}{change.label} (fail closed)"
+            else:
+                subject = f"Change window CLOSED: {_doing(decision)} {change.label}"
         summary = decision.summary[0].upper() + decision.summary[1:] + "."
         if opening:
             summary += f" The change window next opens at {opening.isoformat()}."
@@ -344,15 +352,18 @@ class _GateBase:
         actions: list[str],
         acted_as: dict[str, str] | None = None,
         alert_suffix: str = "",
+        *,
+        final_status: str | None = None,
+        subject: str | None = None,
     ) -> Outcome:
         now = self.clock.now()
         alerted = self.alerted_by_the_other_gate(decision) if decision.alerts else None
         if alerted:
             actions = [*actions, _covered(alerted)]
-        entries = [self.gate_entry(decision, entry, actions, now, acted_as)]
+        entries = [self.gate_entry(decision, entry, actions, now, acted_as, final_status=final_status)]
         alert_ids: list[str] = []
         if decision.alerts and not alerted:
-            alert = self.gate_alert(decision, actions, alert_suffix)
+            alert = self.gate_alert(decision, actions, alert_suffix, subject)
             entries.append(alert_entry(alert, decision.change.event_time, now, suffix=alert_suffix))
             alert_ids.append(alert.alert_id)
         new = self.ledger.append(entries)
@@ -391,6 +402,27 @@ def _doing(decision: GateDecision) -> str:
 
 def _verb(decision: GateDecision) -> str:
     return "cancel the update of" if decision.action is GateAction.CANCEL_STACK_UPDATE else "stop"
+
+
+#: What each stop or cancel leaves its target in, as documented: a deployment StopDeployment stopped
+#: reads ``Stopped`` (DeploymentStatus: Created | Queued | InProgress | Baking | Succeeded | Failed |
+#: Stopped | Ready); StopPipelineExecution puts an execution in ``Stopping``, then ``Stopped``
+#: (CodePipeline user guide, "Stop a pipeline execution"); CancelUpdateStack "rolls back the update":
+#: ``UPDATE_ROLLBACK_IN_PROGRESS``, then ``UPDATE_ROLLBACK_COMPLETE`` (or ``_FAILED``, or
+#: ``UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS`` on the way). Any other final status (Succeeded,
+#: Failed, UPDATE_COMPLETE, ...) was not produced by a stop: the change ended by itself.
+_LEFT_BY_A_STOP: dict[GateAction, tuple[str, ...]] = {
+    GateAction.STOP_DEPLOYMENT: ("Stopped",),
+    GateAction.STOP_PIPELINE: ("Stopping", "Stopped"),
+    GateAction.CANCEL_STACK_UPDATE: ("UPDATE_ROLLBACK_",),
+}
+#: Final statuses that say the change shipped whole.
+_COMPLETED = frozenset({"Succeeded", "UPDATE_COMPLETE", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS"})
+
+
+def _left_by_a_stop(decision: GateDecision, status: str) -> bool:
+    """Whether ``status`` is one the decision's stop or cancel leaves its target in."""
+    return status.startswith(_LEFT_BY_A_STOP.get(decision.action, ()))
 
 
 def _plan(decision: GateDecision) -> str:
@@ -660,7 +692,8 @@ class CalendarGateService(_GateBase):
         """Carry out the recorded ``decision`` and ledger its result with the alert.
 
         ``resumed``: the target's status as a retry re-read it, when an earlier attempt decided the
-        change and did not record its result; None on the first attempt.
+        change and did not record its result, and that status is one the stop leaves (or the target
+        is gone, or a stack is in a later update); None on the first attempt.
         """
         change = decision.change
         try:
@@ -676,7 +709,7 @@ class CalendarGateService(_GateBase):
                 by = acted_as(self.scope)
         except CrossAccountAccessError as exc:
             return self._not_acted(decision, policy, RESULT_ENTRY, exc)
-        return self.record(decision, policy, RESULT_ENTRY, actions, by)
+        return self.record(decision, policy, RESULT_ENTRY, actions, by, final_status=resumed)
 
     def _resume(
         self, recorded: LedgerEntry, policy: Policy, read: Callable[[], tuple[TargetFacts, list[str | None]]]
@@ -688,8 +721,12 @@ class CalendarGateService(_GateBase):
         this is Lambda's retry, a minute or more later. The target is re-read first: one still
         running is stopped or cancelled now (each call is convergent: ``StopDeployment`` on a
         finished deployment answers ``DeploymentAlreadyCompletedException``); one no longer running
-        is not touched again, so a late retry never cancels a stack's later update, and its result
-        says the earlier attempt most likely stopped it, which the decision before it shows.
+        is not touched again, so a late retry never cancels a stack's later update. What it says of
+        one no longer running depends on the status it ended in: one a stop leaves (``Stopped``,
+        ``UPDATE_ROLLBACK_*``, a pipeline's ``Stopping``/``Stopped``) says the earlier attempt most
+        likely stopped it, which the decision before it shows; any other (``Succeeded``,
+        ``UPDATE_COMPLETE``, ``Failed``) proves no stop was made, and says the change went ahead
+        outside the window (:meth:`_went_ahead`). Either way the status read is ``final_status``.
         """
         decision = GateDecision.model_validate(recorded.body["decision"])
         change = decision.change
@@ -702,7 +739,36 @@ class CalendarGateService(_GateBase):
             return self._not_acted(decision, policy, RESULT_ENTRY, exc)
         if target.exists and target.in_progress and not target.not_this:
             return self._act(decision, policy)
-        return self._act(decision, policy, resumed=(target.status or "finished") if target.exists else "gone")
+        status = (target.status or "finished") if target.exists else "gone"
+        if target.exists and target.status and not target.not_this and not _left_by_a_stop(decision, target.status):
+            return self._went_ahead(decision, policy, target.status)
+        return self._act(decision, policy, resumed=status)
+
+    def _went_ahead(self, decision: GateDecision, policy: Policy, status: str) -> Outcome:
+        """The target ended by itself before a retry could stop it: nothing was stopped, and the
+        record says so (as a first attempt that found it finished would, ``domain.calendar``).
+
+        ``status`` is no status a stop or cancel leaves (``_LEFT_BY_A_STOP``): the earlier attempt's
+        call did not take effect (throttled, timed out), and the change went ahead outside the window. The verdict
+        stands; the result is an alert-only decision (as for a change already finished when first
+        judged), with the status read as ``final_status`` and an alert that does not say "stopped".
+        """
+        change, verb = decision.change, _verb(decision)
+        ended = "completed" if status in _COMPLETED else f"ended {status} by itself"
+        text = (
+            f"{change.label} was {status} when a retry came to {verb} it: it {ended} before this gate's"
+            f" earlier attempt could {verb} it, whose call did not take effect (nothing was stopped):"
+            " the change went ahead outside the window; no call made again"
+        )
+        went = decision.model_copy(update={"action": GateAction.ALERT, "reasons": (*decision.reasons, text)})
+        prefix = (
+            "Change calendar unreadable (fail closed)"
+            if decision.verdict is GateVerdict.CALENDAR_UNKNOWN
+            else "Change window CLOSED"
+        )
+        # What happened first: SNS cuts a subject at 100 characters, and the label is long.
+        subject = f"{prefix}: went ahead outside the window ({status}): {change.label}"
+        return self.record(went, policy, RESULT_ENTRY, [text], final_status=status, subject=subject)
 
     def _not_acted(
         self, decision: GateDecision, policy: Policy, entry: str, denied: CrossAccountAccessError
