@@ -21,7 +21,9 @@ from changeguard.adapters.dynamodb import DynamoDBLedger
 from changeguard.domain.deployments import REDEPLOY_MARKER
 from changeguard.domain.ledger import EntryKind, LedgerEntry
 from changeguard_tools import fixtures
+from changeguard_tools.bench import count_calls
 from changeguard_tools.embedded import EmbeddedAWS, codedeploy_deployments
+from changeguard_tools.embedded.faults import fast_retries
 from changeguard_tools.harness import FixedClock, Harness, quiet_stream
 from changeguard_tools.template import REPO_ROOT, resolve
 from sample_events import load_event
@@ -533,6 +535,38 @@ def test_the_health_sweep_judges_each_deployment_once_after_the_delay(morning, a
     at(harness, datetime(2026, 11, 24, 10, 6, 30, tzinfo=UTC))
     later = guard_outcome(harness.run_schedule(GUARD))
     assert later["verdict"] is None and len(codedeploy_calls(aws, "StopDeployment")) == 1
+
+
+def test_a_stop_the_health_check_ledgered_but_could_not_make_is_made_by_the_retry(morning, aws):
+    """HEALTH and the STOP intent are one append; StopDeployment is then throttled past botocore's
+    retries and the run fails. Lambda's retry of the same scheduled event finds HEALTH, and must
+    still make the stop, from the decision recorded, without judging the metrics again."""
+    at(morning, datetime(2026, 11, 24, 10, 5, 30, tzinfo=UTC))
+    sweep = morning.scheduled_event(GUARD)
+    with count_calls() as calls:
+        throttled = aws.faults.fail("throttle", operations=["StopDeployment"])
+        with fast_retries():
+            failed = morning.invoke(GUARD, sweep).error or ""
+        aws.faults.remove(throttled)
+        assert "StopDeployment operation (reached max retries" in failed, failed
+        assert {"HEALTH", "STOP"} <= set(ledger(morning, "codedeploy:d-CHK0000U1"))
+        assert deployment(morning, "d-CHK0000U1")["status"] == "InProgress"
+        checked = calls["cloudwatch:GetMetricData"]
+        calls.clear()
+
+        at(morning, datetime(2026, 11, 24, 10, 6, 40, tzinfo=UTC))  # Lambda's first retry, a minute after
+        retried = guard_outcome(morning.run_schedule(GUARD, event=sweep))
+        at(morning, datetime(2026, 11, 24, 10, 7, 30, tzinfo=UTC))
+        later = guard_outcome(morning.run_schedule(GUARD))
+
+    assert checked > 0 and retried["verdict"] == "STOPPED"
+    assert_stopped_with_rollback(morning)
+    [alert] = retried["alerts"]
+    assert alert["subject"].endswith("health check 5 min after start")
+    assert any(k.startswith("STOP#d-") for k in ledger(morning, "codedeploy:d-CHK0000U1"))
+    assert later["verdict"] is None  # done: nothing more
+    assert calls["codedeploy:StopDeployment"] == 1 and len(codedeploy_calls(aws, "StopDeployment")) == 1
+    assert calls["cloudwatch:GetMetricData"] == 0  # the check's recorded verdict, not a second check
 
 
 def test_a_health_check_after_the_alarm_decided_is_ledgered_and_the_sweep_is_done(harness):

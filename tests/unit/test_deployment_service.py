@@ -562,6 +562,56 @@ def sweep_minutes(guard: Guard, *minutes: int) -> None:
         guard.service.handle(SWEEP)
 
 
+def test_a_stop_the_health_check_ledgered_but_could_not_make_is_finished_by_a_later_sweep():
+    # HEALTH and the STOP intent are one append; StopDeployment then fails and so does the run.
+    # Lambda's retries of that run, and later sweeps, all find HEALTH: the stop must still be made.
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.cloudwatch.metrics = SICK
+
+    def throttled(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("StopDeployment throttled")
+
+    real_stop, guard.codedeploy.stop = guard.codedeploy.stop, throttled  # type: ignore[method-assign]
+    guard.clock.at = START + timedelta(minutes=5, seconds=10)
+    with pytest.raises(TimeoutError):
+        guard.service.handle(SWEEP)
+    assert {"HEALTH", "STOP"} <= set(guard.entries("codedeploy:d-CHK0000U1"))
+    guard.codedeploy.stop = real_stop  # type: ignore[method-assign]
+
+    guard.clock.at = START + timedelta(minutes=5, seconds=40)  # the attempt may still be running
+    assert guard.service.handle(SWEEP).duplicate and guard.codedeploy.stops == []
+    guard.clock.at = START + timedelta(minutes=6, seconds=10)  # Lambda's first retry of the failed run
+    outcome = guard.service.handle(SWEEP)
+    sweep_minutes(guard, 7, 8, 9)
+
+    assert outcome.verdict == "STOPPED" and guard.codedeploy.stops == ["d-CHK0000U1"]
+    entries = guard.entries("codedeploy:d-CHK0000U1")
+    assert "STOP#d-RB0000001" in entries
+    (alert,) = guard.alerts()  # the stop's alert, with the check's reasons and values
+    assert alert.body["alert"]["subject"].endswith("health check 5 min after start")
+    assert alert.body["alert"]["details"]["metric.latency_p99"] == 400.0
+    assert len(guard.cloudwatch.windows) == 2  # the one check: its recorded verdict is not re-judged
+
+
+def test_a_stop_without_result_on_a_checked_deployment_is_left_alone_in_observe_mode():
+    guard = Guard(dep("d-CHK0000U1"))
+    guard.cloudwatch.metrics = SICK
+
+    def throttled(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("StopDeployment throttled")
+
+    real_stop, guard.codedeploy.stop = guard.codedeploy.stop, throttled  # type: ignore[method-assign]
+    guard.clock.at = START + timedelta(minutes=5, seconds=10)
+    with pytest.raises(TimeoutError):
+        guard.service.handle(SWEEP)
+    guard.codedeploy.stop = real_stop  # type: ignore[method-assign]
+    guard.policy = Policy(enforcement_mode="observe", health_criteria=guard.policy.health_criteria)
+
+    sweep_minutes(guard, 7, 8)  # the operator switched to observe: nothing is stopped, nothing new decided
+
+    assert guard.codedeploy.stops == [] and set(guard.entries("codedeploy:d-CHK0000U1")) == {"HEALTH", "STOP"}
+
+
 def test_a_health_check_after_an_observe_mode_alarm_is_recorded_once_and_not_repeated():
     # The alarm decided first (WOULD_STOP); the check then reaches the same decision, already
     # ledgered. Its verdict is still part of the deployment's record, and the sweep is done with it.

@@ -308,9 +308,14 @@ class Harness:
             "detail": {},
         }
 
-    def run_schedule(self, function: str, rule: str | None = None) -> dict[str, Any]:
-        """Invoke a scheduled function as its schedule would, then publish what it alerted."""
-        inv = self.invoke(function, self.scheduled_event(function, rule))
+    def run_schedule(
+        self, function: str, rule: str | None = None, event: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Invoke a scheduled function as its schedule would, then publish what it alerted.
+
+        ``event``: an earlier run's event (from :meth:`scheduled_event`), as Lambda's retry of a failed
+        run delivers it again."""
+        inv = self.invoke(function, event or self.scheduled_event(function, rule))
         return self._collect([function], [inv])
 
     # -- SNS subscriptions (issue 5) --------------------------------------------------------

@@ -570,12 +570,51 @@ class DeploymentGuardService:
                     continue
                 if now < started + timedelta(minutes=criteria.delay_minutes):
                     continue
-                if any(e.entry == "HEALTH" for e in self.ledger.entries_for(deployment.change_id)):
+                entries = self.ledger.entries_for(deployment.change_id)
+                if any(e.entry == "HEALTH" for e in entries):
+                    finished = self._finish_stop(deployment, policy, entries, account, region)
+                    if finished is not None:
+                        outcomes.append(finished)
                     continue
                 outcomes.append(self.check(deployment, criteria, policy, now, account, region))
         if not outcomes:
             return self._outcome(None)
         return merge(self.function, outcomes)
+
+    def _finish_stop(
+        self, deployment: Deployment, policy: Policy, entries: Sequence[LedgerEntry], account: str, region: str
+    ) -> Outcome | None:
+        """A checked deployment's ``STOP`` intent that has no result (``STOP#...``) yet: finished, or None.
+
+        A health check writes ``HEALTH`` in the same append as the stop it leads to. Should
+        ``StopDeployment`` then fail (throttled, or the invocation timed out), the run fails, and
+        Lambda runs the same scheduled event twice more, one and then two minutes later ("How Lambda
+        handles errors and retries with asynchronous invocation", Lambda developer guide); the next
+        sweeps run every minute. Each of them finds ``HEALTH``: skipping the deployment would leave
+        the ledgered stop unmade while the unhealthy release rolls on. So it is still due, and is
+        finished here from the decision ledgered with the intent, without asking CloudWatch again:
+        ``_resume`` leaves an intent younger than ``ATTEMPT_TIMEOUT`` to the attempt that may still be
+        making it, and finishes an older one. The same holds for an alarm's stop whose retries all
+        failed after a check was recorded on its own. Uses the entries the sweep has just read, so a
+        checked deployment costs no extra call. Only while enforcing, like ``carry_out``: in observe
+        mode nothing is stopped. A ``ROLLBACK`` intent is never on an in-flight deployment (it
+        redeploys over one that succeeded), and the sweep lists only those."""
+        if not policy.enforcing:
+            return None
+        intent = next((e for e in entries if e.entry == "STOP"), None)
+        if intent is None or any(e.entry.startswith("STOP#") for e in entries):
+            return None
+        body = intent.body
+        health = body.get("health")
+        decision = GuardDecision(
+            action=GuardAction.STOP,
+            deployment=deployment,
+            trigger=str(body.get("trigger") or "an earlier decision"),
+            reasons=tuple(body.get("reasons") or ()),
+            evidence=dict(body.get("evidence") or {}),
+            health=HealthReport.model_validate(health) if health else None,
+        )
+        return self._resume(decision, policy, "STOP", entries, account, region)
 
     def check(
         self, deployment: Deployment, criteria: HealthCriteria, policy: Policy, now: datetime, account: str, region: str
@@ -794,7 +833,8 @@ class DeploymentGuardService:
         """``extra`` on its own, once the decision it came with turned out to be ledgered already.
 
         ``extra`` is a health check's ``HEALTH`` entry, written with the decision it led to so that a
-        crash cannot leave the check recorded and its stop never made. When that decision was
+        crash cannot leave the check recorded without the decision it led to. A stop whose call failed
+        after that append is made by a later sweep (``_finish_stop``). When that decision was
         already there (an alarm decided first: ``STOP``, ``WOULD_STOP``, ``STOP_CAPPED``), the joint
         append fails on the existing entry and takes ``HEALTH`` down with it (``TransactWriteItems``:
         "either all of them succeed, or all of them fail", API reference): the check's
