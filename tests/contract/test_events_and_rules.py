@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from changeguard.domain.change import NOT_CHANGE_RESOURCE_TYPES
 from changeguard_tools.patterns import matches
 from changeguard_tools.replay import is_eventbridge_event
 from changeguard_tools.template import Template
@@ -131,6 +132,58 @@ def test_records_older_than_event_categories_reach_the_correlator():
     event = load("01-approved-run-instances.json")
     del event["detail"]["eventCategory"]
     assert matches(CORRELATE, event)
+
+
+# -- Config items: an evaluation or an inventory is no change ---------------------------------------
+CONFIG_ITEMS = next(r.pattern for r in FUNCTIONS["CorrelateChangeFunction"].rules if r.name == "ConfigItemChanges")
+
+
+def _dropped_types(pattern: dict) -> list[list[str]]:
+    """The ``anything-but`` lists of resourceType in each branch of the rule's ``$or``."""
+    return [
+        condition["anything-but"]
+        for branch in pattern["detail"]["$or"]
+        for shape in branch.values()
+        for condition in shape["resourceType"]
+        if isinstance(condition, dict) and "anything-but" in condition
+    ]
+
+
+def test_the_rule_drops_exactly_the_types_the_correlator_does_not_judge():
+    dropped = _dropped_types(CONFIG_ITEMS)
+    assert len(dropped) == 2  # the item and the summary
+    assert all(set(types) == NOT_CHANGE_RESOURCE_TYPES for types in dropped), dropped
+
+
+@pytest.mark.parametrize("resource_type", sorted(NOT_CHANGE_RESOURCE_TYPES))
+def test_config_items_of_evaluations_and_inventories_are_dropped_at_the_bus_in_either_shape(resource_type):
+    """With all types recorded, each compliance flip of each Config rule is an item with no call behind it."""
+    item = load("10-config-item-change.json")
+    item["detail"]["configurationItem"]["resourceType"] = resource_type
+    assert not matches(CONFIG_ITEMS, item)
+    summary = load("13-oversized-config-item.json")
+    summary["detail"]["configurationItemSummary"]["resourceType"] = resource_type
+    assert not matches(CONFIG_ITEMS, summary)
+
+
+@pytest.mark.parametrize("resource_type", ["AWS::EC2::SecurityGroup", "AWS::Config::ConfigRule", "AWS::SSM::Document"])
+def test_config_items_of_other_types_reach_the_correlator_in_either_shape(resource_type):
+    item = load("10-config-item-change.json")
+    item["detail"]["configurationItem"]["resourceType"] = resource_type
+    assert matches(CONFIG_ITEMS, item)
+    summary = load("13-oversized-config-item.json")
+    summary["detail"]["configurationItemSummary"]["resourceType"] = resource_type
+    assert matches(CONFIG_ITEMS, summary)
+
+
+def test_a_config_item_without_a_resource_type_on_the_bus_still_reaches_the_correlator():
+    """A condition never matches a missing field: without the third branch these would be lost unseen."""
+    as_string = load("10-config-item-change.json")
+    as_string["detail"]["configurationItem"] = json.dumps(as_string["detail"]["configurationItem"])
+    assert matches(CONFIG_ITEMS, as_string)
+    no_summary = load("13-oversized-config-item.json")
+    del no_summary["detail"]["configurationItemSummary"]
+    assert matches(CONFIG_ITEMS, no_summary)  # the correlator rejects it, into the failure queue
 
 
 # -- only AWS services' events: a custom event shaped like one is never taken -------------------------

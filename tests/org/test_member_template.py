@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 import pytest
+from changeguard.domain.change import NOT_CHANGE_RESOURCE_TYPES
 from changeguard.quarantine import REGISTRY
 from changeguard.quarantine.finder import PERMISSIONS as FINDER_PERMISSIONS
 from changeguard.services.tag_enforcement import ALERT_ONLY_PERMISSIONS
@@ -251,6 +252,19 @@ NOT_FORWARDED = {
     "another Config rule's verdict": lambda a, r: _other(
         "enforce_tags/10-config-non-compliant.json", a, r, detail__configRuleName="s3-bucket-versioning-enabled"
     ),
+    # With all types recorded, Config records each rule's result per resource as an item: no change.
+    "a Config rule's result as an item": lambda a, r: _other(
+        "correlate_change/10-config-item-change.json",
+        a,
+        r,
+        detail__configurationItem__resourceType="AWS::Config::ResourceCompliance",
+    ),
+    "a conformance pack's result as an oversized item": lambda a, r: _other(
+        "correlate_change/13-oversized-config-item.json",
+        a,
+        r,
+        detail__configurationItemSummary__resourceType="AWS::Config::ConformancePackCompliance",
+    ),
     "alarm back to OK": lambda a, r: _other(
         "guard_deployment/alarm-state-change.json", a, r, detail__state={"value": "OK", "reason": "ok"}
     ),
@@ -269,6 +283,24 @@ def test_what_no_central_rule_wants_is_not_forwarded(kind):
     event = NOT_FORWARDED[kind](ACCOUNT_B, "eu-west-1")
     assert not member_stack(ACCOUNT_B, "eu-west-1").forwarding_rules(event)
     assert not central_routes(event)  # the same filtering as the central rules
+
+
+@pytest.mark.parametrize("resource_type", sorted(NOT_CHANGE_RESOURCE_TYPES))
+def test_config_items_the_correlator_does_not_judge_are_not_forwarded_in_either_shape(resource_type):
+    stack = member_stack(ACCOUNT_B, "eu-west-1")
+    item = _other(
+        "correlate_change/10-config-item-change.json",
+        ACCOUNT_B,
+        "eu-west-1",
+        detail__configurationItem__resourceType=resource_type,
+    )
+    summary = _other(
+        "correlate_change/13-oversized-config-item.json",
+        ACCOUNT_B,
+        "eu-west-1",
+        detail__configurationItemSummary__resourceType=resource_type,
+    )
+    assert not stack.forwarding_rules(item) and not stack.forwarding_rules(summary)
 
 
 def test_a_custom_event_shaped_like_a_cloudtrail_record_is_not_forwarded():

@@ -8,7 +8,7 @@ record; the Config item is ledgered beside it as evidence.
 from __future__ import annotations
 
 import pytest
-from changeguard.domain.change import config_event_source
+from changeguard.domain.change import NOT_CHANGE_RESOURCE_TYPES, config_event_source
 from changeguard.domain.policy import Policy
 from changeguard.services.correlate import CorrelateService
 from changeguard_tools.template import Template
@@ -325,3 +325,54 @@ def test_a_config_that_does_not_answer_for_an_oversized_item_is_retried():
     with pytest.raises(ConfigItemUnavailableError) as exc:
         svc.handle(load_event(OVERSIZED))
     assert not isinstance(exc.value, InvalidEventError) and svc.ledger.kinds("VERDICT") == []
+
+
+# -- items that record an evaluation or an inventory, not a change ----------------------------------
+def compliance_item(resource_type: str) -> dict:
+    """A Config item of ``resource_type`` as Config records a rule's result: no call behind it."""
+    event = load_event("correlate_change/10-config-item-change.json")
+    target = "AWS::S3::Bucket/acme-reports-prod"
+    arn = f"arn:aws:config:us-east-1:123456789012:resource-compliance/{target}"
+    event["resources"] = [arn]
+    event["detail"]["configurationItemDiff"] = {
+        "changedProperties": {
+            "Configuration.ComplianceType": {
+                "previousValue": "COMPLIANT",
+                "updatedValue": "NON_COMPLIANT",
+                "changeType": "UPDATE",
+            }
+        },
+        "changeType": "UPDATE",
+    }
+    event["detail"]["configurationItem"].update(
+        relatedEvents=[], resourceType=resource_type, resourceId=target, resourceName=None, ARN=arn, tags={}
+    )
+    return event
+
+
+@pytest.mark.parametrize("resource_type", sorted(NOT_CHANGE_RESOURCE_TYPES))
+def test_an_item_recording_an_evaluation_or_an_inventory_is_not_a_change(resource_type):
+    """With all types recorded, every compliance flip of every Config rule is such an item, with no
+    relatedEvents: judged, each was a NO_TICKET verdict, a high alert and an "unauthorized change"."""
+    svc = service()
+    outcome = svc.handle(compliance_item(resource_type))
+    assert outcome.verdict == "NOT_A_CHANGE" and not outcome.alert_ids
+    assert svc.ledger.kinds("VERDICT") == [] and svc.ledger.kinds("ALERT") == []
+
+
+@pytest.mark.parametrize("resource_type", sorted(NOT_CHANGE_RESOURCE_TYPES))
+def test_an_oversized_evaluation_is_not_read_back_nor_judged(resource_type):
+    """A conformance pack's result lists every rule of the pack, and can be too large for a notification."""
+    event = load_event(OVERSIZED)
+    event["detail"]["configurationItemSummary"].update(resourceType=resource_type, resourceId="conformance-pack-1")
+    history = FakeConfigHistory()
+    svc = oversized_service(history)
+    assert svc.handle(event).verdict == "NOT_A_CHANGE"
+    assert history.calls == [] and svc.ledger.kinds("VERDICT") == []
+
+
+def test_a_change_of_a_config_rule_itself_is_still_judged():
+    """Only the evaluation records are dropped: a change to a Config rule (AWS::Config::ConfigRule) is a change."""
+    svc = service()
+    assert svc.handle(compliance_item("AWS::Config::ConfigRule")).verdict == "NO_TICKET"
+    assert len(svc.ledger.kinds("VERDICT")) == 1

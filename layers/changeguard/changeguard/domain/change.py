@@ -106,6 +106,26 @@ _CONFIG_TYPE_SOURCES = {
 }
 
 
+#: Config resource types whose items record an evaluation or a node's inventory, not a change made to
+#: the account: no API call causes them and they carry no ``relatedEvents``, so each would be judged
+#: NO_TICKET. With all types recorded (Config's default), Config records every Config rule's result
+#: per resource as ``AWS::Config::ResourceCompliance`` and per conformance pack as
+#: ``AWS::Config::ConformancePackCompliance`` (developer guide, "Viewing Compliance History Timeline
+#: for Resources", "Querying Compliance History for Conformance Packs"); Systems Manager's inventory
+#: of a managed node and its patch and association compliance are recorded the same way. The
+#: ConfigItemChanges rule drops them at the bus (template.yaml, member/member-account.yaml hold
+#: the same list); the correlator drops them too.
+NOT_CHANGE_RESOURCE_TYPES = frozenset(
+    {
+        "AWS::Config::ResourceCompliance",
+        "AWS::Config::ConformancePackCompliance",
+        "AWS::SSM::ManagedInstanceInventory",
+        "AWS::SSM::PatchCompliance",
+        "AWS::SSM::AssociationCompliance",
+    }
+)
+
+
 def config_event_source(resource_type: str | None) -> str | None:
     """The CloudTrail ``eventSource`` of the API that changes a Config resource type."""
     parts = (resource_type or "").split("::")

@@ -9,7 +9,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from changeguard.domain.alerts import Alert, alert_entry
-from changeguard.domain.change import Change, ChangeSource, change_from_cloudtrail, config_event_source
+from changeguard.domain.change import (
+    NOT_CHANGE_RESOURCE_TYPES,
+    Change,
+    ChangeSource,
+    change_from_cloudtrail,
+    config_event_source,
+)
 from changeguard.domain.errors import (
     CalendarUnavailableError,
     ConfigurationError,
@@ -154,6 +160,8 @@ class CorrelateService:
             raise InvalidEventError("oversized Config notification without its configurationItemSummary")
         if (summary.configurationItemStatus or "").startswith("ResourceNotRecorded"):
             return event  # not a change (change_from_config): nothing to read
+        if summary.resourceType in NOT_CHANGE_RESOURCE_TYPES:
+            return event  # an evaluation or an inventory, not a change (change_from_config): nothing to read
         if self.config_history is None:
             raise ConfigurationError("no Config history reader to read an oversized item with")
         account = summary.awsAccountId or event.account
@@ -177,6 +185,10 @@ class CorrelateService:
         item = event.detail.configurationItem
         if item is None or (item.configurationItemStatus or "").startswith("ResourceNotRecorded"):
             # An oversized summary reaches here only when complete() left it: not recorded, not a change.
+            return None
+        if item.resourceType in NOT_CHANGE_RESOURCE_TYPES:
+            # A Config rule's result or a node's inventory: no call made it. ConfigItemChanges drops
+            # these at the bus; the judgement does not rest on that rule alone.
             return None
         if _only_suite_tags(event.detail.configurationItemDiff):
             # issue 8 (no loops): the suite's own marks (changeguard:* tags) are not a change to
