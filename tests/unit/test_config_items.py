@@ -8,7 +8,7 @@ record; the Config item is ledgered beside it as evidence.
 from __future__ import annotations
 
 import pytest
-from changeguard.domain.change import NOT_CHANGE_RESOURCE_TYPES, config_event_source
+from changeguard.domain.change import NOT_CHANGE_RESOURCE_TYPES, NOT_RECORDED_STATUSES, config_event_source
 from changeguard.domain.policy import Policy
 from changeguard.services.correlate import CorrelateService
 from changeguard_tools.template import Template
@@ -375,4 +375,50 @@ def test_a_change_of_a_config_rule_itself_is_still_judged():
     """Only the evaluation records are dropped: a change to a Config rule (AWS::Config::ConfigRule) is a change."""
     svc = service()
     assert svc.handle(compliance_item("AWS::Config::ConfigRule")).verdict == "NO_TICKET"
+    assert len(svc.ledger.kinds("VERDICT")) == 1
+
+
+# -- items of types the recorder does not record: neither their discovery nor their deletion --------
+def not_recorded_item(status: str) -> dict:
+    """An ENI's item with the recorder excluding AWS::EC2::NetworkInterface: no configuration, no call."""
+    event = load_event("correlate_change/10-config-item-change.json")
+    arn = "arn:aws:ec2:us-east-1:123456789012:network-interface/eni-0abc1234def567890"
+    event["resources"] = [arn]
+    event["detail"]["configurationItemDiff"] = None
+    event["detail"]["configurationItem"].update(
+        relatedEvents=[],
+        resourceType="AWS::EC2::NetworkInterface",
+        resourceId="eni-0abc1234def567890",
+        resourceName=None,
+        ARN=arn,
+        configurationItemStatus=status,
+        tags={},
+        configuration=None,
+    )
+    return event
+
+
+@pytest.mark.parametrize("status", sorted(NOT_RECORDED_STATUSES))
+def test_an_item_of_a_type_not_recorded_is_not_a_change_created_or_deleted(status):
+    """A deletion was judged (NO_TICKET, an alert, no actor) while the creation was skipped."""
+    svc = service()
+    outcome = svc.handle(not_recorded_item(status))
+    assert outcome.verdict == "NOT_A_CHANGE" and not outcome.alert_ids
+    assert svc.ledger.kinds("VERDICT") == [] and svc.ledger.kinds("ALERT") == []
+
+
+@pytest.mark.parametrize("status", sorted(NOT_RECORDED_STATUSES))
+def test_an_oversized_summary_of_a_type_not_recorded_is_not_read_back(status):
+    """The history holds no item of a type not recorded: the read found nothing and dead-lettered it."""
+    event = load_event(OVERSIZED)
+    event["detail"]["configurationItemSummary"]["configurationItemStatus"] = status
+    history = FakeConfigHistory()
+    svc = oversized_service(history)
+    assert svc.handle(event).verdict == "NOT_A_CHANGE"
+    assert history.calls == [] and svc.ledger.kinds("VERDICT") == []
+
+
+def test_a_recorded_deletion_is_still_judged():
+    svc = service()
+    assert svc.handle(not_recorded_item("ResourceDeleted")).verdict == "NO_TICKET"
     assert len(svc.ledger.kinds("VERDICT")) == 1

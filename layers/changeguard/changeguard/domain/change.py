@@ -126,6 +126,14 @@ NOT_CHANGE_RESOURCE_TYPES = frozenset(
 )
 
 
+#: ``configurationItemStatus`` of an item whose type the recorder does not record (Config API
+#: reference, ConfigurationItem): "ResourceNotRecorded - the resource was discovered, but its
+#: configuration was not recorded since the recorder doesn't record resources of this type", and
+#: "ResourceDeletedNotRecorded - the resource was deleted, but ..." the same. Neither holds a
+#: configuration nor ``relatedEvents``: not a change to judge, created or deleted alike.
+NOT_RECORDED_STATUSES = frozenset({"ResourceNotRecorded", "ResourceDeletedNotRecorded"})
+
+
 def config_event_source(resource_type: str | None) -> str | None:
     """The CloudTrail ``eventSource`` of the API that changes a Config resource type."""
     parts = (resource_type or "").split("::")

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.change import (
     NOT_CHANGE_RESOURCE_TYPES,
+    NOT_RECORDED_STATUSES,
     Change,
     ChangeSource,
     change_from_cloudtrail,
@@ -158,8 +159,8 @@ class CorrelateService:
         summary = detail.configurationItemSummary
         if summary is None:
             raise InvalidEventError("oversized Config notification without its configurationItemSummary")
-        if (summary.configurationItemStatus or "").startswith("ResourceNotRecorded"):
-            return event  # not a change (change_from_config): nothing to read
+        if summary.configurationItemStatus in NOT_RECORDED_STATUSES:
+            return event  # not a change (change_from_config): nothing to read, and nothing recorded
         if summary.resourceType in NOT_CHANGE_RESOURCE_TYPES:
             return event  # an evaluation or an inventory, not a change (change_from_config): nothing to read
         if self.config_history is None:
@@ -183,8 +184,9 @@ class CorrelateService:
     def change_from_config(self, event: ConfigItemChangeEvent) -> Change | None:
         """A Config item joins its CloudTrail call through ``relatedEvents``."""
         item = event.detail.configurationItem
-        if item is None or (item.configurationItemStatus or "").startswith("ResourceNotRecorded"):
-            # An oversized summary reaches here only when complete() left it: not recorded, not a change.
+        if item is None or item.configurationItemStatus in NOT_RECORDED_STATUSES:
+            # An oversized summary reaches here only when complete() left it: not recorded (its
+            # creation or its deletion alike), not a change.
             return None
         if item.resourceType in NOT_CHANGE_RESOURCE_TYPES:
             # A Config rule's result or a node's inventory: no call made it. ConfigItemChanges drops
