@@ -151,7 +151,8 @@ class CorrelateService:
         to one verdict, and the item's tags), so it is never judged on its own: a summary whose item
         the history does not hold is rejected (``InvalidEventError``, dead-lettered), and a
         Config that does not answer raises ``ConfigItemUnavailableError`` (retried, then the failure
-        destination). One ``GetResourceConfigHistory`` call, in the item's account and region.
+        destination). One ``item_at`` read (one ``GetResourceConfigHistory`` call unless Config
+        pages on), in the item's account and region.
         """
         detail = event.detail
         if detail.messageType != OVERSIZED_ITEM_CHANGE or detail.configurationItem is not None:
