@@ -873,6 +873,28 @@ def test_the_exempt_tag_is_honoured(aws):
     assert w.mutations_by(ENFORCE, since) == []
 
 
+def test_a_launch_with_the_required_tags_on_its_volumes_only_marks_the_instance(aws):
+    w = World(aws)
+    web = w.web_group()
+    tags = [{"Key": k, "Value": v} for k, v in REQUIRED.items()]
+    resp, results = w.call(
+        lambda: w.ec2.run_instances(
+            ImageId="ami-0abcdef1234567890",
+            MinCount=1,
+            MaxCount=1,
+            SecurityGroupIds=[web],
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "orders-debug"}]},
+                {"ResourceType": "volume", "Tags": tags},
+            ],
+        )
+    )
+    instance_id = resp["Instances"][0]["InstanceId"]
+    assert outcome(results)["verdict"] == "NON_COMPLIANT"
+    change_id = f"resource:arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"
+    assert [e.entry for e in w.ledger(change_id) if e.kind.value == "MARK"] == ["MARK#2026-11-26T09:00:00Z"]
+
+
 def test_exempt_principals_are_honoured(aws):
     w = World(aws, exempt_principal_arns=f"arn:aws:iam::{ACCOUNT}:user/mo*")  # the embedded AWS's operator
     since = len(aws.trail.records())

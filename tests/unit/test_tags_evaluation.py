@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from changeguard.domain.change import request_tags
 from changeguard.domain.policy import Policy
 from changeguard.domain.tags import (
     TAG_EVENTS,
@@ -121,6 +122,30 @@ def test_request_tags_in_every_shape():
     assert requested_tags(sdk) == {"Owner": "b"}
     assert requested_tags(lambda_map) == {"Owner": "c"}
     assert requested_tags(None) == {}
+
+
+def test_request_tags_of_one_resource_type_leave_the_other_types_specifications_out():
+    """An EC2 create can tag several resource types, one specification each: a resource's own tags are
+    those of its type's specification. Without a type (the correlator's ticket lookup), all count."""
+    instance = [{"key": "Name", "value": "web"}]
+    volume = [{"key": "Owner", "value": "a"}]
+    cloudtrail = {
+        "tagSpecificationSet": {
+            "items": [{"resourceType": "instance", "tags": instance}, {"resourceType": "volume", "tags": volume}]
+        }
+    }
+    sdk = {
+        "tagSpecifications": [
+            {"resourceType": "instance", "tags": instance},
+            {"resourceType": "volume", "tags": volume},
+        ]
+    }
+    for parameters in (cloudtrail, sdk):
+        assert requested_tags(parameters, "instance") == {"Name": "web"}
+        assert requested_tags(parameters, "volume") == {"Owner": "a"}
+        assert requested_tags(parameters) == {"Name": "web", "Owner": "a"}
+    assert request_tags(cloudtrail, "security-group") == {}
+    assert request_tags(cloudtrail) == {"Name": "web", "Owner": "a"}
 
 
 def test_removed_tags_in_every_shape():

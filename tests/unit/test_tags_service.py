@@ -180,6 +180,20 @@ def test_a_compliant_launch_is_left_alone_without_reading_twice():
     assert outcome.verdict == "COMPLIANT" and w.instances.mutations() == [] and w.entries() == []
 
 
+def test_a_launch_with_the_required_tags_on_its_volumes_only_is_marked():
+    """A RunInstances call's "volume" tag specification tags the volumes, not the instance: EC2 put
+    none of those tags on the instance, so it must be marked (the sweep visits only marked ones)."""
+    w = World()
+    w.instances.add(tags={"Name": "orders-debug"})  # what EC2 put on the instance
+    event = run_instances()
+    event["detail"]["requestParameters"]["tagSpecificationSet"]["items"].append(
+        {"resourceType": "volume", "tags": [{"key": k, "value": v} for k, v in TAGS.items()]}
+    )
+    outcome = w.service.handle(event)
+    assert outcome.verdict == "NON_COMPLIANT", outcome.reasons
+    assert "changeguard:quarantine-after" in w.instances.resources[INSTANCE]["tags"]
+
+
 def test_observe_mode_reports_would_mark_and_changes_nothing():
     w = World()
     w.policy = Policy(enforcement_mode="observe")

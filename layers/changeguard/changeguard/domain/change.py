@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -289,8 +290,15 @@ def actor_from(record: CloudTrailRecord) -> Actor:
     )
 
 
-def request_tags(parameters: dict[str, Any] | None) -> dict[str, str]:
-    """Tags a create/tag call carries, in every shape the common services use."""
+def request_tags(parameters: dict[str, Any] | None, resource_type: str | None = None) -> dict[str, str]:
+    """Tags a create/tag call carries, in every shape the common services use.
+
+    An EC2 call can tag several resources, one tag specification each (``resourceType`` "instance",
+    "volume", "network-interface", ...: the EC2 ``TagSpecification`` API): with ``resource_type``,
+    only the specifications for that type (or naming none) count, so a launch's volume tags are never
+    taken as its instance's. Without it every specification counts: a ticket id on any of them names
+    the change the call belongs to, which is what the correlator asks.
+    """
     if not parameters:
         return {}
     tags: dict[str, str] = {}
@@ -316,7 +324,7 @@ def request_tags(parameters: dict[str, Any] | None) -> dict[str, str]:
                     tags[key] = "" if value is None else str(value)
 
     for spec in _items(parameters.get("tagSpecificationSet")) + _items(parameters.get("TagSpecifications")):
-        if isinstance(spec, dict):
+        if isinstance(spec, dict) and _for_type(spec, resource_type):
             add_pairs(spec.get("tags", spec.get("Tags")))
     for key in ("tags", "Tags", "tagSet", "tagList"):
         add_pairs(parameters.get(key))
@@ -329,6 +337,12 @@ def request_tags(parameters: dict[str, Any] | None) -> dict[str, str]:
 
         tags.update(parse_qsl(header, keep_blank_values=True))
     return tags
+
+
+def _for_type(spec: Mapping[str, Any], resource_type: str | None) -> bool:
+    """Whether a tag specification tags ``resource_type`` (any type when None)."""
+    named = spec.get("resourceType", spec.get("ResourceType"))
+    return resource_type is None or not isinstance(named, str) or named == resource_type
 
 
 def _items(value: Any) -> list[Any]:

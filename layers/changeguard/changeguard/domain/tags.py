@@ -155,12 +155,19 @@ def judge_tags(
     return evaluate(current, policy), dict(current)
 
 
-def requested_tags(parameters: Mapping[str, Any] | None) -> dict[str, str]:
-    """Tags a create or tag call carries (``request_tags``, plus the SDK-style ``tagSpecifications``)."""
-    tags = request_tags(dict(parameters) if parameters else None)
+def requested_tags(parameters: Mapping[str, Any] | None, resource_type: str | None = None) -> dict[str, str]:
+    """Tags a create or tag call carries (``request_tags``, plus the SDK-style ``tagSpecifications``).
+
+    ``resource_type`` (an EC2 ``TagSpecification`` type: "instance", "security-group") keeps only the
+    specifications that tag that type: a RunInstances call's "volume" tags go on its volumes, never
+    on the instance, so they must not make the instance compliant.
+    """
+    tags = request_tags(dict(parameters) if parameters else None, resource_type)
     for spec in (parameters or {}).get("tagSpecifications") or []:
         if isinstance(spec, Mapping):
-            tags.update(request_tags({"tags": spec.get("tags", spec.get("Tags"))}))
+            named = spec.get("resourceType", spec.get("ResourceType"))
+            if resource_type is None or not isinstance(named, str) or named == resource_type:
+                tags.update(request_tags({"tags": spec.get("tags", spec.get("Tags"))}))
     return tags
 
 

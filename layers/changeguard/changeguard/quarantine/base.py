@@ -71,6 +71,9 @@ class QuarantineHandler(ABC):
     permissions: ClassVar[tuple[str, ...]]
     containment_only: ClassVar[tuple[str, ...]] = ()
     id_paths: ClassVar[Mapping[str, tuple[str, ...]]]
+    #: The ``resourceType`` of the EC2 tag specifications that tag this type, None for other services:
+    #: only those tags of a create call count as the resource's own.
+    tag_spec_type: ClassVar[str | None] = None
     #: One line for people: what quarantine does to this type.
     describes: ClassVar[str]
     #: What the alert must tell people about this type's quarantine.

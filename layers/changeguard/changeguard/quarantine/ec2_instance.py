@@ -38,6 +38,7 @@ class Ec2InstanceQuarantine(Ec2Resource):
     type = "ec2:instance"
     config_type = "AWS::EC2::Instance"
     arn_kind = "instance"
+    tag_spec_type = "instance"
     id_prefix = "i-"
     describes = "replace the security groups of every network interface with its VPC's isolation group"
     notes = (

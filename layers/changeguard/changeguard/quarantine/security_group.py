@@ -114,6 +114,7 @@ class SecurityGroupQuarantine(Ec2Resource):
     type = "ec2:security-group"
     config_type = "AWS::EC2::SecurityGroup"
     arn_kind = "security-group"
+    tag_spec_type = "security-group"
     id_prefix = "sg-"
     describes = "revoke its inbound rules open to 0.0.0.0/0 or ::/0"
     notes = ("Outbound rules and rules open to narrower ranges are left as they are.",)

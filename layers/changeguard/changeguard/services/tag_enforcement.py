@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -712,6 +712,14 @@ FAILED_SUFFIX = "failed"
 LATE_SUFFIX = "after-containment"
 
 
+def _ec2_kind(arn: str) -> str | None:
+    """An EC2 ARN's resource kind (``volume`` in ``...:volume/vol-1``): its tag specifications' type."""
+    parts = arn.split(":", 5)
+    if len(parts) < 6 or parts[2] != "ec2":
+        return None
+    return parts[5].split("/", 1)[0]
+
+
 def _entry(entries: Iterable[LedgerEntry], key: str) -> LedgerEntry | None:
     return next((e for e in entries if e.entry == key), None)
 
@@ -875,25 +883,35 @@ class TagEnforcementService:
             kind=kind,
             event_time=change.event_time,
             source=f"{change.service}:{record.eventName} by {change.actor.display}",
-            requested=requested_tags(record.requestParameters)
-            if kind in (TagEventKind.CREATE, TagEventKind.ADD, TagEventKind.REPLACE)
-            else {},
             removed=tuple(removed_tags(record.requestParameters)) if kind is TagEventKind.REMOVE else (),
             actor=change.actor.arn or change.actor.display,
             caller_exempt=exempt_principal(change.actor.principal_arns, policy),
             change_id=event_id,
         )
         raw = record.model_dump(mode="json", exclude_none=True)
+
+        def for_type(resource_type: str | None) -> Trigger:
+            """The trigger with the tags the call puts on resources of ``resource_type`` only."""
+            if kind not in (TagEventKind.CREATE, TagEventKind.ADD, TagEventKind.REPLACE):
+                return trigger
+            return replace(trigger, requested=requested_tags(record.requestParameters, resource_type))
+
         results: list[ResourceResult] = []
         covered: set[str] = set()
         for handler, resource_id in self.registry.targets(record.eventSource, record.eventName, raw):
             ref = handler.ref(resource_id, change.account, change.region)
             covered.add(ref.arn)
-            results.append(self.enforcer.converge(handler, ref, policy=policy, now=now, trigger=trigger, budget=None))
+            results.append(
+                self.enforcer.converge(
+                    handler, ref, policy=policy, now=now, trigger=for_type(handler.tag_spec_type), budget=None
+                )
+            )
         if kind is TagEventKind.CREATE:
             for arn in resource_arns(record.eventSource, record.eventName, raw, change.region, change.account):
                 if arn not in covered and self.registry.for_arn(arn) is None:
-                    results.append(self.alert_only(arn, change.account, change.region, policy, now, trigger))
+                    results.append(
+                        self.alert_only(arn, change.account, change.region, policy, now, for_type(_ec2_kind(arn)))
+                    )
         extra = [] if results else ["no resource of a known type in the call"]
         return outcome_of(self.function, event_id, results, extra)
 
