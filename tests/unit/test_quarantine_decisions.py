@@ -164,6 +164,41 @@ def test_a_new_episode_after_a_closed_one():
     assert episode_of(entries).marked_after == second
 
 
+def _at(entry: LedgerEntry, recorded_at: datetime) -> LedgerEntry:
+    return entry.model_copy(update={"recorded_at": recorded_at})
+
+
+def test_a_release_closes_every_mark_recorded_before_it():
+    """Two events at once can each mark, a second apart; the release names the latest only. A mark
+    left open would be a deadline long past when the resource next loses a tag: no grace period."""
+    first, second = NOW + timedelta(hours=24), NOW + timedelta(hours=24, seconds=1)
+    entries = [
+        _at(_entry(entry_key(EntryKind.MARK, first)), NOW),
+        _at(_entry(entry_key(EntryKind.MARK, second)), NOW + timedelta(seconds=1)),
+        _at(_entry(entry_key(EntryKind.RELEASE, second)), NOW + timedelta(hours=1)),
+    ]
+    assert episode_of(entries).marked_after is None
+    later = NOW + timedelta(days=2, hours=24)
+    assert (
+        episode_of([*entries, _at(_entry(entry_key(EntryKind.MARK, later)), NOW + timedelta(days=2))]).marked_after
+        == later
+    )
+
+
+def test_a_mark_recorded_after_a_release_is_open_even_with_an_earlier_deadline():
+    """The grace period was shortened in between: the new episode's deadline is before the released
+    one's, and it is open all the same (recording order decides, not the deadline)."""
+    released, new = NOW + timedelta(hours=72), NOW + timedelta(hours=3)
+    entries = [
+        _at(_entry(entry_key(EntryKind.MARK, released)), NOW),
+        _at(_entry(entry_key(EntryKind.RELEASE, released)), NOW + timedelta(hours=1)),
+        _at(_entry(entry_key(EntryKind.MARK, new)), NOW + timedelta(hours=2)),
+        _at(_entry(entry_key(EntryKind.QUARANTINE, new), {"saved": {"a": 1}}), NOW + timedelta(hours=3)),
+    ]
+    episode = episode_of(entries)
+    assert episode.quarantined and episode.marked_after == new
+
+
 def test_the_cap_counts_quarantines_and_remembers_what_it_skipped():
     budget = Budget(2)
     assert budget.take("a") and budget.take("b")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -398,6 +399,47 @@ def test_a_mark_is_dropped_when_the_resource_complies_in_time():
     assert outcome.actions == ["unmarked ec2:instance i-0e1f2a3b4c5d6e7f8"]
     assert "changeguard:quarantine-after" not in w.instances.resources[INSTANCE]["tags"]
     assert "RELEASE#2026-11-23T09:05:00Z" in w.entries()
+
+
+def test_two_events_marking_at_once_leave_no_stale_mark_after_the_release():
+    """RunInstances and the owner's CreateTags a second later, handled at once: both read an empty
+    ledger and both mark. After the release, losing a tag again starts a new grace period: the earlier
+    mark, which the release did not name, must not make the resource due at once."""
+    w = World()
+    w.instances.add(tags={})
+    other = copy.copy(w.service)
+    other.clock = FakeClock(NOW + timedelta(seconds=1))
+    both_read = threading.Barrier(2, timeout=5)
+    real = w.ledger.entries_for
+
+    def entries_for(change_id: str) -> Any:
+        found = real(change_id)
+        if threading.current_thread().name.startswith("event"):
+            both_read.wait()  # neither writes before both have read
+        return found
+
+    w.ledger.entries_for = entries_for  # type: ignore[method-assign]
+    threads = [
+        threading.Thread(target=w.service.handle, args=(run_instances(),), name="event-1"),
+        threading.Thread(target=other.handle, args=(create_tags({"Name": "orders-debug"}),), name="event-2"),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    w.ledger.entries_for = real  # type: ignore[method-assign]
+    assert len([e for e in w.entries() if e.startswith("MARK#")]) == 2  # the race this guards against
+
+    w.clock.at = NOW + timedelta(hours=1)  # the owner tags it in time
+    w.instances.resources[INSTANCE]["tags"].update(TAGS)
+    w.service.handle(create_tags(TAGS))
+    w.clock.at = NOW + timedelta(days=2)  # and later removes the Owner tag
+    w.instances.resources[INSTANCE]["tags"].pop("Owner")
+    w.service.handle(load_event("enforce_tags/06-delete-tags.json"))
+    assert w.instances.resources[INSTANCE]["tags"]["changeguard:quarantine-after"] == "2026-11-25T09:05:00Z"
+    w.clock.at = NOW + timedelta(days=2, minutes=15)
+    w.sweep()
+    assert w.instances.resources[INSTANCE]["groups"] == "sg-web"  # a new grace period, not quarantined
 
 
 def test_removing_the_mark_tag_does_not_restart_the_grace_period():

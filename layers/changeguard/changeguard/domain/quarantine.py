@@ -241,10 +241,20 @@ class Episode(_Own):
 
 
 def episode_of(entries: Iterable[LedgerEntry]) -> Episode:
-    """The open episode (the latest mark or quarantine without a release), if any."""
+    """The open episode (the latest mark or quarantine without a release), if any.
+
+    A release closes its own episode's mark and quarantine (same time in the key, whenever they were
+    recorded: a sweep may ledger the quarantine after the release) and every mark or quarantine
+    recorded before it. Two events handled at once can each mark the resource, a second apart, and
+    the release names only the latest: an earlier one left open would, once the resource next lost a
+    tag, be a deadline long past, and the sweep would quarantine with no grace period. Recording
+    order, not the deadline in the key: after the grace period is shortened, a new episode's deadline
+    can come before a released one's.
+    """
     marks: dict[str, LedgerEntry] = {}
     quarantines: dict[str, LedgerEntry] = {}
     released: set[str] = set()
+    last_release: datetime | None = None
     resaved: dict[str, LedgerEntry] = {}
     contained: set[str] = set()
     for item in entries:
@@ -265,8 +275,13 @@ def episode_of(entries: Iterable[LedgerEntry]) -> Episode:
             quarantines[after] = item
         elif kind == EntryKind.RELEASE.value:
             released.add(after)
-    open_quarantines = sorted(a for a in quarantines if a not in released)
-    open_marks = sorted(a for a in marks if a not in released)
+            last_release = item.recorded_at if last_release is None else max(last_release, item.recorded_at)
+
+    def is_open(after: str, item: LedgerEntry) -> bool:
+        return after not in released and (last_release is None or item.recorded_at >= last_release)
+
+    open_quarantines = sorted(a for a, item in quarantines.items() if is_open(a, item))
+    open_marks = sorted(a for a, item in marks.items() if is_open(a, item))
     if open_quarantines:
         after = open_quarantines[-1]
         entry = quarantines[after]
