@@ -1,9 +1,10 @@
 """The quarantine bucket policy, as a document: the embedded AWS stores bucket policies but never evaluates them.
 
 A small evaluator applies the document the way IAM does for these elements (Deny with Principal
-"*", ``s3:*``, the bucket and its objects, ``ArnNotLike`` on ``aws:PrincipalArn`` matched per ARN
-component) and checks who is locked out: everyone but the break-glass roles and the suite's own
-roles, which must keep access or the release could not put the original policy back.
+"*", ``Action`` or ``NotAction``, the bucket and its objects, ``ArnNotLike`` on ``aws:PrincipalArn``
+matched per ARN component) and checks who is locked out: everyone but the break-glass roles and the
+suite's own roles, which must keep access or the release could not put the original policy back;
+and out of nothing but the bucket's tags, which its owner must be able to set to release it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def denied(document: dict[str, Any], principal_arn: str, action: str, resource: 
     for statement in document["Statement"]:
         if statement["Effect"] != "Deny" or statement["Principal"] != "*":
             continue
-        if not any(fnmatchcase(action, a) for a in _listed(statement["Action"])):
+        if "NotAction" in statement:
+            if any(fnmatchcase(action, a) for a in _listed(statement["NotAction"])):
+                continue
+        elif not any(fnmatchcase(action, a) for a in _listed(statement["Action"])):
             continue
         if not any(fnmatchcase(resource, r) for r in _listed(statement["Resource"])):
             continue
@@ -68,8 +72,19 @@ BUCKET_ARN, OBJECT_ARN = f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/expor
         "arn:aws:iam::999999999999:root",
     ],
 )
-@pytest.mark.parametrize("action", ["s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:PutBucketPolicy"])
-def test_everyone_else_is_denied_everything(principal, action):
+@pytest.mark.parametrize(
+    "action",
+    [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "s3:PutBucketPolicy",
+        "s3:DeleteBucketTagging",
+        "s3:PutObjectTagging",
+        "s3:DeleteBucket",
+    ],
+)
+def test_everyone_else_is_denied_everything_but_the_buckets_tags(principal, action):
     assert denied(DOCUMENT, principal, action, BUCKET_ARN)
     assert denied(DOCUMENT, principal, action, OBJECT_ARN)
 
@@ -92,11 +107,22 @@ def test_break_glass_roles_and_the_suite_are_spared(principal, action):
     assert not denied(DOCUMENT, principal, action, OBJECT_ARN)
 
 
+@pytest.mark.parametrize("action", ["s3:GetBucketTagging", "s3:PutBucketTagging"])
+def test_the_owner_can_still_tag_the_bucket_to_release_it(action):
+    """Every quarantine alert says: tag it and ChangeGuard releases it. With no break-glass role
+    configured (the default), denying the tag calls left nobody able to do that but the suite."""
+    default = json.loads(quarantine_policy(BUCKET, ACCOUNT, QuarantineSettings(suite_role_prefix=SUITE)))
+    owner = f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_PowerUserAccess_0f9e"
+    assert not denied(default, owner, action, BUCKET_ARN)
+    assert not denied(DOCUMENT, owner, action, BUCKET_ARN)
+
+
 def test_it_grants_nothing_and_covers_the_bucket_and_every_object_only():
     [statement] = DOCUMENT["Statement"]
     assert DOCUMENT["Version"] == "2012-10-17"
     assert statement["Sid"] == DENY_SID and statement["Effect"] == "Deny" and statement["Principal"] == "*"
-    assert statement["Action"] == "s3:*"
+    assert "Action" not in statement
+    assert statement["NotAction"] == ["s3:GetBucketTagging", "s3:PutBucketTagging"]
     assert sorted(statement["Resource"]) == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
     assert "NotPrincipal" not in statement  # NotPrincipal with Deny is the documented foot-gun
     assert not denied(
@@ -178,10 +204,14 @@ def test_a_member_accounts_bucket_spares_the_suites_member_role_that_must_releas
     """Issue 9: the suite acts in a member account through its member role (same path, that account)."""
     member_role = f"arn:aws:iam::{MEMBER}:role/changeguard/changeguard-quarantine"
     assert not denied(MEMBER_DOCUMENT, member_role, action, BUCKET_ARN)
-    # Nobody else of the member account gets in, nor a /changeguard/ role of a third account.
-    assert denied(MEMBER_DOCUMENT, f"arn:aws:iam::{MEMBER}:role/orders-app", action, BUCKET_ARN)
-    assert denied(MEMBER_DOCUMENT, f"arn:aws:iam::{MEMBER}:role/changeguard-impostor", action, BUCKET_ARN)
-    assert denied(MEMBER_DOCUMENT, "arn:aws:iam::999999999999:role/changeguard/x", action, BUCKET_ARN)
+    # Nobody else of the member account gets in, nor a /changeguard/ role of a third account, but to
+    # the bucket's tags: those the deny leaves to IAM, so that the owner can tag it to release it.
+    tagging = action in ("s3:GetBucketTagging", "s3:PutBucketTagging")
+    assert denied(MEMBER_DOCUMENT, f"arn:aws:iam::{MEMBER}:role/orders-app", action, BUCKET_ARN) is not tagging
+    assert (
+        denied(MEMBER_DOCUMENT, f"arn:aws:iam::{MEMBER}:role/changeguard-impostor", action, BUCKET_ARN) is not tagging
+    )
+    assert denied(MEMBER_DOCUMENT, "arn:aws:iam::999999999999:role/changeguard/x", action, BUCKET_ARN) is not tagging
 
 
 def test_the_member_role_path_follows_the_suites_and_is_listed_once_at_home():

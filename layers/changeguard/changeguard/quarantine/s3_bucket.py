@@ -2,7 +2,8 @@
 
 The deny statement spares the break-glass roles (tunable ``break-glass-role-arns``) and the
 suite's own role path: without that exception the release could not put the original policy
-back. The original policy (or none) and Block Public Access settings (or none) are saved.
+back. It leaves out reading and writing the bucket's tags, so that its owner can tag it to
+release it. The original policy (or none) and Block Public Access settings (or none) are saved.
 Every bucket call passes ``ExpectedBucketOwner``, so a same-named bucket in another account is
 never touched.
 """
@@ -36,10 +37,16 @@ _NO_PAB = "NoSuchPublicAccessBlockConfiguration"
 _NO_POLICY = "NoSuchBucketPolicy"
 _NO_TAGS = "NoSuchTagSet"
 _BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{1,255}$")
+#: What the deny leaves to the bucket's own IAM permissions: reading and writing its tags. Every alert
+#: tells the owner to tag the resource to release it; denied these, nobody but the suite and the
+#: break-glass roles could (the account root is spared only the bucket-policy calls), and a bucket
+#: quarantined with no break-glass role configured could not be released the documented way.
+OWNER_ACTIONS = ("s3:GetBucketTagging", "s3:PutBucketTagging")
 
 
 def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings, partition: str = "aws") -> str:
-    """The deny-all bucket policy: nobody but the break-glass roles and the suite may use the bucket.
+    """The deny-all bucket policy: nobody but the break-glass roles and the suite may use the bucket,
+    except to read and write its tags (``OWNER_ACTIONS``).
 
     ``aws:PrincipalArn`` is the role ARN for assumed-role sessions, so role ARNs (with wildcards)
     are what the exception lists. The account root can still delete a policy that locks
@@ -59,7 +66,9 @@ def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings, p
                 "Sid": DENY_SID,
                 "Effect": "Deny",
                 "Principal": "*",
-                "Action": "s3:*",
+                # A Deny with NotAction denies every action but those listed, on the resources listed
+                # (IAM JSON policy elements: NotAction); it allows nothing by itself.
+                "NotAction": list(OWNER_ACTIONS),
                 "Resource": [f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*"],
                 "Condition": {"ArnNotLike": {"aws:PrincipalArn": spared}},
             }
