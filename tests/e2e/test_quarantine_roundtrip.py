@@ -895,6 +895,25 @@ def test_a_launch_with_the_required_tags_on_its_volumes_only_marks_the_instance(
     assert [e.entry for e in w.ledger(change_id) if e.kind.value == "MARK"] == ["MARK#2026-11-26T09:00:00Z"]
 
 
+def test_an_instance_named_like_the_suites_own_is_still_marked(aws):
+    """Its Name tag is the owner's to set: changeguard-... there must not exempt it from enforcement."""
+    w = World(aws)
+    web = w.web_group()
+    resp, results = w.call(
+        lambda: w.ec2.run_instances(
+            ImageId="ami-0abcdef1234567890",
+            MinCount=1,
+            MaxCount=1,
+            SecurityGroupIds=[web],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "changeguard-worker"}]}],
+        )
+    )
+    instance_id = resp["Instances"][0]["InstanceId"]
+    assert outcome(results)["verdict"] == "NON_COMPLIANT"
+    change_id = f"resource:arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"
+    assert [e.entry for e in w.ledger(change_id) if e.kind.value == "MARK"] == ["MARK#2026-11-26T09:00:00Z"]
+
+
 def test_exempt_principals_are_honoured(aws):
     w = World(aws, exempt_principal_arns=f"arn:aws:iam::{ACCOUNT}:user/mo*")  # the embedded AWS's operator
     since = len(aws.trail.records())

@@ -7,10 +7,13 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.policy import Policy
 from changeguard.domain.quarantine import ReleaseResult, ResourceRef
+from changeguard.domain.tags import suite_owned
 from changeguard.quarantine import QuarantineSettings, Registry, ReleaseOutcome, ResourceState
 from changeguard.quarantine.ec2_instance import Ec2InstanceQuarantine
 from changeguard.services.quarantine_sweep import QuarantineSweepService
@@ -266,6 +269,27 @@ def test_the_suites_own_resources_are_never_acted_on():
     outcome = w.service.handle(run_instances())
     assert outcome.verdict == "SKIPPED" and "ChangeGuard's own" in outcome.reasons[0]
     assert w.instances.mutations() == []
+
+
+def test_a_name_tag_does_not_make_an_instance_the_suites_own():
+    """An instance's name is its Name tag, which its owner may set: Name=changeguard-... must not make
+    it the suite's own, which no event nor sweep would ever quarantine or release."""
+    client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    handler = Ec2InstanceQuarantine(api=client)
+    instance = {
+        "InstanceId": INSTANCE,
+        "State": {"Name": "running"},
+        "VpcId": "vpc-1",
+        "Tags": [{"Key": "Name", "Value": "changeguard-not-really"}],
+        "NetworkInterfaces": [],
+    }
+    with Stubber(client) as stub:
+        stub.add_response(
+            "describe_instances", {"Reservations": [{"Instances": [instance]}]}, {"InstanceIds": [INSTANCE]}
+        )
+        state = handler.read(handler.ref(INSTANCE, "123456789012", "us-east-1"))
+    assert state is not None and state.tags == {"Name": "changeguard-not-really"}
+    assert suite_owned(ARN, state.name, state.tags, stack_name="cg") is None
 
 
 @pytest.mark.parametrize(

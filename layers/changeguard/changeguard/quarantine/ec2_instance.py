@@ -81,7 +81,11 @@ class Ec2InstanceQuarantine(Ec2Resource):
         tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
         return ResourceState(
             ref=ref,
-            name=tags.get("Name"),
+            # No name: an instance has only its Name tag, which its owner may set to anything, and a name
+            # starting changeguard- marks the suite's own resources (never quarantined, nor released).
+            # The suite launches no instance; its own carry changeguard:managed=true, a key the README's
+            # SCP keeps from anyone but the security roles.
+            name=None,
             tags=tags,
             config={
                 "vpc_id": instance.get("VpcId"),
