@@ -142,33 +142,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_tickets(args: argparse.Namespace) -> int:
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    from changeguard_tools.tickets import TicketBook
+    from changeguard_tools.tickets import TicketBook, TicketBookError
 
     table = args.table or os.environ.get("TICKET_TABLE_NAME")
     if not table:
         raise SystemExit("give --table or set TICKET_TABLE_NAME (the stack's TicketTableName output)")
-    book = TicketBook(table, boto3.client("dynamodb"), boto3.client("sts"))
-    if args.action == "add":
-        book.add(
-            args.ticket_id,
-            title=args.title or "",
-            type=args.type,
-            requested_by=args.requested_by,
-            window_start=args.window_start,
-            window_end=args.window_end,
-            affected_resources=args.resource or (),
-            test_evidence=args.test_evidence,
-            rollback_plan=args.rollback_plan,
-        )
-        print(f"added {args.ticket_id}")
-    elif args.action == "approve":
-        who = book.approve(args.ticket_id)
-        print(f"{args.ticket_id} approved by {who}")
-    else:
-        for ticket in book.list():
-            approvers = ", ".join(a.approver for a in ticket.approvals) or "no approvals"
-            print(f"{ticket.ticket_id}\t{ticket.type}\t{ticket.status}\t{ticket.title or ''}\t{approvers}")
+    try:
+        book = TicketBook(table, boto3.client("dynamodb"), boto3.client("sts"))
+        if args.action == "add":
+            book.add(
+                args.ticket_id,
+                title=args.title or "",
+                type=args.type,
+                requested_by=args.requested_by,
+                window_start=args.window_start,
+                window_end=args.window_end,
+                affected_resources=args.resource or (),
+                test_evidence=args.test_evidence,
+                rollback_plan=args.rollback_plan,
+            )
+            print(f"added {args.ticket_id}")
+        elif args.action == "approve":
+            who = book.approve(args.ticket_id)
+            print(f"{args.ticket_id} approved by {who}")
+        else:
+            for ticket in book.list():
+                approvers = ", ".join(a.approver for a in ticket.approvals) or "no approvals"
+                print(f"{ticket.ticket_id}\t{ticket.type}\t{ticket.status}\t{ticket.title or ''}\t{approvers}")
+    except (TicketBookError, ClientError, BotoCoreError) as exc:
+        # An operator's mistake or AWS's refusal (AccessDenied, no such table, no credentials):
+        # one line saying which, a non-zero exit, and no traceback.
+        raise SystemExit(f"changeguard tickets {args.action}: error: {exc}") from exc
     return 0
 
 

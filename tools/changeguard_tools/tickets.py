@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from changeguard.adapters.dynamodb import ticket_from_items
+from changeguard.adapters.dynamodb import _dt, ticket_from_items
+from changeguard.domain.errors import TicketUnreadableError
 from changeguard.domain.tickets import Ticket
 
 
@@ -22,12 +23,46 @@ def _now() -> str:
 def _iso(value: Any) -> str:
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # isoformat keeps a fraction of a second if there is one: a window is never narrowed.
+        return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return str(value)
 
 
-class TicketAlreadyExistsError(Exception):
+class TicketBookError(Exception):
+    """An operator's request the ticket table cannot take; nothing was written."""
+
+
+class TicketAlreadyExistsError(TicketBookError):
+    def __str__(self) -> str:
+        return f"ticket {self.args[0]} already exists (tickets are never overwritten)"
+
+
+class TicketNotFoundError(TicketBookError, KeyError):
+    def __str__(self) -> str:
+        return f"no ticket {self.args[0]} in the ticket table"
+
+
+class TicketInputError(TicketBookError, ValueError):
     pass
+
+
+def _window_time(value: Any, name: str) -> datetime | None:
+    """A window bound as the correlator will read it back, or ``TicketInputError``.
+
+    Parsed with the ticket source's own rule (``_dt``: ISO 8601, UTC when no offset), so that
+    nothing is stored that the correlator cannot read: an unreadable window makes the ticket
+    unreadable, and every change under it UNVERIFIED with its own alert.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return _dt({name: {"S": str(value)}}, name)
+    except TicketUnreadableError as exc:
+        raise TicketInputError(
+            f"{name.replace('_', '-')} {value!r} is not an ISO 8601 time (e.g. 2026-11-28T02:00:00Z)"
+        ) from exc
 
 
 class TicketBook:
@@ -51,6 +86,11 @@ class TicketBook:
         rollback_plan: str | None = None,
         closed_at: Any = None,
     ) -> None:
+        """Write a new ticket; ``TicketInputError`` or ``TicketAlreadyExistsError`` write nothing."""
+        start = _window_time(window_start, "window_start")
+        end = _window_time(window_end, "window_end")
+        if start and end and end < start:
+            raise TicketInputError(f"window-end {_iso(end)} is before window-start {_iso(start)}")
         item: dict[str, Any] = {
             "ticket_id": {"S": ticket_id},
             "record": {"S": "TICKET"},
@@ -61,8 +101,8 @@ class TicketBook:
         optional = {
             "title": title,
             "requested_by": requested_by,
-            "window_start": _iso(window_start) if window_start else None,
-            "window_end": _iso(window_end) if window_end else None,
+            "window_start": _iso(start) if start else None,
+            "window_end": _iso(end) if end else None,
             "test_evidence": test_evidence,
             "rollback_plan": rollback_plan,
             "closed_at": _iso(closed_at) if closed_at else None,
@@ -86,7 +126,7 @@ class TicketBook:
                 raise ValueError("an STS client is needed to verify the approver")
             approver = str(self.sts.get_caller_identity()["Arn"])
         if self.get(ticket_id) is None:
-            raise KeyError(ticket_id)
+            raise TicketNotFoundError(ticket_id)
         item = {
             "ticket_id": {"S": ticket_id},
             "record": {"S": f"APPROVAL#{approver}"},
