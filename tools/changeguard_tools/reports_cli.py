@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -94,9 +96,50 @@ def _period(args: argparse.Namespace) -> Period:
         raise SystemExit(f"changeguard: {exc}") from exc
 
 
-def _write(pack: EvidencePack, folder: Path) -> Path:
+def _refuse_stale(target: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds an earlier pack, unless ``--overwrite`` says to replace it.
+
+    Written over file by file, an earlier pack's files that the new one does not have (its
+    ``digest-verification.*`` when the new run has no ``--bucket``) would stay beside the new
+    ``changes.csv``, outside the new manifest: an auditor would read a verification of another
+    population.
+    """
+    if target.exists() and not target.is_dir():
+        raise SystemExit(f"changeguard: {target} exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise SystemExit(
+            f"changeguard: {target} is not empty (an earlier pack?): give --overwrite to replace it, or another --out"
+        )
+
+
+def _write(pack: EvidencePack, folder: Path, *, overwrite: bool = False) -> Path:
+    """Write the pack to ``<folder>/<period>/``, which then holds this pack's files and no others.
+
+    The pack is built in a staging folder beside it and renamed into place, so that a failed
+    write leaves the earlier pack as it was, not half replaced.
+    """
     target = folder / pack.report.period.label
-    pack.write(LocalFolder(folder), f"{pack.report.period.label}/")
+    _refuse_stale(target, overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
+    # mkdir, not mkdtemp: the pack keeps the umask's permissions, not mkdtemp's 0700.
+    staging = folder / f".{target.name}.{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        pack.write(LocalFolder(staging), "")
+        if target.exists():
+            earlier = folder / f".{target.name}.{uuid.uuid4().hex}.old"
+            target.rename(earlier)
+            try:
+                staging.rename(target)
+            except OSError:
+                earlier.rename(target)
+                raise
+            shutil.rmtree(earlier)
+        else:
+            staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
     return target
 
 
@@ -111,6 +154,8 @@ def _build(args: argparse.Namespace, period: Period) -> EvidencePack:
 
 def cmd_report(args: argparse.Namespace) -> int:
     period = _period(args)
+    if args.out:  # before reading the ledger: a refusal should cost nothing
+        _refuse_stale(Path(args.out) / period.label, args.overwrite)
     pack = _build(args, period)
     report = pack.report
     out: TextIO = sys.stdout
@@ -121,15 +166,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         if report.verification is not None:
             out.write(f"Ledger digests: {report.verification.summary}\n")
     if args.out:
-        folder = _write(pack, Path(args.out))
+        folder = _write(pack, Path(args.out), overwrite=args.overwrite)
         print(f"report written to {folder}/ (report.html, kpis.csv, changes.csv, ...)", file=sys.stderr)
     return 2 if args.strict and report.missed else 0
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
     period = _period(args)
+    _refuse_stale(Path(args.out) / period.label, args.overwrite)  # before reading the ledger
     pack = _build(args, period)
-    folder = _write(pack, Path(args.out))
+    folder = _write(pack, Path(args.out), overwrite=args.overwrite)
     report = pack.report
     sys.stdout.write(kpi_table_text(report) + "\n\n")
     sys.stdout.write(f"Evidence pack {period.label} written to {folder}/: {', '.join(sorted(pack.files))}\n")
@@ -157,6 +203,7 @@ def add_commands(sub: Any) -> None:
     report.add_argument("--from", dest="from_", required=True, metavar="DATE", help="first day (YYYY-MM-DD, UTC)")
     report.add_argument("--to", required=True, metavar="DATE", help="last day, included (YYYY-MM-DD, UTC)")
     report.add_argument("--out", help="also write the report (HTML, CSV, JSON) to this folder")
+    report.add_argument("--overwrite", action="store_true", help="replace <out>/<period>/ if it holds files")
     report.add_argument("--json", action="store_true", help="print kpis.json instead of the table")
     report.add_argument("--strict", action="store_true", help="exit 2 when a KPI misses its target")
     _common(report)
@@ -165,6 +212,9 @@ def add_commands(sub: Any) -> None:
     evidence = sub.add_parser("evidence", help="write a period's evidence pack to a local folder")
     evidence.add_argument("--period", required=True, help="2026-Q3, 2026-11, 2026-W47, 2026 or 2026-11-01..2026-11-30")
     evidence.add_argument("--out", default="evidence-out", help="folder; the pack goes to <out>/<period>/")
+    evidence.add_argument(
+        "--overwrite", action="store_true", help="replace <out>/<period>/ if it holds files (else refused)"
+    )
     _common(evidence)
     evidence.set_defaults(func=cmd_evidence)
 
@@ -213,7 +263,7 @@ def demo_evidence(harness: Any, out_dir: Path, out: TextIO) -> Period | None:
     )
     period = _quarter_of(days[-1])
     pack = service.build(period)
-    folder = _write(pack, out_dir / "evidence")
+    folder = _write(pack, out_dir / "evidence", overwrite=True)  # the demo's own output, rebuilt each run
     shown = os.path.relpath(folder) if folder.is_absolute() and Path.cwd() in folder.parents else str(folder)
     verification = pack.report.verification
     out.write(kpi_table_text(pack.report) + "\n\n")
