@@ -151,3 +151,36 @@ def test_envelope_ids_are_derived_deterministically(replay, tmp_path):
     assert first["id"] == wrap_record(dict(VERSIONED))["id"]
     assert first["source"] == "aws.lambda" and first["detail-type"] == "AWS API Call via CloudTrail"
     assert wrap_record(SIGN_IN)["detail-type"] == "AWS Console Sign In via CloudTrail"
+
+
+def test_a_trail_bucket_synced_as_cloudtrail_delivers_it_is_replayed(tmp_path):
+    """CloudTrail delivers gzip ``.json.gz`` log files; a folder of them must not replay 0 events in silence."""
+    import gzip
+
+    logs = tmp_path / "AWSLogs" / "111122223333" / "CloudTrail" / "eu-west-1" / "2024" / "01" / "01"
+    logs.mkdir(parents=True)
+    name = "111122223333_CloudTrail_eu-west-1_20240101T0005Z_Mu0KsOhtH1ar15ZZ.json.gz"
+    (logs / name).write_bytes(gzip.compress(json.dumps({"Records": [VERSIONED, READ_ONLY]}).encode()))
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "changeguard_tools.cli",
+            "replay",
+            "--json",
+            str(tmp_path / "AWSLogs"),
+            str(tmp_path / "empty"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    versioned, read_only, empty = (json.loads(line) for line in proc.stdout.splitlines())
+    assert versioned["source_file"].endswith(name) and versioned["outcomes"][0]["verdict"] == "NO_TICKET"
+    assert read_only["routed_to"] == [] and read_only["error"] is None
+    assert empty["source_file"] == str(tmp_path / "empty") and "nothing to replay" in empty["error"]
+    assert "replayed 3 event(s)" in proc.stderr and "1 error(s)" in proc.stderr

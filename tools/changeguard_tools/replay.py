@@ -9,9 +9,11 @@ not the whole input.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -83,22 +85,57 @@ def _items_of(document: Any, source_file: str) -> Iterator[Item]:
             yield Item(source_file, error=f"not an EventBridge event or CloudTrail record ({kind})")
 
 
+#: What a folder is searched for. CloudTrail delivers its log files to S3 as ``.json.gz``, "a JSON
+#: text file in compressed gzip format" (CloudTrail user guide, "CloudTrail log file name format"),
+#: so a folder synced from the trail bucket holds those; hand-written samples are ``.json``.
+INPUT_SUFFIXES = (".json", ".json.gz")
+#: Digest files (``<account>_CloudTrail-Digest_<region>_...json.gz`` under ``CloudTrail-Digest/``,
+#: user guide "CloudTrail digest file structure") sit in the same bucket and hold hashes of log
+#: files, not events: a folder's walk skips them rather than report each as "not an event".
+_DIGEST_MARK = "_CloudTrail-Digest_"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_input(path: Path) -> bool:
+    return path.name.endswith(INPUT_SUFFIXES) and _DIGEST_MARK not in path.name
+
+
 def files_of(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Each path given, and each input file below a folder given, in name order.
+
+    A folder with no input file below it is yielded itself, so that reading it says so rather than
+    replaying nothing in silence.
+    """
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*.json") if p.is_file())
+            found = sorted(p for p in path.rglob("*") if _is_input(p) and p.is_file())
+            yield from found or [path]
         else:
             yield path
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it is gzip (by its content, whatever its name)."""
+    with path.open("rb") as raw:
+        if raw.read(2) != _GZIP_MAGIC:
+            raw.seek(0)
+            return raw.read()
+        raw.seek(0)
+        with gzip.GzipFile(fileobj=raw) as unzipped:
+            return unzipped.read()
 
 
 def read_items(paths: Iterable[str | Path]) -> Iterator[Item]:
     """Every input event, in name order, one file in memory at a time."""
     for path in files_of(paths):
         name = str(path)
+        if path.is_dir():
+            yield Item(name, error=f"no {' or '.join(INPUT_SUFFIXES)} file in this folder: nothing to replay")
+            continue
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = _read(path).decode("utf-8")
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:  # EOFError: a truncated .gz
             yield Item(name, error=f"cannot read: {exc}")
             continue
         try:
