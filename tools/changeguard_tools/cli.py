@@ -15,8 +15,16 @@ from typing import Any, TextIO
 from changeguard_tools.template import REPO_ROOT
 
 
-def _parse_time(value: str) -> datetime:
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+def iso_time(value: str) -> datetime:
+    """``--now``'s argparse type: an ISO 8601 time, UTC when it names no offset.
+
+    Checked as the arguments are parsed, so a typo is a usage error (exit 2) before any work,
+    never a ValueError traceback from deep in a run.
+    """
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r} (e.g. 2026-11-21T10:00:00Z)") from None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
@@ -38,7 +46,7 @@ def embedded_endpoint(url: str | None) -> Iterator[str]:
 def _harness(endpoint: str | None, args: argparse.Namespace, log_stream: TextIO) -> Any:
     from changeguard_tools.harness import FixedClock, Harness
 
-    clock = FixedClock(_parse_time(args.now)) if getattr(args, "now", None) else None
+    clock = FixedClock(args.now) if getattr(args, "now", None) else None
     overrides = {"EnforcementMode": args.mode} if getattr(args, "mode", None) else {}
     return Harness(endpoint, parameters=overrides, clock=clock, log_stream=log_stream)
 
@@ -191,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("-e", "--event", required=True, help="event JSON file, or - for stdin")
     invoke.add_argument("--endpoint-url", help="an external AWS endpoint (moto server, LocalStack, AWS)")
     invoke.add_argument("--mode", choices=["observe", "enforce"])
-    invoke.add_argument("--now", help="fix the clock (ISO 8601)")
+    invoke.add_argument("--now", type=iso_time, help="fix the clock (ISO 8601)")
     invoke.set_defaults(func=cmd_invoke)
 
     replay = sub.add_parser("replay", help="replay events through the template's rules to the handlers")
@@ -199,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="one JSON object per input event on stdout")
     replay.add_argument("--fixtures", help="YAML/JSON fixtures to seed the embedded AWS with")
     replay.add_argument("--mode", choices=["observe", "enforce"], help="override the enforcement mode")
-    replay.add_argument("--now", help="fix the clock (ISO 8601)")
+    replay.add_argument("--now", type=iso_time, help="fix the clock (ISO 8601)")
     replay.add_argument(
         "--summary", action="store_true", help="no line per event: one report of counters at the end (JSON with --json)"
     )

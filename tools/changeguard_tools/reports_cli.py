@@ -31,14 +31,15 @@ from changeguard.domain.ledger import DayShards, utc
 from changeguard.services.evidence import DigestStore, EvidencePack, EvidenceService, LocalFolder
 from changeguard.services.report import kpi_table_text, kpis_json
 
+from changeguard_tools.cli import iso_time
 from changeguard_tools.ledger_cli import day_shards_arg
 
 
 class _Clock:
     """The wall clock, or the fixed time of ``--now`` (which days count as settled for the digests)."""
 
-    def __init__(self, at: str | None = None) -> None:
-        self.at = utc(datetime.fromisoformat(at.replace("Z", "+00:00"))) if at else None
+    def __init__(self, at: datetime | None = None) -> None:
+        self.at = utc(at) if at else None
 
     def now(self) -> datetime:
         return self.at or datetime.now(UTC)
@@ -191,7 +192,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ticket-table", help="DynamoDB ticket table, for approvals (default: $TICKET_TABLE_NAME)")
     parser.add_argument("--targets", help='KPI targets as JSON ({"change_success_rate": 97}) or @file.json')
     parser.add_argument("--endpoint-url", help="an AWS endpoint other than AWS's (an embedded AWS, LocalStack)")
-    parser.add_argument("--now", help="verify the digests as of this time (ISO 8601; default: now)")
+    parser.add_argument("--now", type=iso_time, help="verify the digests as of this time (ISO 8601; default: now)")
     parser.add_argument(
         "--day-shards", help="the stack's LedgerDayShards, e.g. 32,16 (default: $LEDGER_DAY_SHARDS, else 16)"
     )
