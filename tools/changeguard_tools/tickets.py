@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from changeguard.adapters.dynamodb import _dt, ticket_from_items
+from changeguard.adapters.dynamodb import ticket_from_items, ticket_time
 from changeguard.domain.errors import TicketUnreadableError
 from changeguard.domain.tickets import Ticket
 
@@ -49,7 +49,7 @@ class TicketInputError(TicketBookError, ValueError):
 def _window_time(value: Any, name: str) -> datetime | None:
     """A window bound as the correlator will read it back, or ``TicketInputError``.
 
-    Parsed with the ticket source's own rule (``_dt``: ISO 8601, UTC when no offset), so that
+    Parsed with the ticket source's own rule (``ticket_time``: ISO 8601, UTC when no offset), so that
     nothing is stored that the correlator cannot read: an unreadable window makes the ticket
     unreadable, and every change under it UNVERIFIED with its own alert.
     """
@@ -58,7 +58,7 @@ def _window_time(value: Any, name: str) -> datetime | None:
     if isinstance(value, datetime):
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     try:
-        return _dt({name: {"S": str(value)}}, name)
+        return ticket_time({name: {"S": str(value)}}, name)
     except TicketUnreadableError as exc:
         raise TicketInputError(
             f"{name.replace('_', '-')} {value!r} is not an ISO 8601 time (e.g. 2026-11-28T02:00:00Z)"

@@ -277,7 +277,7 @@ def _index_key(item: dict[str, Any]) -> str:
     return str(item["index_key"]["S"])
 
 
-def _dt(item: dict[str, Any], name: str) -> datetime | None:
+def ticket_time(item: dict[str, Any], name: str) -> datetime | None:
     """A ticket item's time: ISO 8601, UTC when it names no offset (as the other sources read theirs).
 
     Operators may write the ticket table by hand: a naive time compared with an aware one would
@@ -342,7 +342,7 @@ def ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:
     read as a ticket (a status outside the enum, such as "Approved", an approver that is not a
     string) is that ticket's error, raised as ``TicketUnreadableError``, never a crash. The change
     is then recorded UNVERIFIED by itself (the table answered: no outage is opened) and judged again
-    once the item is fixed, as for an unreadable time (``_dt``).
+    once the item is fixed, as for an unreadable time (``ticket_time``).
     """
     try:
         return _ticket_from_items(items)
@@ -360,7 +360,7 @@ def _ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:
         Approval(
             approver=i["approver"]["S"],
             approver_name=_str(i, "approver_name"),
-            approved_at=_dt(i, "approved_at"),
+            approved_at=ticket_time(i, "approved_at"),
         )
         for i in items
         if i.get("record", {}).get("S", "").startswith("APPROVAL#") and "approver" in i
@@ -375,11 +375,11 @@ def _ticket_from_items(items: list[dict[str, Any]]) -> Ticket | None:
         title=_str(head, "title"),
         requested_by=_str(head, "requested_by"),
         approvals=approvals,
-        window_start=_dt(head, "window_start"),
-        window_end=_dt(head, "window_end"),
+        window_start=ticket_time(head, "window_start"),
+        window_end=ticket_time(head, "window_end"),
         affected_resources=affected,
         test_evidence=_str(head, "test_evidence"),
         rollback_plan=_str(head, "rollback_plan"),
-        created_at=_dt(head, "created_at"),
-        closed_at=_dt(head, "closed_at"),
+        created_at=ticket_time(head, "created_at"),
+        closed_at=ticket_time(head, "closed_at"),
     )
