@@ -787,6 +787,9 @@ def test_a_refused_stop_role_still_records_the_gates_verdict_and_says_what_was_n
     assert len(inv.result["alert_ids"]) == 2  # the window alert, and the cross-account one
     assert [r for r in trail_since(aws, mark) if r["eventName"] == "StopDeployment"] == []
     (gate,) = [e for e in ledger_entries(h, "codedeploy:d-4UTS1DE01") if e.entry.startswith("CALENDAR")]
+    assert gate.body["decision"]["action"] == "alert"  # no stop was made: the record must not claim one
+    (window,) = [e.body["alert"] for e in ledger_entries(h, "codedeploy:d-4UTS1DE01") if e.kind.value == "ALERT"]
+    assert window["subject"].startswith(f"Change window CLOSED: NOT stopped (access refused in {MEMBER})")
     assert gate.body["acted_as"] == {
         "account": MEMBER,
         "role": f"arn:aws:iam::{MEMBER}:role/changeguard/changeguard-stop-deployments",

@@ -159,7 +159,8 @@ def test_a_pipeline_execution_is_read_and_abandoned_once(aws: EmbeddedAWS) -> No
     second = adapter.stop("checkout-pipeline", execution_id, "again")
 
     assert facts is not None and facts.status == "InProgress" and facts.variables == {"ChangeTicket": "CHG-2001"}
-    assert "accepted" in first and "nothing to stop" in second
+    assert "accepted" in first.describe() and not first.already_completed
+    assert "nothing to stop" in second.describe() and second.already_completed
     assert adapter.get("checkout-pipeline", execution_id).status == "Stopped"  # type: ignore[union-attr]
     assert adapter.get("checkout-pipeline", "3f9b6c2a-1d4e-4a5b-9c8d-7e6f5a4b3c21") is None
 
@@ -179,7 +180,7 @@ def test_a_stack_update_in_progress_is_cancelled_and_rolled_back(aws: EmbeddedAW
 
     assert facts is not None and facts.status == "UPDATE_IN_PROGRESS" and facts.tags == {"ChangeTicket": "CHG-9"}
     assert facts.target(datetime.now(UTC)).in_progress
-    assert "rolls back" in answer
+    assert "rolls back" in answer.describe() and not answer.already_completed
     assert adapter.get("checkout-service").status == "UPDATE_ROLLBACK_COMPLETE"  # type: ignore[union-attr]
     events = [e["ResourceStatus"] for e in cfn.describe_stack_events(StackName="checkout-service")["StackEvents"]]
     assert "UPDATE_ROLLBACK_COMPLETE" in events
@@ -217,7 +218,8 @@ def test_cancelling_an_update_that_already_finished_is_reported_not_raised(aws: 
 
     answer = CloudFormationStacks(cfn).cancel_update("checkout-service")
 
-    assert "finished before it could be cancelled (UPDATE_COMPLETE)" in answer
+    assert "finished before it could be cancelled (UPDATE_COMPLETE)" in answer.describe()
+    assert answer.already_completed  # the gate must not say it cancelled anything
 
 
 def test_a_missing_stack_reads_as_none_and_a_change_set_names_its_stack(aws: EmbeddedAWS) -> None:

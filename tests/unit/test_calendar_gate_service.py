@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 from changeguard.adapters.codedeploy import StopResult
-from changeguard.domain.calendar import CalendarReading, CalendarState, DeploymentFacts, PipelineFacts, StackFacts
+from changeguard.domain.calendar import (
+    CalendarReading,
+    CalendarState,
+    DeploymentFacts,
+    PipelineFacts,
+    StackFacts,
+    StopAnswer,
+)
 from changeguard.domain.deployments import REDEPLOY_MARKER, RedeployMarkPendingError
 from changeguard.domain.errors import InvalidEventError
 from changeguard.domain.ledger import EntryKind, LedgerEntry
@@ -17,7 +24,7 @@ from changeguard.domain.tickets import Ticket, TicketStatus, TicketType
 from changeguard.services.calendar_gate import OUTAGE_KEY, CalendarGateService, LifecycleHookService
 from changeguard.services.follow_up import FollowUpService
 from fakes import FakeCalendar as ReaderOfTheFollowUp
-from fakes import FakeClock, FakeTicketSource, InMemoryLedger
+from fakes import FakeClock, FakeTicketSource, InMemoryLedger, ThreadScope
 from sample_events import load_event
 
 OPENS = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
@@ -71,9 +78,9 @@ class FakePipelines:
     def get(self, pipeline: str, execution_id: str) -> PipelineFacts | None:
         return self.facts.get((pipeline, execution_id))
 
-    def stop(self, pipeline: str, execution_id: str, reason: str) -> str:
+    def stop(self, pipeline: str, execution_id: str, reason: str) -> StopAnswer:
         self.stops.append((pipeline, execution_id, reason))
-        return "accepted"
+        return StopAnswer(text="accepted")
 
 
 class FakeStacks:
@@ -88,9 +95,9 @@ class FakeStacks:
     def stack_of_change_set(self, change_set: str, stack: str | None = None) -> str | None:
         return self.change_sets.get(change_set)
 
-    def cancel_update(self, stack: str) -> str:
+    def cancel_update(self, stack: str) -> StopAnswer:
         self.cancels.append(stack)
-        return "accepted"
+        return StopAnswer(text="accepted")
 
 
 OUTSIDE = DeploymentFacts(
@@ -597,6 +604,120 @@ def test_a_deployment_that_already_finished_is_reported_not_stopped() -> None:
     assert parts["deployments"].stops == []
     assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
     assert len(alerts(parts["ledger"])) == 1
+
+
+MEMBER = "210987654321"
+
+
+class RefusedAfterRead(ThreadScope):
+    """The member role answers the re-read, then is refused (e.g. revoked) when the stop is made."""
+
+    def acting_in(self, account: str | None, region: str | None, reason: str) -> Any:
+        self.refused_account = MEMBER if self.visited else None
+        return super().acting_in(account, region, reason)
+
+
+@pytest.mark.parametrize("refused", ["at the re-read", "at the stop"])
+def test_a_stop_the_member_role_refused_is_not_alerted_as_stopped(refused: str) -> None:
+    """No StopDeployment was made: the result is an alert-only decision (the verdict kept) whose
+    subject says so. The per-account "cannot act" alert is raised once a day, so from the second
+    refused deployment on, this alert is the only one anyone reads."""
+    service, parts = gate()
+    service.scope = ThreadScope(refused=MEMBER) if refused == "at the re-read" else RefusedAfterRead()
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    event["account"] = MEMBER
+
+    outcome = service.handle(event)
+
+    assert parts["deployments"].stops == []
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    assert outcome.actions[0].startswith(
+        f"could not stop deployment d-4UTS1DE01 (payments-api/payments-prod) in account {MEMBER}"
+    )
+    last = parts["ledger"].kinds("CALENDAR")[-1]
+    assert last.verdict == "OUTSIDE_CHANGE_WINDOW" and last.body["decision"]["action"] == "alert"
+    assert last.body["acted_as"]["account"] == MEMBER and last.body["acted_as"]["error"] == "AccessDenied"
+    [window] = [a for a in alerts(parts["ledger"]) if a["kind"] == "change-window"]
+    assert window["subject"].startswith(
+        f"Change window CLOSED: NOT stopped (access refused in {MEMBER}): deployment d-4UTS1DE01"
+    ), window["subject"]
+    assert any(r.startswith("could not stop deployment d-4UTS1DE01") for r in window["reasons"])
+
+
+class FinishesFirst(FakeDeployments):
+    """The deployment ends between the gate's re-read and its StopDeployment (all-at-once: seconds)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(OUTSIDE)
+        self.status = status
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> StopResult:
+        self.stops.append((deployment_id, auto_rollback))
+        self.facts[deployment_id] = self.facts[deployment_id].model_copy(update={"status": self.status})
+        return StopResult(status="AlreadyCompleted", already_completed=True)  # DeploymentAlreadyCompletedException
+
+
+class CompletesFirst(FakeStacks):
+    """The stack update completes between the re-read and CancelUpdateStack (ValidationError)."""
+
+    def cancel_update(self, stack: str) -> StopAnswer:
+        self.cancels.append(stack)
+        done = UPDATING.model_copy(update={"status": "UPDATE_COMPLETE"})
+        self.facts = {done.name: done, done.stack_id: done}
+        return StopAnswer(
+            text="the update finished before it could be cancelled (UPDATE_COMPLETE)", already_completed=True
+        )
+
+
+class StoppedByOthers(FakePipelines):
+    """Someone stopped the execution between the re-read and StopPipelineExecution (DuplicatedStopRequest)."""
+
+    def stop(self, pipeline: str, execution_id: str, reason: str) -> StopAnswer:
+        self.stops.append((pipeline, execution_id, reason))
+        self.facts = {(pipeline, execution_id): EXECUTION.model_copy(update={"status": "Stopping"})}
+        return StopAnswer(text="already stopped or finished: nothing to stop", already_completed=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "happened"),
+    [
+        ("deployment", "Succeeded", "went ahead outside the window (Succeeded)"),
+        ("deployment", "Stopped", "already Stopped, not by ChangeGuard"),
+        ("stack", "UPDATE_COMPLETE", "went ahead outside the window (UPDATE_COMPLETE)"),
+        ("pipeline", "Stopping", "already Stopping, not by ChangeGuard"),
+    ],
+)
+def test_a_change_that_ended_just_before_the_stop_is_not_alerted_as_stopped(
+    kind: str, status: str, happened: str
+) -> None:
+    """The call answered that the target no longer ran (FACTS.md: StopDeployment on a finished
+    deployment raises DeploymentAlreadyCompletedException): the gate re-reads it and says what
+    happened - the change went ahead, or someone else stopped it - never that it stopped it."""
+    service, parts = gate(
+        deployments=FinishesFirst(status) if kind == "deployment" else None,
+        stacks=CompletesFirst(UPDATING) if kind == "stack" else None,
+        pipelines=StoppedByOthers(EXECUTION) if kind == "pipeline" else None,
+    )
+    event = load_event(
+        {
+            "deployment": "gate_change_window/01-codedeploy-start-outside-window.json",
+            "pipeline": "gate_change_window/05-codepipeline-started.json",
+            "stack": "gate_change_window/07-cloudtrail-update-stack.json",
+        }[kind]
+    )
+
+    outcome = service.handle(event)
+
+    assert outcome.verdict == "OUTSIDE_CHANGE_WINDOW"
+    [decision, result] = parts["ledger"].kinds("CALENDAR")
+    assert decision.body["intent"] is True and result.entry == "CALENDAR#result"
+    assert result.body["decision"]["action"] == "alert" and result.body["final_status"] == status
+    assert "acted_as" in result.body  # the call was made, as whom
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"].startswith(f"Change window CLOSED: {happened}: "), alert["subject"]
+    assert "stopped" not in alert["subject"].lower().replace("already stopped", "")
+    assert "cancelled" not in alert["subject"]
+    assert alert["actions"] == result.body["actions"] and "took no effect" in alert["actions"][0]
 
 
 def test_a_pipeline_started_outside_the_window_is_abandoned() -> None:

@@ -95,6 +95,8 @@ class DeploymentControl(Protocol):
 
 
 class StopOutcome(Protocol):
+    """A stop or cancel's answer; ``already_completed``: the target had finished, the call took no effect."""
+
     @property
     def already_completed(self) -> bool: ...
 
@@ -104,7 +106,7 @@ class StopOutcome(Protocol):
 class PipelineControl(Protocol):
     def get(self, pipeline: str, execution_id: str) -> PipelineFacts | None: ...
 
-    def stop(self, pipeline: str, execution_id: str, reason: str) -> str: ...
+    def stop(self, pipeline: str, execution_id: str, reason: str) -> StopOutcome: ...
 
 
 class StackControl(Protocol):
@@ -112,7 +114,7 @@ class StackControl(Protocol):
 
     def stack_of_change_set(self, change_set: str, stack: str | None = None) -> str | None: ...
 
-    def cancel_update(self, stack: str) -> str: ...
+    def cancel_update(self, stack: str) -> StopOutcome: ...
 
 
 # -- hardening (issue 8) --------------------------------------------------------------------------

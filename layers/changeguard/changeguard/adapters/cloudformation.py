@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.clients import acting_client
-from changeguard.domain.calendar import StackFacts
+from changeguard.domain.calendar import StackFacts, StopAnswer
 
 if TYPE_CHECKING:
     from changeguard.adapters.accounts import AccountClients
@@ -59,7 +59,7 @@ class CloudFormationStacks:
             raise
         return str(found.get("StackId") or found.get("StackName") or "") or None
 
-    def cancel_update(self, stack: str) -> str:
+    def cancel_update(self, stack: str) -> StopAnswer:
         """``CancelUpdateStack``; an update that finished meanwhile counts as nothing to cancel."""
         from botocore.exceptions import ClientError
 
@@ -72,5 +72,8 @@ class CloudFormationStacks:
             now = self.get(stack)
             if now is not None and now.status == UPDATE_IN_PROGRESS:
                 raise
-            return f"the update finished before it could be cancelled ({now.status if now else 'stack gone'})"
-        return "CancelUpdateStack accepted: the update rolls back"
+            return StopAnswer(
+                text=f"the update finished before it could be cancelled ({now.status if now else 'stack gone'})",
+                already_completed=True,
+            )
+        return StopAnswer(text="CancelUpdateStack accepted: the update rolls back")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from changeguard.adapters.clients import acting_client
-from changeguard.domain.calendar import PipelineFacts
+from changeguard.domain.calendar import PipelineFacts, StopAnswer
 
 if TYPE_CHECKING:
     from changeguard.adapters.accounts import AccountClients
@@ -49,7 +49,7 @@ class CodePipelineExecutions:
             revision_summaries=summaries,
         )
 
-    def stop(self, pipeline: str, execution_id: str, reason: str) -> str:
+    def stop(self, pipeline: str, execution_id: str, reason: str) -> StopAnswer:
         """``StopPipelineExecution`` with ``abandon``; an execution no longer running counts as done."""
         cp = self.codepipeline
         try:
@@ -60,5 +60,5 @@ class CodePipelineExecutions:
                 reason=reason[:REASON_MAX],
             )
         except (cp.exceptions.PipelineExecutionNotStoppableException, cp.exceptions.DuplicatedStopRequestException):
-            return "already stopped or finished: nothing to stop"
-        return "StopPipelineExecution (abandon) accepted"
+            return StopAnswer(text="already stopped or finished: nothing to stop", already_completed=True)
+        return StopAnswer(text="StopPipelineExecution (abandon) accepted")

@@ -86,6 +86,20 @@ class GatedChange(_Own):
         return f"{self.operation} of stack {self.target}"
 
 
+class StopAnswer(_Own):
+    """What ``StopPipelineExecution`` or ``CancelUpdateStack`` answered (``ports.StopOutcome``).
+
+    ``already_completed``: the target no longer ran when the call came, so the call took no effect
+    and nothing was stopped or cancelled by it: the gate must not say it was.
+    """
+
+    text: str
+    already_completed: bool = False
+
+    def describe(self) -> str:
+        return self.text
+
+
 class TargetFacts(_Own):
     """The target as re-read right before acting (never the state the event described)."""
 

@@ -400,6 +400,13 @@ def _doing(decision: GateDecision) -> str:
     return verb if decision.enforce else f"would have {verb}"
 
 
+def _prefix(decision: GateDecision) -> str:
+    """A blocking decision's subject opening: why the change was to be stopped."""
+    if decision.verdict is GateVerdict.CALENDAR_UNKNOWN:
+        return "Change calendar unreadable (fail closed)"
+    return "Change window CLOSED"
+
+
 def _verb(decision: GateDecision) -> str:
     return "cancel the update of" if decision.action is GateAction.CANCEL_STACK_UPDATE else "stop"
 
@@ -679,27 +686,38 @@ class CalendarGateService(_GateBase):
         if not decision.mutates:
             # Nothing to do in that account (carry_out makes no call for such a decision): the verdict
             # stands, read or not.
-            return self.record(decision, policy, GATE_ENTRY, self.carry_out(decision))
+            return self.record(decision, policy, GATE_ENTRY, self.carry_out(decision)[0])
         if denied is not None:
             return self._not_acted(decision, policy, GATE_ENTRY, denied)
         plan = [_plan(decision)]
         if not self.ledger.append([self.gate_entry(decision, GATE_ENTRY, plan, self.clock.now(), intent=True)]):
             # A concurrent delivery of the same change wrote its decision first, and carries it out.
             return self._duplicate(change.change_id, "duplicate delivery: a concurrent delivery is carrying it out")
-        return self._act(decision, policy)
+        return self._act(decision, policy, read)
 
-    def _act(self, decision: GateDecision, policy: Policy, resumed: str | None = None) -> Outcome:
+    def _act(
+        self,
+        decision: GateDecision,
+        policy: Policy,
+        read: Callable[[], tuple[TargetFacts, list[str | None]]],
+        resumed: str | None = None,
+    ) -> Outcome:
         """Carry out the recorded ``decision`` and ledger its result with the alert.
 
         ``resumed``: the target's status as a retry re-read it, when an earlier attempt decided the
         change and did not record its result, and that status is one the stop leaves (or the target
-        is gone, or a stack is in a later update); None on the first attempt.
+        is gone, or a stack is in a later update); None on the first attempt. A call that took no
+        effect (the target finished between the re-read and the call) re-reads the target and says
+        what it found (:meth:`_not_stopped`), never "stopped".
         """
         change = decision.change
+        found: TargetFacts | None = None
         try:
             with acting_in(self.scope, change.account, change.region, change.change_id):
                 if resumed is None:
-                    actions = self.carry_out(decision)
+                    actions, took_effect = self.carry_out(decision)
+                    if not took_effect:
+                        found, _ = read()
                 else:
                     actions = [
                         f"{change.label} was {resumed} when a retry came to {_verb(decision)} it: this gate's"
@@ -709,6 +727,9 @@ class CalendarGateService(_GateBase):
                 by = acted_as(self.scope)
         except CrossAccountAccessError as exc:
             return self._not_acted(decision, policy, RESULT_ENTRY, exc)
+        if found is not None:
+            status = (found.status or "finished") if found.exists else "gone"
+            return self._not_stopped(decision, policy, status, answer=actions[0], by=by)
         return self.record(decision, policy, RESULT_ENTRY, actions, by, final_status=resumed)
 
     def _resume(
@@ -726,7 +747,7 @@ class CalendarGateService(_GateBase):
         ``UPDATE_ROLLBACK_*``, a pipeline's ``Stopping``/``Stopped``) says the earlier attempt most
         likely stopped it, which the decision before it shows; any other (``Succeeded``,
         ``UPDATE_COMPLETE``, ``Failed``) proves no stop was made, and says the change went ahead
-        outside the window (:meth:`_went_ahead`). Either way the status read is ``final_status``.
+        outside the window (:meth:`_not_stopped`). Either way the status read is ``final_status``.
         """
         decision = GateDecision.model_validate(recorded.body["decision"])
         change = decision.change
@@ -738,47 +759,79 @@ class CalendarGateService(_GateBase):
         except CrossAccountAccessError as exc:
             return self._not_acted(decision, policy, RESULT_ENTRY, exc)
         if target.exists and target.in_progress and not target.not_this:
-            return self._act(decision, policy)
+            return self._act(decision, policy, read)
         status = (target.status or "finished") if target.exists else "gone"
         if target.exists and target.status and not target.not_this and not _left_by_a_stop(decision, target.status):
-            return self._went_ahead(decision, policy, target.status)
-        return self._act(decision, policy, resumed=status)
+            return self._not_stopped(decision, policy, target.status)
+        return self._act(decision, policy, read, resumed=status)
 
-    def _went_ahead(self, decision: GateDecision, policy: Policy, status: str) -> Outcome:
-        """The target ended by itself before a retry could stop it: nothing was stopped, and the
-        record says so (as a first attempt that found it finished would, ``domain.calendar``).
+    def _not_stopped(
+        self,
+        decision: GateDecision,
+        policy: Policy,
+        status: str,
+        *,
+        answer: str | None = None,
+        by: dict[str, str] | None = None,
+    ) -> Outcome:
+        """The target was no longer running when this gate's stop or cancel came: the record and
+        its alert say what happened, never "stopped" (as a first attempt that found it finished
+        would, ``domain.calendar``).
 
-        ``status`` is no status a stop or cancel leaves (``_LEFT_BY_A_STOP``): the earlier attempt's
-        call did not take effect (throttled, timed out), and the change went ahead outside the window. The verdict
-        stands; the result is an alert-only decision (as for a change already finished when first
-        judged), with the status read as ``final_status`` and an alert that does not say "stopped".
+        Two ways here. A retry (``answer`` None) found ``status``, which is no status a stop or
+        cancel leaves (``_LEFT_BY_A_STOP``): the earlier attempt's call did not take effect
+        (throttled, timed out). Or the call itself answered that the target had already finished
+        (``answer``, e.g. ``DeploymentAlreadyCompletedException``, which CodeDeploy raises for a
+        deployment that finished - Succeeded, Failed or Stopped) and ``status`` is what the re-read
+        found then. A status a stop leaves means someone else stopped it first; any other means the
+        change went ahead outside the window. The verdict stands; the result is an alert-only
+        decision (as for a change already finished when first judged), with the status read as
+        ``final_status`` and a subject built from what happened.
         """
         change, verb = decision.change, _verb(decision)
-        ended = "completed" if status in _COMPLETED else f"ended {status} by itself"
-        text = (
-            f"{change.label} was {status} when a retry came to {verb} it: it {ended} before this gate's"
-            f" earlier attempt could {verb} it, whose call did not take effect (nothing was stopped):"
-            " the change went ahead outside the window; no call made again"
-        )
+        if answer is None:
+            ended = "completed" if status in _COMPLETED else f"ended {status} by itself"
+            text = (
+                f"{change.label} was {status} when a retry came to {verb} it: it {ended} before this gate's"
+                f" earlier attempt could {verb} it, whose call did not take effect (nothing was stopped):"
+                " the change went ahead outside the window; no call made again"
+            )
+            happened = f"went ahead outside the window ({status})"
+        elif status != "gone" and _left_by_a_stop(decision, status):
+            text = (
+                f"{change.label} was already {status} when this gate came to {verb} it ({answer}): someone"
+                " else stopped it first; this gate's call took no effect"
+            )
+            happened = f"already {status}, not by ChangeGuard"
+        else:
+            ended = {"gone": "was gone"}.get(status, "completed" if status in _COMPLETED else f"ended {status}")
+            text = (
+                f"{change.label} {ended} just before this gate's call to {verb} it ({answer}): the call took"
+                " no effect (nothing was stopped): the change went ahead outside the window"
+            )
+            happened = f"went ahead outside the window ({status})"
         went = decision.model_copy(update={"action": GateAction.ALERT, "reasons": (*decision.reasons, text)})
-        prefix = (
-            "Change calendar unreadable (fail closed)"
-            if decision.verdict is GateVerdict.CALENDAR_UNKNOWN
-            else "Change window CLOSED"
-        )
         # What happened first: SNS cuts a subject at 100 characters, and the label is long.
-        subject = f"{prefix}: went ahead outside the window ({status}): {change.label}"
-        return self.record(went, policy, RESULT_ENTRY, [text], final_status=status, subject=subject)
+        subject = f"{_prefix(decision)}: {happened}: {change.label}"
+        return self.record(went, policy, RESULT_ENTRY, [text], by, final_status=status, subject=subject)
 
     def _not_acted(
         self, decision: GateDecision, policy: Policy, entry: str, denied: CrossAccountAccessError
     ) -> Outcome:
-        """The decision ledgered with why its call could not be made in the change's account."""
+        """The decision ledgered with why its call could not be made in the change's account.
+
+        No call was made, so what is recorded is an alert-only decision (the verdict kept), with a
+        subject that says so: the per-account "cannot act" alert (``report_denied``) is raised once
+        a day, so from the second refused change on this alert is the only one anyone reads.
+        """
         change = decision.change
         what = f"{_verb(decision)} {change.label}"
-        actions = [not_acted_reason(denied, what)]
+        reason = not_acted_reason(denied, what)
+        actions = [reason]
         by = {"account": denied.account, "role": denied.role_arn or "none configured", "error": denied.code}
-        outcome = self.record(decision, policy, entry, actions, by)
+        subject = f"{_prefix(decision)}: NOT {_doing(decision)} (access refused in {denied.account}): {change.label}"
+        unacted = decision.model_copy(update={"action": GateAction.ALERT, "reasons": (*decision.reasons, reason)})
+        outcome = self.record(unacted, policy, entry, actions, by, subject=subject)
         now = self.clock.now()
         outcome.alert_ids += report_denied(
             self.ledger,
@@ -795,27 +848,35 @@ class CalendarGateService(_GateBase):
     def _duplicate(self, change_id: str, why: str) -> Outcome:
         return Outcome(function=self.function, change_id=change_id, actions=[why], duplicate=True)
 
-    def carry_out(self, decision: GateDecision) -> list[str]:
-        """The decision's mutating call, only in enforce mode; observe mode makes none."""
+    def carry_out(self, decision: GateDecision) -> tuple[list[str], bool]:
+        """The decision's mutating call, only in enforce mode; observe mode makes none.
+
+        Returns what was done, and whether the call took effect: False when it answered that the
+        target had already finished (nothing was stopped or cancelled); True when no call was due.
+        """
         change = decision.change
         if decision.verdict is GateVerdict.EMERGENCY:
             due = _utc_iso(decision.retro_approval_due)
-            return [f"let {change.label} go ahead under {decision.ticket_id}; retroactive approval due by {due}"]
+            return [f"let {change.label} go ahead under {decision.ticket_id}; retroactive approval due by {due}"], True
         if not decision.blocks:
-            return [decision.summary]
+            return [decision.summary], True
         if not decision.enforce:
-            return [f"{_doing(decision)} {change.label} (observe mode: no call made)"]
+            return [f"{_doing(decision)} {change.label} (observe mode: no call made)"], True
         if decision.action is GateAction.STOP_DEPLOYMENT:
             result = self.deployments.stop(change.target, auto_rollback=True)
             if result.already_completed:
-                return [f"{change.label} had already completed: nothing to stop"]
-            return [f"stopped {change.label} with automatic rollback ({result.describe()})"]
+                return [f"{change.label} had already completed: nothing to stop"], False
+            return [f"stopped {change.label} with automatic rollback ({result.describe()})"], True
         if decision.action is GateAction.STOP_PIPELINE:
             reason = f"ChangeGuard: change calendar CLOSED at {decision.reading.at.isoformat()}"
             answer = self.pipelines.stop(str(change.application), change.target, reason)
-            return [f"stopped (abandoned) {change.label}: {answer}"]
+            if answer.already_completed:
+                return [f"{change.label}: {answer.describe()}"], False
+            return [f"stopped (abandoned) {change.label}: {answer.describe()}"], True
         answer = self.stacks.cancel_update(change.resources[0] if change.resources else change.target)
-        return [f"cancelled the update of stack {change.target}: {answer}"]
+        if answer.already_completed:
+            return [f"{change.label}: {answer.describe()}"], False
+        return [f"cancelled the update of stack {change.target}: {answer.describe()}"], True
 
     def _announce(self, transition: CalendarTransition, combined: CalendarReading | None) -> Outcome:
         now = self.clock.now()
