@@ -373,6 +373,36 @@ def test_an_unreadable_calendar_fails_closed_with_one_degraded_alert(harness: Ha
     assert sum("ChangeGuard degraded: change calendar" in s for s in subjects) == 1
 
 
+def test_a_retry_after_the_outage_write_failed_still_raises_its_one_degraded_alert(
+    aws: EmbeddedAWS, harness: Harness
+) -> None:
+    """The outage (OPEN#000001 and its `degraded` alert) is written after the decision and the stop's
+    result: when that write is throttled, Lambda's retry finds the change decided and writes it then."""
+    fixtures.seed(harness, SERVER_DEPLOYMENTS)
+    harness.put_parameter("change-calendar-names", "no-such-calendar")
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    throttled = aws.faults.fail("throttle", operations=["TransactWriteItems"], body_contains="OPEN#000001")
+    with fast_retries():
+        failed = harness.invoke(GATE, event).error or ""
+    assert "TransactWriteItems" in failed, failed
+    aws.faults.remove(throttled)
+    assert harness.clock is not None
+    harness.clock.set(NOW + timedelta(minutes=1))  # Lambda's first retry
+    harness.refresh_clock()
+
+    retried = harness.invoke(GATE, event)
+    again = harness.invoke(GATE, event)
+
+    assert retried.error is None and again.error is None, (retried.error, again.error)
+    assert get_deployment(harness, "d-4UTS1DE01")["status"] == "Stopped"
+    table = DynamoDBLedger(harness.ctx.refs["ChangeLedgerTable"], harness.admin_client("dynamodb"))
+    outage = table.entries_for("outage:change-calendar")
+    assert [e.entry for e in outage if e.kind is EntryKind.OUTAGE] == ["OPEN#000001"]
+    degraded = [e for e in outage if e.kind is EntryKind.ALERT]
+    assert len(degraded) == 1 and "cannot be read" in degraded[0].body["alert"]["subject"]
+    assert retried.result["alert_ids"] == [degraded[0].body["alert"]["alert_id"]] and again.result["alert_ids"] == []
+
+
 def test_a_calendar_outage_ends_with_one_recovered_alert(harness: Harness) -> None:
     """The first change to read the calendar again leaves the outage to the follow-up, which ends it
     with its `recovered` alert, once, however often it runs."""

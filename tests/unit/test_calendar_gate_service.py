@@ -854,6 +854,48 @@ def test_an_unreadable_calendar_blocks_and_raises_one_outage_alert() -> None:
     assert any(a.startswith(f"{OUTAGE_KEY}/") for a in first.alert_ids)
 
 
+@pytest.mark.parametrize("sample", ["01-codedeploy-start-outside-window.json", "06-cloudtrail-create-stack.json"])
+def test_a_retry_after_the_outage_could_not_be_ledgered_still_opens_it_with_its_one_alert(sample: str) -> None:
+    """The decision (and a stop's result) is ledgered, then the outage's own append (OPEN#000001 and
+    its `degraded` alert) is throttled and the invocation raises. Lambda's retry finds the change
+    decided: it must still write the outage, or its one alert is never raised - and only once."""
+    service, parts = gate(CalendarState.UNKNOWN)
+    failing_once(parts["ledger"], "OPEN#000001")
+    event = load_event(f"gate_change_window/{sample}")
+    with pytest.raises(TimeoutError):
+        service.handle(event)
+    service.clock = FakeClock(NOW + timedelta(minutes=1))  # Lambda's retry
+
+    retried = service.handle(event)
+    again = service.handle(event)  # a later duplicate: nothing more
+
+    assert retried.duplicate and any(a.startswith(f"{OUTAGE_KEY}/") for a in retried.alert_ids)
+    assert [e.entry for e in parts["ledger"].entries_for(OUTAGE_KEY) if e.entry.startswith("OPEN#")] == ["OPEN#000001"]
+    assert len([a for a in alerts(parts["ledger"]) if a["kind"] == "degraded"]) == 1
+    assert again.duplicate and again.alert_ids == []
+    assert parts["deployments"].stops == ([("d-4UTS1DE01", True)] if sample.startswith("01") else [])
+
+
+def test_a_retry_never_reopens_an_outage_taken_over_since_its_decision() -> None:
+    """The outage's append failed, and before the retry another change opened the outage and the
+    follow-up closed it (the calendar answers again): the retry's old reading opens nothing."""
+    service, parts = gate(CalendarState.UNKNOWN)
+    failing_once(parts["ledger"], "OPEN#000001")
+    event = load_event("gate_change_window/06-cloudtrail-create-stack.json")
+    with pytest.raises(TimeoutError):
+        service.handle(event)
+    later = NOW + timedelta(seconds=30)
+    for entry in ("OPEN#000001", "CLOSED#000001"):
+        parts["ledger"].append([service._outage_entry(entry, later, {})])
+    service.clock = FakeClock(NOW + timedelta(minutes=1))
+
+    retried = service.handle(event)
+
+    assert retried.duplicate and retried.alert_ids == []
+    assert sorted(e.entry for e in parts["ledger"].entries_for(OUTAGE_KEY)) == ["CLOSED#000001", "OPEN#000001"]
+    assert [a for a in alerts(parts["ledger"]) if a["kind"] == "degraded"] == []
+
+
 def test_the_outage_ends_with_one_recovered_alert_once_the_calendar_can_be_read_again() -> None:
     """The gate opens the outage; the follow-up closes it with its `recovered` alert (README). A change
     that reads the calendar first must not close it silently, leaving the follow-up nothing to close."""

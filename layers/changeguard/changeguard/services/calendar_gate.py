@@ -269,7 +269,7 @@ class _GateBase:
         )
 
     def outage_entries(
-        self, reading: CalendarReading, policy: Policy, now: datetime
+        self, reading: CalendarReading, policy: Policy, now: datetime, since: datetime | None = None
     ) -> tuple[list[LedgerEntry], str | None]:
         """One alert per outage of the calendar (while it cannot be read).
 
@@ -278,10 +278,17 @@ class _GateBase:
         closing it here would end it without that alert. So a calendar that answered has nothing to
         do here, and the outage's partition is read only when it did not (issue 9: one Query fewer
         on every other decision).
+
+        ``since``: a retry's decision was recorded then (:meth:`CalendarGateService._finish_outage`);
+        an outage entry written since says another change or the follow-up took the outage over
+        (opened it, or closed it once the calendar answered), and a reading that old must not open
+        another one.
         """
         if reading.state is not CalendarState.UNKNOWN:
             return [], None
         entries = self.ledger.entries_for(OUTAGE_KEY)
+        if since is not None and any(e.recorded_at >= since for e in entries):
+            return [], None
         opened = sum(1 for e in entries if e.entry.startswith("OPEN#"))
         closed = sum(1 for e in entries if e.entry.startswith("CLOSED#"))
         if opened > closed:
@@ -667,7 +674,7 @@ class CalendarGateService(_GateBase):
         if recorded is not None:
             if recorded.body.get("intent") and not any(e.entry == RESULT_ENTRY for e in entries):
                 return self._resume(recorded, policy, read)
-            return self._duplicate(change.change_id, "duplicate delivery: already decided")
+            return self._finish_outage(recorded, policy)
         reading = self.reading(policy, change.event_time)
         if reading is None:
             return self._ignored(change.change_id, "no change calendar is configured (change-calendar-names)")
@@ -843,6 +850,25 @@ class CalendarGateService(_GateBase):
             now=now,
             region=change.region,
         )
+        return outcome
+
+    def _finish_outage(self, recorded: LedgerEntry, policy: Policy) -> Outcome:
+        """A decided change delivered again: a duplicate, or Lambda's retry of an attempt that failed
+        after it ledgered the decision (and its result) but before the calendar outage it opened.
+
+        The outage (``OPEN#<n>`` and its one ``degraded`` alert) is a separate append after the
+        decision (``outcome``): it is keyed in the outage's own partition, where another change may
+        write the same entry, and a transaction with it would refuse the decision too. So a retry
+        whose recorded reading was UNKNOWN writes it now; for any other reading this reads nothing.
+        """
+        change_id = recorded.change_id
+        outcome = self._duplicate(change_id, "duplicate delivery: already decided")
+        reading = CalendarReading.model_validate(recorded.body["decision"]["reading"])
+        now = self.clock.now()
+        outage, outage_alert = self.outage_entries(reading, policy, now, since=recorded.recorded_at)
+        if outage and self.ledger.append(outage) and outage_alert:
+            outcome.alert_ids.append(outage_alert)
+            outcome.actions.append("opened the calendar outage an earlier attempt could not record")
         return outcome
 
     def _duplicate(self, change_id: str, why: str) -> Outcome:
