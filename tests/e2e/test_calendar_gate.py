@@ -558,6 +558,22 @@ def test_window_openings_and_closings_are_announced_with_the_next_transition(har
     assert closed["alerts"][0]["severity"] == "info"
 
 
+def test_a_window_opening_during_a_freeze_is_announced_as_still_closed(harness: Harness) -> None:
+    """Two calendars enforced: the weekly window opens (Saturday 02:00Z) during a holiday freeze (a
+    DEFAULT_OPEN calendar, CLOSED during its event). GetCalendarState over both answers CLOSED, and the
+    announcement says changes are still CLOSED, until the freeze ends."""
+    freeze = {"name": "holiday-freeze", "type": "DEFAULT_OPEN", "events": [{"summary": "Holiday freeze", "start": "2026-11-20T00:00:00Z", "end": "2026-11-23T00:00:00Z"}]}  # fmt: skip
+    fixtures.seed(harness, {"calendars": [freeze]})
+    harness.put_parameter("change-calendar-names", f"{CALENDAR},holiday-freeze")
+
+    opened = gate_outcome(harness.process(load_event("gate_change_window/10-calendar-window-opened.json")))
+
+    assert opened["verdict"] == "CALENDAR_CLOSED"
+    [alert] = opened["alerts"]
+    assert alert["subject"].startswith(f"Change window CLOSED: calendar {CALENDAR} opened; changes still CLOSED")
+    assert "OPEN" not in alert["subject"]
+
+
 # -- the lifecycle hook (invoked directly, as CodeDeploy does) -----------------------------------------
 @pytest.mark.parametrize(("at", "status"), [(NOW, "Failed"), (datetime(2026, 11, 21, 3, 0, tzinfo=UTC), "Succeeded")])
 def test_the_lifecycle_hook_fails_a_deployment_while_closed(harness: Harness, at: datetime, status: str) -> None:

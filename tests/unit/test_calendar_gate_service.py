@@ -981,6 +981,45 @@ def test_a_window_transition_is_announced_with_the_next_transition() -> None:
     assert alert["details"]["next_transition"] == OPENS.isoformat()
 
 
+class BothCalendars(FakeCalendar):
+    """The weekly window and a holiday freeze (DEFAULT_OPEN: CLOSED during its events), read together."""
+
+    names = ("prod-window", "holiday-freeze")
+
+
+@pytest.mark.parametrize(
+    ("combined", "subject"),
+    [
+        (
+            CalendarState.CLOSED,
+            "Change window CLOSED: calendar prod-window opened; changes still CLOSED until 2026-11-23 00:00Z",
+        ),
+        (CalendarState.OPEN, "Change window OPEN: calendar prod-window opened; next transition 2026-11-23 00:00Z"),
+    ],
+)
+def test_a_calendar_opening_is_announced_as_what_the_configured_calendars_say_together(
+    combined: CalendarState, subject: str
+) -> None:
+    """GetCalendarState over several calendars is OPEN only if all are open: the weekly window opening
+    during a freeze opens nothing, and the announcement must not tell the team it does."""
+    freeze_ends = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
+    service, parts = gate(calendar=BothCalendars(combined, freeze_ends))
+    policy = Policy(enforcement_mode="enforce", change_calendar_names=BothCalendars.names)
+    service.policy = lambda: policy
+    event = load_event("gate_change_window/10-calendar-window-opened.json")
+    event["resources"] = ["arn:aws:ssm:us-east-1:123456789012:document/prod-window"]
+
+    outcome = service.handle(event)
+
+    assert outcome.verdict == f"CALENDAR_{combined.value}"
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"] == subject
+    assert alert["details"]["next_transition"] == freeze_ends.isoformat()
+    assert alert["details"]["state"] == "OPEN" and alert["details"]["combined_state"] == combined.value
+    [entry] = parts["ledger"].kinds("CALENDAR")
+    assert entry.verdict == f"CALENDAR_{combined.value}"
+
+
 def test_transitions_of_calendars_changeguard_does_not_enforce_are_ignored() -> None:
     service, parts = gate()
     event = load_event("gate_change_window/10-calendar-window-opened.json")

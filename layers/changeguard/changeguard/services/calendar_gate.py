@@ -121,6 +121,10 @@ def _utc_iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
+def _minute(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%MZ")
+
+
 class _GateBase:
     """What both entry points share: the calendar reading, the emergency ticket, the ledger."""
 
@@ -905,16 +909,24 @@ class CalendarGateService(_GateBase):
         return [f"cancelled the update of stack {change.target}: {answer.describe()}"], True
 
     def _announce(self, transition: CalendarTransition, combined: CalendarReading | None) -> Outcome:
+        """Tell the team a calendar opened or closed, and what that means for changes.
+
+        With several calendars configured, changes may go ahead only while all are open:
+        ``GetCalendarState`` over several calendars "returns the status of OPEN only if all calendars
+        in the request are open" (SSM API reference). So one calendar opening while another is
+        closed (a weekly window opening during a freeze) opens nothing: the subject, the verdict and
+        the next transition come from the combined reading (``combined``), and the calendar's own
+        transition is told alongside ("calendar prod-window opened; changes still CLOSED until ...").
+        """
         now = self.clock.now()
         opened = transition.state is CalendarState.OPEN
         nxt = transition.next_transition
+        moved = "opened" if opened else "closed"
         if opened:
-            subject = f"Change window OPEN: calendar {transition.calendar} opened"
             summary = f"Calendar {transition.calendar} opened at {transition.at.isoformat()}" + (
                 f"; it closes at {nxt.isoformat()}." if nxt else "."
             )
         else:
-            subject = f"Change window CLOSED: calendar {transition.calendar} closed"
             summary = f"Calendar {transition.calendar} closed at {transition.at.isoformat()}" + (
                 f"; the next window opens at {nxt.isoformat()}." if nxt else "; no window is scheduled."
             )
@@ -923,13 +935,23 @@ class CalendarGateService(_GateBase):
                 f" Across the {len(combined.calendars)} configured calendars changes are {combined.state.value}"
                 + (f" until {combined.next_transition.isoformat()}." if combined.next_transition else ".")
             )
-        verdict = f"CALENDAR_{transition.state.value}"
+        # What changes may do, and until when: the combined reading's when there is one.
+        state = combined.state if combined is not None else transition.state
+        upcoming = combined.next_transition if combined is not None else nxt
+        subject = f"Change window {state.value}: calendar {transition.calendar} {moved}"
+        if state is CalendarState.UNKNOWN:
+            subject += "; the configured calendars cannot be read together"
+        elif state is not transition.state:
+            subject += f"; changes still {state.value}" + (f" until {_minute(upcoming)}" if upcoming else "")
+        elif upcoming:
+            subject += f"; next transition {_minute(upcoming)}"
+        verdict = f"CALENDAR_{state.value}"
         alert = Alert(
             alert_id=Alert.make_id(transition.change_id, self.function, "calendar-state"),
             kind="calendar-state",
             function=self.function,
             severity=Severity.INFO,
-            subject=subject + (f"; next transition {nxt.strftime('%Y-%m-%d %H:%MZ')}" if nxt else ""),
+            subject=subject,
             summary=summary,
             change_id=transition.change_id,
             event_time=transition.at,
@@ -941,7 +963,8 @@ class CalendarGateService(_GateBase):
             details={
                 "calendar": transition.calendar,
                 "state": transition.state.value,
-                "next_transition": _utc_iso(nxt),
+                "calendar_next_transition": _utc_iso(nxt),
+                "next_transition": _utc_iso(upcoming),
                 "combined_state": combined.state.value if combined else None,
             },
         )
