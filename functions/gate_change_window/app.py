@@ -16,6 +16,7 @@ from changeguard.adapters.cloudformation import CloudFormationStacks
 from changeguard.adapters.codedeploy import CodeDeployDeployments
 from changeguard.adapters.codepipeline import CodePipelineExecutions
 from changeguard.domain.clock import SystemClock
+from changeguard.domain.partition import parse_role_prefix
 from changeguard.handlers import rejects_poison
 from changeguard.services.calendar_gate import CalendarGateService
 from changeguard.settings import Wiring, load_policy
@@ -41,6 +42,8 @@ def build_service() -> CalendarGateService:
         stacks=CloudFormationStacks(accounts=accounts),
         suite_role_prefixes=(wiring.suite_role_prefix,) if wiring.suite_role_prefix else (),
         scope=accounts,
+        # A calendar named plainly in change-calendar-names is this account's and region's.
+        home=(own[1] if (own := parse_role_prefix(wiring.suite_role_prefix)) else None, wiring.aws_region),
     )
 
 

@@ -558,6 +558,20 @@ def test_window_openings_and_closings_are_announced_with_the_next_transition(har
     assert closed["alerts"][0]["severity"] == "info"
 
 
+def test_a_member_accounts_calendar_of_the_same_name_is_not_the_enforced_window(harness: Harness) -> None:
+    """A member's own calendar, named as the enforced one, forwarded to the central bus (the member
+    stack's ForwardCalendarStateChangesRule): it is another calendar, and is not announced."""
+    foreign = load_event("gate_change_window/10-calendar-window-opened.json")
+    foreign["account"] = "210987654321"
+    foreign["resources"] = [f"arn:aws:ssm:{REGION}:210987654321:document/{CALENDAR}"]
+
+    ignored = gate_outcome(harness.process(foreign))
+    opened = gate_outcome(harness.process(load_event("gate_change_window/10-calendar-window-opened.json")))
+
+    assert ignored["verdict"] == "NOT_A_CHANGE" and ignored["alerts"] == []
+    assert opened["verdict"] == "CALENDAR_OPEN" and len(opened["alerts"]) == 1
+
+
 def test_a_window_opening_during_a_freeze_is_announced_as_still_closed(harness: Harness) -> None:
     """Two calendars enforced: the weekly window opens (Saturday 02:00Z) during a holiday freeze (a
     DEFAULT_OPEN calendar, CLOSED during its event). GetCalendarState over both answers CLOSED, and the

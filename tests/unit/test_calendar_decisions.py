@@ -328,3 +328,18 @@ def test_calendar_names_match_by_name_or_document_arn() -> None:
     assert calendar_matches("arn:aws:ssm:us-east-1:123456789012:document/prod-window", configured)
     assert calendar_matches("freeze", configured)
     assert not calendar_matches("arn:aws:ssm:us-east-1:123456789012:document/other", configured)
+
+
+def test_a_calendar_of_the_same_name_in_another_account_or_region_is_another_calendar() -> None:
+    """Members forward their own calendars' transitions to the central bus: a member's prod-window is
+    not the suite's. A plain name is the suite's own account's and region's document; an ARN is itself."""
+    home = ("123456789012", "us-east-1")
+    own = "arn:aws:ssm:us-east-1:123456789012:document/prod-window"
+    member = "arn:aws:ssm:us-east-1:210987654321:document/prod-window"
+    elsewhere = "arn:aws:ssm:eu-west-1:123456789012:document/prod-window"
+
+    assert calendar_matches(own, ("prod-window",), home)
+    assert not calendar_matches(member, ("prod-window",), home)
+    assert not calendar_matches(elsewhere, ("prod-window",), home)
+    assert calendar_matches(member, (member,), home)  # configured by ARN: that document, wherever it is
+    assert not calendar_matches(member, (own,), home) and not calendar_matches(own, (member,), home)

@@ -1020,6 +1020,31 @@ def test_a_calendar_opening_is_announced_as_what_the_configured_calendars_say_to
     assert entry.verdict == f"CALENDAR_{combined.value}"
 
 
+@pytest.mark.parametrize("configured", ["prod-window", "arn:aws:ssm:us-east-1:123456789012:document/prod-window"])
+def test_a_member_accounts_calendar_of_the_same_name_is_not_announced_as_the_enforced_window(
+    configured: str,
+) -> None:
+    """Members forward every Calendar State Change to the central bus: a member's own prod-window
+    opening is not the enforced window opening, and it takes no key of the real calendar's transitions."""
+    service, parts = gate()
+    service.home = ("123456789012", "us-east-1")
+    policy = Policy(enforcement_mode="enforce", change_calendar_names=(configured,))
+    service.policy = lambda: policy
+    foreign = load_event("gate_change_window/10-calendar-window-opened.json")
+    foreign["account"] = "210987654321"
+    foreign["resources"] = ["arn:aws:ssm:us-east-1:210987654321:document/prod-window"]
+    real = load_event("gate_change_window/10-calendar-window-opened.json")  # the same instant
+    real["resources"] = ["arn:aws:ssm:us-east-1:123456789012:document/prod-window"]
+
+    ignored = service.handle(foreign)
+    announced = service.handle(real)
+
+    assert ignored.verdict == "NOT_A_CHANGE"
+    assert announced.verdict == "CALENDAR_OPEN" and not announced.duplicate
+    [alert] = alerts(parts["ledger"])
+    assert alert["change_id"] == f"calendar:{real['resources'][0]}@2026-11-21T02:00:00+00:00"
+
+
 def test_transitions_of_calendars_changeguard_does_not_enforce_are_ignored() -> None:
     service, parts = gate()
     event = load_event("gate_change_window/10-calendar-window-opened.json")

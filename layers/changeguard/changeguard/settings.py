@@ -52,6 +52,8 @@ class Wiring(BaseModel):
     # The member-account role this function assumes to act where an event came from (adapters/
     # accounts.py); unset: a single-account deployment, which acts in no other account.
     acting_role_name: str | None = None
+    # The function's own region: Lambda sets AWS_REGION (where a calendar named plainly is read).
+    aws_region: str | None = None
     # The member roles' sts:ExternalId, when the member stacks set one.
     acting_external_id: str | None = None
     # Comma-separated member accounts whose marked resources the quarantine sweep also visits.

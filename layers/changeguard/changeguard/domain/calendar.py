@@ -461,18 +461,36 @@ class CalendarTransition(_Own):
     next_transition: datetime | None = None
     account: str
     region: str
+    #: The document's ARN (the event's ``resources[0]``); None in transitions ledgered before it was kept.
+    document: str | None = None
 
     @property
     def change_id(self) -> str:
-        """One ledger key per transition, so each gets its own alert."""
-        return f"calendar:{self.calendar}@{self.at.isoformat()}"
+        """One ledger key per transition, so each gets its own alert: keyed by the document's ARN, as
+        two accounts' (or regions') calendars of one name can move at the same instant."""
+        return f"calendar:{self.document or self.calendar}@{self.at.isoformat()}"
 
 
-def calendar_matches(reference: str, configured: tuple[str, ...]) -> bool:
-    """Whether a calendar (name or document ARN) is one of the configured names or ARNs."""
+def calendar_matches(
+    reference: str, configured: tuple[str, ...], home: tuple[str | None, str | None] = (None, None)
+) -> bool:
+    """Whether a calendar (name or document ARN) is one of the configured names or ARNs.
 
-    def name(value: str) -> str:
-        return value.split(":document/", 1)[1] if ":document/" in value else value
-
-    wanted = {name(c) for c in configured}
-    return name(reference) in wanted
+    A configured document ARN matches that ARN only. A configured plain name is the document of
+    that name in the suite's own account and region (``home``: account, region), which is where
+    ``GetCalendarState`` reads a plain name; a document ARN of the same name in another account or
+    region is another calendar (members forward their own calendars' "Calendar State Change" events
+    to the central bus). A part of ``home`` left None is not checked.
+    """
+    arn = reference.split(":", 5) if reference.startswith("arn:") and ":document/" in reference else None
+    name = reference.split(":document/", 1)[1] if arn else reference
+    account, region = home
+    for wanted in configured:
+        if wanted.startswith("arn:"):
+            if reference == wanted or (arn is None and wanted.endswith(f":document/{name}")):
+                return True
+        elif wanted == name and (
+            arn is None or ((account is None or arn[4] == account) and (region is None or arn[3] == region))
+        ):
+            return True
+    return False

@@ -482,6 +482,7 @@ class CalendarGateService(_GateBase):
         suite_role_prefixes: tuple[str, ...] = (),
         scope: ActingScope | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        home: tuple[str | None, str | None] = (None, None),
     ) -> None:
         self.sleep = sleep
         self.function = function
@@ -493,6 +494,8 @@ class CalendarGateService(_GateBase):
         self.deployments = deployments
         self.pipelines = pipelines
         self.stacks = stacks
+        # The suite's own account and region, where a calendar configured by plain name lives.
+        self.home = home
         self.suite_role_prefixes = suite_role_prefixes
         # issue 9: deployments, pipeline runs and stacks are read and stopped in the account (and
         # region) of the change, through the member role there.
@@ -646,8 +649,8 @@ class CalendarGateService(_GateBase):
         if detail.state not in (CalendarState.OPEN.value, CalendarState.CLOSED.value):
             raise InvalidEventError(f"Calendar State Change with state {detail.state!r}")
         name = reference.split(":document/", 1)[-1]
-        if not calendar_matches(reference, policy.change_calendar_names):
-            return self._ignored(f"calendar:{name}", f"calendar {name} is not one ChangeGuard enforces")
+        if not calendar_matches(reference, policy.change_calendar_names, self.home):
+            return self._ignored(f"calendar:{reference}", f"calendar {reference} is not one ChangeGuard enforces")
         transition = CalendarTransition(
             calendar=name,
             state=CalendarState(detail.state),
@@ -655,6 +658,7 @@ class CalendarGateService(_GateBase):
             next_transition=detail.nextTransitionTime,
             account=event.account,
             region=event.region,
+            document=reference if reference.startswith("arn:") else None,
         )
         combined = self.reading(policy, transition.at) if len(policy.change_calendar_names) > 1 else None
         return self._announce(transition, combined)
