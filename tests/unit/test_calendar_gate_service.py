@@ -434,6 +434,44 @@ def test_a_retry_after_the_result_could_not_be_ledgered_keeps_the_stop_the_gate_
     assert service.handle(event).duplicate  # and then it is done
 
 
+class StopTakesAWhile(FakeDeployments):
+    """StopDeployment answers Pending, and the deployment reads InProgress until the stop has taken
+    effect; called again after that, it answers that the deployment already finished."""
+
+    def __init__(self) -> None:
+        super().__init__(OUTSIDE)
+        self.stopping = False
+
+    def stop(self, deployment_id: str, *, auto_rollback: bool = True) -> StopResult:
+        self.stops.append((deployment_id, auto_rollback))
+        if self.stopping:  # this gate's first stop has taken effect by now
+            self.facts[deployment_id] = self.facts[deployment_id].model_copy(update={"status": "Stopped"})
+            return StopResult(status="AlreadyCompleted", already_completed=True)
+        self.stopping = True
+        return StopResult(status="Pending", message="stop pending")
+
+
+def test_a_retry_that_calls_again_while_its_own_stop_took_effect_keeps_it_as_the_gates() -> None:
+    """The first attempt's StopDeployment answers Pending and its result cannot be ledgered; the retry
+    finds the deployment still InProgress, calls again and is told it already finished (Stopped). Only
+    this gate stopped it: the record keeps the decision's stop and never says someone else did."""
+    service, parts = gate(deployments=StopTakesAWhile())
+    failing_once(parts["ledger"], "CALENDAR#result")
+    event = load_event("gate_change_window/01-codedeploy-start-outside-window.json")
+    with pytest.raises(TimeoutError):
+        service.handle(event)
+    service.clock = FakeClock(NOW + timedelta(minutes=1))
+
+    service.handle(event)
+
+    [_decision, result] = parts["ledger"].kinds("CALENDAR")
+    assert result.body["decision"]["action"] == "stop_deployment" and result.body["final_status"] == "Stopped"
+    assert "this gate's earlier attempt decided to and most likely did" in result.body["actions"][0]
+    [alert] = alerts(parts["ledger"])
+    assert alert["subject"].startswith("Change window CLOSED: stopped deployment d-4UTS1DE01"), alert["subject"]
+    assert service.handle(event).duplicate
+
+
 def test_a_retry_after_the_stop_failed_makes_the_recorded_stop() -> None:
     """The decision is ledgered, then StopDeployment fails (throttled): the retry stops what is still running."""
     deployments = StoppingDeployments(OUTSIDE)
@@ -682,9 +720,9 @@ class StoppedByOthers(FakePipelines):
     ("kind", "status", "happened"),
     [
         ("deployment", "Succeeded", "went ahead outside the window (Succeeded)"),
-        ("deployment", "Stopped", "already Stopped, not by ChangeGuard"),
+        ("deployment", "Stopped", "already Stopped before this gate acted"),
         ("stack", "UPDATE_COMPLETE", "went ahead outside the window (UPDATE_COMPLETE)"),
-        ("pipeline", "Stopping", "already Stopping, not by ChangeGuard"),
+        ("pipeline", "Stopping", "already Stopping before this gate acted"),
     ],
 )
 def test_a_change_that_ended_just_before_the_stop_is_not_alerted_as_stopped(

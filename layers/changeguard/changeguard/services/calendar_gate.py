@@ -716,6 +716,8 @@ class CalendarGateService(_GateBase):
         policy: Policy,
         read: Callable[[], tuple[TargetFacts, list[str | None]]],
         resumed: str | None = None,
+        *,
+        retry: bool = False,
     ) -> Outcome:
         """Carry out the recorded ``decision`` and ledger its result with the alert.
 
@@ -724,6 +726,12 @@ class CalendarGateService(_GateBase):
         is gone, or a stack is in a later update); None on the first attempt. A call that took no
         effect (the target finished between the re-read and the call) re-reads the target and says
         what it found (:meth:`_not_stopped`), never "stopped".
+
+        ``retry``: an earlier attempt ledgered this decision and may have made its call already. A
+        stop answers ``Pending`` and the deployment reads ``InProgress`` until it has taken effect,
+        so a retry can find it running, call again, and be told it already finished (``Stopped``):
+        that is this gate's own stop, not someone else's, and it is recorded as the earlier
+        attempt's, with the decision's action kept.
         """
         change = decision.change
         found: TargetFacts | None = None
@@ -744,6 +752,13 @@ class CalendarGateService(_GateBase):
             return self._not_acted(decision, policy, RESULT_ENTRY, exc)
         if found is not None:
             status = (found.status or "finished") if found.exists else "gone"
+            if retry and status != "gone" and _left_by_a_stop(decision, status):
+                own = [
+                    f"{change.label} was {status} when this retry's call came to {_verb(decision)} it"
+                    f" ({actions[0]}): this gate's earlier attempt decided to and most likely did (its"
+                    " stop was still taking effect when the retry re-read it), but did not record the result"
+                ]
+                return self.record(decision, policy, RESULT_ENTRY, own, by, final_status=status)
             return self._not_stopped(decision, policy, status, answer=actions[0], by=by)
         return self.record(decision, policy, RESULT_ENTRY, actions, by, final_status=resumed)
 
@@ -774,7 +789,7 @@ class CalendarGateService(_GateBase):
         except CrossAccountAccessError as exc:
             return self._not_acted(decision, policy, RESULT_ENTRY, exc)
         if target.exists and target.in_progress and not target.not_this:
-            return self._act(decision, policy, read)
+            return self._act(decision, policy, read, retry=True)
         status = (target.status or "finished") if target.exists else "gone"
         if target.exists and target.status and not target.not_this and not _left_by_a_stop(decision, target.status):
             return self._not_stopped(decision, policy, target.status)
@@ -815,9 +830,10 @@ class CalendarGateService(_GateBase):
         elif status != "gone" and _left_by_a_stop(decision, status):
             text = (
                 f"{change.label} was already {status} when this gate came to {verb} it ({answer}): someone"
-                " else stopped it first; this gate's call took no effect"
+                " else (a person, CodeDeploy's alarms, another ChangeGuard function) stopped it first; this"
+                " gate's call took no effect"
             )
-            happened = f"already {status}, not by ChangeGuard"
+            happened = f"already {status} before this gate acted"
         else:
             ended = {"gone": "was gone"}.get(status, "completed" if status in _COMPLETED else f"ended {status}")
             text = (
