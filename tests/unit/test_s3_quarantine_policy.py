@@ -107,7 +107,17 @@ def test_break_glass_roles_and_the_suite_are_spared(principal, action):
     assert not denied(DOCUMENT, principal, action, OBJECT_ARN)
 
 
-@pytest.mark.parametrize("action", ["s3:GetBucketTagging", "s3:PutBucketTagging"])
+OWNERS_TAG_ACTIONS = [
+    "s3:GetBucketTagging",
+    "s3:PutBucketTagging",
+    # A bucket with ABAC enabled is tagged only through these (S3 refuses PutBucketTagging on it).
+    "s3:TagResource",
+    "s3:UntagResource",
+    "s3:ListTagsForResource",
+]
+
+
+@pytest.mark.parametrize("action", OWNERS_TAG_ACTIONS)
 def test_the_owner_can_still_tag_the_bucket_to_release_it(action):
     """Every quarantine alert says: tag it and ChangeGuard releases it. With no break-glass role
     configured (the default), denying the tag calls left nobody able to do that but the suite."""
@@ -122,7 +132,7 @@ def test_it_grants_nothing_and_covers_the_bucket_and_every_object_only():
     assert DOCUMENT["Version"] == "2012-10-17"
     assert statement["Sid"] == DENY_SID and statement["Effect"] == "Deny" and statement["Principal"] == "*"
     assert "Action" not in statement
-    assert statement["NotAction"] == ["s3:GetBucketTagging", "s3:PutBucketTagging"]
+    assert statement["NotAction"] == OWNERS_TAG_ACTIONS
     assert sorted(statement["Resource"]) == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
     assert "NotPrincipal" not in statement  # NotPrincipal with Deny is the documented foot-gun
     assert not denied(
@@ -198,7 +208,7 @@ MEMBER_DOCUMENT = json.loads(quarantine_policy(BUCKET, MEMBER, SETTINGS))  # the
 
 @pytest.mark.parametrize(
     "action",
-    ["s3:GetBucketTagging", "s3:PutBucketTagging", "s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"],
+    [*OWNERS_TAG_ACTIONS, "s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"],
 )
 def test_a_member_accounts_bucket_spares_the_suites_member_role_that_must_release_it(action):
     """Issue 9: the suite acts in a member account through its member role (same path, that account)."""
@@ -206,7 +216,7 @@ def test_a_member_accounts_bucket_spares_the_suites_member_role_that_must_releas
     assert not denied(MEMBER_DOCUMENT, member_role, action, BUCKET_ARN)
     # Nobody else of the member account gets in, nor a /changeguard/ role of a third account, but to
     # the bucket's tags: those the deny leaves to IAM, so that the owner can tag it to release it.
-    tagging = action in ("s3:GetBucketTagging", "s3:PutBucketTagging")
+    tagging = action in OWNERS_TAG_ACTIONS
     assert denied(MEMBER_DOCUMENT, f"arn:aws:iam::{MEMBER}:role/orders-app", action, BUCKET_ARN) is not tagging
     assert (
         denied(MEMBER_DOCUMENT, f"arn:aws:iam::{MEMBER}:role/changeguard-impostor", action, BUCKET_ARN) is not tagging

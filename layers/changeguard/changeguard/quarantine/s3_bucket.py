@@ -40,8 +40,17 @@ _BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{1,255}$")
 #: What the deny leaves to the bucket's own IAM permissions: reading and writing its tags. Every alert
 #: tells the owner to tag the resource to release it; denied these, nobody but the suite and the
 #: break-glass roles could (the account root is spared only the bucket-policy calls), and a bucket
-#: quarantined with no break-glass role configured could not be released the documented way.
-OWNER_ACTIONS = ("s3:GetBucketTagging", "s3:PutBucketTagging")
+#: quarantined with no break-glass role configured could not be released the documented way. A
+#: bucket with attribute-based access control (ABAC) enabled takes its tags through ``TagResource``,
+#: ``UntagResource`` and ``ListTagsForResource`` only: S3 refuses ``PutBucketTagging`` on it (S3 API
+#: reference, PutBucketAbac), so those are left to the owner too. None of them reads or writes data.
+OWNER_ACTIONS = (
+    "s3:GetBucketTagging",
+    "s3:PutBucketTagging",
+    "s3:TagResource",
+    "s3:UntagResource",
+    "s3:ListTagsForResource",
+)
 
 
 def quarantine_policy(bucket: str, account: str, settings: QuarantineSettings, partition: str = "aws") -> str:
