@@ -371,6 +371,40 @@ def test_a_deployment_across_the_period_boundary_counts_once_in_the_later_period
     assert start.date() in set(days_to_read(Q3))
 
 
+@pytest.mark.parametrize("late", ["START", "READY", "SUCCESS"])
+def test_a_state_delivered_after_the_failure_does_not_undo_it(late: str):
+    # EventBridge does not order events and retries them: the FAILURE is recorded first, then the
+    # deployment's START (or a stray SUCCESS) is delivered and recorded a minute later.
+    start, end = T, T + timedelta(minutes=5)
+    failure, _ = reversed(deployment("D7", start, end, "FAILURE"))
+    stray = fact(
+        EntryKind.DEPLOYMENT,
+        "D7",
+        start,
+        f"#{late}",
+        deployment_id="D7",
+        state=late,
+        started_at=start.isoformat(),
+    ).model_copy(update={"recorded_at": end + timedelta(minutes=1)})
+    population, k = kpis_of([failure, stray])
+    (d,) = population.deployments
+    assert d.state == "FAILURE" and d.failed and not d.succeeded
+    assert k["change_failure_rate"].value == 100.0
+    assert k["mean_time_to_deploy_minutes"].denominator == 0
+
+
+def test_a_start_delivered_after_the_success_keeps_it_finished():
+    start, end = T, T + timedelta(minutes=5)
+    _, success = deployment("D8", start, end)
+    stray = fact(EntryKind.DEPLOYMENT, "D8", start, "#START", deployment_id="D8", state="START").model_copy(
+        update={"recorded_at": end + timedelta(minutes=1)}
+    )
+    population, k = kpis_of([success, stray])
+    (d,) = population.deployments
+    assert d.state == "SUCCESS" and d.succeeded
+    assert k["mean_time_to_deploy_minutes"].value == pytest.approx(5.0)
+
+
 def test_a_deployment_still_running_at_the_end_is_in_flight_not_counted():
     entries = deployment("D9", Q3.end_at - timedelta(minutes=5), None)
     population, k = kpis_of(entries)

@@ -676,6 +676,23 @@ def _change_record(
     )
 
 
+def _state_rank(state: str | None) -> int:
+    """How far a deployment state outranks another for the deployment's final state.
+
+    EventBridge delivers in no order and may deliver twice, so a START (or READY) retried after
+    the FAILURE must not turn the failed deployment back into an unfinished one, nor a duplicate
+    flip one final state into another: a later entry replaces the state only if it ranks as high.
+    A deployment ends once (``StopDeployment`` on a finished one raises
+    ``DeploymentAlreadyCompletedException``), so a failed and a successful state of one deployment
+    mean one of them is wrong; the failure wins, because a report that hides a failure misleads the
+    auditor and one that shows a doubtful failure only makes someone look."""
+    if state in FAILED_STATES:
+        return 2
+    if state in SUCCEEDED_STATES:
+        return 1
+    return 0
+
+
 def _deployments(
     ordered: Sequence[LedgerEntry], period: Period, tickets: Mapping[str, Ticket]
 ) -> tuple[list[DeploymentRecord], list[DeploymentRecord], list[DeploymentRecord], list[DeploymentRecord]]:
@@ -699,7 +716,7 @@ def _deployments(
             if started and (d.get("started_at") is None or started < d["started_at"]):
                 d["started_at"] = started
             state = str(body.get("state") or "").upper() or None
-            if state:
+            if state and _state_rank(state) >= _state_rank(d.get("state")):
                 d["state"] = state
             finished = _when(body.get("finished_at"))
             if finished is None and state in FAILED_STATES | SUCCEEDED_STATES:
