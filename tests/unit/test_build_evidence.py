@@ -116,3 +116,70 @@ def test_a_report_request_out_of_range_is_a_typed_rejection(request_):
     """Near the ends of Python's dates a period's arithmetic raised OverflowError, which is no ValueError."""
     with pytest.raises(InvalidEventError, match="not a report request"):
         request_of(request_, REPORTED)
+
+
+def test_a_rollback_in_the_bake_window_after_the_period_fails_the_release_of_the_period():
+    """A release that succeeds at 23:50 on the month's last day and whose alarm fires at 00:05 is rolled
+    back by the guard, which files the ROLLBACK on the next day. The month counts the deployment (it
+    finished then), so the month's report reads that day's ROLLBACK and STOP entries, and nothing else."""
+    from changeguard.domain.kpis import Period
+
+    start, done = datetime(2026, 11, 30, 23, 40, tzinfo=UTC), datetime(2026, 11, 30, 23, 50, tzinfo=UTC)
+    alarm = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
+
+    def dep(state: str, at: datetime, **body: object) -> LedgerEntry:
+        return LedgerEntry(
+            change_id="codedeploy:d-1",
+            entry=f"DEPLOYMENT#{state}",
+            kind=EntryKind.DEPLOYMENT,
+            function="deployment_guard",
+            event_time=at,
+            recorded_at=at,
+            body={"deployment_id": "d-1", "state": state, "started_at": start.isoformat(), **body},
+        )
+
+    next_day = verdict("c-2", "NO_TICKET").model_copy(update={"event_time": alarm, "recorded_at": alarm})
+    recheck = LedgerEntry(
+        change_id="c-1",
+        entry="RECHECK#2026-12-01",
+        kind=EntryKind.RECHECK,
+        function="follow_up",
+        event_time=alarm,
+        recorded_at=alarm,
+        verdict="AUTHORIZED",
+        body={"result": "approved late"},
+    )
+    entries = [
+        verdict("c-1", "NO_TICKET"),
+        dep("START", start),
+        dep("SUCCESS", done, finished_at=done.isoformat()),
+        # The guard's bake-window decision, filed at the time it was made (the next day).
+        LedgerEntry(
+            change_id="codedeploy:d-1",
+            entry="ROLLBACK",
+            kind=EntryKind.ROLLBACK,
+            function="deployment_guard",
+            event_time=alarm,
+            recorded_at=alarm,
+            verdict="FAILED_CHANGE",
+            body={"deployment_id": "d-1", "failed_change": True, "action": "ROLLBACK"},
+        ),
+        next_day,
+        recheck,
+    ]
+    index = ShardedDayIndex(entry_to_item(e) for e in entries)
+
+    def report(period: str, at: datetime):
+        evidence = EvidenceService(ledger=index, digests=None, tickets=None, targets=KpiTargets, clock=FakeClock(at))
+        return evidence.build(Period.parse(period)).report
+
+    november = report("2026-11", REPORTED)
+    (d,) = november.population.deployments
+    assert d.deployment_id == "d-1" and d.rolled_back and d.failed
+    assert november.kpi("change_failure_rate").value == 100.0
+    # Nothing else of December 1st counts in November: not its change, not its recheck of c-1.
+    assert [(c.change_id, c.verdict) for c in november.population.changes] == [("c-1", "NO_TICKET")]
+    assert "RECHECK" not in november.population.activity
+    december = report("2026-12", datetime(2027, 1, 5, tzinfo=UTC))
+    assert december.population.deployments == ()  # counted once, in the month it finished
+    assert [c.change_id for c in december.population.changes] == ["c-2"]

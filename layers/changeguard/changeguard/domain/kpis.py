@@ -22,7 +22,11 @@ and a deployment that spans a period boundary is counted once, in the later peri
 both. Those still running at the end of the period are reported as in flight, not counted.
 A deployment *failed* when its final ``body.state`` is FAILURE or STOP, or it was rolled back
 or stopped (``body.rolled_back``, or a ``ROLLBACK``/``STOP`` entry naming it in
-``body.deployment_id`` or filed under the same change id as its ``DEPLOYMENT`` entries).
+``body.deployment_id`` or filed under the same change id as its ``DEPLOYMENT`` entries). Its final
+state is the highest-ranking one recorded (failed, then succeeded, then unfinished), not the last:
+events arrive in no order. A report reads the ``ROLLBACK`` and ``STOP`` entries of the day after the
+period too (:data:`DEPLOYMENT_LOOKAHEAD`): a release that finished late on the last day is rolled
+back in its bake window on the next.
 Rollback deployments themselves (``body.rollback_of`` set: CodeDeploy rolls back by deploying
 the last good revision under a new id) are not counted: they are the remedy, not a change.
 Nor are deployments that are not releases (``body.not_release``, or a ``body.creator`` that
@@ -85,6 +89,14 @@ NON_COMPLIANT_KINDS = frozenset({EntryKind.MARK, EntryKind.QUARANTINE})
 #: How far before the period a report reads, so a deployment that finished in the period
 #: but started before it still has its start entry.
 DEPLOYMENT_LOOKBACK = timedelta(days=2)
+#: How far after the period a report reads, for the ``ROLLBACK`` and ``STOP`` entries only
+#: (:func:`after_the_period`): the guard rolls back a release whose alarm fires in its bake window,
+#: and files that after the release finished, so a release that finished late on the period's last
+#: day is rolled back (its entries filed) on the next day. Nothing else of that day is read.
+#: The scheduled reports run after the period (template.yaml; EventBridge schedules are in UTC:
+#: weekly Monday 05:00, monthly the 1st 05:30, quarterly the 3rd 06:00), so they see at least that
+#: day's first 5 hours, well past the default 30-minute bake window; a report run later sees the day.
+DEPLOYMENT_LOOKAHEAD = timedelta(days=1)
 #: The longest custom period. A SOC 2 Type II period is at most 12 months (366 days); 400 leaves a few
 #: weeks either side. A report reads each day's shards one by one, so a range of centuries would run
 #: queries until the function times out, and be retried twice.
@@ -968,8 +980,16 @@ def weekly_series(
 
 
 def days_to_read(period: Period) -> Iterator[date]:
-    """The ledger days a report of ``period`` reads: the period plus the deployment look-back."""
+    """The ledger days a report of ``period`` reads: the period plus the deployment look-back, and
+    the look-ahead, of which only what :func:`after_the_period` keeps counts."""
     day = period.start - timedelta(days=DEPLOYMENT_LOOKBACK.days)
-    while day < period.end:
+    while day < period.end + timedelta(days=DEPLOYMENT_LOOKAHEAD.days):
         yield day
         day += timedelta(days=1)
+
+
+def after_the_period(entry: LedgerEntry) -> bool:
+    """Whether an entry of a day after the period (:data:`DEPLOYMENT_LOOKAHEAD`) is kept: a
+    ``ROLLBACK`` or ``STOP`` may be about a deployment that finished in the period; verdicts,
+    rechecks and everything else of that day belong to the next period."""
+    return entry.kind in (EntryKind.ROLLBACK, EntryKind.STOP)

@@ -28,6 +28,7 @@ from changeguard.domain.kpis import (
     Period,
     Population,
     WeekPoint,
+    after_the_period,
     build_population,
     compute_kpis,
     days_to_read,
@@ -88,7 +89,8 @@ class LedgerSnapshot:
 
 
 def read_period(ledger: LedgerDays, period: Period) -> LedgerSnapshot:
-    """One by-day query per day; items that no longer parse are kept (as views) and listed."""
+    """One by-day query per day; items that no longer parse are kept (as views) and listed. Of the
+    days after the period, only the entries :func:`after_the_period` keeps are read."""
     snapshot = LedgerSnapshot(period=period)
     for day in days_to_read(period):
         views: list[LedgerItemView] = []
@@ -97,7 +99,7 @@ def read_period(ledger: LedgerDays, period: Period) -> LedgerSnapshot:
             views.append(view)
             if entry is None:
                 snapshot.unreadable.append(view.key)
-            else:
+            elif day < period.end or after_the_period(entry):
                 snapshot.entries.append(entry)
         if period.start <= day < period.end:
             snapshot.views[day] = views
