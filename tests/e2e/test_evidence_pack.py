@@ -32,6 +32,7 @@ def _leave_no_stack(aws):
 
 DAY = datetime(2026, 11, 21, tzinfo=UTC)
 PREFIX = "evidence/2026-Q4/"
+NOVEMBER_OVER = datetime(2026, 12, 2, 3, 15, tzinfo=UTC)  # the daily digest run that covers November 30
 CHANGES = {  # sample event -> the verdict correlate_change gives it with the scenario's tickets
     "01-approved-run-instances.json": "AUTHORIZED",
     "02-console-no-ticket.json": "NO_TICKET",
@@ -229,6 +230,7 @@ def test_the_quarterly_schedule_writes_the_evidence_pack(stack):
 def test_tampering_shows_in_the_next_report_and_alerts(stack):
     harness, ids = stack
     _digest_through(harness, datetime(2026, 11, 23, 3, 15, tzinfo=UTC))
+    _digest_through(harness, NOVEMBER_OVER)  # a month's report is asked for once the month is over
     ddb = harness.admin_client("dynamodb")
     table = harness.ctx.refs["ChangeLedgerTable"]
     key = {"change_id": {"S": ids["03-unapproved-ticket.json"]}, "entry": {"S": "VERDICT"}}
@@ -255,6 +257,7 @@ def test_a_rerun_that_finds_tampering_alerts_although_the_report_alerted_before(
     swallow the ledger-integrity alert of an on-demand re-run that finds the ledger altered."""
     harness, ids = stack
     _digest_through(harness, datetime(2026, 11, 23, 3, 15, tzinfo=UTC))
+    _digest_through(harness, NOVEMBER_OVER)
     request = {"report": "monthly", "period": "2026-11"}
     first = harness.invoke("BuildEvidenceFunction", request)
     assert first.error is None and first.result["alert_ids"] == ["report:monthly:2026-11/build_evidence/kpi-missed"]
@@ -286,6 +289,9 @@ def test_a_bad_request_is_rejected_without_side_effects(aws):
         {"report": "quarterly", "period": "9999-12-31"},
         {"report": "weekly", "period": "9999-W52"},
         {"report": "custom", "from": "0001-01-01", "to": "9999-12-30"},
+        # Not over yet (the clock is 2026-11-21): its alerts would take the real report's keys.
+        {"report": "monthly", "period": "2026-11"},
+        {"report": "custom", "from": "2026-11-01", "to": "2026-11-21"},
     ):
         result = harness.invoke("BuildEvidenceFunction", request)
         assert result.error and "InvalidEventError" in result.error, (request, result.error)

@@ -103,6 +103,28 @@ def test_a_report_schedule_stamped_in_the_future_is_rejected_before_anything_is_
     assert outcome.change_id == "report:monthly:2026-11"
 
 
+def test_an_on_demand_report_of_a_period_not_over_is_rejected_before_anything_is_written():
+    """A preview of December on the 10th would record December's kpi-missed alert; the scheduled run on
+    January 1st, which sees the whole month, would then find it "already recorded" and alert no one."""
+    index = ShardedDayIndex([entry_to_item(verdict("c-1", "NO_TICKET"))])
+    alerts = InMemoryLedger()
+    build = service(index, alerts)  # the clock: 2026-12-05
+    for request in (
+        {"report": "monthly", "period": "2026-12"},
+        {"report": "quarterly", "period": "2026-Q4"},
+        {"report": "custom", "from": "2026-11-01", "to": "2026-12-05"},  # to is inclusive: ends on the 6th
+    ):
+        with pytest.raises(InvalidEventError, match="after now"):
+            build.handle(request)
+    assert isinstance(build.bucket, MemoryBucket) and build.bucket.objects == {} and alerts.items == {}
+    # A period that ended, even just now, is reported.
+    ended = build.handle({"report": "custom", "from": "2026-11-01", "to": "2026-12-04"})
+    assert ended.change_id == "report:custom:2026-11-01..2026-12-04"
+    assert (
+        request_of({"report": "monthly", "period": "2026-11"}, datetime(2026, 12, 1, tzinfo=UTC))[1].label == "2026-11"
+    )
+
+
 @pytest.mark.parametrize(
     "request_",
     [

@@ -351,8 +351,10 @@ def pack_prefix(cadence: Cadence, period: Period) -> str:
 def request_of(event: Any, now: datetime) -> tuple[Cadence, Period]:
     """Which report an event asks for: a schedule (the last complete period) or an explicit request.
 
-    A schedule's time later than ``now`` is rejected: it would report on a period not over yet, and
-    its alerts' keys would then swallow the real report's alerts when that period ends.
+    A schedule's time later than ``now``, and an explicit request for a period that ends after
+    ``now``, are rejected: either would report on a period not over yet, and its alerts' keys (one
+    alert per report and kind) would then swallow the real report's alerts when that period ends.
+    A preview of the running period is the CLI's ``changeguard report``, which records no alert.
     """
     if not isinstance(event, Mapping):
         raise InvalidEventError("event is not a JSON object")
@@ -365,16 +367,24 @@ def request_of(event: Any, now: datetime) -> tuple[Cadence, Period]:
             return cadence, Period.previous(_PREVIOUS[cadence], scheduled.time)
         request = ReportRequest.model_validate(event)
         if request.period:
-            return request.report, Period.parse(request.period)
-        if request.from_ and request.to:
-            return request.report, Period.between(request.from_, request.to)
-        if request.report in _PREVIOUS:
+            period = Period.parse(request.period)
+        elif request.from_ and request.to:
+            period = Period.between(request.from_, request.to)
+        elif request.report in _PREVIOUS:
             raise InvalidEventError("an on-demand report needs 'period' or 'from' and 'to'")
-        raise InvalidEventError("a custom report needs 'from' and 'to'")
+        else:
+            raise InvalidEventError("a custom report needs 'from' and 'to'")
     except ValidationError as exc:
         raise InvalidEventError(f"not a report request: {first_error(exc)}") from exc
     except PeriodError as exc:
         raise InvalidEventError(f"not a report request: {exc}") from exc
+    if period.end_at > now:
+        raise InvalidEventError(
+            f"period {period.label} ends at {period.end_at.isoformat()}, after now ({now.isoformat()}): it is not"
+            " over, and its report's alerts would take the place of the real report's; preview it with"
+            " `changeguard report`, which records no alert"
+        )
+    return request.report, period
 
 
 class BuildEvidenceService:
