@@ -335,3 +335,47 @@ def test_the_cli_writes_the_pack_to_a_folder_and_prints_the_kpis(stack, tmp_path
     assert cli.main(["report", "--from", "2026-11-01", "--to", "2026-11-30", "--json", *common]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["changes"] == 7 and len(data["unauthorized"]) == 4
+
+
+def test_deleting_a_re_judgement_recorded_after_the_period_shows_in_the_report(stack):
+    """A follow-up's RECHECK lands on its change's day, long digested: the digest of the day it was
+    recorded (here after the month) covers it, so deleting it is tampering, not a quiet verdict change."""
+    harness, ids = stack
+    _digest_through(harness, datetime(2026, 11, 23, 3, 15, tzinfo=UTC))
+    table = harness.ctx.refs["ChangeLedgerTable"]
+    ledger = DynamoDBLedger(table, ddb=harness.admin_client("dynamodb"))
+    change_id = ids["05-emergency-change.json"]
+    verdict = next(e for e in ledger.entries_for(change_id) if e.kind is EntryKind.VERDICT)
+    recorded = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    recheck = LedgerEntry(
+        change_id=change_id,
+        entry=f"RECHECK#{recorded.isoformat()}#1-overdue",
+        kind=EntryKind.RECHECK,
+        function="follow_up_changes",
+        event_time=verdict.event_time,  # as the follow-up files it: on the change's day
+        recorded_at=recorded,
+        verdict="NO_TICKET",
+        body={"result": "overdue", "previous_verdict": "EMERGENCY"},
+    )
+    assert ledger.append([recheck])
+    _digest_through(harness, datetime(2026, 12, 3, 3, 15, tzinfo=UTC))
+    digest = json.loads(_objects(harness, "digests/")["2026-12-01.json"])
+    assert [f"{i['change_id']}|{i['entry']}" for i in digest["late"]] == [f"{change_id}|{recheck.entry}"]
+
+    request = {"report": "monthly", "period": "2026-11"}
+    first = harness.invoke("BuildEvidenceFunction", request)
+    assert first.error is None, first.error
+    verification = json.loads(_objects(harness, "reports/monthly/2026-11/")["digest-verification.json"])
+    day = next(d for d in verification["days"] if d["day"] == "2026-11-21")
+    assert day["status"] == "verified", day  # covered by 1 Dec's digest, so not merely late
+
+    harness.admin_client("dynamodb").delete_item(
+        TableName=table, Key={"change_id": {"S": change_id}, "entry": {"S": recheck.entry}}
+    )
+    again = harness.invoke("BuildEvidenceFunction", request)
+    assert again.error is None, again.error
+    verification = json.loads(_objects(harness, "reports/monthly/2026-11/")["digest-verification.json"])
+    assert verification["ok"] is False
+    day = next(d for d in verification["days"] if d["day"] == "2026-11-21")
+    assert day["status"] == "tampered" and day["missing"] == [f"{change_id}|{recheck.entry}"]
+    assert again.result["alert_ids"] == ["report:monthly:2026-11/build_evidence/ledger-integrity"]

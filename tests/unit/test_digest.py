@@ -10,6 +10,7 @@ from changeguard.adapters.dynamodb import entry_to_item
 from changeguard.domain.digest import (
     GENESIS,
     INITIAL_DAYS,
+    LATE_LOOKBACK_DAYS,
     DailyDigest,
     DayStatus,
     chain_hash,
@@ -86,10 +87,13 @@ def test_the_digest_is_sha256_of_the_previous_digest_and_the_sorted_item_hashes(
     hashes = sorted(i["content_hash"]["S"] for i in ledger[D1])
     import hashlib
 
-    assert first.digest == hashlib.sha256((GENESIS + "".join(hashes)).encode()).hexdigest()
+    # Schema "2": the (here empty) late section and the day it searched from follow the day's own hashes
+    # (given no earlier days, a digest searched none: from its own day).
+    since = D1.isoformat()
+    assert first.digest == hashlib.sha256((GENESIS + "".join(hashes) + f"|late:{since}:").encode()).hexdigest()
     assert first.chain_start and first.previous_digest == GENESIS
     assert not second.chain_start and second.previous_digest == first.digest
-    assert second.digest == chain_hash(first.digest, (i["content_hash"]["S"] for i in ledger[D2]))
+    assert second.digest == chain_hash(first.digest, (i["content_hash"]["S"] for i in ledger[D2]), (), D2)
     assert second.item_count == 3 and {i.change_id for i in second.items} == {"c", "d", "e"}
     # Stored hashes round-trip: recomputing from the item's content gives the writer's hash.
     assert all(v.consistent for v in views(ledger[D2]))
@@ -180,7 +184,9 @@ def test_the_digest_cut_off_is_taken_before_the_days_items_are_read(ledger):
     service.run(datetime(2026, 11, 23, 3, 15, tzinfo=UTC))
     digest = DigestStore(bucket).load(D2)
     assert digest is not None and digest.created_at < clock.at
-    assert digest.created_at == WRITTEN + timedelta(minutes=3 * (INITIAL_DAYS - 1))  # before D2's own query
+    # The first day reads its look-back and itself, each later day only itself: D2's cut-off is before its query.
+    queries_before_d2 = LATE_LOOKBACK_DAYS + 1 + INITIAL_DAYS - 2
+    assert digest.created_at == WRITTEN + timedelta(minutes=3 * queries_before_d2)
 
 
 def test_a_digest_reported_written_by_another_run_but_unreadable_fails_the_run(ledger):
@@ -305,3 +311,151 @@ def test_a_schedule_stamped_in_the_future_digests_nothing(ledger):
     service.run(WRITTEN + timedelta(days=30))
     assert max(DigestStore(bucket).days()) == D2 == last_due_day(WRITTEN)
     assert service.handle(scheduled(WRITTEN)).actions == ["nothing due"]
+
+
+# -- late items: recorded days after their own day's digest, covered by the digest of that day ---
+CHANGE = datetime(2026, 11, 10, 10, 0, tzinfo=UTC)
+
+
+def unverified(at: datetime = CHANGE) -> LedgerEntry:
+    return entry("evt-1", at.date()).model_copy(update={"verdict": "UNVERIFIED"})
+
+
+def recheck(verdict: str, at: datetime = CHANGE, after: timedelta = timedelta(days=3)) -> LedgerEntry:
+    """As the follow-up files a re-judgement: the change's own time, recorded days later."""
+    now = at + after
+    return LedgerEntry(
+        change_id="evt-1",
+        entry=f"RECHECK#{now.isoformat()}#1-re-judged",
+        kind=EntryKind.RECHECK,
+        function="follow_up",
+        event_time=at,
+        recorded_at=now,
+        verdict=verdict,
+        body={"result": "re-judged", "previous_verdict": "UNVERIFIED", "verdict": verdict},
+    )
+
+
+def digest_at(index: ShardedDayIndex, bucket: MemoryBucket, at: datetime) -> None:
+    DigestService(function="write_digest", ledger=index, store=DigestStore(bucket), clock=FakeClock(at)).run(at)
+
+
+def verify_days(index: ShardedDayIndex, bucket: MemoryBucket, days: list[date], now: datetime):
+    store = DigestStore(bucket)
+    stored = store.days()
+    digests = {d: g for d in stored if (g := store.load(d)) is not None}
+    day_views = {d: views(index.items_on(d.isoformat())) for d in days}
+    return verify_period("t", days, digests, day_views, chain_start=stored[0], now=now)
+
+
+def late_ledger() -> tuple[ShardedDayIndex, MemoryBucket]:
+    """10 Nov's UNVERIFIED change digested on 12 Nov; re-judged NO_TICKET on 13 Nov; digests to 3 Dec."""
+    index = ShardedDayIndex([entry_to_item(unverified())])
+    bucket = MemoryBucket()
+    digest_at(index, bucket, datetime(2026, 11, 12, 3, 15, tzinfo=UTC))
+    index.put(entry_to_item(recheck("NO_TICKET")))
+    digest_at(index, bucket, datetime(2026, 12, 3, 3, 15, tzinfo=UTC))
+    return index, bucket
+
+
+NOVEMBER = [date(2026, 11, 1) + timedelta(days=n) for n in range(30)]
+CHECKED = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)
+
+
+def test_a_re_judgement_is_covered_by_the_digest_of_the_day_it_was_recorded():
+    index, bucket = late_ledger()
+    recorded = DigestStore(bucket).load(date(2026, 11, 13))
+    key = f"evt-1|{recheck('NO_TICKET').entry}"
+    assert recorded is not None and recorded.late_since == date(2026, 11, 13) - timedelta(days=LATE_LOOKBACK_DAYS)
+    assert [(i.key, i.day) for i in recorded.late or ()] == [(key, CHANGE.date())]
+    report = verify_days(index, bucket, NOVEMBER, CHECKED)
+    # Covered, so no longer merely late: the day verifies.
+    assert report.ok and report.count(DayStatus.LATE_ITEMS) == 0, report.summary
+    assert next(d for d in report.days if d.day == CHANGE.date()).status is DayStatus.VERIFIED
+
+
+def test_deleting_a_re_judgement_recorded_after_its_days_digest_is_detected():
+    index, bucket = late_ledger()
+    for partition in index.partitions.values():
+        partition[:] = [i for i in partition if not i["entry"]["S"].startswith("RECHECK#")]
+    day = next(d for d in verify_days(index, bucket, NOVEMBER, CHECKED).days if d.day == CHANGE.date())
+    assert day.status is DayStatus.TAMPERED and day.missing == (f"evt-1|{recheck('NO_TICKET').entry}",)
+
+
+def test_rewriting_a_re_judgement_with_a_recomputed_hash_is_detected():
+    index, bucket = late_ledger()
+    forged = entry_to_item(recheck("AUTHORIZED"))
+    for partition in index.partitions.values():
+        partition[:] = [forged if i["entry"]["S"].startswith("RECHECK#") else i for i in partition]
+    day = next(d for d in verify_days(index, bucket, NOVEMBER, CHECKED).days if d.day == CHANGE.date())
+    assert day.status is DayStatus.TAMPERED and day.altered == (f"evt-1|{recheck('NO_TICKET').entry}",)
+
+
+def test_a_late_item_the_digest_of_its_recorded_day_does_not_list_is_inserted():
+    index, bucket = late_ledger()
+    # Added afterwards, claiming to have been recorded on 14 Nov, whose digest searched 10 Nov.
+    forged = recheck("AUTHORIZED", after=timedelta(days=4))
+    index.put(entry_to_item(forged))
+    day = next(d for d in verify_days(index, bucket, NOVEMBER, CHECKED).days if d.day == CHANGE.date())
+    assert day.status is DayStatus.TAMPERED and day.inserted == (f"evt-1|{forged.entry}",)
+
+
+def test_a_late_item_no_digest_can_cover_yet_or_searched_stays_late():
+    index, bucket = late_ledger()
+    # Recorded on 2 Dec (not settled on 3 Dec), and on 25 Nov (further back than its digest searched).
+    pending = recheck("AUTHORIZED", after=timedelta(days=22))
+    beyond = recheck("AUTHORIZED", after=timedelta(days=15))
+    index.put(entry_to_item(pending))
+    index.put(entry_to_item(beyond))
+    report = verify_days(index, bucket, NOVEMBER, CHECKED)
+    day = next(d for d in report.days if d.day == CHANGE.date())
+    assert day.status is DayStatus.LATE_ITEMS and set(day.late) == {f"evt-1|{pending.entry}", f"evt-1|{beyond.entry}"}
+    assert report.ok
+
+
+def test_an_edited_late_section_breaks_the_digest():
+    index, bucket = late_ledger()
+    key = digest_key(date(2026, 11, 13))
+    stored = json.loads(bucket.objects[key])
+    stored["late"] = []
+    bucket.objects[key] = json.dumps(stored).encode()
+    report = verify_days(index, bucket, NOVEMBER, CHECKED)
+    bad = {d.day: d for d in report.days if not d.status.ok}
+    assert "edited" in " ".join(bad[date(2026, 11, 13)].problems)
+    # The re-judgement it listed is no longer covered by a digest that can be trusted: inserted.
+    assert bad[CHANGE.date()].inserted == (f"evt-1|{recheck('NO_TICKET').entry}",)
+
+
+def test_a_schema_1_digest_still_verifies_and_covers_no_late_items(ledger):
+    """Digests written before late items were covered: the old formula, no late section."""
+    old: dict[date, DailyDigest] = {}
+    previous_digest = GENESIS
+    for day in sorted(ledger):
+        hashes = [i["content_hash"]["S"] for i in ledger[day]]
+        digest = chain_hash(previous_digest, hashes)
+        body = {
+            "schema_version": "1",
+            "algorithm": "SHA-256",
+            "day": day.isoformat(),
+            "previous_day": (day - timedelta(days=1)).isoformat(),
+            "previous_digest": previous_digest,
+            "chain_start": day == D1,
+            "created_at": WRITTEN.isoformat(),
+            "item_count": len(hashes),
+            "items": [
+                {"change_id": i["change_id"]["S"], "entry": i["entry"]["S"], "hash": i["content_hash"]["S"]}
+                for i in ledger[day]
+            ],
+            "digest": digest,
+            "inconsistent_at_digest": [],
+        }
+        old[day] = DailyDigest.model_validate_json(json.dumps(body))
+        previous_digest = digest
+    assert all(d.late is None and d.self_consistent for d in old.values())
+    # An item of D1 recorded on D2 after D1's digest: D2's schema "1" digest does not cover it.
+    late = entry("late", D1).model_copy(update={"recorded_at": WRITTEN + timedelta(hours=1)})
+    ledger[D1].append(entry_to_item(late))
+    report = check(ledger, old)
+    assert report.ok and report.days[0].status is DayStatus.LATE_ITEMS and report.days[0].late == ("late|VERDICT",)
+    # A chain continues from a schema "1" digest.
+    assert make_digest(D2 + timedelta(days=1), [], old[D2], WRITTEN).previous_digest == old[D2].digest

@@ -9,13 +9,31 @@ where ``previous_digest`` is the digest of D-1 (64 zeros for the first day of th
 digest is stored as JSON, with the list of the items it covers, in the evidence bucket
 (versioned, optionally under Object Lock), where the ledger's writers cannot reach it.
 
+Items are filed under their ``event_time``'s day, but some are recorded days later: a follow-up's
+RECHECK (a re-judgement, a retro-approval) and a reconciliation sweep's VERDICT take the change's
+own time, so they land on a day whose digest was written long before. Those decide verdicts, so
+each digest (``schema_version`` "2") also covers the *late* items of its day: the items RECORDED
+that day (``recorded_at``) but filed under one of the ``LATE_LOOKBACK_DAYS`` days before it
+(from ``late_since``). Their hashes are chained after the day's own::
+
+    digest(D) = sha256(previous_digest + sorted(item hashes of D)
+                       + "|late:" + late_since + ":" + sorted(late item hashes))
+
+A digest of schema "1" (written before late items were covered) keeps the first formula and covers
+no late items. The by-day index is keyed by event day, so the writer finds a day's late items by
+reading the look-back's days again (cached across one run); an item filed further back than
+``late_since`` stays reported as late (not covered), as a schema "1" digest leaves every late item.
+
 Verification reads the day's items again and recomputes each hash from the item's content:
 an item deleted (*missing*), changed (*altered*) or added afterwards with a back-dated
-``recorded_at`` (*inserted*) shows, and so does a digest file edited out of the chain. Items
-recorded after the digest was written (*late*: an event delivered after the settle time) are
-reported as not covered, never silently accepted. So are items recorded less than ``IN_FLIGHT``
-before the digest's cut-off (``created_at``, taken before the day's items are read): their
-writers may still have been committing them, and the by-day index is eventually consistent.
+``recorded_at`` (*inserted*) shows, and so does a digest file edited out of the chain. An item
+recorded after its day's digest is checked against the digest of the day it was recorded: listed
+there, it is covered (and missing or altered when deleted or changed); not listed although that
+digest searched its day, or that day settled with no digest, it is *inserted*. Items no digest
+can cover yet (their recorded day not digested yet, or searched by no digest) are reported as
+*late*, never silently accepted. So are items recorded less than ``IN_FLIGHT`` before the digest's
+cut-off (``created_at``, taken before the day's items are read): their writers may still have
+been committing them, and the by-day index is eventually consistent.
 """
 
 from __future__ import annotations
@@ -26,7 +44,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 GENESIS = "0" * 64
 #: How long a day stays open before its digest is written: EventBridge retries a delivery for
@@ -38,6 +56,13 @@ SETTLE = timedelta(hours=26)
 IN_FLIGHT = timedelta(minutes=15)
 #: Days digested before the first due day when a chain starts (covers the days since deployment).
 INITIAL_DAYS = 7
+#: How many days before its own a digest searches for items recorded on its day (late items). The
+#: follow-up files a RECHECK on the change's day up to ``follow_up_lookback_days`` + 1 days later
+#: (default 7: 8 days back); the reconciliation sweep files a missed call's VERDICT on its day, 24 h
+#: back by default. Each day searched is every shard of the by-day index again, so this is bounded:
+#: a filter on ``recorded_at`` would not make it cheaper, since "a Query consumes the same amount of
+#: read capacity, regardless of whether a filter expression is present" (DynamoDB Developer Guide).
+LATE_LOOKBACK_DAYS = 10
 
 
 class _Own(BaseModel):
@@ -56,6 +81,12 @@ class DigestItem(_Own):
     @property
     def key(self) -> str:
         return item_key(self.change_id, self.entry)
+
+
+class LateItem(DigestItem):
+    """An item recorded on the digest's day but filed under ``day``, an earlier day."""
+
+    day: date
 
 
 class LedgerItemView(_Own):
@@ -80,16 +111,20 @@ class LedgerItemView(_Own):
         return self.stored_hash is None or self.stored_hash == self.content_hash
 
 
-def chain_hash(previous_digest: str, hashes: Iterable[str]) -> str:
-    """``sha256(previous_digest + sorted hashes)``, hex."""
+def chain_hash(
+    previous_digest: str, hashes: Iterable[str], late: Iterable[str] | None = None, late_since: date | None = None
+) -> str:
+    """``sha256(previous_digest + sorted hashes)``, hex; with ``late`` (schema "2") the late section after it."""
     material = previous_digest + "".join(sorted(hashes))
+    if late is not None:
+        material += f"|late:{late_since.isoformat() if late_since else ''}:" + "".join(sorted(late))
     return hashlib.sha256(material.encode("ascii")).hexdigest()
 
 
 class DailyDigest(_Own):
     """One day's digest: the chain link and the items it covers, signed off when written."""
 
-    schema_version: Literal["1"] = "1"
+    schema_version: Literal["1", "2"] = "2"
     algorithm: Literal["SHA-256"] = "SHA-256"
     day: date
     previous_day: date
@@ -101,13 +136,32 @@ class DailyDigest(_Own):
     digest: str
     #: Items whose stored hash already differed from their content when the digest was written.
     inconsistent_at_digest: tuple[str, ...] = ()
+    #: Schema "2": the items recorded on ``day`` but filed under a day from ``late_since`` to the
+    #: day before. None (schema "1"): the digest covers no late items.
+    late_since: date | None = None
+    late: tuple[LateItem, ...] | None = None
+
+    @model_validator(mode="after")
+    def _late_matches_schema(self) -> DailyDigest:
+        if (self.schema_version == "2") != (self.late is not None and self.late_since is not None):
+            raise ValueError('a schema "2" digest has late and late_since, a schema "1" digest neither')
+        return self
 
     def recompute(self) -> str:
-        return chain_hash(self.previous_digest, (i.hash for i in self.items))
+        late = None if self.late is None else (i.hash for i in self.late)
+        return chain_hash(self.previous_digest, (i.hash for i in self.items), late, self.late_since)
 
     @property
     def self_consistent(self) -> bool:
         return self.item_count == len(self.items) and self.recompute() == self.digest
+
+    def searched(self, day: date) -> bool:
+        """Whether this digest's late section searched ``day`` (so covers every late item filed there)."""
+        return self.late_since is not None and self.late_since <= day < self.day
+
+
+def recorded_on(view: LedgerItemView, day: date) -> bool:
+    return view.recorded_at is not None and view.recorded_at.astimezone(UTC).date() == day
 
 
 def make_digest(
@@ -115,15 +169,31 @@ def make_digest(
     items: Sequence[LedgerItemView],
     previous: DailyDigest | None,
     created_at: datetime,
+    earlier: Mapping[date, Sequence[LedgerItemView]] | None = None,
+    late_since: date | None = None,
 ) -> DailyDigest:
     """The digest of ``day``, chained to ``previous`` (None: the chain starts here).
 
     The hash of each item is the one its writer stored; an item whose content no longer
     matches it is listed in ``inconsistent_at_digest`` (it was changed before the digest).
+    ``earlier`` holds the items of the days from ``late_since`` (default: ``LATE_LOOKBACK_DAYS``
+    back) to the day before: those recorded on ``day`` are its late items. Without ``earlier`` the
+    digest searched no earlier day (``late_since`` is ``day``), and says so.
     """
     covered = sorted(
         (DigestItem(change_id=i.change_id, entry=i.entry, hash=i.stored_hash or i.content_hash) for i in items),
         key=lambda i: (i.change_id, i.entry),
+    )
+    since = late_since or (day if earlier is None else day - timedelta(days=LATE_LOOKBACK_DAYS))
+    late_views = [
+        (d, v) for d, views in (earlier or {}).items() if since <= d < day for v in views if recorded_on(v, day)
+    ]
+    late = sorted(
+        (
+            LateItem(change_id=v.change_id, entry=v.entry, hash=v.stored_hash or v.content_hash, day=d)
+            for d, v in late_views
+        ),
+        key=lambda i: (i.day, i.change_id, i.entry),
     )
     previous_digest = previous.digest if previous else GENESIS
     return DailyDigest(
@@ -134,8 +204,12 @@ def make_digest(
         created_at=created_at,
         item_count=len(covered),
         items=tuple(covered),
-        digest=chain_hash(previous_digest, (i.hash for i in covered)),
-        inconsistent_at_digest=tuple(sorted(i.key for i in items if not i.consistent)),
+        digest=chain_hash(previous_digest, (i.hash for i in covered), (i.hash for i in late), since),
+        inconsistent_at_digest=tuple(
+            sorted({i.key for i in items if not i.consistent} | {v.key for _, v in late_views if not v.consistent})
+        ),
+        late_since=since,
+        late=tuple(late),
     )
 
 
@@ -223,8 +297,13 @@ def verify_day(
     chain_start: date | None,
     now: datetime,
     settle: timedelta = SETTLE,
+    covering: Mapping[date, DailyDigest] | None = None,
 ) -> DayVerification:
-    """Check one day's items against its digest, and the digest against the chain."""
+    """Check one day's items against its digest, and the digest against the chain.
+
+    ``covering`` holds the digests (self-consistent ones) of the days after, whose late sections
+    list items of this day recorded on theirs: each such item must still be here, unchanged.
+    """
     if digest is None:
         if not is_due(day, now, settle):
             status = DayStatus.PENDING
@@ -259,9 +338,30 @@ def verify_day(
         k for k, view in current.items() if (k in expected and view.content_hash != expected[k]) or not view.consistent
     )
     extra = [view for k, view in current.items() if k not in expected]
+    # Listed by a later digest's late section: covered there (deleted or changed since: missing, altered).
+    listed: dict[str, str] = {}
+    listed_by: dict[str, date] = {}
+    for later in (covering or {}).values():
+        for late_item in later.late or ():
+            if late_item.day == day and later.day > day:
+                listed[late_item.key] = late_item.hash
+                listed_by[late_item.key] = later.day
+    gone = {k for k in listed if k not in current}
+    changed = {k for k, h in listed.items() if k in current and current[k].content_hash != h}
+    for key in sorted(gone | changed):
+        problems.append(f"{key} (recorded later) differs from the late section of the digest of {listed_by[key]}")
+    missing = sorted(set(missing) | gone)
+    altered = sorted(set(altered) | changed)
     settled_at = digest.created_at - IN_FLIGHT  # recorded earlier and still not covered: inserted
-    inserted = sorted(v.key for v in extra if v.recorded_at is None or v.recorded_at <= settled_at)
-    late = sorted(v.key for v in extra if v.recorded_at is not None and v.recorded_at > settled_at)
+    inserted: list[str] = []
+    late: list[str] = []
+    for view in extra:
+        if view.recorded_at is None or view.recorded_at <= settled_at:
+            inserted.append(view.key)
+        elif view.key not in listed:
+            (inserted if _uncovered(view, day, covering or {}, chain_start, now, settle) else late).append(view.key)
+    inserted.sort()
+    late.sort()
     if problems or missing or altered or inserted:
         status = DayStatus.TAMPERED
     elif late:
@@ -282,6 +382,30 @@ def verify_day(
     )
 
 
+def _uncovered(
+    view: LedgerItemView,
+    day: date,
+    covering: Mapping[date, DailyDigest],
+    chain_start: date | None,
+    now: datetime,
+    settle: timedelta,
+) -> bool:
+    """A late item of ``day`` that the digest of its recorded day should list and does not.
+
+    That digest searched ``day`` and was cut off after the item was recorded (plus ``IN_FLIGHT``), or
+    the recorded day settled in the chain with no digest at all (within ``LATE_LOOKBACK_DAYS``).
+    Otherwise no digest can cover it (yet): its recorded day is pending, or its digest is of schema
+    "1" or did not search back so far.
+    """
+    assert view.recorded_at is not None
+    recorded = view.recorded_at.astimezone(UTC).date()
+    later = covering.get(recorded)
+    if later is None:  # a digest written now would search back LATE_LOOKBACK_DAYS
+        searched = recorded - timedelta(days=LATE_LOOKBACK_DAYS) <= day
+        return searched and is_due(recorded, now, settle) and chain_start is not None and recorded >= chain_start
+    return later.searched(day) and view.recorded_at <= later.created_at - IN_FLIGHT
+
+
 def verify_period(
     label: str,
     days: Sequence[date],
@@ -293,7 +417,12 @@ def verify_period(
     settle: timedelta = SETTLE,
     note: str = "",
 ) -> VerificationReport:
-    """Verify every day of a period. ``digests`` should include the day before the first (the link)."""
+    """Verify every day of a period.
+
+    ``digests`` should include the day before the first (the link) and the ``LATE_LOOKBACK_DAYS``
+    after the last (their late sections cover the period's items recorded on their days).
+    """
+    covering = {d: g for d, g in digests.items() if g.self_consistent and g.day == d}
     results = [
         verify_day(
             day,
@@ -303,6 +432,7 @@ def verify_period(
             chain_start=chain_start,
             now=now,
             settle=settle,
+            covering=covering,
         )
         for day in days
     ]

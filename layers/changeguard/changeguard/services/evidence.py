@@ -25,9 +25,11 @@ from pydantic import ValidationError
 
 from changeguard.domain.alerts import Alert, alert_entry
 from changeguard.domain.digest import (
+    LATE_LOOKBACK_DAYS,
     DailyDigest,
     DayStatus,
     DayVerification,
+    LedgerItemView,
     VerificationReport,
     days_to_digest,
     make_digest,
@@ -144,12 +146,22 @@ class DigestService:
         latest = existing[-1] if existing else None
         previous = self.store.load(latest) if latest else None
         actions: list[str] = []
+        # Each day's items, read once per run: a day is its own digest's items, then the look-back
+        # of the next LATE_LOOKBACK_DAYS digests (their late items: recorded on theirs, filed here).
+        read: dict[date, list[LedgerItemView]] = {}
         for day in days_to_digest(latest, min(at, self.clock.now()), DIGESTS_PER_RUN):
             # The cut-off, before the items are read: an item recorded after it may be missing from
             # the digest (verification reports it late); one recorded well before it may not.
             cutoff = self.clock.now()
-            views = [item_view(item)[0] for item in self.ledger.items_on(day.isoformat())]
-            digest = make_digest(day, views, previous, created_at=cutoff)
+            since = day - timedelta(days=LATE_LOOKBACK_DAYS)
+            for old in [d for d in read if d < since]:
+                del read[old]
+            for back in range(LATE_LOOKBACK_DAYS, -1, -1):
+                wanted = day - timedelta(days=back)
+                if wanted not in read:
+                    read[wanted] = [item_view(item)[0] for item in self.ledger.items_on(wanted.isoformat())]
+            earlier = {d: v for d, v in read.items() if d < day}
+            digest = make_digest(day, read[day], previous, created_at=cutoff, earlier=earlier, late_since=since)
             if self.store.save(digest):
                 actions.append(f"digested {day}: {digest.item_count} item(s), {digest.digest[:16]}")
             else:  # written meanwhile by an overlapping run: chain on the stored one
@@ -287,7 +299,13 @@ class EvidenceService:
         assert self.digests is not None
         period = snapshot.period
         stored = set(self.digests.days())
-        wanted = [period.start - timedelta(days=1), *period.days()]
+        # The digests after the period: their late sections cover the period's items recorded on their days.
+        after: list[date] = []
+        for n in range(1, LATE_LOOKBACK_DAYS + 1):
+            if period.last_day >= date.max - timedelta(days=n):
+                break
+            after.append(period.last_day + timedelta(days=n))
+        wanted = [period.start - timedelta(days=1), *period.days(), *after]
         digests: dict[date, DailyDigest] = {}
         unreadable: dict[date, str] = {}
         for day in wanted:
