@@ -7,7 +7,7 @@ import heapq
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from changeguard.domain.errors import (
@@ -16,7 +16,7 @@ from changeguard.domain.errors import (
     TicketSourceUnavailableError,
     TicketUnreadableError,
 )
-from changeguard.domain.ledger import DayShards, LedgerEntry
+from changeguard.domain.ledger import DayShards, EntryKind, LedgerEntry
 from changeguard.domain.tickets import Ticket
 
 
@@ -245,4 +245,18 @@ def create_ticket_table(ddb: Any, name: str = "tickets") -> None:
             {"AttributeName": "record", "AttributeType": "S"},
         ],
         BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def verdict_entry(change_id: str, verdict: str, *, at: datetime, **body: object) -> LedgerEntry:
+    """The correlator's VERDICT for ``change_id``, made at ``at`` and recorded a minute later."""
+    return LedgerEntry(
+        change_id=change_id,
+        entry="VERDICT",
+        kind=EntryKind.VERDICT,
+        function="correlate_change",
+        event_time=at,
+        recorded_at=at + timedelta(minutes=1),
+        verdict=verdict,
+        body={"change": {"change_id": change_id}, **body},
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from changeguard.adapters.dynamodb import entry_to_item
@@ -17,23 +17,14 @@ from changeguard.services.evidence import (
     EvidenceService,
     request_of,
 )
-from fakes import FakeClock, InMemoryLedger, MemoryBucket, ShardedDayIndex
+from fakes import FakeClock, InMemoryLedger, MemoryBucket, ShardedDayIndex, verdict_entry
 
 AT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 REPORTED = datetime(2026, 12, 5, 3, 15, tzinfo=UTC)  # November is settled and digested
 
 
 def verdict(cid: str, value: str, **body: object) -> LedgerEntry:
-    return LedgerEntry(
-        change_id=cid,
-        entry="VERDICT",
-        kind=EntryKind.VERDICT,
-        function="correlate_change",
-        event_time=AT,
-        recorded_at=AT + timedelta(minutes=1),
-        verdict=value,
-        body={"change": {"change_id": cid}, **body},
-    )
+    return verdict_entry(cid, value, at=AT, **body)
 
 
 def service(index: ShardedDayIndex, alerts: InMemoryLedger) -> BuildEvidenceService:

@@ -8,33 +8,24 @@ the new ``changes.csv``, outside the new manifest, and an auditor would read it 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from changeguard.adapters.dynamodb import entry_to_item
 from changeguard.domain.kpis import KpiTargets
-from changeguard.domain.ledger import EntryKind, LedgerEntry
+from changeguard.domain.ledger import LedgerEntry
 from changeguard.services.evidence import DigestService, DigestStore, EvidenceService
 from changeguard_tools import cli, reports_cli
-from fakes import FakeClock, MemoryBucket, ShardedDayIndex
+from fakes import FakeClock, MemoryBucket, ShardedDayIndex, verdict_entry
 
 AT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 NOW = datetime(2026, 12, 5, 3, 15, tzinfo=UTC)
 
 
 def verdict(cid: str, value: str) -> LedgerEntry:
-    return LedgerEntry(
-        change_id=cid,
-        entry="VERDICT",
-        kind=EntryKind.VERDICT,
-        function="correlate_change",
-        event_time=AT,
-        recorded_at=AT + timedelta(minutes=1),
-        verdict=value,
-        body={"change": {"change_id": cid}},
-    )
+    return verdict_entry(cid, value, at=AT)
 
 
 @pytest.fixture
