@@ -413,6 +413,30 @@ def test_a_late_item_no_digest_can_cover_yet_or_searched_stays_late():
     assert report.ok
 
 
+def test_a_late_item_whose_recorded_day_is_due_but_not_digested_yet_stays_late():
+    """The recorded day settled (26 h) but its digest is written at 03:15, or is being retried after
+    a failed run: no digest of a later day exists, so the chain has not moved past it. An untouched
+    re-judgement is late, not inserted - a report run in that gap must not raise a critical
+    ledger-integrity alert over a ledger nobody touched."""
+    index = ShardedDayIndex([entry_to_item(unverified())])
+    bucket = MemoryBucket()
+    digest_at(index, bucket, datetime(2026, 11, 12, 3, 15, tzinfo=UTC))  # through 10 Nov
+    rejudged = recheck("NO_TICKET", after=timedelta(days=3))  # recorded 13 Nov
+    index.put(entry_to_item(rejudged))
+    digest_at(index, bucket, datetime(2026, 11, 14, 3, 15, tzinfo=UTC))  # through 12 Nov: 13 Nov not yet
+    gap = datetime(2026, 11, 15, 2, 30, tzinfo=UTC)  # 13 Nov is due (26 h) but its digest not written
+    report = verify_days(index, bucket, NOVEMBER[:12], gap)
+    day = next(d for d in report.days if d.day == CHANGE.date())
+    assert day.inserted == () and day.late == (f"evt-1|{rejudged.entry}",)
+    assert day.status is DayStatus.LATE_ITEMS and report.ok
+    # Once the chain moves past 13 Nov without it (a hole), the same item is uncovered: inserted.
+    digest_at(index, bucket, datetime(2026, 11, 16, 3, 15, tzinfo=UTC))  # 13 and 14 Nov
+    bucket.objects.pop(digest_key(date(2026, 11, 13)))  # the digest that listed it, deleted
+    after = verify_days(index, bucket, NOVEMBER[:12], datetime(2026, 11, 16, 6, 0, tzinfo=UTC))
+    day = next(d for d in after.days if d.day == CHANGE.date())
+    assert day.inserted == (f"evt-1|{rejudged.entry}",)
+
+
 def test_an_edited_late_section_breaks_the_digest():
     index, bucket = late_ledger()
     key = digest_key(date(2026, 11, 13))

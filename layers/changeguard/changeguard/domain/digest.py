@@ -393,16 +393,26 @@ def _uncovered(
     """A late item of ``day`` that the digest of its recorded day should list and does not.
 
     That digest searched ``day`` and was cut off after the item was recorded (plus ``IN_FLIGHT``), or
-    the recorded day settled in the chain with no digest at all (within ``LATE_LOOKBACK_DAYS``).
-    Otherwise no digest can cover it (yet): its recorded day is pending, or its digest is of schema
-    "1" or did not search back so far.
+    the recorded day has no digest although the chain has moved past it (a later day's digest is
+    stored: the recorded day is a hole in it), within ``LATE_LOOKBACK_DAYS``. Otherwise no digest can
+    cover it (yet): its recorded day is pending - settled but not digested yet, as between the settle
+    time and the daily run (03:15 UTC), or while a failed run is retried - or its digest is of schema
+    "1" or did not search back so far. Calling such an item inserted would raise a critical
+    ``ledger-integrity`` alert over a ledger nobody touched.
     """
     assert view.recorded_at is not None
     recorded = view.recorded_at.astimezone(UTC).date()
     later = covering.get(recorded)
     if later is None:  # a digest written now would search back LATE_LOOKBACK_DAYS
         searched = recorded - timedelta(days=LATE_LOOKBACK_DAYS) <= day
-        return searched and is_due(recorded, now, settle) and chain_start is not None and recorded >= chain_start
+        moved_on = any(digested > recorded for digested in covering)
+        return (
+            searched
+            and moved_on
+            and is_due(recorded, now, settle)
+            and chain_start is not None
+            and recorded >= chain_start
+        )
     return later.searched(day) and view.recorded_at <= later.created_at - IN_FLIGHT
 
 
