@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from changeguard.adapters.dynamodb import entry_to_item
@@ -196,3 +196,66 @@ def test_a_rollback_in_the_bake_window_after_the_period_fails_the_release_of_the
     december = report("2026-12", datetime(2027, 1, 5, tzinfo=UTC))
     assert december.population.deployments == ()  # counted once, in the month it finished
     assert [c.change_id for c in december.population.changes] == ["c-2"]
+
+
+def test_deleting_a_look_ahead_rollback_fails_the_verification_of_the_period_it_decides():
+    """The next day's ROLLBACK fails a release of the period (above), so the period's verification
+    checks that day against its digest once it is written: deleting the ROLLBACK afterwards turns the
+    failure into a success, and the pack that shows the changed figure must not say the ledger is OK.
+    Before that day's digest exists (the weekly and monthly runs come first), it is left out, never
+    called undigested."""
+    from changeguard.domain.kpis import Period
+
+    start, done = datetime(2026, 11, 30, 23, 40, tzinfo=UTC), datetime(2026, 11, 30, 23, 50, tzinfo=UTC)
+    alarm = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
+
+    def dep(state: str, at: datetime, **body: object) -> LedgerEntry:
+        return LedgerEntry(
+            change_id="codedeploy:d-1",
+            entry=f"DEPLOYMENT#{state}",
+            kind=EntryKind.DEPLOYMENT,
+            function="deployment_guard",
+            event_time=at,
+            recorded_at=at,
+            body={"deployment_id": "d-1", "state": state, "started_at": start.isoformat(), **body},
+        )
+
+    rollback = LedgerEntry(
+        change_id="codedeploy:d-1",
+        entry="ROLLBACK",
+        kind=EntryKind.ROLLBACK,
+        function="deployment_guard",
+        event_time=alarm,
+        recorded_at=alarm,
+        verdict="FAILED_CHANGE",
+        body={"deployment_id": "d-1", "failed_change": True, "action": "ROLLBACK"},
+    )
+    index = ShardedDayIndex(
+        entry_to_item(e) for e in [verdict("c-1", "AUTHORIZED"), dep("START", start), dep("SUCCESS", done), rollback]
+    )
+    bucket = MemoryBucket()
+
+    def digest_at(at: datetime) -> None:
+        DigestService(function="write_digest", ledger=index, store=DigestStore(bucket), clock=FakeClock(at)).run(at)
+
+    def report(at: datetime):
+        evidence = EvidenceService(
+            ledger=index, digests=DigestStore(bucket), tickets=None, targets=KpiTargets, clock=FakeClock(at)
+        )
+        return evidence.build(Period.parse("2026-11")).report
+
+    digest_at(datetime(2026, 11, 3, 3, 15, tzinfo=UTC))
+    digest_at(datetime(2026, 12, 2, 3, 15, tzinfo=UTC))  # through 30 Nov; 1 Dec is not digested yet
+    early = report(datetime(2026, 12, 2, 5, 30, tzinfo=UTC))  # a run before 1 Dec is digested
+    assert early.verification.ok and date(2026, 12, 1) not in {d.day for d in early.verification.days}
+    digest_at(datetime(2026, 12, 3, 3, 15, tzinfo=UTC))  # 1 Dec
+    at = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)
+    honest = report(at)
+    assert honest.kpi("change_failure_rate").value == 100.0 and honest.verification.ok
+    for partition in index.partitions.values():  # someone deletes 1 Dec's ROLLBACK
+        partition[:] = [i for i in partition if i["entry"]["S"] != "ROLLBACK"]
+    forged = report(at)
+    assert forged.kpi("change_failure_rate").value == 0.0
+    assert not forged.verification.ok, forged.verification.summary
+    [day] = [d for d in forged.verification.days if d.day == date(2026, 12, 1)]
+    assert day.missing == ("codedeploy:d-1|ROLLBACK",)

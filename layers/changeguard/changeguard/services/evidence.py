@@ -318,9 +318,15 @@ class EvidenceService:
                 continue
             if found is not None:
                 digests[day] = found
+        # The look-ahead day too, once it is digested: its ROLLBACK and STOP entries decide the
+        # period's change failure rate (``after_the_period``), so deleting one must fail this period's
+        # verification, not only the next period's. Before its digest is written (the weekly and
+        # monthly reports run before it, on that day) nothing can cover them; it is left out rather
+        # than called undigested, which would fail a ledger nobody touched.
+        lookahead = sorted(d for d in snapshot.views if d >= period.end and d in digests)
         report = verify_period(
             period.label,
-            period.days(),
+            [*period.days(), *lookahead],
             digests,
             snapshot.views,
             chain_start=min(stored) if stored else None,

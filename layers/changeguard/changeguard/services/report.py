@@ -90,7 +90,9 @@ class LedgerSnapshot:
 
 def read_period(ledger: LedgerDays, period: Period) -> LedgerSnapshot:
     """One by-day query per day; items that no longer parse are kept (as views) and listed. Of the
-    days after the period, only the entries :func:`after_the_period` keeps are read."""
+    days after the period, only the entries :func:`after_the_period` keeps are read, but the whole
+    day is kept as views: its ROLLBACK and STOP entries decide the period's figures, so the period's
+    verification checks that day against its digest too."""
     snapshot = LedgerSnapshot(period=period)
     for day in days_to_read(period):
         views: list[LedgerItemView] = []
@@ -101,7 +103,7 @@ def read_period(ledger: LedgerDays, period: Period) -> LedgerSnapshot:
                 snapshot.unreadable.append(view.key)
             elif day < period.end or after_the_period(entry):
                 snapshot.entries.append(entry)
-        if period.start <= day < period.end:
+        if day >= period.start:  # the period's days, and the look-ahead day its figures read too
             snapshot.views[day] = views
     return snapshot
 
