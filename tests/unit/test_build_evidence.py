@@ -131,25 +131,44 @@ def test_a_report_request_out_of_range_is_a_typed_rejection(request_):
         request_of(request_, REPORTED)
 
 
+BAKE_START = datetime(2026, 11, 30, 23, 40, tzinfo=UTC)
+BAKE_DONE = datetime(2026, 11, 30, 23, 50, tzinfo=UTC)
+BAKE_ALARM = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)  # in the bake window, after midnight
+
+
+def deployment_state(state: str, at: datetime, **body: object) -> LedgerEntry:
+    return LedgerEntry(
+        change_id="codedeploy:d-1",
+        entry=f"DEPLOYMENT#{state}",
+        kind=EntryKind.DEPLOYMENT,
+        function="deployment_guard",
+        event_time=at,
+        recorded_at=at,
+        body={"deployment_id": "d-1", "state": state, "started_at": BAKE_START.isoformat(), **body},
+    )
+
+
+def bake_rollback() -> LedgerEntry:
+    """The guard's bake-window decision, filed at the time it was made (the next day)."""
+    return LedgerEntry(
+        change_id="codedeploy:d-1",
+        entry="ROLLBACK",
+        kind=EntryKind.ROLLBACK,
+        function="deployment_guard",
+        event_time=BAKE_ALARM,
+        recorded_at=BAKE_ALARM,
+        verdict="FAILED_CHANGE",
+        body={"deployment_id": "d-1", "failed_change": True, "action": "ROLLBACK"},
+    )
+
+
 def test_a_rollback_in_the_bake_window_after_the_period_fails_the_release_of_the_period():
     """A release that succeeds at 23:50 on the month's last day and whose alarm fires at 00:05 is rolled
     back by the guard, which files the ROLLBACK on the next day. The month counts the deployment (it
     finished then), so the month's report reads that day's ROLLBACK and STOP entries, and nothing else."""
     from changeguard.domain.kpis import Period
 
-    start, done = datetime(2026, 11, 30, 23, 40, tzinfo=UTC), datetime(2026, 11, 30, 23, 50, tzinfo=UTC)
-    alarm = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
-
-    def dep(state: str, at: datetime, **body: object) -> LedgerEntry:
-        return LedgerEntry(
-            change_id="codedeploy:d-1",
-            entry=f"DEPLOYMENT#{state}",
-            kind=EntryKind.DEPLOYMENT,
-            function="deployment_guard",
-            event_time=at,
-            recorded_at=at,
-            body={"deployment_id": "d-1", "state": state, "started_at": start.isoformat(), **body},
-        )
+    alarm = BAKE_ALARM
 
     next_day = verdict("c-2", "NO_TICKET").model_copy(update={"event_time": alarm, "recorded_at": alarm})
     recheck = LedgerEntry(
@@ -164,19 +183,9 @@ def test_a_rollback_in_the_bake_window_after_the_period_fails_the_release_of_the
     )
     entries = [
         verdict("c-1", "NO_TICKET"),
-        dep("START", start),
-        dep("SUCCESS", done, finished_at=done.isoformat()),
-        # The guard's bake-window decision, filed at the time it was made (the next day).
-        LedgerEntry(
-            change_id="codedeploy:d-1",
-            entry="ROLLBACK",
-            kind=EntryKind.ROLLBACK,
-            function="deployment_guard",
-            event_time=alarm,
-            recorded_at=alarm,
-            verdict="FAILED_CHANGE",
-            body={"deployment_id": "d-1", "failed_change": True, "action": "ROLLBACK"},
-        ),
+        deployment_state("START", BAKE_START),
+        deployment_state("SUCCESS", BAKE_DONE, finished_at=BAKE_DONE.isoformat()),
+        bake_rollback(),
         next_day,
         recheck,
     ]
@@ -206,32 +215,14 @@ def test_deleting_a_look_ahead_rollback_fails_the_verification_of_the_period_it_
     called undigested."""
     from changeguard.domain.kpis import Period
 
-    start, done = datetime(2026, 11, 30, 23, 40, tzinfo=UTC), datetime(2026, 11, 30, 23, 50, tzinfo=UTC)
-    alarm = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
-
-    def dep(state: str, at: datetime, **body: object) -> LedgerEntry:
-        return LedgerEntry(
-            change_id="codedeploy:d-1",
-            entry=f"DEPLOYMENT#{state}",
-            kind=EntryKind.DEPLOYMENT,
-            function="deployment_guard",
-            event_time=at,
-            recorded_at=at,
-            body={"deployment_id": "d-1", "state": state, "started_at": start.isoformat(), **body},
-        )
-
-    rollback = LedgerEntry(
-        change_id="codedeploy:d-1",
-        entry="ROLLBACK",
-        kind=EntryKind.ROLLBACK,
-        function="deployment_guard",
-        event_time=alarm,
-        recorded_at=alarm,
-        verdict="FAILED_CHANGE",
-        body={"deployment_id": "d-1", "failed_change": True, "action": "ROLLBACK"},
-    )
     index = ShardedDayIndex(
-        entry_to_item(e) for e in [verdict("c-1", "AUTHORIZED"), dep("START", start), dep("SUCCESS", done), rollback]
+        entry_to_item(e)
+        for e in [
+            verdict("c-1", "AUTHORIZED"),
+            deployment_state("START", BAKE_START),
+            deployment_state("SUCCESS", BAKE_DONE),
+            bake_rollback(),
+        ]
     )
     bucket = MemoryBucket()
 

@@ -562,9 +562,9 @@ def sweep_minutes(guard: Guard, *minutes: int) -> None:
         guard.service.handle(SWEEP)
 
 
-def test_a_stop_the_health_check_ledgered_but_could_not_make_is_finished_by_a_later_sweep():
-    # HEALTH and the STOP intent are one append; StopDeployment then fails and so does the run.
-    # Lambda's retries of that run, and later sweeps, all find HEALTH: the stop must still be made.
+def stop_throttled_once_after_the_check() -> Guard:
+    """A sick deployment whose health check ledgers HEALTH with the STOP intent (one append), and
+    whose StopDeployment then fails, and the run with it."""
     guard = Guard(dep("d-CHK0000U1"))
     guard.cloudwatch.metrics = SICK
 
@@ -577,6 +577,12 @@ def test_a_stop_the_health_check_ledgered_but_could_not_make_is_finished_by_a_la
         guard.service.handle(SWEEP)
     assert {"HEALTH", "STOP"} <= set(guard.entries("codedeploy:d-CHK0000U1"))
     guard.codedeploy.stop = real_stop  # type: ignore[method-assign]
+    return guard
+
+
+def test_a_stop_the_health_check_ledgered_but_could_not_make_is_finished_by_a_later_sweep():
+    # Lambda's retries of the failed run, and later sweeps, all find HEALTH: the stop must still be made.
+    guard = stop_throttled_once_after_the_check()
 
     guard.clock.at = START + timedelta(minutes=5, seconds=40)  # the attempt may still be running
     assert guard.service.handle(SWEEP).duplicate and guard.codedeploy.stops == []
@@ -594,17 +600,7 @@ def test_a_stop_the_health_check_ledgered_but_could_not_make_is_finished_by_a_la
 
 
 def test_a_stop_without_result_on_a_checked_deployment_is_left_alone_in_observe_mode():
-    guard = Guard(dep("d-CHK0000U1"))
-    guard.cloudwatch.metrics = SICK
-
-    def throttled(*args: Any, **kwargs: Any) -> Any:
-        raise TimeoutError("StopDeployment throttled")
-
-    real_stop, guard.codedeploy.stop = guard.codedeploy.stop, throttled  # type: ignore[method-assign]
-    guard.clock.at = START + timedelta(minutes=5, seconds=10)
-    with pytest.raises(TimeoutError):
-        guard.service.handle(SWEEP)
-    guard.codedeploy.stop = real_stop  # type: ignore[method-assign]
+    guard = stop_throttled_once_after_the_check()
     guard.policy = Policy(enforcement_mode="observe", health_criteria=guard.policy.health_criteria)
 
     sweep_minutes(guard, 7, 8)  # the operator switched to observe: nothing is stopped, nothing new decided
