@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
 from pydantic import Field, ValidationError, model_validator
 
 from changeguard.domain.errors import InvalidEventError
+from changeguard.domain.ledger import utc
 from changeguard.models.envelope import Envelope
 
 SCHEDULED_EVENT = "Scheduled Event"
@@ -62,14 +63,10 @@ def parse_scheduled(event: Any, model: type[ScheduledEvent] = ScheduledEvent, *,
     except ValidationError as exc:
         raise InvalidEventError(f"not a Scheduled Event: {exc.error_count()} error(s)") from exc
     if now is not None:
-        at = _utc(scheduled.time)
-        if at > _utc(now) + SCHEDULE_SKEW:
+        at = utc(scheduled.time)
+        if at > utc(now) + SCHEDULE_SKEW:
             raise InvalidEventError(
-                f"Scheduled Event time {at.isoformat()} is after now ({_utc(now).isoformat()}):"
+                f"Scheduled Event time {at.isoformat()} is after now ({utc(now).isoformat()}):"
                 " a schedule is delivered at or after its time, never before"
             )
     return scheduled
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
